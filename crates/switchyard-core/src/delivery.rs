@@ -1,0 +1,241 @@
+//! What a subscriber receives, and how it is settled.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::message::{DedupId, Headers, Message, MessageId};
+use crate::topic::Topic;
+
+/// How a negatively acknowledged message should come back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retry {
+    /// Redeliver as soon as possible (counts as an attempt).
+    Now,
+    /// Redeliver no earlier than this delay.
+    After(Duration),
+    /// Do not redeliver: move to the topic's dead-letter topic with this reason.
+    DeadLetter(String),
+}
+
+/// How a delivery is settled; adapters implement this for group
+/// subscriptions. Fan-out deliveries carry no acknowledger and settling them
+/// is a no-op.
+///
+/// Settling may be batched by the adapter: a successful return means the
+/// settlement was accepted and will reach the backend (or was refused with an
+/// error), not necessarily that it already did.
+#[async_trait::async_trait]
+pub trait Acknowledger: Send + Sync + 'static {
+    /// The delivery was processed: never deliver it again.
+    async fn ack(&self, delivery: &Delivery) -> Result<()>;
+    /// The delivery failed: redeliver it (or dead-letter it) as `retry` says.
+    /// Adapters dead-letter instead of redelivering once `attempt` reached the
+    /// subscription's `max_attempts`.
+    async fn nack(&self, delivery: &Delivery, retry: Retry) -> Result<()>;
+    /// The work goes on: restart the ack timeout so no other member takes it over.
+    async fn in_progress(&self, delivery: &Delivery) -> Result<()>;
+    /// The delivery was dropped without being settled. Must not block. The
+    /// message must come back (like `nack(Retry::Now)`), at the latest after
+    /// the ack timeout; it must never be lost.
+    fn abandon(&self, delivery: &Delivery);
+}
+
+/// A message handed to a subscriber, with its backend id, attempt number and
+/// (in group mode) the handle to settle it.
+///
+/// In group mode, settle every delivery with [`ack`](Delivery::ack) or
+/// [`nack`](Delivery::nack). Dropping an unsettled delivery behaves like
+/// `nack(Retry::Now)`: the message comes back, it is never lost.
+pub struct Delivery {
+    message: Message,
+    id: MessageId,
+    attempt: u32,
+    acker: Option<Arc<dyn Acknowledger>>,
+    settled: bool,
+}
+
+impl Delivery {
+    /// For adapters: a delivery of `message` with backend `id`, first
+    /// delivered when `attempt` is 1. `acker` is `None` for fan-out.
+    pub fn new(
+        message: Message,
+        id: MessageId,
+        attempt: u32,
+        acker: Option<Arc<dyn Acknowledger>>,
+    ) -> Self {
+        Delivery {
+            message,
+            id,
+            attempt,
+            acker,
+            settled: false,
+        }
+    }
+
+    /// The topic it was published on.
+    pub fn topic(&self) -> &Topic {
+        &self.message.topic
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &Bytes {
+        &self.message.payload
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.message.headers
+    }
+
+    /// The dedup id given by the publisher.
+    pub fn dedup_id(&self) -> DedupId {
+        self.message.dedup_id
+    }
+
+    /// The whole message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The backend id.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// 1 on first delivery, then 2, 3, ... on redeliveries.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether this delivery must be settled (group mode).
+    pub fn needs_ack(&self) -> bool {
+        self.acker.is_some()
+    }
+
+    /// Acknowledges: the message is done and is not delivered again.
+    pub async fn ack(mut self) -> Result<()> {
+        if let Some(acker) = self.acker.clone() {
+            acker.ack(&self).await?;
+        }
+        self.settled = true;
+        Ok(())
+    }
+
+    /// Negatively acknowledges: redeliver now, after a delay, or dead-letter.
+    pub async fn nack(mut self, retry: Retry) -> Result<()> {
+        if let Some(acker) = self.acker.clone() {
+            acker.nack(&self, retry).await?;
+        }
+        self.settled = true;
+        Ok(())
+    }
+
+    /// Tells the backend the work is still going on, restarting the ack
+    /// timeout so the message is not handed to another member.
+    pub async fn in_progress(&self) -> Result<()> {
+        match &self.acker {
+            Some(acker) => acker.in_progress(self).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the message out, settling nothing. In group mode the message
+    /// comes back later (as if dropped).
+    pub fn into_message(mut self) -> Message {
+        self.abandon_now();
+        self.settled = true;
+        let empty = Message::from_parts(
+            self.message.topic.clone(),
+            Bytes::new(),
+            Headers::new(),
+            DedupId(0),
+        );
+        std::mem::replace(&mut self.message, empty)
+    }
+
+    fn abandon_now(&mut self) {
+        if !self.settled
+            && let Some(acker) = &self.acker
+        {
+            acker.abandon(self);
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.abandon_now();
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.message.topic)
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("payload_len", &self.message.payload.len())
+            .field("headers", &self.message.headers)
+            .field("needs_ack", &self.acker.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Counting {
+        acks: AtomicUsize,
+        nacks: AtomicUsize,
+        abandons: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Acknowledger for Counting {
+        async fn ack(&self, _: &Delivery) -> Result<()> {
+            self.acks.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn nack(&self, _: &Delivery, _: Retry) -> Result<()> {
+            self.nacks.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn in_progress(&self, _: &Delivery) -> Result<()> {
+            Ok(())
+        }
+        fn abandon(&self, _: &Delivery) {
+            self.abandons.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn delivery(acker: &Arc<Counting>) -> Delivery {
+        let a: Arc<dyn Acknowledger> = acker.clone();
+        Delivery::new(
+            Message::to("t", "p").unwrap(),
+            MessageId::from_seq(1),
+            1,
+            Some(a),
+        )
+    }
+
+    #[tokio::test]
+    async fn settle_once_and_drop_abandons() {
+        let c = Arc::new(Counting::default());
+        delivery(&c).ack().await.unwrap();
+        delivery(&c).nack(Retry::Now).await.unwrap();
+        drop(delivery(&c));
+        let m = delivery(&c).into_message();
+        assert_eq!(&m.payload[..], b"p");
+        assert_eq!(c.acks.load(Ordering::SeqCst), 1);
+        assert_eq!(c.nacks.load(Ordering::SeqCst), 1);
+        assert_eq!(c.abandons.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,43 @@
+//! The core contract of switchyard: backend-agnostic [`Transport`] and
+//! [`Subscriber`] traits and the types around them. No backend, no network.
+//!
+//! Application code normally depends on the `switchyard` facade crate, which
+//! re-exports everything here and picks an adapter by URL. Adapter authors
+//! implement [`Transport`] and [`Subscriber`] and run the
+//! `switchyard-conformance` suite against their backend.
+//!
+//! - [`Topic`], [`TopicFilter`], [`Pattern`]: validated names and filters;
+//! - [`Message`], [`Headers`], [`MessageId`], [`DedupId`]: what is published;
+//! - [`Delivery`], [`Retry`], [`Acknowledger`]: what is received and how it is settled;
+//! - [`Subscription`], [`Mode`], [`Start`], [`Overflow`]: how to subscribe;
+//! - [`Capabilities`], [`Health`], [`SubscriberStats`], [`TransportStats`];
+//! - [`Codec`], [`Bus`], [`TypedSubscriber`]: the typed layer;
+//! - [`Backoff`], [`CircuitBreaker`]: resilience helpers shared by adapters;
+//! - [`Error`]: one error type, with [`Error::is_transient`].
+
+mod backoff;
+mod breaker;
+mod bus;
+mod codec;
+mod delivery;
+mod error;
+mod message;
+mod subscription;
+pub mod topic;
+mod transport;
+
+pub use backoff::Backoff;
+pub use breaker::{BreakerState, CircuitBreaker};
+pub use bus::{Bus, Typed, TypedSubscriber};
+pub use codec::Codec;
+pub use delivery::{Acknowledger, Delivery, Retry};
+pub use error::{Error, Result, redact_url};
+pub use message::{DedupId, Headers, Message, MessageId, header};
+pub use subscription::{Mode, Overflow, Start, Subscription};
+pub use topic::{DEAD_LETTER_SUFFIX, Pattern, PatternToken, Topic, TopicFilter};
+pub use transport::{
+    Capabilities, Health, Recv, Subscriber, SubscriberStats, Transport, TransportStats,
+};
+
+pub use async_trait::async_trait;
+pub use bytes::Bytes;

@@ -1,0 +1,278 @@
+//! The subscription builder.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::message::MessageId;
+use crate::topic::TopicFilter;
+
+/// How messages are shared among subscribers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Every subscriber gets every message.
+    Fanout,
+    /// Each message goes to one member of the group, which must settle it.
+    Group {
+        /// The group name, shared by all members.
+        group: String,
+        /// This member's name, unique within the group. A member that
+        /// restarts under the same name gets its own unsettled messages back
+        /// first on durable backends.
+        consumer: String,
+    },
+}
+
+/// Where a subscription starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Start {
+    /// Only messages published after `subscribe` returns.
+    #[default]
+    Latest,
+    /// Everything still retained.
+    Earliest,
+    /// Messages with an id greater than this one.
+    After(MessageId),
+}
+
+/// What happens when a subscriber's local buffer is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Wait for room: lossless; the producer side (publisher or reader) slows down.
+    #[default]
+    Block,
+    /// Drop the oldest buffered message to make room (counted in stats).
+    DropOldest,
+    /// Drop the new message (counted in stats).
+    DropNewest,
+}
+
+/// What to subscribe to and how. Build it with [`Subscription::to`] or
+/// [`Subscription::new`] and the builder methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard_core::{Overflow, Start, Subscription};
+/// let sub = Subscription::to("orders.*")?
+///     .group("billing")
+///     .start(Start::Earliest)
+///     .buffer(256)
+///     .overflow(Overflow::Block)
+///     .max_attempts(5)
+///     .ack_timeout(Duration::from_secs(30));
+/// sub.validate()?;
+/// # Ok::<(), switchyard_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Subscription {
+    filter: TopicFilter,
+    mode: Mode,
+    start: Start,
+    buffer: usize,
+    overflow: Overflow,
+    max_attempts: u32,
+    ack_timeout: Duration,
+}
+
+impl Subscription {
+    /// Default local buffer size (deliveries).
+    pub const DEFAULT_BUFFER: usize = 1024;
+    /// Largest accepted local buffer.
+    pub const MAX_BUFFER: usize = 1 << 20;
+    /// Default number of deliveries before a message is dead-lettered.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    /// Default ack timeout.
+    pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A fan-out subscription to `filter`, starting at `Latest`.
+    pub fn new(filter: impl Into<TopicFilter>) -> Self {
+        Subscription {
+            filter: filter.into(),
+            mode: Mode::Fanout,
+            start: Start::Latest,
+            buffer: Self::DEFAULT_BUFFER,
+            overflow: Overflow::Block,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            ack_timeout: Self::DEFAULT_ACK_TIMEOUT,
+        }
+    }
+
+    /// Parses `filter` (see [`TopicFilter::parse`]) and starts a builder.
+    pub fn to(filter: &str) -> Result<Self> {
+        Ok(Self::new(TopicFilter::parse(filter)?))
+    }
+
+    /// Joins group `group` under a generated, unique consumer name.
+    pub fn group(self, group: impl Into<String>) -> Self {
+        let consumer = format!("c-{}-{:08x}", std::process::id(), rand::random::<u32>());
+        self.group_member(group, consumer)
+    }
+
+    /// Joins group `group` as consumer `consumer`.
+    pub fn group_member(mut self, group: impl Into<String>, consumer: impl Into<String>) -> Self {
+        self.mode = Mode::Group {
+            group: group.into(),
+            consumer: consumer.into(),
+        };
+        self
+    }
+
+    /// Every subscriber gets every message (the default).
+    pub fn fanout(mut self) -> Self {
+        self.mode = Mode::Fanout;
+        self
+    }
+
+    /// Where to start reading (for a group: where the group starts when it is created).
+    pub fn start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Local buffer size in deliveries (1 to [`Subscription::MAX_BUFFER`]).
+    pub fn buffer(mut self, size: usize) -> Self {
+        self.buffer = size;
+        self
+    }
+
+    /// What to do when the local buffer is full.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Deliveries before a message is dead-lettered (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// How long a group member may hold a message without settling it or
+    /// calling `in_progress` before it is handed to another member.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// The filter.
+    pub fn filter(&self) -> &TopicFilter {
+        &self.filter
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// The start position.
+    pub fn start_at(&self) -> Start {
+        self.start
+    }
+
+    /// The local buffer size.
+    pub fn buffer_size(&self) -> usize {
+        self.buffer
+    }
+
+    /// The overflow policy.
+    pub fn overflow_policy(&self) -> Overflow {
+        self.overflow
+    }
+
+    /// Deliveries before dead-lettering.
+    pub fn max_attempts_value(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The ack timeout.
+    pub fn ack_timeout_value(&self) -> Duration {
+        self.ack_timeout
+    }
+
+    /// The group and consumer names in group mode.
+    pub fn group_names(&self) -> Option<(&str, &str)> {
+        match &self.mode {
+            Mode::Group { group, consumer } => Some((group, consumer)),
+            Mode::Fanout => None,
+        }
+    }
+
+    /// Checks every setting; adapters call this first in `subscribe`.
+    pub fn validate(&self) -> Result<()> {
+        if self.buffer == 0 || self.buffer > Self::MAX_BUFFER {
+            return Err(Error::InvalidConfig(format!(
+                "subscription buffer must be 1 to {}, got {}",
+                Self::MAX_BUFFER,
+                self.buffer
+            )));
+        }
+        if self.max_attempts == 0 {
+            return Err(Error::InvalidConfig(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        if self.ack_timeout.is_zero() {
+            return Err(Error::InvalidConfig("ack_timeout must be positive".into()));
+        }
+        if let Mode::Group { group, consumer } = &self.mode {
+            validate_name("group", group)?;
+            validate_name("consumer", consumer)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(Error::InvalidConfig(format!(
+            "{what} name must be 1 to 128 bytes, got {}",
+            name.len()
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@')))
+    {
+        return Err(Error::InvalidConfig(format!(
+            "{what} name {name:?} contains {c:?}: use ASCII letters, digits and '-', '_', '.', ':', '@'"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let s = Subscription::to("a.b").unwrap();
+        assert_eq!(s.mode(), &Mode::Fanout);
+        assert_eq!(s.start_at(), Start::Latest);
+        assert!(s.validate().is_ok());
+        assert!(s.clone().buffer(0).validate().is_err());
+        assert!(
+            s.clone()
+                .buffer(Subscription::MAX_BUFFER + 1)
+                .validate()
+                .is_err()
+        );
+        assert!(s.clone().max_attempts(0).validate().is_err());
+        assert!(s.clone().ack_timeout(Duration::ZERO).validate().is_err());
+        assert!(s.clone().group_member("g", "").validate().is_err());
+        assert!(s.clone().group_member("g g", "c").validate().is_err());
+        assert!(s.clone().group("workers").validate().is_ok());
+        let (g, c) = s
+            .clone()
+            .group("w")
+            .group_names()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .unwrap();
+        assert_eq!(g, "w");
+        assert!(c.starts_with("c-"));
+        assert!(Subscription::to("a..b").is_err());
+    }
+}

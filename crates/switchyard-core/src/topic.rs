@@ -1,0 +1,627 @@
+//! Topic names and topic filters.
+//!
+//! # Topic names
+//!
+//! A [`Topic`] is 1 to [`Topic::MAX_LEN`] (255) bytes of ASCII letters, digits
+//! and `- _ : @ + =`, split into segments by the separators `.` and `/`.
+//! So `orders.created`, `robot-1/camera/rgb` and `fleet-a/robot-1.scan` are all
+//! valid. Segments may not be empty (no leading, trailing or doubled
+//! separators). Wildcards (`*`, `>`), spaces, control characters, braces and
+//! any other character are rejected with [`Error::InvalidTopic`].
+//!
+//! A topic ending in [`DEAD_LETTER_SUFFIX`] (`:dlq`) is a dead-letter topic;
+//! [`Topic::dead_letter`] names the dead-letter topic of a topic.
+//!
+//! # Filters
+//!
+//! A [`TopicFilter`] is an exact topic, a list of topics, or a pattern. In a
+//! pattern, `*` stands for exactly one whole segment and `>` (or `**`) for
+//! one or more trailing segments; it must be the last token. Separators must
+//! match exactly: `orders.*` matches `orders.created` but neither
+//! `orders.eu.created` nor `orders/created`; `*/camera/rgb` matches
+//! `robot-7/camera/rgb`; `robot-1/>` matches `robot-1/scan` and
+//! `robot-1/camera/rgb`.
+//!
+//! Wildcards never match dead-letter topics: subscribe to those by name.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Suffix of dead-letter topics: the dead letters of `orders` live on `orders:dlq`.
+pub const DEAD_LETTER_SUFFIX: &str = ":dlq";
+
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b':' | b'@' | b'+' | b'=')
+}
+
+fn is_separator(c: u8) -> bool {
+    c == b'.' || c == b'/'
+}
+
+/// A validated topic name; cheap to clone (reference counted).
+///
+/// ```
+/// use switchyard_core::Topic;
+/// let t = Topic::new("robot-1/camera/rgb")?;
+/// assert_eq!(t.as_str(), "robot-1/camera/rgb");
+/// assert!(Topic::new("orders..created").is_err());
+/// assert!(Topic::new("orders.*").is_err());
+/// # Ok::<(), switchyard_core::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+impl Topic {
+    /// Longest topic name accepted, in bytes.
+    pub const MAX_LEN: usize = 255;
+
+    /// Validates and creates a topic name.
+    pub fn new(name: impl AsRef<str>) -> Result<Self> {
+        let name = name.as_ref();
+        validate_topic(name)?;
+        Ok(Topic(Arc::from(name)))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is a dead-letter topic (ends in `:dlq`).
+    pub fn is_dead_letter(&self) -> bool {
+        self.0.ends_with(DEAD_LETTER_SUFFIX)
+    }
+
+    /// The dead-letter topic of this topic: `{topic}:dlq`.
+    ///
+    /// Fails only when the result would exceed [`Topic::MAX_LEN`].
+    pub fn dead_letter(&self) -> Result<Topic> {
+        Topic::new(format!("{}{}", self.0, DEAD_LETTER_SUFFIX))
+    }
+
+    /// For a dead-letter topic, the topic it collects dead letters of.
+    pub fn dead_letter_origin(&self) -> Option<Topic> {
+        let base = self.0.strip_suffix(DEAD_LETTER_SUFFIX)?;
+        Topic::new(base).ok()
+    }
+}
+
+fn validate_topic(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid_topic(name, "topic names may not be empty"));
+    }
+    if name.len() > Topic::MAX_LEN {
+        return Err(Error::invalid_topic(
+            name,
+            format!(
+                "topic names are at most {} bytes, this one has {}",
+                Topic::MAX_LEN,
+                name.len()
+            ),
+        ));
+    }
+    let bytes = name.as_bytes();
+    let mut prev_sep = true;
+    for (i, &c) in bytes.iter().enumerate() {
+        if is_separator(c) {
+            if prev_sep {
+                return Err(Error::invalid_topic(
+                    name,
+                    format!(
+                        "empty segment at byte {i}: separators ('.' and '/') may not lead, trail or repeat"
+                    ),
+                ));
+            }
+            prev_sep = true;
+        } else if is_name_char(c) {
+            prev_sep = false;
+        } else if c == b'*' || c == b'>' {
+            return Err(Error::invalid_topic(
+                name,
+                "wildcards ('*', '>') are only allowed in filters, not in topic names",
+            ));
+        } else {
+            return Err(Error::invalid_topic(
+                name,
+                format!(
+                    "character {:?} at byte {i} is not allowed: use ASCII letters, digits, '-', '_', ':', '@', '+', '=' and the separators '.' and '/'",
+                    char::from(c)
+                ),
+            ));
+        }
+    }
+    if prev_sep {
+        return Err(Error::invalid_topic(
+            name,
+            "topic names may not end with a separator",
+        ));
+    }
+    Ok(())
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Topic({:?})", &*self.0)
+    }
+}
+
+impl FromStr for Topic {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Topic::new(s)
+    }
+}
+
+impl TryFrom<&str> for Topic {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<Self> {
+        Topic::new(s)
+    }
+}
+
+impl TryFrom<String> for Topic {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Topic::new(s)
+    }
+}
+
+impl AsRef<str> for Topic {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Topic {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Topic {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Topic::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One token of a [`Pattern`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PatternToken {
+    /// A literal segment.
+    Literal(String),
+    /// `*`: exactly one segment.
+    One,
+    /// `>` or `**`: one or more trailing segments.
+    Rest,
+}
+
+/// A wildcard pattern over topic names. See the [module docs](self).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Pattern {
+    source: Arc<str>,
+    tokens: Vec<PatternToken>,
+    /// Separator after token i (None for the last token).
+    seps: Vec<u8>,
+}
+
+impl Pattern {
+    /// Parses a pattern such as `orders.*`, `*/camera/rgb` or `robot-1/>`.
+    pub fn new(source: &str) -> Result<Self> {
+        if source.is_empty() {
+            return Err(Error::invalid_topic(source, "filters may not be empty"));
+        }
+        if source.len() > Topic::MAX_LEN {
+            return Err(Error::invalid_topic(
+                source,
+                format!("filters are at most {} bytes", Topic::MAX_LEN),
+            ));
+        }
+        let mut tokens = Vec::new();
+        let mut seps = Vec::new();
+        let bytes = source.as_bytes();
+        let mut start = 0;
+        let mut i = 0;
+        loop {
+            let at_end = i == bytes.len();
+            if at_end || is_separator(bytes[i]) {
+                let seg = &source[start..i];
+                let token = match seg {
+                    "" => {
+                        return Err(Error::invalid_topic(
+                            source,
+                            "empty segment: separators ('.' and '/') may not lead, trail or repeat",
+                        ));
+                    }
+                    "*" => PatternToken::One,
+                    ">" | "**" => PatternToken::Rest,
+                    s => {
+                        if s.contains(['*', '>']) {
+                            return Err(Error::invalid_topic(
+                                source,
+                                "a wildcard must be a whole segment ('*', '>' or '**')",
+                            ));
+                        }
+                        if let Some(bad) = s.bytes().find(|&c| !is_name_char(c)) {
+                            return Err(Error::invalid_topic(
+                                source,
+                                format!(
+                                    "character {:?} is not allowed in a filter",
+                                    char::from(bad)
+                                ),
+                            ));
+                        }
+                        PatternToken::Literal(s.to_owned())
+                    }
+                };
+                if matches!(tokens.last(), Some(PatternToken::Rest)) {
+                    return Err(Error::invalid_topic(
+                        source,
+                        "'>' (or '**') must be the last token of a filter",
+                    ));
+                }
+                tokens.push(token);
+                if at_end {
+                    break;
+                }
+                seps.push(bytes[i]);
+                start = i + 1;
+            }
+            i += 1;
+        }
+        Ok(Pattern {
+            source: Arc::from(source),
+            tokens,
+            seps,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The parsed tokens.
+    pub fn tokens(&self) -> &[PatternToken] {
+        &self.tokens
+    }
+
+    /// Whether the pattern contains any wildcard.
+    pub fn has_wildcards(&self) -> bool {
+        self.tokens
+            .iter()
+            .any(|t| !matches!(t, PatternToken::Literal(_)))
+    }
+
+    /// The literal prefix before the first wildcard, including its trailing
+    /// separator (`robot-1/` for `robot-1/*/rgb`); useful to narrow a scan.
+    pub fn literal_prefix(&self) -> String {
+        let mut out = String::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            match t {
+                PatternToken::Literal(s) => {
+                    out.push_str(s);
+                    if let Some(&sep) = self.seps.get(i) {
+                        out.push(char::from(sep));
+                    }
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Whether `topic` matches. Wildcards never match dead-letter topics.
+    pub fn matches(&self, topic: &str) -> bool {
+        if self.has_wildcards() && topic.ends_with(DEAD_LETTER_SUFFIX) {
+            return false;
+        }
+        let bytes = topic.as_bytes();
+        let mut pos = 0;
+        for (i, token) in self.tokens.iter().enumerate() {
+            // Find the end of the current topic segment.
+            let seg_end = bytes[pos..]
+                .iter()
+                .position(|&c| is_separator(c))
+                .map_or(bytes.len(), |p| pos + p);
+            match token {
+                PatternToken::Rest => return pos < bytes.len(),
+                PatternToken::One => {
+                    if seg_end == pos {
+                        return false;
+                    }
+                }
+                PatternToken::Literal(lit) => {
+                    if &topic[pos..seg_end] != lit.as_str() {
+                        return false;
+                    }
+                }
+            }
+            match self.seps.get(i) {
+                Some(&sep) => {
+                    if seg_end >= bytes.len() || bytes[seg_end] != sep {
+                        return false;
+                    }
+                    pos = seg_end + 1;
+                }
+                None => return seg_end == bytes.len(),
+            }
+        }
+        false
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", &*self.source)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// What a subscription listens to.
+///
+/// ```
+/// use switchyard_core::TopicFilter;
+/// let f: TopicFilter = "*/camera/rgb".parse()?;
+/// assert!(f.matches("robot-7/camera/rgb"));
+/// let f: TopicFilter = "orders.*".parse()?;
+/// assert!(f.matches("orders.created"));
+/// assert!(!f.matches("orders.eu.created"));
+/// let f: TopicFilter = "a.b, c/d".parse()?; // a list
+/// assert!(f.matches("c/d"));
+/// # Ok::<(), switchyard_core::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TopicFilter {
+    /// Exactly one topic.
+    Exact(Topic),
+    /// Any of these topics (no duplicates, at least one).
+    List(Vec<Topic>),
+    /// A wildcard pattern.
+    Pattern(Pattern),
+}
+
+impl TopicFilter {
+    /// Parses a filter: a comma-separated list of topics, one topic, or a
+    /// pattern containing `*`, `>` or `**`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let trimmed = s.trim();
+        if trimmed.contains(',') {
+            let mut topics = Vec::new();
+            for part in trimmed.split(',') {
+                let part = part.trim();
+                if part.contains(['*', '>']) {
+                    return Err(Error::invalid_topic(
+                        s,
+                        "a list of topics may not contain patterns",
+                    ));
+                }
+                let t = Topic::new(part)?;
+                if !topics.contains(&t) {
+                    topics.push(t);
+                }
+            }
+            return Ok(TopicFilter::List(topics));
+        }
+        if trimmed.contains(['*', '>']) {
+            return Ok(TopicFilter::Pattern(Pattern::new(trimmed)?));
+        }
+        Ok(TopicFilter::Exact(Topic::new(trimmed)?))
+    }
+
+    /// A list filter; fails on an empty list.
+    pub fn list(topics: impl IntoIterator<Item = Topic>) -> Result<Self> {
+        let mut v: Vec<Topic> = Vec::new();
+        for t in topics {
+            if !v.contains(&t) {
+                v.push(t);
+            }
+        }
+        if v.is_empty() {
+            return Err(Error::invalid_topic(
+                "",
+                "a list filter needs at least one topic",
+            ));
+        }
+        Ok(TopicFilter::List(v))
+    }
+
+    /// Whether `topic` passes the filter.
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            TopicFilter::Exact(t) => t.as_str() == topic,
+            TopicFilter::List(ts) => ts.iter().any(|t| t.as_str() == topic),
+            TopicFilter::Pattern(p) => p.matches(topic),
+        }
+    }
+
+    /// The fixed topics of an exact or list filter; `None` for a pattern.
+    pub fn topics(&self) -> Option<&[Topic]> {
+        match self {
+            TopicFilter::Exact(t) => Some(std::slice::from_ref(t)),
+            TopicFilter::List(ts) => Some(ts),
+            TopicFilter::Pattern(_) => None,
+        }
+    }
+
+    /// Whether this filter is a wildcard pattern.
+    pub fn is_pattern(&self) -> bool {
+        matches!(self, TopicFilter::Pattern(_))
+    }
+}
+
+impl fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TopicFilter::Exact(t) => t.fmt(f),
+            TopicFilter::List(ts) => {
+                for (i, t) in ts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    t.fmt(f)?;
+                }
+                Ok(())
+            }
+            TopicFilter::Pattern(p) => p.fmt(f),
+        }
+    }
+}
+
+impl FromStr for TopicFilter {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        TopicFilter::parse(s)
+    }
+}
+
+impl From<Topic> for TopicFilter {
+    fn from(t: Topic) -> Self {
+        TopicFilter::Exact(t)
+    }
+}
+
+impl From<Pattern> for TopicFilter {
+    fn from(p: Pattern) -> Self {
+        TopicFilter::Pattern(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_topics() {
+        for t in [
+            "orders.created",
+            "robot-1/camera/rgb",
+            "a",
+            "fleet-a/robot-1.scan",
+            "orders.created:dlq",
+            "user@host+x=y_z",
+        ] {
+            assert!(Topic::new(t).is_ok(), "{t}");
+        }
+        assert!(Topic::new("a".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn invalid_topics() {
+        for t in [
+            "", ".a", "a.", "a..b", "a//b", "/a", "a/", "a b", "a*", "*", "a.>", "a\n", "a{b}",
+            "é", "a\0b", "a\tb",
+        ] {
+            let e = Topic::new(t).unwrap_err();
+            assert!(matches!(e, Error::InvalidTopic { .. }), "{t}: {e}");
+        }
+        assert!(Topic::new("a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn dead_letters() {
+        let t = Topic::new("orders").unwrap();
+        let d = t.dead_letter().unwrap();
+        assert_eq!(d.as_str(), "orders:dlq");
+        assert!(d.is_dead_letter());
+        assert_eq!(d.dead_letter_origin().unwrap(), t);
+        assert!(Topic::new("a".repeat(253)).unwrap().dead_letter().is_err());
+    }
+
+    fn pat(s: &str) -> Pattern {
+        Pattern::new(s).unwrap()
+    }
+
+    #[test]
+    fn pattern_matching() {
+        assert!(pat("*/camera/rgb").matches("robot-7/camera/rgb"));
+        assert!(!pat("*/camera/rgb").matches("robot-7/camera/depth"));
+        assert!(!pat("*/camera/rgb").matches("fleet/robot-7/camera/rgb"));
+        assert!(pat("orders.*").matches("orders.created"));
+        assert!(!pat("orders.*").matches("orders.eu.created"));
+        assert!(!pat("orders.*").matches("orders"));
+        assert!(!pat("orders.*").matches("orders/created"));
+        assert!(pat("orders.>").matches("orders.eu.created"));
+        assert!(pat("orders.**").matches("orders.eu.created"));
+        assert!(pat("orders.>").matches("orders.created"));
+        assert!(!pat("orders.>").matches("orders"));
+        assert!(pat(">").matches("anything/at.all"));
+        assert!(pat("robot-1/>").matches("robot-1/camera/rgb"));
+        assert!(pat("*.*").matches("a.b"));
+        assert!(!pat("*.*").matches("a.b.c"));
+        assert!(!pat("*.*").matches("a"));
+        assert!(pat("a.*.c").matches("a.x.c"));
+        assert!(!pat("a.*.c").matches("a.x.d"));
+        assert!(!pat("a.*.c").matches("a..c"));
+    }
+
+    #[test]
+    fn patterns_skip_dead_letters() {
+        assert!(!pat("orders.*").matches("orders.created:dlq"));
+        assert!(!pat(">").matches("x:dlq"));
+        assert!(pat("orders.created:dlq").matches("orders.created:dlq"));
+    }
+
+    #[test]
+    fn bad_patterns() {
+        for p in [
+            "", "a.>.b", "a*", "a.b*", ">x", "a..*", "*.", "a b.*", "**.a",
+        ] {
+            assert!(Pattern::new(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(pat("robot-1/*/rgb").literal_prefix(), "robot-1/");
+        assert_eq!(pat("*/rgb").literal_prefix(), "");
+        assert_eq!(pat("a.b.>").literal_prefix(), "a.b.");
+    }
+
+    #[test]
+    fn filters() {
+        assert!(matches!(
+            TopicFilter::parse("a.b").unwrap(),
+            TopicFilter::Exact(_)
+        ));
+        assert!(matches!(
+            TopicFilter::parse("a.*").unwrap(),
+            TopicFilter::Pattern(_)
+        ));
+        let l = TopicFilter::parse("a, b ,a").unwrap();
+        assert_eq!(l.topics().unwrap().len(), 2);
+        assert!(l.matches("b"));
+        assert!(!l.matches("c"));
+        assert!(TopicFilter::parse("a,*").is_err());
+        assert!(TopicFilter::parse("a,").is_err());
+        assert!(TopicFilter::parse("").is_err());
+        assert!(TopicFilter::list(Vec::new()).is_err());
+        assert_eq!(TopicFilter::parse("a,b").unwrap().to_string(), "a,b");
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let t = Topic::new("a.b").unwrap();
+        let j = serde_json::to_string(&t).unwrap();
+        assert_eq!(j, "\"a.b\"");
+        let back: Topic = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, t);
+        assert!(serde_json::from_str::<Topic>("\"a..b\"").is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! The `Transport` and `Subscriber` traits every adapter implements.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+
+use crate::delivery::Delivery;
+use crate::error::Result;
+use crate::message::{Message, MessageId};
+use crate::subscription::Subscription;
+
+/// What an adapter can do. Adapters fill it with
+/// `Capabilities { persistent: true, ..Default::default() }`; the
+/// conformance suite reads it to decide which cases apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Messages survive a restart of the backend.
+    pub persistent: bool,
+    /// Subscriptions can start at `Earliest` or `After(id)`.
+    pub replay: bool,
+    /// `Mode::Group` is supported.
+    pub consumer_groups: bool,
+    /// nack and unsettled deliveries are redelivered.
+    pub ack_redelivery: bool,
+    /// Messages of one topic reach a subscriber in publish order.
+    pub per_topic_ordering: bool,
+    /// Exhausted or rejected messages move to `{topic}:dlq`.
+    pub dead_letters: bool,
+    /// Wildcard pattern subscriptions.
+    pub patterns: bool,
+    /// Two transports in different processes reach each other.
+    pub cross_process: bool,
+    /// Delivery may repeat a message (at-least-once); when false, delivery is
+    /// at-most-once and a message is never delivered twice.
+    pub at_least_once: bool,
+    /// Losses on the way are reported as `Error::Lost` items (gap signals).
+    pub gap_signals: bool,
+}
+
+/// The health of a transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// Everything works.
+    Ok,
+    /// Working with reduced guarantees (for example local-only delivery
+    /// while Redis is away); the reason says what is missing.
+    Degraded(String),
+    /// Not working; the reason says why.
+    Down(String),
+}
+
+impl Health {
+    /// Whether the transport is fully healthy.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Health::Ok)
+    }
+}
+
+/// Counters of one subscriber. All counts since the subscriber was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriberStats {
+    /// Deliveries handed to the application.
+    pub received: u64,
+    /// Deliveries acknowledged.
+    pub acked: u64,
+    /// Deliveries negatively acknowledged (including dead-letter requests).
+    pub nacked: u64,
+    /// Deliveries with `attempt > 1`.
+    pub redelivered: u64,
+    /// Messages moved to a dead-letter topic by this subscriber.
+    pub dead_lettered: u64,
+    /// Messages dropped by the overflow policy.
+    pub dropped: u64,
+    /// Payloads that failed to decode (typed layer).
+    pub decode_errors: u64,
+    /// Malformed entries skipped or dead-lettered by the adapter.
+    pub malformed: u64,
+    /// Messages reported lost by gap detection.
+    pub lost: u64,
+    /// Pending messages whose data was trimmed by retention before delivery.
+    pub lost_to_retention: u64,
+}
+
+/// Counters of a transport's publishing side and connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Messages accepted by the backend.
+    pub published: u64,
+    /// Publishes that failed.
+    pub publish_errors: u64,
+    /// Messages dropped before reaching the backend (outbox full or expired).
+    pub dropped: u64,
+    /// Reconnections after a lost connection.
+    pub reconnects: u64,
+    /// Publishes refused by the open circuit breaker.
+    pub breaker_rejections: u64,
+    /// Whether the circuit breaker is open now.
+    pub breaker_open: bool,
+}
+
+/// A backend: publishes messages and creates subscribers.
+///
+/// Implementations are cheap to share behind an `Arc`. After
+/// [`close`](Transport::close), `publish` fails with `Error::Closed` and the
+/// transport's subscribers end.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// A short name of the adapter (`memory`, `redis-streams`, `redis-pubsub`).
+    fn name(&self) -> &'static str;
+
+    /// What this adapter can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Publishes one message; returns its id once the backend accepted it.
+    async fn publish(&self, message: Message) -> Result<MessageId>;
+
+    /// Publishes several messages in order, returning one id per message.
+    async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>>;
+
+    /// Starts a subscription. When this returns, messages published
+    /// afterwards are not missed (for `Start::Latest` too).
+    async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>>;
+
+    /// Checks the backend within a bounded time.
+    async fn health(&self) -> Health;
+
+    /// Publishing-side counters.
+    fn stats(&self) -> TransportStats {
+        TransportStats::default()
+    }
+
+    /// Stops the transport: flushes what it can within a bounded time, then
+    /// refuses new work and ends its subscribers.
+    async fn close(&self) -> Result<()>;
+}
+
+/// A stream of deliveries. Also a [`futures::Stream`]; `recv` and
+/// `recv_batch` are available on `dyn Subscriber` (and therefore on
+/// `Box<dyn Subscriber>`) without imports.
+///
+/// An `Err` item is about one delivery or one gap (a malformed payload, a
+/// lost range); the stream goes on after it. `None` means closed.
+#[async_trait::async_trait]
+pub trait Subscriber: Send + Unpin {
+    /// Polls for the next delivery; `Ready(None)` once closed.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery>>>;
+
+    /// Counters of this subscriber.
+    fn stats(&self) -> SubscriberStats;
+
+    /// Stops receiving; settlements already made are flushed within a
+    /// bounded time. Unsettled group deliveries come back to the group.
+    async fn close(self: Box<Self>) -> Result<()>;
+}
+
+impl dyn Subscriber {
+    /// Waits for the next delivery; `None` once the subscriber is closed.
+    pub fn recv(&mut self) -> Recv<'_> {
+        Recv { sub: self }
+    }
+
+    /// Waits up to `deadline` for the first delivery, then takes whatever
+    /// else is ready without waiting, up to `max` items in all. Returns an
+    /// empty vector when nothing arrived in time or the subscriber is closed.
+    pub async fn recv_batch(&mut self, max: usize, deadline: Duration) -> Vec<Result<Delivery>> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return out;
+        }
+        match tokio::time::timeout(deadline, self.recv()).await {
+            Ok(Some(item)) => out.push(item),
+            Ok(None) | Err(_) => return out,
+        }
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        while out.len() < max {
+            match self.poll_recv(&mut cx) {
+                Poll::Ready(Some(item)) => out.push(item),
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        out
+    }
+}
+
+/// Future of [`recv`](trait.Subscriber.html#method.recv).
+#[must_use = "futures do nothing unless awaited"]
+pub struct Recv<'a> {
+    sub: &'a mut dyn Subscriber,
+}
+
+impl Future for Recv<'_> {
+    type Output = Option<Result<Delivery>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.sub.poll_recv(cx)
+    }
+}
+
+impl Stream for dyn Subscriber {
+    type Item = Result<Delivery>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
