@@ -1,0 +1,422 @@
+//! Connection settings parsed from a URL or built in code.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use switchyard_core::{Error, Result, redact_url};
+
+/// A password that never shows in `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a password.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The password itself; keep it out of logs and errors.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// Where and how to reach Redis, shared by both Redis adapters.
+///
+/// Parse it from a URL with [`RedisConfig::from_url`]:
+///
+/// ```text
+/// redis+streams://[user[:password]@]host[:port][/db][?namespace=NS&connect_timeout=2s&response_timeout=5s&...]
+/// rediss+streams://...   (TLS; likewise redis+pubsub:// and rediss+pubsub://)
+/// ```
+///
+/// or build it in code:
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard_redis::RedisConfig;
+/// let cfg = RedisConfig::new("127.0.0.1", 6379)
+///     .with_namespace("fleet-a")
+///     .with_connect_timeout(Duration::from_secs(1));
+/// assert_eq!(cfg.addr(), "127.0.0.1:6379");
+/// ```
+///
+/// Query parameters not known here are kept in [`RedisConfig::params`] for
+/// the adapter, which rejects the ones it does not know either.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port (default 6379).
+    pub port: u16,
+    /// Database number (default 0).
+    pub db: i64,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password (for the ACL user, or `requirepass`).
+    pub password: Option<Secret>,
+    /// Use TLS.
+    pub tls: bool,
+    /// Prefix of every key and channel (default `switchyard`).
+    pub namespace: String,
+    /// Bound on establishing a connection (default 2 s).
+    pub connect_timeout: Duration,
+    /// Bound on one command's reply on the shared connection (default 5 s).
+    pub response_timeout: Duration,
+    /// Adapter-specific query parameters.
+    pub params: BTreeMap<String, String>,
+}
+
+impl RedisConfig {
+    /// Default TCP port.
+    pub const DEFAULT_PORT: u16 = 6379;
+    /// Default namespace.
+    pub const DEFAULT_NAMESPACE: &'static str = "switchyard";
+
+    /// Settings for `host:port` with every other value at its default.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        RedisConfig {
+            host: host.into(),
+            port,
+            db: 0,
+            username: None,
+            password: None,
+            tls: false,
+            namespace: Self::DEFAULT_NAMESPACE.to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the namespace (key and channel prefix).
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the response timeout of the shared connection.
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Sets ACL user and password.
+    pub fn with_credentials(mut self, username: Option<String>, password: Option<String>) -> Self {
+        self.username = username;
+        self.password = password.map(Secret::new);
+        self
+    }
+
+    /// Sets the database number.
+    pub fn with_db(mut self, db: i64) -> Self {
+        self.db = db;
+        self
+    }
+
+    /// Turns TLS on or off.
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// `host:port`, for messages.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// A URL describing this config without the password.
+    pub fn display_url(&self, scheme: &str) -> String {
+        let user = match (&self.username, &self.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (Some(u), None) => format!("{u}@"),
+            (None, Some(_)) => ":***@".to_owned(),
+            (None, None) => String::new(),
+        };
+        format!(
+            "{scheme}://{user}{}/{}?namespace={}",
+            self.addr(),
+            self.db,
+            self.namespace
+        )
+    }
+
+    /// Parses a URL. The scheme must be `redis`, `rediss`, or one of those
+    /// followed by `+streams` / `+pubsub`; a leading `rediss` turns TLS on.
+    pub fn from_url(input: &str) -> Result<Self> {
+        let url = url::Url::parse(input).map_err(|e| Error::invalid_url(input, e.to_string()))?;
+        let scheme = url.scheme();
+        let base = scheme.split('+').next().unwrap_or(scheme);
+        let tls = match base {
+            "redis" => false,
+            "rediss" => true,
+            _ => {
+                return Err(Error::invalid_url(
+                    input,
+                    format!(
+                        "scheme {scheme:?} is not a Redis scheme (redis+streams, rediss+streams, redis+pubsub, rediss+pubsub)"
+                    ),
+                ));
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(Error::invalid_url(input, "the URL has no host")),
+        };
+        let port = url.port().unwrap_or(Self::DEFAULT_PORT);
+        let mut cfg = RedisConfig::new(host, port).with_tls(tls);
+        let path = url.path().trim_matches('/');
+        if !path.is_empty() {
+            cfg.db = path
+                .parse::<i64>()
+                .ok()
+                .filter(|d| *d >= 0)
+                .ok_or_else(|| {
+                    Error::invalid_url(
+                        input,
+                        format!("the path must be a database number, got {path:?}"),
+                    )
+                })?;
+        }
+        if !url.username().is_empty() {
+            cfg.username = Some(percent_decode(url.username()));
+        }
+        if let Some(p) = url.password() {
+            cfg.password = Some(Secret::new(percent_decode(p)));
+        }
+        for (key, value) in url.query_pairs() {
+            let (key, value) = (key.into_owned(), value.into_owned());
+            match key.as_str() {
+                "namespace" => {
+                    validate_namespace(&value).map_err(|r| Error::invalid_url(input, r))?;
+                    cfg.namespace = value;
+                }
+                "connect_timeout" => {
+                    cfg.connect_timeout = parse_duration(&value)
+                        .map_err(|r| Error::invalid_url(input, format!("connect_timeout: {r}")))?;
+                }
+                "response_timeout" => {
+                    cfg.response_timeout = parse_duration(&value)
+                        .map_err(|r| Error::invalid_url(input, format!("response_timeout: {r}")))?;
+                }
+                _ => {
+                    cfg.params.insert(key, value);
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Removes and returns an adapter-specific parameter.
+    pub fn take_param(&mut self, key: &str) -> Option<String> {
+        self.params.remove(key)
+    }
+
+    /// Removes a parameter and parses it as a duration (`250ms`, `2s`, `1m`).
+    pub fn take_duration(&mut self, key: &str) -> Result<Option<Duration>> {
+        match self.params.remove(key) {
+            None => Ok(None),
+            Some(v) => parse_duration(&v)
+                .map(Some)
+                .map_err(|r| Error::InvalidConfig(format!("url parameter {key}: {r}"))),
+        }
+    }
+
+    /// Removes a parameter and parses it as an unsigned integer.
+    pub fn take_u64(&mut self, key: &str) -> Result<Option<u64>> {
+        match self.params.remove(key) {
+            None => Ok(None),
+            Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+                Error::InvalidConfig(format!(
+                    "url parameter {key}: expected an unsigned integer, got {v:?}"
+                ))
+            }),
+        }
+    }
+
+    /// Fails when parameters are left that nobody took, naming them.
+    pub fn reject_unknown_params(&self, known: &[&str]) -> Result<()> {
+        if self.params.is_empty() {
+            return Ok(());
+        }
+        let unknown: Vec<&str> = self.params.keys().map(String::as_str).collect();
+        Err(Error::InvalidConfig(format!(
+            "unknown url parameter(s) {}: known are namespace, connect_timeout, response_timeout{}{}",
+            unknown.join(", "),
+            if known.is_empty() { "" } else { ", " },
+            known.join(", ")
+        )))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Checks a namespace: 1 to 64 bytes of ASCII letters, digits, `-`, `_`, `.`, `:`.
+pub fn validate_namespace(ns: &str) -> std::result::Result<(), String> {
+    if ns.is_empty() || ns.len() > 64 {
+        return Err(format!("namespace must be 1 to 64 bytes, got {}", ns.len()));
+    }
+    if let Some(c) = ns
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(format!(
+            "namespace {ns:?} contains {c:?}: use ASCII letters, digits, '-', '_', '.', ':'"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `250ms`, `2s`, `1m`, or a bare number of milliseconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "ms"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration like 250ms, 2s or 1m, got {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!("unknown unit {unit:?} in {s:?}: use ms, s or m")),
+    }
+}
+
+impl fmt::Display for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.display_url(if self.tls {
+            "rediss"
+        } else {
+            "redis"
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_url() {
+        let c = RedisConfig::from_url(
+            "rediss+streams://app:p%40ss@db.example:6380/3?namespace=fleet-a&connect_timeout=500ms&maxlen=1000",
+        )
+        .unwrap();
+        assert_eq!(c.host, "db.example");
+        assert_eq!(c.port, 6380);
+        assert_eq!(c.db, 3);
+        assert!(c.tls);
+        assert_eq!(c.username.as_deref(), Some("app"));
+        assert_eq!(c.password.as_ref().unwrap().expose(), "p@ss");
+        assert_eq!(c.namespace, "fleet-a");
+        assert_eq!(c.connect_timeout, Duration::from_millis(500));
+        assert_eq!(c.params.get("maxlen").map(String::as_str), Some("1000"));
+        let shown = format!("{c:?} {c}");
+        assert!(
+            !shown.contains("p@ss") && !shown.contains("p%40ss"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let c = RedisConfig::from_url("redis+pubsub://127.0.0.1").unwrap();
+        assert_eq!(c.port, 6379);
+        assert_eq!(c.db, 0);
+        assert!(!c.tls);
+        assert_eq!(c.namespace, "switchyard");
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        let c = RedisConfig::from_url("redis://[::1]:7000").unwrap();
+        assert_eq!(c.addr(), "[::1]:7000");
+    }
+
+    #[test]
+    fn rejects_bad_urls_without_leaking_passwords() {
+        for bad in [
+            "redis+streams://u:hunter2@h/notadb",
+            "redis+streams://u:hunter2@h:1?namespace=a%20b",
+            "redis+streams://u:hunter2@h:1?connect_timeout=soon",
+            "http://u:hunter2@h",
+            "redis+streams://u:hunter2@:1",
+            "garbage",
+        ] {
+            let e = RedisConfig::from_url(bad).unwrap_err();
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("hunter2"), "{bad}: {text}");
+            assert!(matches!(e, Error::InvalidUrl { .. }), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn params() {
+        let mut c = RedisConfig::from_url("redis+streams://h?maxlen=5&block=200ms&x=1").unwrap();
+        assert_eq!(c.take_u64("maxlen").unwrap(), Some(5));
+        assert_eq!(
+            c.take_duration("block").unwrap(),
+            Some(Duration::from_millis(200))
+        );
+        let e = c.reject_unknown_params(&["maxlen", "block"]).unwrap_err();
+        assert!(e.to_string().contains('x'));
+        c.take_param("x");
+        assert!(c.reject_unknown_params(&[]).is_ok());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("75").unwrap(), Duration::from_millis(75));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
