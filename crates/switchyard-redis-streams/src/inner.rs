@@ -1,0 +1,137 @@
+//! State shared by the transport, its writer and its subscribers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use switchyard_core::{CircuitBreaker, Topic, TransportStats};
+use switchyard_redis::RedisClient;
+use tokio::sync::watch;
+
+use crate::config::StreamsConfig;
+use crate::keys;
+use crate::publish::Writer;
+
+/// Publishing-side counters (see [`TransportStats`]).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_errors: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+}
+
+/// Everything a transport's tasks share. The shared connection `conn` is
+/// for ordinary commands (XADD, XACK, XCLAIM, scripts) — never for blocking
+/// reads, which use dedicated connections from `client`.
+pub(crate) struct Inner {
+    pub(crate) config: StreamsConfig,
+    pub(crate) client: RedisClient,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) breaker: Arc<CircuitBreaker>,
+    pub(crate) closed: AtomicBool,
+    /// Becomes `true` on close; readers and background tasks watch it.
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) writer: Writer,
+}
+
+impl Inner {
+    /// The stream key of `topic` in this transport's namespace.
+    pub(crate) fn key(&self, topic: &Topic) -> String {
+        keys::stream_key(&self.config.redis.namespace, topic)
+    }
+
+    /// The namespace (key prefix).
+    pub(crate) fn namespace(&self) -> &str {
+        &self.config.redis.namespace
+    }
+
+    /// Whether `close` was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// A receiver that sees `true` once the transport closes.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// A snapshot of the publishing counters.
+    pub(crate) fn transport_stats(&self) -> TransportStats {
+        let mut s = TransportStats::default();
+        s.published = self.stats.published.load(Ordering::Relaxed);
+        s.publish_errors = self.stats.publish_errors.load(Ordering::Relaxed);
+        s.dropped = self.stats.dropped.load(Ordering::Relaxed);
+        s.reconnects = self.stats.reconnects.load(Ordering::Relaxed);
+        s.breaker_rejections = self.breaker.rejections();
+        s.breaker_open = self.breaker.state() != switchyard_core::BreakerState::Closed;
+        s
+    }
+}
+
+/// Resolves when `shutdown` turns `true` (or its sender is gone).
+pub(crate) async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    // An error means the transport is gone: treat as shut down.
+    let _ = shutdown.wait_for(|closed| *closed).await;
+}
+
+/// Lets one warning through per interval and counts the ones held back, so
+/// a persistent failure cannot flood the log.
+#[derive(Debug)]
+pub(crate) struct WarnLimiter {
+    interval: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl WarnLimiter {
+    /// A limiter allowing one warning per `interval`.
+    pub(crate) fn new(interval: Duration) -> Self {
+        WarnLimiter {
+            interval,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(suppressed)` when a warning may be logged now (with the number
+    /// held back since the last one); `None` when it should be skipped.
+    pub(crate) fn check(&self) -> Option<u64> {
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        match st.0 {
+            Some(last) if now.duration_since(last) < self.interval => {
+                st.1 = st.1.saturating_add(1);
+                None
+            }
+            _ => {
+                st.0 = Some(now);
+                Some(std::mem::take(&mut st.1))
+            }
+        }
+    }
+}
+
+impl Default for WarnLimiter {
+    /// One warning per 5 s.
+    fn default() -> Self {
+        WarnLimiter::new(Duration::from_secs(5))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter() {
+        let l = WarnLimiter::new(Duration::from_secs(3600));
+        assert_eq!(l.check(), Some(0));
+        assert_eq!(l.check(), None);
+        assert_eq!(l.check(), None);
+        let l = WarnLimiter::new(Duration::ZERO);
+        assert_eq!(l.check(), Some(0));
+        assert_eq!(l.check(), Some(0));
+    }
+}

@@ -1,0 +1,123 @@
+//! Redis key layout: one stream per topic under the namespace prefix.
+//!
+//! The topic sits inside a hash tag, `"{ns}:{<topic>}"`, so a topic's stream
+//! and its dead-letter stream (`"{ns}:{<topic>}:dlq"`) share one Redis
+//! Cluster slot. Topic names cannot contain braces, so the tag is unambiguous.
+
+use switchyard_core::{Pattern, Topic};
+
+/// The stream key of `topic` in namespace `namespace`.
+///
+/// A dead-letter topic `t:dlq` maps to `"{ns}:{t}:dlq"`: the same hash slot
+/// as `t`.
+///
+/// ```
+/// use switchyard_core::Topic;
+/// use switchyard_redis_streams::keys::stream_key;
+/// assert_eq!(stream_key("app", &Topic::new("orders.created")?), "app:{orders.created}");
+/// assert_eq!(stream_key("app", &Topic::new("orders:dlq")?), "app:{orders}:dlq");
+/// # Ok::<(), switchyard_core::Error>(())
+/// ```
+pub fn stream_key(namespace: &str, topic: &Topic) -> String {
+    let t = topic.as_str();
+    let mut key = String::with_capacity(namespace.len() + t.len() + 3);
+    key.push_str(namespace);
+    key.push_str(":{");
+    match topic.dead_letter_origin() {
+        Some(origin) => {
+            key.push_str(origin.as_str());
+            key.push('}');
+            key.push_str(switchyard_core::DEAD_LETTER_SUFFIX);
+        }
+        None => {
+            key.push_str(t);
+            key.push('}');
+        }
+    }
+    key
+}
+
+/// The topic a stream key belongs to (the inverse of [`stream_key`]);
+/// `None` for keys of another namespace or shape.
+///
+/// ```
+/// use switchyard_redis_streams::keys::topic_of_key;
+/// assert_eq!(topic_of_key("app", "app:{a.b}").unwrap().as_str(), "a.b");
+/// assert_eq!(topic_of_key("app", "app:{a.b}:dlq").unwrap().as_str(), "a.b:dlq");
+/// assert!(topic_of_key("app", "other:{a.b}").is_none());
+/// ```
+pub fn topic_of_key(namespace: &str, key: &str) -> Option<Topic> {
+    let rest = key.strip_prefix(namespace)?.strip_prefix(":{")?;
+    let close = rest.find('}')?;
+    let (inner, tail) = (&rest[..close], &rest[close + 1..]);
+    match tail {
+        "" => Topic::new(inner).ok(),
+        s if s == switchyard_core::DEAD_LETTER_SUFFIX => Topic::new(format!("{inner}{s}")).ok(),
+        _ => None,
+    }
+}
+
+/// A glob for `SCAN ... MATCH` that finds the streams a pattern may match,
+/// narrowed by the pattern's literal prefix. Candidates are still checked
+/// with [`Pattern::matches`]: the glob is a superset.
+///
+/// ```
+/// use switchyard_core::Pattern;
+/// use switchyard_redis_streams::keys::scan_match;
+/// assert_eq!(scan_match("app", &Pattern::new("robot-1/*/rgb")?), "app:{robot-1/*}");
+/// assert_eq!(scan_match("app", &Pattern::new("*.x")?), "app:{*}");
+/// # Ok::<(), switchyard_core::Error>(())
+/// ```
+pub fn scan_match(namespace: &str, pattern: &Pattern) -> String {
+    let mut glob = String::with_capacity(namespace.len() + pattern.as_str().len() + 4);
+    push_escaped(&mut glob, namespace);
+    glob.push_str(":{");
+    if pattern.has_wildcards() {
+        push_escaped(&mut glob, &pattern.literal_prefix());
+        // Wildcards never match dead-letter topics: only keys ending in `}`.
+        glob.push_str("*}");
+    } else {
+        // Without wildcards a pattern matches exactly one topic.
+        push_escaped(&mut glob, pattern.as_str());
+        glob.push('}');
+    }
+    glob
+}
+
+/// Escapes the characters special to Redis globs (`* ? [ ] \`).
+fn push_escaped(glob: &mut String, literal: &str) {
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            glob.push('\\');
+        }
+        glob.push(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for t in ["a", "a.b", "robot-1/camera/rgb", "x:y", "t:dlq", "a+b=c@d"] {
+            let topic = Topic::new(t).unwrap();
+            let key = stream_key("ns:1", &topic);
+            assert_eq!(topic_of_key("ns:1", &key).unwrap(), topic, "{key}");
+        }
+        assert!(topic_of_key("ns", "ns:{a}x").is_none());
+        assert!(topic_of_key("ns", "ns:{a").is_none());
+        assert!(topic_of_key("ns", "ns:{a b}").is_none());
+        assert!(topic_of_key("ns", "nsx:{a}").is_none());
+    }
+
+    #[test]
+    fn globs_are_escaped() {
+        let g = scan_match("a-b", &Pattern::new("x-y.*").unwrap());
+        assert_eq!(g, "a-b:{x-y.*}");
+        assert_eq!(
+            scan_match("n[1]", &Pattern::new("a.*").unwrap()),
+            "n\\[1\\]:{a.*}"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! [`RedisStreamsTransport`]: the `Transport` implementation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use switchyard_core::{
+    BreakerState, Capabilities, CircuitBreaker, Error, Health, Message, MessageId, Mode, Result,
+    Subscriber, Subscription, Transport, TransportStats,
+};
+use switchyard_redis::RedisClient;
+use tokio::sync::watch;
+
+use crate::config::StreamsConfig;
+use crate::discovery::TopicSource;
+use crate::inner::{Inner, Stats};
+use crate::publish::{self, Writer};
+use crate::{fanout, group};
+
+/// The adapter's name, as [`Transport::name`] reports it.
+pub const NAME: &str = "redis-streams";
+
+/// A transport over Redis Streams: one stream per topic, fan-out with
+/// XREAD, consumer groups with XREADGROUP.
+///
+/// Cheap to share behind an `Arc`; every subscriber reads on a dedicated
+/// connection, publishing shares one multiplexed connection.
+pub struct RedisStreamsTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisStreamsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStreamsTransport")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl RedisStreamsTransport {
+    /// Connects: opens the shared connection (bounded by the connect
+    /// timeout, failing with an error that names the address) and starts
+    /// the writer task.
+    pub async fn connect(config: StreamsConfig) -> Result<Self> {
+        config.validate()?;
+        let client = RedisClient::new(config.redis.clone())?;
+        let conn = client.shared().await?;
+        let breaker = Arc::new(CircuitBreaker::new(
+            "redis",
+            config.breaker_threshold,
+            config.breaker_cool_down,
+        ));
+        let stats = Arc::new(Stats::default());
+        let writer = Writer::spawn(conn.clone(), &config, breaker.clone(), stats.clone());
+        let (shutdown, _) = watch::channel(false);
+        tracing::debug!(redis = %config.redis, "redis-streams transport connected");
+        Ok(RedisStreamsTransport {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                conn,
+                breaker,
+                closed: AtomicBool::new(false),
+                shutdown,
+                stats,
+                writer,
+            }),
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &StreamsConfig {
+        &self.inner.config
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The capabilities of this adapter.
+pub fn capabilities() -> Capabilities {
+    let mut c = Capabilities::default();
+    c.persistent = true;
+    c.replay = true;
+    c.consumer_groups = true;
+    c.ack_redelivery = true;
+    c.per_topic_ordering = true;
+    c.dead_letters = true;
+    c.patterns = true;
+    c.cross_process = true;
+    c.at_least_once = true;
+    c.gap_signals = false;
+    c
+}
+
+#[async_trait::async_trait]
+impl Transport for RedisStreamsTransport {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    async fn publish(&self, message: Message) -> Result<MessageId> {
+        self.check_open()?;
+        self.inner.breaker.check()?;
+        self.inner.writer.publish(message).await
+    }
+
+    async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
+        self.check_open()?;
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner.breaker.check()?;
+        publish::publish_batch(&self.inner, messages).await
+    }
+
+    async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {
+        self.check_open()?;
+        subscription.validate()?;
+        let topics = TopicSource::open(&self.inner, subscription.filter()).await?;
+        match subscription.mode() {
+            Mode::Group { .. } => group::subscribe(self.inner.clone(), subscription, topics).await,
+            _ => fanout::subscribe(self.inner.clone(), subscription, topics).await,
+        }
+    }
+
+    async fn health(&self) -> Health {
+        if self.inner.is_closed() {
+            return Health::Down("the transport is closed".into());
+        }
+        let mut conn = self.inner.conn.clone();
+        let timeout = self.inner.config.redis.response_timeout;
+        let addr = self.inner.config.redis.addr();
+        match switchyard_redis::ping_health(&mut conn, &addr, timeout).await {
+            Health::Ok if self.inner.breaker.state() == BreakerState::Open => {
+                Health::Degraded(format!(
+                    "publishing to redis at {addr} is paused: the circuit breaker is open after repeated failures"
+                ))
+            }
+            other => other,
+        }
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.inner.transport_stats()
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let timeout = self
+            .inner
+            .config
+            .redis
+            .response_timeout
+            .max(Duration::from_millis(100));
+        let flushed = self.inner.writer.close(timeout).await;
+        self.inner.shutdown.send_replace(true);
+        flushed
+    }
+}
