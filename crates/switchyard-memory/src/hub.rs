@@ -1,0 +1,406 @@
+//! The hub: the topics of one in-process bus, shared by every transport
+//! connected to it.
+//!
+//! Locks, always taken in this order (never the reverse):
+//! `patterns` → a topic-map shard → a topic → a subscriber's or member's own
+//! small locks. The publish path takes a shard's read lock only to find the
+//! topic (the write lock and `patterns` only when the topic is new), then
+//! the topic lock. Nothing is held across an `.await`.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, LazyLock, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use switchyard_core::{Message, Pattern, Start, Topic, header};
+use tokio::task::JoinHandle;
+
+use crate::config::MemoryConfig;
+use crate::fanout::FanoutShared;
+use crate::group::{DeadLetter, GroupState, MemberShared};
+use crate::topic_log::{Entry, LiveSub, TopicInner, TopicState};
+use crate::wake::Wakers;
+
+const SHARDS: usize = 16;
+
+/// What a subscription attaches to each matching topic.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Fanout(Arc<FanoutShared>, Start),
+    Member(Arc<MemberShared>, Start),
+}
+
+impl Target {
+    fn is_closed(&self) -> bool {
+        match self {
+            Target::Fanout(f, _) => f.is_closed(),
+            Target::Member(m, _) => m.is_closed(),
+        }
+    }
+}
+
+struct PatternReg {
+    pattern: Pattern,
+    target: Target,
+}
+
+type Shard = RwLock<HashMap<Topic, Arc<TopicState>>>;
+
+/// The shared state behind [`MemoryHub`](crate::MemoryHub).
+pub(crate) struct Hub {
+    pub(crate) config: MemoryConfig,
+    name: Option<String>,
+    hasher: RandomState,
+    shards: Box<[Shard]>,
+    /// Pattern subscriptions; its lock also serialises topic creation.
+    patterns: Mutex<Vec<PatternReg>>,
+    /// Topics with at least one group, for the redelivery tick.
+    group_topics: Mutex<Vec<Weak<TopicState>>>,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+}
+
+static NAMED: LazyLock<Mutex<HashMap<String, Weak<Hub>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+impl Hub {
+    pub(crate) fn new(config: MemoryConfig, name: Option<String>) -> Self {
+        Hub {
+            config: config.normalized(),
+            name,
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            patterns: Mutex::new(Vec::new()),
+            group_topics: Mutex::new(Vec::new()),
+            ticker: Mutex::new(None),
+        }
+    }
+
+    /// The process-wide hub called `name`, created with `config` if no
+    /// transport holds it now.
+    pub(crate) fn named(name: &str, config: MemoryConfig) -> Arc<Hub> {
+        let mut map = NAMED.lock();
+        if let Some(hub) = map.get(name).and_then(Weak::upgrade) {
+            if hub.config != config.clone().normalized() {
+                tracing::debug!(hub = name, "named memory hub exists: its configuration is kept");
+            }
+            return hub;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let hub = Arc::new(Hub::new(config, Some(name.to_owned())));
+        map.insert(name.to_owned(), Arc::downgrade(&hub));
+        hub
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn shard(&self, topic: &Topic) -> &Shard {
+        let h = self.hasher.hash_one(topic.as_str());
+        &self.shards[(h as usize) % self.shards.len()]
+    }
+
+    /// Number of topics.
+    pub(crate) fn topic_count(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// The state of `topic`, created on first use.
+    pub(crate) fn topic(&self, topic: &Topic) -> Arc<TopicState> {
+        let shard = self.shard(topic);
+        if let Some(t) = shard.read().get(topic) {
+            return t.clone();
+        }
+        let mut patterns = self.patterns.lock();
+        if let Some(t) = shard.read().get(topic) {
+            return t.clone();
+        }
+        let retention = if topic.is_dead_letter() {
+            self.config.dead_letter_retention
+        } else {
+            self.config.retention
+        };
+        let state = Arc::new(TopicState::new(retention));
+        patterns.retain(|p| !p.target.is_closed());
+        let mut wakers = Wakers::new();
+        {
+            let mut inner = state.inner.lock();
+            for p in patterns.iter() {
+                if p.pattern.matches(topic.as_str()) {
+                    self.attach(&state, &mut inner, &p.target, None, &mut wakers);
+                }
+            }
+        }
+        shard.write().insert(topic.clone(), state.clone());
+        drop(patterns);
+        wakers.wake_all();
+        state
+    }
+
+    /// Attaches `target` to the topics of `topics` (exact or list filter).
+    pub(crate) fn attach_topics(
+        &self,
+        topics: &[Topic],
+        target: &Target,
+        backlog: &mut Vec<Arc<Entry>>,
+    ) {
+        let mut wakers = Wakers::new();
+        for topic in topics {
+            let state = self.topic(topic);
+            let mut inner = state.inner.lock();
+            self.attach(&state, &mut inner, target, Some(backlog), &mut wakers);
+        }
+        wakers.wake_all();
+    }
+
+    /// Registers a pattern subscription: attaches it to every existing
+    /// matching topic now and to every matching topic created later.
+    pub(crate) fn attach_pattern(
+        &self,
+        pattern: &Pattern,
+        target: &Target,
+        backlog: &mut Vec<Arc<Entry>>,
+    ) {
+        let mut wakers = Wakers::new();
+        let mut patterns = self.patterns.lock();
+        patterns.retain(|p| !p.target.is_closed());
+        patterns.push(PatternReg {
+            pattern: pattern.clone(),
+            target: target.clone(),
+        });
+        for shard in self.shards.iter() {
+            for (name, state) in shard.read().iter() {
+                if pattern.matches(name.as_str()) {
+                    let mut inner = state.inner.lock();
+                    self.attach(state, &mut inner, target, Some(backlog), &mut wakers);
+                }
+            }
+        }
+        drop(patterns);
+        wakers.wake_all();
+    }
+
+    /// Attaches a subscriber or member to one topic (under its lock).
+    fn attach(
+        &self,
+        state: &Arc<TopicState>,
+        inner: &mut TopicInner,
+        target: &Target,
+        backlog: Option<&mut Vec<Arc<Entry>>>,
+        wakers: &mut Wakers,
+    ) {
+        match target {
+            Target::Fanout(sub, start) => {
+                if sub.is_closed() {
+                    return;
+                }
+                let from = match start {
+                    Start::Earliest => inner.first_seq(),
+                    Start::After(id) => id.seq.saturating_add(1),
+                    _ => inner.next_seq,
+                };
+                if let Some(backlog) = backlog {
+                    backlog.extend(inner.entries_from(from).cloned());
+                }
+                inner.fanout.push(LiveSub {
+                    sub: sub.clone(),
+                    min_seq: from.max(inner.next_seq),
+                });
+                sub.attached(state);
+                if sub.is_closed() {
+                    inner
+                        .fanout
+                        .retain(|l| !Arc::ptr_eq(&l.sub, sub));
+                }
+            }
+            Target::Member(member, start) => {
+                if member.is_closed() {
+                    return;
+                }
+                let index = match inner.group_index(&member.group) {
+                    Some(i) => i,
+                    None => {
+                        let cursor = match start {
+                            Start::Earliest => inner.first_seq(),
+                            Start::After(id) => id.seq.saturating_add(1),
+                            _ => inner.next_seq,
+                        };
+                        if inner.groups.is_empty() {
+                            self.group_topics.lock().push(Arc::downgrade(state));
+                        }
+                        inner
+                            .groups
+                            .push(GroupState::new(member.group.clone(), cursor));
+                        inner.groups.len() - 1
+                    }
+                };
+                if let Some(g) = inner.groups.get_mut(index) {
+                    g.add_member(member.clone());
+                }
+                member.attached(state, index);
+                if member.is_closed()
+                    && let Some(g) = inner.groups.get_mut(index)
+                {
+                    g.remove_member(member.id, wakers);
+                }
+                member.wake(wakers);
+            }
+        }
+    }
+
+    /// Publishes `message`, waiting while a `Block` subscriber is full.
+    /// Returns the sequence number, or `None` if `give_up` resolved first.
+    pub(crate) async fn publish(
+        &self,
+        message: Message,
+        give_up: impl std::future::Future<Output = ()>,
+    ) -> Option<u64> {
+        let state = self.topic(&message.topic);
+        let mut message = message;
+        let mut give_up = std::pin::pin!(give_up);
+        loop {
+            let mut wakers = Wakers::new();
+            let result = {
+                let mut inner = state.inner.lock();
+                state.append_locked(&mut inner, message, &mut wakers, false)
+            };
+            wakers.wake_all();
+            drop(wakers);
+            match result {
+                Ok(seq) => return Some(seq),
+                Err((m, full)) => {
+                    message = m;
+                    tokio::select! {
+                        () = full.wait_for_room() => {}
+                        () = &mut give_up => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves a message to its dead-letter topic. Never blocks: if a `Block`
+    /// subscriber of the dead-letter topic is full, the publish continues in
+    /// a task (or, outside a tokio runtime, overfills that subscriber).
+    pub(crate) fn dead_letter(self: &Arc<Self>, dead: DeadLetter) {
+        let original = &dead.entry.message;
+        let Ok(dlq) = original.topic.dead_letter() else {
+            tracing::error!(topic = %original.topic, seq = dead.entry.seq, "dead-letter topic name too long: message discarded");
+            return;
+        };
+        let mut headers = original.headers.clone();
+        headers.insert(header::DLQ_REASON, dead.reason.as_str());
+        headers.insert(header::DLQ_TOPIC, original.topic.as_str());
+        headers.insert(
+            header::DLQ_ID,
+            switchyard_core::MessageId::from_seq(dead.entry.seq).to_string(),
+        );
+        headers.insert(header::DLQ_ATTEMPTS, dead.attempts.to_string());
+        let message = Message::from_parts(
+            dlq,
+            original.payload.clone(),
+            headers,
+            original.dedup_id,
+        );
+        dead.member
+            .dead_lettered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(topic = %original.topic, seq = dead.entry.seq, reason = %dead.reason, "dead-lettered");
+        let state = self.topic(&message.topic);
+        let mut wakers = Wakers::new();
+        let result = {
+            let mut inner = state.inner.lock();
+            state.append_locked(&mut inner, message, &mut wakers, false)
+        };
+        wakers.wake_all();
+        if let Err((message, _full)) = result {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let hub = self.clone();
+                    rt.spawn(async move {
+                        hub.publish(message, std::future::pending()).await;
+                    });
+                }
+                Err(_) => {
+                    let mut inner = state.inner.lock();
+                    let _ = state.append_locked(&mut inner, message, &mut wakers, true);
+                    drop(inner);
+                    wakers.wake_all();
+                }
+            }
+        }
+    }
+
+    /// Starts the redelivery tick task if it is not running (it needs a
+    /// tokio runtime; it stops by itself when the hub is dropped).
+    pub(crate) fn ensure_ticker(self: &Arc<Self>) {
+        let mut ticker = self.ticker.lock();
+        if ticker.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                *ticker = Some(rt.spawn(tick_loop(
+                    Arc::downgrade(self),
+                    self.config.redelivery_tick,
+                )));
+            }
+            Err(_) => tracing::warn!(
+                "no tokio runtime: ack timeouts and delayed retries of the memory hub are not processed"
+            ),
+        }
+    }
+
+    /// One redelivery tick over every topic with groups.
+    fn tick(self: &Arc<Self>) {
+        let topics: Vec<Arc<TopicState>> = {
+            let mut list = self.group_topics.lock();
+            list.retain(|w| w.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        let now = tokio::time::Instant::now();
+        let mut dead = Vec::new();
+        for topic in topics {
+            let mut wakers = Wakers::new();
+            {
+                let mut inner = topic.inner.lock();
+                let TopicInner {
+                    next_seq, groups, ..
+                } = &mut *inner;
+                for g in groups.iter_mut() {
+                    g.tick(now, *next_seq, &mut dead, &mut wakers);
+                }
+            }
+            wakers.wake_all();
+            for d in dead.drain(..) {
+                self.dead_letter(d);
+            }
+        }
+    }
+}
+
+async fn tick_loop(hub: Weak<Hub>, every: std::time::Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(hub) = hub.upgrade() else {
+            break;
+        };
+        hub.tick();
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticker.get_mut().take() {
+            t.abort();
+        }
+        if let Some(name) = &self.name {
+            let mut map = NAMED.lock();
+            if map.get(name).is_some_and(|w| w.strong_count() == 0) {
+                map.remove(name);
+            }
+        }
+    }
+}
