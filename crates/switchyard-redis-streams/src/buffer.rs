@@ -148,11 +148,13 @@ impl<T> LocalQueue<T> {
     }
 
     /// Items queued now.
+    #[allow(dead_code)] // for group readers sizing their reads
     pub(crate) fn len(&self) -> usize {
         self.state.lock().items.len()
     }
 
     /// Free slots now (0 under any policy when full).
+    #[allow(dead_code)] // for group readers sizing their reads
     pub(crate) fn room(&self) -> usize {
         self.capacity.saturating_sub(self.len())
     }

@@ -1,22 +1,382 @@
-//! Fan-out subscribers: XREAD from a cursor per stream on a dedicated
-//! blocking connection.
+//! Fan-out subscribers: XREAD from one cursor per stream, several streams
+//! per call, on a dedicated blocking connection.
+//!
+//! - `Start::Latest`: each stream's last id, resolved once at subscribe time
+//!   (`XREVRANGE key + - COUNT 1`, `0-0` for a stream that does not exist
+//!   yet), so nothing published after `subscribe` returns is missed;
+//! - `Start::Earliest`: `0-0`; `Start::After(id)`: `id`;
+//! - streams a pattern discovers later were created after the subscription
+//!   started and are read from their beginning.
+//!
+//! A malformed entry is skipped with a rate-limited warning and counted in
+//! `stats().malformed`; the cursor moves past it. Entries trimmed by
+//! retention before they were read are simply gone. After an error the
+//! reader backs off (full jitter) and reopens its connection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use switchyard_core::{Error, Result, Subscriber, Subscription};
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use switchyard_core::{
+    Backoff, Delivery, Error, MessageId, Result, Start, Subscriber, SubscriberStats, Subscription,
+    Topic,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+use crate::buffer::{LocalQueue, Pushed, SubStats};
 use crate::discovery::TopicSource;
-use crate::inner::Inner;
+use crate::inner::{Inner, WarnLimiter, wait_shutdown};
+use crate::wire::{self, RawEntry};
 
 /// Starts a fan-out subscriber.
 pub(crate) async fn subscribe(
     inner: Arc<Inner>,
     sub: Subscription,
-    topics: TopicSource,
+    mut topics: TopicSource,
 ) -> Result<Box<dyn Subscriber>> {
-    let _ = (inner, sub, topics);
-    Err(Error::Unsupported {
-        adapter: "redis-streams",
-        what: "fan-out is being implemented".into(),
-    })
+    let initial = topics.current();
+    let cursors = initial_cursors(&inner, &initial, sub.start_at()).await?;
+    let conn = inner
+        .client
+        .dedicated(Some(inner.config.blocking_response_timeout()))
+        .await?;
+    let queue = Arc::new(LocalQueue::new(sub.buffer_size(), sub.overflow_policy()));
+    let stats = Arc::new(SubStats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let mut streams = Streams::default();
+    for (topic, cursor) in initial.iter().zip(cursors) {
+        streams.add(&inner, topic.clone(), cursor);
+    }
+    let reader = Reader {
+        shutdown: inner.shutdown_signal(),
+        inner,
+        queue: queue.clone(),
+        stats: stats.clone(),
+        topics,
+        streams,
+        stop: stop_rx,
+        warn: WarnLimiter::default(),
+        malformed_warn: WarnLimiter::default(),
+    };
+    let task = tokio::spawn(reader.run(conn));
+    Ok(Box::new(FanoutSubscriber {
+        queue,
+        stats,
+        stop,
+        task: Some(task),
+    }))
+}
+
+/// The start cursor of each of `topics`.
+async fn initial_cursors(inner: &Inner, topics: &[Topic], start: Start) -> Result<Vec<MessageId>> {
+    match start {
+        Start::Earliest => Ok(vec![MessageId::new(0, 0); topics.len()]),
+        Start::After(id) => Ok(vec![id; topics.len()]),
+        _ => last_ids(inner, topics).await,
+    }
+}
+
+/// The id of each stream's last entry (`0-0` when the stream is empty or
+/// does not exist), in one pipeline.
+pub(crate) async fn last_ids(inner: &Inner, topics: &[Topic]) -> Result<Vec<MessageId>> {
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for t in topics {
+        pipe.cmd("XREVRANGE")
+            .arg(inner.key(t))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+    }
+    let mut conn = inner.conn.clone();
+    let replies: Vec<Value> = pipe
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| switchyard_redis::classify("XREVRANGE", &e))?;
+    let mut out = Vec::with_capacity(topics.len());
+    for reply in replies {
+        let entries = wire::parse_entries(reply)
+            .map_err(|m| Error::Backend(format!("redis XREVRANGE: {m}")))?;
+        out.push(entries.first().map_or(MessageId::new(0, 0), |e| e.id));
+    }
+    Ok(out)
+}
+
+/// The streams a reader follows: keys, topics and cursors, in XREAD order.
+#[derive(Default)]
+struct Streams {
+    keys: Vec<String>,
+    topics: Vec<Topic>,
+    cursors: Vec<MessageId>,
+    index: HashMap<String, usize>,
+}
+
+impl Streams {
+    fn add(&mut self, inner: &Inner, topic: Topic, cursor: MessageId) {
+        let key = inner.key(&topic);
+        if self.index.contains_key(&key) {
+            return;
+        }
+        self.index.insert(key.clone(), self.keys.len());
+        self.keys.push(key);
+        self.topics.push(topic);
+        self.cursors.push(cursor);
+    }
+
+    fn contains(&self, inner: &Inner, topic: &Topic) -> bool {
+        self.index.contains_key(&inner.key(topic))
+    }
+
+    fn xread(&self, count: usize, block: Duration) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg("STREAMS");
+        for k in &self.keys {
+            cmd.arg(k);
+        }
+        for c in &self.cursors {
+            cmd.arg(c.to_string());
+        }
+        cmd
+    }
+}
+
+struct Reader {
+    inner: Arc<Inner>,
+    queue: Arc<LocalQueue<Delivery>>,
+    stats: Arc<SubStats>,
+    topics: TopicSource,
+    streams: Streams,
+    stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    warn: WarnLimiter,
+    malformed_warn: WarnLimiter,
+}
+
+#[derive(PartialEq, Eq)]
+enum Step {
+    Continue,
+    Stop,
+}
+
+impl Reader {
+    async fn run(mut self, conn: MultiplexedConnection) {
+        let mut conn = Some(conn);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            if *self.stop.borrow() || *self.shutdown.borrow() || self.queue.is_consumer_closed() {
+                break;
+            }
+            self.add_discovered();
+            if self.streams.keys.is_empty() {
+                // A pattern with no stream yet: wait for discovery.
+                let mut stop = self.stop.clone();
+                let mut shutdown = self.shutdown.clone();
+                tokio::select! {
+                    () = self.topics.changed() => continue,
+                    () = wait_shutdown(&mut stop) => break,
+                    () = wait_shutdown(&mut shutdown) => break,
+                }
+            }
+            if conn.is_none() {
+                conn = self.reopen(&mut backoff).await;
+                if conn.is_none() {
+                    continue;
+                }
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let cmd = self
+                .streams
+                .xread(self.inner.config.read_count, self.inner.config.block);
+            let mut stop = self.stop.clone();
+            let mut shutdown = self.shutdown.clone();
+            let reply = tokio::select! {
+                r = cmd.query_async::<Value>(c) => r,
+                () = wait_shutdown(&mut stop) => break,
+                () = wait_shutdown(&mut shutdown) => break,
+            };
+            match reply {
+                Ok(v) => {
+                    backoff.reset();
+                    match wire::parse_streams_reply(v) {
+                        Ok(batches) => {
+                            if self.deliver(batches).await == Step::Stop {
+                                break;
+                            }
+                        }
+                        Err(m) => {
+                            self.warn_once(&format!("unreadable XREAD reply: {m}"));
+                            conn = None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let err = switchyard_redis::classify("XREAD", &e);
+                    self.warn_once(&err.to_string());
+                    // Reopen after transient errors (the connection may be
+                    // gone); back off in any case so nothing spins.
+                    conn = None;
+                }
+            }
+        }
+        self.queue.close_producer();
+    }
+
+    /// Adds streams the pattern discovered since the last look; they start
+    /// at `0-0` (they were created after the subscription started).
+    fn add_discovered(&mut self) {
+        if !self.topics.is_pattern() {
+            return;
+        }
+        let current = self.topics.current();
+        for t in current.iter() {
+            if !self.streams.contains(&self.inner, t) {
+                self.streams
+                    .add(&self.inner, t.clone(), MessageId::new(0, 0));
+            }
+        }
+    }
+
+    /// Sleeps a backoff delay, then opens a new dedicated connection;
+    /// `None` when that failed (or the reader is stopping).
+    async fn reopen(&mut self, backoff: &mut Backoff) -> Option<MultiplexedConnection> {
+        let delay = backoff.next_delay();
+        let mut stop = self.stop.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = wait_shutdown(&mut stop) => return None,
+            () = wait_shutdown(&mut shutdown) => return None,
+        }
+        let timeout = self.inner.config.blocking_response_timeout();
+        match self.inner.client.dedicated(Some(timeout)).await {
+            Ok(c) => {
+                self.inner
+                    .stats
+                    .reconnects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(redis = %self.inner.config.redis.addr(), "fan-out reader reconnected");
+                Some(c)
+            }
+            Err(e) => {
+                self.warn_once(&e.to_string());
+                None
+            }
+        }
+    }
+
+    fn warn_once(&self, what: &str) {
+        if let Some(suppressed) = self.warn.check() {
+            tracing::warn!(
+                redis = %self.inner.config.redis.addr(),
+                error = what,
+                suppressed,
+                "redis-streams fan-out reader failed; reconnecting with backoff"
+            );
+        }
+    }
+
+    async fn deliver(&mut self, batches: Vec<(String, Vec<RawEntry>)>) -> Step {
+        for (key, entries) in batches {
+            let Some(&i) = self.streams.index.get(&key) else {
+                continue;
+            };
+            let topic = self.streams.topics[i].clone();
+            for entry in entries {
+                self.streams.cursors[i] = entry.id;
+                let Some(fields) = entry.fields else { continue };
+                match wire::decode(&topic, entry.id, fields) {
+                    Ok(message) => {
+                        let d = Delivery::new(message, entry.id, 1, None);
+                        let pushed = {
+                            let mut stop = self.stop.clone();
+                            let mut shutdown = self.shutdown.clone();
+                            tokio::select! {
+                                p = self.queue.push(d) => p,
+                                () = wait_shutdown(&mut stop) => return Step::Stop,
+                                () = wait_shutdown(&mut shutdown) => return Step::Stop,
+                            }
+                        };
+                        match pushed {
+                            Pushed::Queued => {}
+                            Pushed::DroppedOldest(_) | Pushed::DroppedNewest(_) => {
+                                SubStats::bump(&self.stats.dropped);
+                            }
+                            Pushed::Closed(_) => return Step::Stop,
+                        }
+                    }
+                    Err(m) => {
+                        SubStats::bump(&self.stats.malformed);
+                        if let Some(suppressed) = self.malformed_warn.check() {
+                            tracing::warn!(
+                                topic = %topic,
+                                id = %entry.id,
+                                reason = %m,
+                                suppressed,
+                                "skipping a malformed stream entry"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Step::Continue
+    }
+}
+
+/// The application's end of a fan-out subscription.
+struct FanoutSubscriber {
+    queue: Arc<LocalQueue<Delivery>>,
+    stats: Arc<SubStats>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+#[async_trait::async_trait]
+impl Subscriber for FanoutSubscriber {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery>>> {
+        self.queue.poll_pop(cx).map(|item| {
+            item.map(|d| {
+                SubStats::bump(&self.stats.received);
+                Ok(d)
+            })
+        })
+    }
+
+    fn stats(&self) -> SubscriberStats {
+        self.stats.snapshot()
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<()> {
+        self.stop.send_replace(true);
+        self.queue.close_consumer();
+        if let Some(task) = self.task.take() {
+            // The reader stops at its next await point; don't wait long.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FanoutSubscriber {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        self.queue.close_consumer();
+    }
 }
