@@ -81,7 +81,10 @@ impl Hub {
         let mut map = NAMED.lock();
         if let Some(hub) = map.get(name).and_then(Weak::upgrade) {
             if hub.config != config.clone().normalized() {
-                tracing::debug!(hub = name, "named memory hub exists: its configuration is kept");
+                tracing::debug!(
+                    hub = name,
+                    "named memory hub exists: its configuration is kept"
+                );
             }
             return hub;
         }
@@ -208,9 +211,7 @@ impl Hub {
                 });
                 sub.attached(state);
                 if sub.is_closed() {
-                    inner
-                        .fanout
-                        .retain(|l| !Arc::ptr_eq(&l.sub, sub));
+                    inner.fanout.retain(|l| !Arc::ptr_eq(&l.sub, sub));
                 }
             }
             Target::Member(member, start) => {
@@ -296,12 +297,8 @@ impl Hub {
             switchyard_core::MessageId::from_seq(dead.entry.seq).to_string(),
         );
         headers.insert(header::DLQ_ATTEMPTS, dead.attempts.to_string());
-        let message = Message::from_parts(
-            dlq,
-            original.payload.clone(),
-            headers,
-            original.dedup_id,
-        );
+        let message =
+            Message::from_parts(dlq, original.payload.clone(), headers, original.dedup_id);
         dead.member
             .dead_lettered
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -340,10 +337,8 @@ impl Hub {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                *ticker = Some(rt.spawn(tick_loop(
-                    Arc::downgrade(self),
-                    self.config.redelivery_tick,
-                )));
+                *ticker =
+                    Some(rt.spawn(tick_loop(Arc::downgrade(self), self.config.redelivery_tick)));
             }
             Err(_) => tracing::warn!(
                 "no tokio runtime: ack timeouts and delayed retries of the memory hub are not processed"

@@ -51,16 +51,20 @@ impl GroupAcker {
         let seq = delivery.id().seq;
         let attempt = delivery.attempt();
         let now = Instant::now();
-        self.with_group(|g, wakers| {
-            match g.nack(seq, &self.member, attempt, retry, now, wakers) {
+        self.with_group(
+            |g, wakers| match g.nack(seq, &self.member, attempt, retry, now, wakers) {
                 NackOutcome::Dead(d) => ((), Some(d)),
                 NackOutcome::Requeued => ((), None),
                 NackOutcome::Stale => {
-                    tracing::debug!(seq, attempt, "nack of a delivery this member no longer holds: ignored");
+                    tracing::debug!(
+                        seq,
+                        attempt,
+                        "nack of a delivery this member no longer holds: ignored"
+                    );
                     ((), None)
                 }
-            }
-        });
+            },
+        );
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use switchyard_core::{
-    Capabilities, Error, Health, Message, MessageId, Mode, Result, Start, Subscriber,
-    Subscription, TopicFilter, Transport, TransportStats, async_trait,
+    Capabilities, Error, Health, Message, MessageId, Mode, Result, Start, Subscriber, Subscription,
+    TopicFilter, Transport, TransportStats, async_trait,
 };
 use tokio::sync::Notify;
 

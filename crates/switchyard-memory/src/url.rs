@@ -111,9 +111,16 @@ mod tests {
         assert_eq!(u.name, None);
         assert_eq!(u.config, MemoryConfig::default());
         assert_eq!(parse("memory:///").unwrap().name, None);
-        assert_eq!(parse("MEMORY://hub-1").unwrap().name.as_deref(), Some("hub-1"));
-        assert_eq!(parse("memory://a.b_c/").unwrap().name.as_deref(), Some("a.b_c"));
-        let u = parse("memory://x?retention=10&dead_letter_retention=5&redelivery_tick_ms=7").unwrap();
+        assert_eq!(
+            parse("MEMORY://hub-1").unwrap().name.as_deref(),
+            Some("hub-1")
+        );
+        assert_eq!(
+            parse("memory://a.b_c/").unwrap().name.as_deref(),
+            Some("a.b_c")
+        );
+        let u =
+            parse("memory://x?retention=10&dead_letter_retention=5&redelivery_tick_ms=7").unwrap();
         assert_eq!(u.config.retention, 10);
         assert_eq!(u.config.dead_letter_retention, 5);
         assert_eq!(u.config.redelivery_tick, Duration::from_millis(7));

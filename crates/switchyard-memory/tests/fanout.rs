@@ -37,7 +37,11 @@ async fn a_thousand_messages_arrive_in_order_with_increasing_ids() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(sub.stats().received, 1000);
     assert_eq!(t.stats().published, 1000);
-    assert!(recv_within(&mut sub, Duration::from_millis(20)).await.is_none());
+    assert!(
+        recv_within(&mut sub, Duration::from_millis(20))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -124,7 +128,11 @@ async fn retention_trims_the_oldest() {
         assert_eq!(num(&d), i);
         assert_eq!(d.id(), MessageId::from_seq(i as u64 + 1));
     }
-    assert!(recv_within(&mut sub, Duration::from_millis(10)).await.is_none());
+    assert!(
+        recv_within(&mut sub, Duration::from_millis(10))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -132,7 +140,11 @@ async fn drop_oldest_keeps_the_newest_and_counts() {
     let t = MemoryTransport::new();
     let tp = topic("dropold");
     let mut sub = t
-        .subscribe(Subscription::new(tp.clone()).buffer(4).overflow(Overflow::DropOldest))
+        .subscribe(
+            Subscription::new(tp.clone())
+                .buffer(4)
+                .overflow(Overflow::DropOldest),
+        )
         .await
         .unwrap();
     for i in 0..10 {
@@ -142,7 +154,11 @@ async fn drop_oldest_keeps_the_newest_and_counts() {
     for i in 6..10 {
         assert_eq!(num(&recv(&mut sub).await), i);
     }
-    assert!(recv_within(&mut sub, Duration::from_millis(10)).await.is_none());
+    assert!(
+        recv_within(&mut sub, Duration::from_millis(10))
+            .await
+            .is_none()
+    );
     // Still receiving after drops.
     t.publish(msg(&tp, 10)).await.unwrap();
     assert_eq!(num(&recv(&mut sub).await), 10);
@@ -154,7 +170,11 @@ async fn drop_newest_keeps_the_oldest_and_counts() {
     let t = MemoryTransport::new();
     let tp = topic("dropnew");
     let mut sub = t
-        .subscribe(Subscription::new(tp.clone()).buffer(4).overflow(Overflow::DropNewest))
+        .subscribe(
+            Subscription::new(tp.clone())
+                .buffer(4)
+                .overflow(Overflow::DropNewest),
+        )
         .await
         .unwrap();
     for i in 0..10 {
@@ -247,7 +267,11 @@ async fn patterns_follow_topics_created_later_and_skip_dead_letters() {
         .await
         .unwrap();
     let mut earliest = t
-        .subscribe(Subscription::to(&format!("{prefix}.>")).unwrap().start(Start::Earliest))
+        .subscribe(
+            Subscription::to(&format!("{prefix}.>"))
+                .unwrap()
+                .start(Start::Earliest),
+        )
         .await
         .unwrap();
     let a = Topic::new(format!("{prefix}.a")).unwrap();
@@ -262,14 +286,22 @@ async fn patterns_follow_topics_created_later_and_skip_dead_letters() {
     assert_eq!((d.topic(), num(&d)), (&a, 1));
     let d = recv(&mut sub).await;
     assert_eq!((d.topic(), num(&d)), (&b, 2));
-    assert!(recv_within(&mut sub, Duration::from_millis(20)).await.is_none());
+    assert!(
+        recv_within(&mut sub, Duration::from_millis(20))
+            .await
+            .is_none()
+    );
     let mut got: Vec<usize> = Vec::new();
     for _ in 0..3 {
         got.push(num(&recv(&mut earliest).await));
     }
     got.sort_unstable();
     assert_eq!(got, [1, 2, 3]);
-    assert!(recv_within(&mut earliest, Duration::from_millis(20)).await.is_none());
+    assert!(
+        recv_within(&mut earliest, Duration::from_millis(20))
+            .await
+            .is_none()
+    );
 
     // A later subscriber with Earliest replays existing matching topics.
     let mut replay = t
@@ -293,7 +325,9 @@ async fn list_filters_receive_from_each_topic() {
     let a = topic("la");
     let b = topic("lb");
     let mut sub = t
-        .subscribe(Subscription::new(TopicFilter::list([a.clone(), b.clone()]).unwrap()))
+        .subscribe(Subscription::new(
+            TopicFilter::list([a.clone(), b.clone()]).unwrap(),
+        ))
         .await
         .unwrap();
     t.publish(msg(&a, 1)).await.unwrap();
@@ -301,7 +335,11 @@ async fn list_filters_receive_from_each_topic() {
     t.publish(msg(&topic("other"), 3)).await.unwrap();
     assert_eq!(num(&recv(&mut sub).await), 1);
     assert_eq!(num(&recv(&mut sub).await), 2);
-    assert!(recv_within(&mut sub, Duration::from_millis(10)).await.is_none());
+    assert!(
+        recv_within(&mut sub, Duration::from_millis(10))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
