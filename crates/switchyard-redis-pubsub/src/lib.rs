@@ -1,0 +1,119 @@
+//! The Redis Pub/Sub backplane adapter of switchyard: a message published on
+//! one replica of a service reaches the subscribers on every replica.
+//!
+//! Built for WebSocket, chat and notification servers that run many
+//! replicas. URL schemes `redis+pubsub://` and `rediss+pubsub://` (TLS, with
+//! the `tls` feature); in the `switchyard` facade behind its `redis-pubsub`
+//! feature. The full guide is `docs/redis-pubsub.md` in the repository.
+//!
+//! # How it works
+//!
+//! - **Local first.** `publish` hands the message to this transport's own
+//!   subscribers at once through an in-process hub (the `switchyard-memory`
+//!   hub), whether Redis is up or not, then enqueues it in a bounded
+//!   **outbox** and returns. It does *not* wait for Redis. A sender task
+//!   pipelines `PUBLISH`es from the outbox, retries while a message is
+//!   younger than `outbox_ttl`, and drops and counts it after that. When the
+//!   outbox is full, `publish` waits up to `outbox_wait` for room while
+//!   Redis is reachable (not at all while it is away), then drops the
+//!   message for Redis (it was still delivered locally) and counts it.
+//! - **One subscribing connection per transport** carries every channel
+//!   (`{namespace}:{topic}`) and pattern (`PSUBSCRIBE`), reference-counted
+//!   across local subscribers. `subscribe` returns once Redis confirmed the
+//!   subscription; while Redis is away it returns at once, serves locally
+//!   and subscribes on Redis after the reconnect (`health()` is `Degraded`
+//!   until then).
+//! - **A versioned envelope** carries origin instance id, boot epoch,
+//!   per-origin and per-(origin, topic) sequence numbers, topic, headers,
+//!   dedup id and payload. The receiving loop drops its own messages
+//!   (self-echoes), counts and (rate-limited) logs malformed frames and
+//!   unknown versions and never stops on them.
+//! - **Gaps are reported, not hidden.** A jump in an origin's sequence on a
+//!   topic becomes one `Err(Error::Lost { origin, from, to })` item in the
+//!   stream of every local subscriber whose filter matches that topic;
+//!   `origin` is `"{instance id}/{topic}"` (see [`split_lost_origin`]) and
+//!   `from..=to` are that origin's sequence numbers on that topic, which are
+//!   also the message ids (`0-N`). Messages dropped from a publisher's
+//!   outbox during an outage show up this way on the other replicas.
+//! - **Reconnects** use full-jitter backoff and re-subscribe everything; a
+//!   `PING` probe every `probe_interval` on the subscribing connection
+//!   notices a half-open connection within `probe_interval +
+//!   probe_timeout`. The loops are supervised (a panic restarts them and is
+//!   counted) and stop when the transport is dropped or closed.
+//! - **Slow subscribers** never stall anyone: remote input goes into each
+//!   subscriber's own bounded buffer without waiting. `DropOldest` drops the
+//!   oldest; `DropNewest` and `Block` drop the new message (for remote
+//!   input `Block` cannot push back on other replicas) and count it in
+//!   `stats().dropped`. Local input keeps the memory hub's semantics (`Block`
+//!   makes local publishers wait).
+//!
+//! Delivery is **at-most-once** with gap signals: no message is delivered
+//! twice, a lost one is reported. Per-topic order holds per origin.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use switchyard_core::{Message, Subscription, Transport};
+//! use switchyard_redis_pubsub::{PubSubConfig, RedisPubSubTransport};
+//!
+//! # async fn demo() -> switchyard_core::Result<()> {
+//! let replica = RedisPubSubTransport::connect(PubSubConfig::from_url(
+//!     "redis+pubsub://127.0.0.1:6379?namespace=chat&outbox=10000&probe_interval=1s",
+//! )?)
+//! .await?;
+//! let mut room = replica.subscribe(Subscription::to("rooms.42")?).await?;
+//! replica.publish(Message::to("rooms.42", "hello")?).await?;
+//! while let Some(item) = room.recv().await {
+//!     match item {
+//!         Ok(delivery) => tracing::info!(payload = ?delivery.payload(), "message"),
+//!         Err(switchyard_core::Error::Lost { origin, from, to }) => {
+//!             tracing::warn!(%origin, from, to, "messages lost: resync the room");
+//!         }
+//!         Err(other) => tracing::warn!(error = %other, "bad message"),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod envelope;
+mod gaps;
+mod outbox;
+mod receiver;
+mod registry;
+mod shared;
+mod stats;
+mod subscriber;
+mod transport;
+
+pub use config::{PubSubConfig, URL_PARAMS};
+pub use stats::PubSubStats;
+pub use transport::{RedisPubSubTransport, connect};
+
+/// The URL schemes this adapter serves.
+pub const SCHEMES: &[&str] = &["redis+pubsub", "rediss+pubsub"];
+
+/// Splits the `origin` of an `Error::Lost` from this adapter into the
+/// publishing transport's instance id and the topic the lost messages were
+/// published on.
+///
+/// ```
+/// use switchyard_redis_pubsub::split_lost_origin;
+/// assert_eq!(
+///     split_lost_origin("00000000000000ff/rooms.42"),
+///     Some((0xff, "rooms.42"))
+/// );
+/// assert_eq!(split_lost_origin("nonsense"), None);
+/// ```
+pub fn split_lost_origin(origin: &str) -> Option<(u64, &str)> {
+    let (id, topic) = origin.split_once('/')?;
+    if id.len() != 16 || topic.is_empty() {
+        return None;
+    }
+    Some((u64::from_str_radix(id, 16).ok()?, topic))
+}
+
+/// The guide `docs/redis-pubsub.md`, compiled as doctests.
+#[doc = include_str!("../../../docs/redis-pubsub.md")]
+#[cfg(doctest)]
+pub struct GuideDoctests;

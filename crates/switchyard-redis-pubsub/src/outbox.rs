@@ -1,0 +1,352 @@
+//! The bounded outbox between local publishing and Redis, and the task
+//! that drains it with pipelined `PUBLISH`es.
+//!
+//! `publish` delivers locally, then enqueues the encoded frame here and
+//! returns. The sender task takes up to `batch` frames at a time and sends
+//! them as one pipeline on its own connection. A failed pipeline is retried
+//! (in order, before anything newer) with jittered backoff while its frames
+//! are younger than `outbox_ttl`; older frames are dropped and counted, and
+//! other replicas see them as a gap. When the outbox is full, `publish`
+//! waits up to `outbox_wait` for room while Redis is reachable (at once
+//! while it is not), then drops the message and counts it.
+
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use switchyard_core::Backoff;
+use switchyard_redis::{is_transient, redis};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::shared::Shared;
+use crate::stats::{WarnKind, add, limited_warn};
+
+/// One frame waiting to be published.
+#[derive(Debug)]
+pub(crate) struct OutboxEntry {
+    pub(crate) channel: String,
+    pub(crate) frame: Bytes,
+    pub(crate) enqueued: Instant,
+}
+
+/// The bounded queue of frames for Redis.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    queue: Mutex<VecDeque<OutboxEntry>>,
+    cap: usize,
+    /// Wakes the sender.
+    work: Notify,
+    /// Wakes publishers waiting for room.
+    space: Notify,
+    /// Signalled when the queue is empty and nothing is in flight.
+    idle: Notify,
+    in_flight: AtomicUsize,
+    /// Whether the last attempt to reach Redis succeeded.
+    healthy: AtomicBool,
+}
+
+impl Outbox {
+    pub(crate) fn new(cap: usize) -> Self {
+        Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            cap: cap.max(1),
+            work: Notify::new(),
+            space: Notify::new(),
+            idle: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+        }
+    }
+
+    /// Frames waiting (not counting a batch in flight).
+    pub(crate) fn len(&self) -> usize {
+        self.queue.lock().len()
+    }
+
+    /// Whether the sender reached Redis on its last attempt.
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.queue.lock().is_empty()
+    }
+
+    fn try_push(&self, entry: OutboxEntry) -> Result<(), OutboxEntry> {
+        {
+            let mut q = self.queue.lock();
+            if q.len() >= self.cap {
+                return Err(entry);
+            }
+            q.push_back(entry);
+        }
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// Enqueues `entry`; when full, waits up to `wait` for room (only while
+    /// Redis is reachable). Returns false when the entry was dropped.
+    pub(crate) async fn push(&self, entry: OutboxEntry, wait: Duration) -> bool {
+        let mut entry = match self.try_push(entry) {
+            Ok(()) => return true,
+            Err(e) => e,
+        };
+        if wait.is_zero() || !self.is_healthy() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let mut room = pin!(self.space.notified());
+            room.as_mut().enable();
+            entry = match self.try_push(entry) {
+                Ok(()) => return true,
+                Err(e) => e,
+            };
+            if tokio::time::timeout_at(deadline, room).await.is_err() || !self.is_healthy() {
+                return self.try_push(entry).is_ok();
+            }
+        }
+    }
+
+    /// Moves up to `max` frames into `batch`, oldest first.
+    fn take(&self, max: usize, batch: &mut Vec<OutboxEntry>) {
+        let mut q = self.queue.lock();
+        let n = max.min(q.len());
+        batch.extend(q.drain(..n));
+        self.in_flight.store(batch.len(), Ordering::Release);
+        drop(q);
+        if n > 0 {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Drops queued frames older than `ttl`; returns how many.
+    fn expire(&self, ttl: Duration) -> usize {
+        let now = Instant::now();
+        let mut q = self.queue.lock();
+        let before = q.len();
+        while q
+            .front()
+            .is_some_and(|e| now.duration_since(e.enqueued) >= ttl)
+        {
+            q.pop_front();
+        }
+        let n = before - q.len();
+        drop(q);
+        if n > 0 {
+            self.space.notify_waiters();
+        }
+        n
+    }
+
+    fn done(&self) {
+        self.in_flight.store(0, Ordering::Release);
+        if self.is_idle() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until every queued frame was sent (or dropped), at most `timeout`.
+    /// Returns whether the outbox drained.
+    pub(crate) async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut idle = pin!(self.idle.notified());
+            idle.as_mut().enable();
+            if self.is_idle() {
+                return true;
+            }
+            self.work.notify_one();
+            // Re-check now and then: the sender may be sleeping in a backoff.
+            let step = tokio::time::Instant::now() + Duration::from_millis(50);
+            if tokio::time::timeout_at(step.min(deadline), idle).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return self.is_idle();
+            }
+        }
+    }
+}
+
+/// The sender task: drains the outbox into Redis until cancelled.
+pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
+    let cfg = &sh.config;
+    let outbox = &sh.outbox;
+    let ttl = cfg.outbox_ttl;
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut batch: Vec<OutboxEntry> = Vec::with_capacity(cfg.batch);
+    let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
+    loop {
+        let expired = expire_batch(&mut batch, ttl) + outbox.expire(ttl);
+        if expired > 0 {
+            add(&sh.counters.outbox_expired, expired as u64);
+            limited_warn!(sh.warn, WarnKind::OutboxDrop, expired, ttl = ?ttl,
+                "redis pubsub: dropped messages not sent to redis within the outbox ttl; other replicas will see a gap");
+        }
+        if batch.is_empty() {
+            outbox.take(cfg.batch, &mut batch);
+            if batch.is_empty() {
+                outbox.done();
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = outbox.work.notified() => continue,
+                }
+            }
+        }
+        let connection = match conn.as_mut() {
+            Some(c) => c,
+            None => {
+                let attempt = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = sh.client.dedicated(Some(cfg.redis.response_timeout)) => r,
+                };
+                match attempt {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        outbox.healthy.store(false, Ordering::Relaxed);
+                        limited_warn!(sh.warn, WarnKind::PublishError, error = %e,
+                            "redis pubsub: cannot reach redis to publish; keeping messages while they are young");
+                        if sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for e in &batch {
+            pipe.cmd("PUBLISH").arg(&e.channel).arg(&e.frame[..]);
+        }
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = tokio::time::timeout(cfg.redis.response_timeout, pipe.query_async::<Vec<Value>>(connection)) => r,
+        };
+        match sent {
+            Ok(Ok(replies)) => {
+                let refused = replies
+                    .iter()
+                    .filter(|v| matches!(v, Value::ServerError(_)))
+                    .count();
+                if refused > 0 {
+                    add(&sh.counters.outbox_refused, refused as u64);
+                    let first = replies.iter().find(|v| matches!(v, Value::ServerError(_)));
+                    limited_warn!(sh.warn, WarnKind::PublishError, refused, reply = ?first,
+                        "redis pubsub: redis refused PUBLISH; those messages are dropped");
+                }
+                add(&sh.counters.published, (batch.len() - refused) as u64);
+                batch.clear();
+                outbox.healthy.store(true, Ordering::Relaxed);
+                backoff.reset();
+            }
+            Ok(Err(e)) if !is_transient(&e) => {
+                add(&sh.counters.publish_errors, 1);
+                add(&sh.counters.outbox_refused, batch.len() as u64);
+                limited_warn!(sh.warn, WarnKind::PublishError, error = %e, dropped = batch.len(),
+                    "redis pubsub: publishing failed for good; dropping the batch");
+                batch.clear();
+            }
+            failed => {
+                let reason = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no reply within {:?}", cfg.redis.response_timeout),
+                };
+                add(&sh.counters.publish_errors, 1);
+                outbox.healthy.store(false, Ordering::Relaxed);
+                conn = None;
+                limited_warn!(sh.warn, WarnKind::PublishError, error = %reason, pending = batch.len(),
+                    "redis pubsub: publishing to redis failed; retrying while the messages are young");
+                if sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn expire_batch(batch: &mut Vec<OutboxEntry>, ttl: Duration) -> usize {
+    let now = Instant::now();
+    let before = batch.len();
+    batch.retain(|e| now.duration_since(e.enqueued) < ttl);
+    before - batch.len()
+}
+
+/// Sleeps `d`; returns true when cancelled first.
+pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize) -> OutboxEntry {
+        OutboxEntry {
+            channel: "ns:t".into(),
+            frame: Bytes::from(i.to_string()),
+            enqueued: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn bounded_with_back_pressure() {
+        let o = Outbox::new(2);
+        assert!(o.push(entry(1), Duration::ZERO).await);
+        assert!(o.push(entry(2), Duration::ZERO).await);
+        assert!(!o.push(entry(3), Duration::ZERO).await);
+        let started = Instant::now();
+        assert!(!o.push(entry(3), Duration::from_millis(50)).await);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // While Redis is away a full outbox drops at once.
+        o.healthy.store(false, Ordering::Relaxed);
+        let started = Instant::now();
+        assert!(!o.push(entry(3), Duration::from_secs(10)).await);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        o.healthy.store(true, Ordering::Relaxed);
+        // Room made while a publisher waits lets it in.
+        let o = Arc::new(o);
+        let waiter = tokio::spawn({
+            let o = o.clone();
+            async move { o.push(entry(4), Duration::from_secs(10)).await }
+        });
+        tokio::task::yield_now().await;
+        let mut batch = Vec::new();
+        o.take(1, &mut batch);
+        assert!(waiter.await.unwrap());
+        assert_eq!(o.len(), 2);
+        assert!(!o.is_idle());
+        batch.clear();
+        o.take(10, &mut batch);
+        assert_eq!(batch.len(), 2);
+        batch.clear();
+        o.done();
+        assert!(o.drain(Duration::from_millis(10)).await);
+    }
+
+    #[tokio::test]
+    async fn expiry() {
+        let o = Outbox::new(10);
+        let mut old = entry(1);
+        old.enqueued = Instant::now() - Duration::from_secs(10);
+        assert!(o.push(old, Duration::ZERO).await);
+        assert!(o.push(entry(2), Duration::ZERO).await);
+        assert_eq!(o.expire(Duration::from_secs(5)), 1);
+        assert_eq!(o.len(), 1);
+        let mut batch = vec![entry(3)];
+        batch[0].enqueued = Instant::now() - Duration::from_secs(10);
+        batch.push(entry(4));
+        assert_eq!(expire_batch(&mut batch, Duration::from_secs(5)), 1);
+        assert_eq!(batch.len(), 1);
+    }
+}

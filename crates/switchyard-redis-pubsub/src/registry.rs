@@ -1,0 +1,497 @@
+//! Local subscribers fed from Redis: their bounded queues, the index from
+//! topic to queue, and the reference-counted channels and patterns the
+//! subscribing connection must hold.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
+use switchyard_core::{Error, Message, MessageId, Overflow, Pattern, Result, Topic, TopicFilter};
+use tokio::sync::Notify;
+
+use crate::config::channel_name;
+
+/// A message from another replica, shared by every queue it is pushed to
+/// (the `Delivery` is built when the subscriber takes it).
+#[derive(Debug)]
+pub(crate) struct RemoteMessage {
+    pub(crate) message: Message,
+    pub(crate) id: MessageId,
+}
+
+/// One item of a remote queue.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Message(Arc<RemoteMessage>),
+    Lost { origin: String, from: u64, to: u64 },
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Item>,
+    messages: usize,
+    lost_items: usize,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+/// The bounded queue of remote input of one local subscriber. Pushing never
+/// waits: when full, `DropOldest` drops the oldest message and every other
+/// policy (including `Block`) drops the new one; either way it is counted.
+#[derive(Debug)]
+pub(crate) struct RemoteQueue {
+    cap: usize,
+    drop_oldest: bool,
+    state: Mutex<QueueState>,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl RemoteQueue {
+    pub(crate) fn new(cap: usize, overflow: Overflow) -> Self {
+        RemoteQueue {
+            cap: cap.max(1),
+            drop_oldest: overflow == Overflow::DropOldest,
+            state: Mutex::new(QueueState::default()),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a message; returns false when it (or an older one) was dropped.
+    pub(crate) fn push(&self, msg: &Arc<RemoteMessage>) -> bool {
+        let mut kept = true;
+        let waker = {
+            let mut q = self.state.lock();
+            if q.closed {
+                return false;
+            }
+            if q.messages >= self.cap {
+                kept = false;
+                if !self.drop_oldest {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                if let Some(i) = q.items.iter().position(|it| matches!(it, Item::Message(_))) {
+                    q.items.remove(i);
+                    q.messages -= 1;
+                }
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            q.items.push_back(Item::Message(msg.clone()));
+            q.messages += 1;
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        kept
+    }
+
+    /// Queues a gap signal. Gap signals do not count against the message
+    /// capacity; at most `cap` of them wait at once, beyond that a new one
+    /// is merged into the last waiting signal of the same origin (widening
+    /// its range) or, if there is none, dropped and counted.
+    pub(crate) fn push_lost(&self, origin: &str, from: u64, to: u64) {
+        let waker = {
+            let mut q = self.state.lock();
+            if q.closed {
+                return;
+            }
+            if q.lost_items >= self.cap {
+                let merged = q.items.iter_mut().rev().find_map(|it| match it {
+                    Item::Lost {
+                        origin: o,
+                        from: f,
+                        to: t,
+                    } if o == origin => {
+                        *f = (*f).min(from);
+                        *t = (*t).max(to);
+                        Some(())
+                    }
+                    _ => None,
+                });
+                if merged.is_none() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            q.items.push_back(Item::Lost {
+                origin: origin.to_owned(),
+                from,
+                to,
+            });
+            q.lost_items += 1;
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The next item; `Ready(None)` once closed and empty.
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let mut q = self.state.lock();
+        if let Some(item) = q.items.pop_front() {
+            match item {
+                Item::Message(_) => q.messages -= 1,
+                Item::Lost { .. } => q.lost_items -= 1,
+            }
+            return Poll::Ready(Some(item));
+        }
+        if q.closed {
+            return Poll::Ready(None);
+        }
+        match &q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => q.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Ends the queue: drops what it holds and wakes the consumer.
+    pub(crate) fn close(&self) {
+        let waker = {
+            let mut q = self.state.lock();
+            q.closed = true;
+            q.items.clear();
+            q.messages = 0;
+            q.lost_items = 0;
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Number of queued messages (not counting gap signals).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().messages
+    }
+}
+
+/// The Redis glob for a pattern filter: `*` (one segment) and `>`/`**`
+/// (the rest) both become `*`, which Redis matches across separators too,
+/// so every received message is checked again with [`Pattern::matches`].
+pub(crate) fn pattern_glob(namespace: &str, pattern: &Pattern) -> String {
+    let mut out = String::with_capacity(namespace.len() + 1 + pattern.as_str().len());
+    push_escaped(&mut out, namespace);
+    out.push(':');
+    let source = pattern.as_str();
+    let mut start = 0;
+    for (i, c) in source.char_indices().chain([(source.len(), '\0')]) {
+        if i < source.len() && c != '.' && c != '/' {
+            continue;
+        }
+        match &source[start..i] {
+            "*" | ">" | "**" => out.push('*'),
+            literal => push_escaped(&mut out, literal),
+        }
+        if i < source.len() {
+            out.push(c);
+        }
+        start = i + 1;
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// What the subscribing connection should hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Desired {
+    pub(crate) channels: HashSet<String>,
+    pub(crate) globs: HashSet<String>,
+    pub(crate) version: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    exact: HashMap<Topic, Vec<(u64, Arc<RemoteQueue>)>>,
+    patterns: Vec<(u64, Pattern, Arc<RemoteQueue>)>,
+    channels: HashMap<String, usize>,
+    globs: HashMap<String, usize>,
+    version: u64,
+    closed: bool,
+}
+
+/// Every local subscriber fed from Redis.
+pub(crate) struct Registry {
+    namespace: String,
+    inner: Mutex<Inner>,
+    /// Signalled whenever the desired channels or patterns change.
+    pub(crate) changed: Notify,
+}
+
+impl Registry {
+    pub(crate) fn new(namespace: &str) -> Self {
+        Registry {
+            namespace: namespace.to_owned(),
+            inner: Mutex::new(Inner::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Adds a subscriber; returns its id and the version of the desired set
+    /// that includes it.
+    pub(crate) fn register(&self, filter: &TopicFilter, queue: Arc<RemoteQueue>) -> Result<(u64, u64)> {
+        let mut g = self.inner.lock();
+        if g.closed {
+            return Err(Error::Closed);
+        }
+        g.next_id += 1;
+        let id = g.next_id;
+        match filter.topics() {
+            Some(topics) => {
+                for t in topics {
+                    g.exact.entry(t.clone()).or_default().push((id, queue.clone()));
+                    *g.channels.entry(channel_name(&self.namespace, t.as_str())).or_default() += 1;
+                }
+            }
+            None => {
+                if let TopicFilter::Pattern(p) = filter {
+                    g.patterns.push((id, p.clone(), queue.clone()));
+                    *g.globs.entry(pattern_glob(&self.namespace, p)).or_default() += 1;
+                }
+            }
+        }
+        g.version += 1;
+        let version = g.version;
+        drop(g);
+        self.changed.notify_one();
+        Ok((id, version))
+    }
+
+    /// Removes a subscriber (idempotent).
+    pub(crate) fn deregister(&self, id: u64, filter: &TopicFilter) {
+        let mut g = self.inner.lock();
+        let mut removed = false;
+        match filter.topics() {
+            Some(topics) => {
+                for t in topics {
+                    let Some(list) = g.exact.get_mut(t) else { continue };
+                    let before = list.len();
+                    list.retain(|(i, _)| *i != id);
+                    if list.len() == before {
+                        continue;
+                    }
+                    removed = true;
+                    if list.is_empty() {
+                        g.exact.remove(t);
+                    }
+                    decrement(&mut g.channels, channel_name(&self.namespace, t.as_str()));
+                }
+            }
+            None => {
+                let before = g.patterns.len();
+                g.patterns.retain(|(i, _, _)| *i != id);
+                if g.patterns.len() != before {
+                    removed = true;
+                    if let TopicFilter::Pattern(p) = filter {
+                        decrement(&mut g.globs, pattern_glob(&self.namespace, p));
+                    }
+                }
+            }
+        }
+        if removed {
+            g.version += 1;
+            drop(g);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Appends the queues whose filter matches `topic` to `out`.
+    pub(crate) fn matching(&self, topic: &Topic, out: &mut Vec<Arc<RemoteQueue>>) {
+        let g = self.inner.lock();
+        if let Some(list) = g.exact.get(topic) {
+            out.extend(list.iter().map(|(_, q)| q.clone()));
+        }
+        for (_, p, q) in &g.patterns {
+            if p.matches(topic.as_str()) {
+                out.push(q.clone());
+            }
+        }
+    }
+
+    /// Whether any subscriber's filter matches `topic`.
+    pub(crate) fn has_match(&self, topic: &Topic) -> bool {
+        let g = self.inner.lock();
+        g.exact.contains_key(topic) || g.patterns.iter().any(|(_, p, _)| p.matches(topic.as_str()))
+    }
+
+    /// The channels and patterns wanted now.
+    pub(crate) fn desired(&self) -> Desired {
+        let g = self.inner.lock();
+        Desired {
+            channels: g.channels.keys().cloned().collect(),
+            globs: g.globs.keys().cloned().collect(),
+            version: g.version,
+        }
+    }
+
+    /// The current version of the desired set.
+    pub(crate) fn version(&self) -> u64 {
+        self.inner.lock().version
+    }
+
+    /// Number of channels and patterns wanted.
+    pub(crate) fn subscription_count(&self) -> usize {
+        let g = self.inner.lock();
+        g.channels.len() + g.globs.len()
+    }
+
+    /// Refuses new subscribers and ends every queue.
+    pub(crate) fn close_all(&self) {
+        let queues: Vec<Arc<RemoteQueue>> = {
+            let mut g = self.inner.lock();
+            g.closed = true;
+            let mut qs: Vec<_> = g.exact.drain().flat_map(|(_, l)| l.into_iter().map(|(_, q)| q)).collect();
+            qs.extend(g.patterns.drain(..).map(|(_, _, q)| q));
+            g.channels.clear();
+            g.globs.clear();
+            qs
+        };
+        for q in queues {
+            q.close();
+        }
+    }
+}
+
+fn decrement(map: &mut HashMap<String, usize>, key: String) {
+    if let Some(n) = map.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::task::noop_waker;
+
+    fn msg(i: u64) -> Arc<RemoteMessage> {
+        Arc::new(RemoteMessage {
+            message: Message::to("a", i.to_string()).unwrap(),
+            id: MessageId::from_seq(i),
+        })
+    }
+
+    fn drain(q: &RemoteQueue) -> Vec<String> {
+        let w = noop_waker();
+        let mut cx = Context::from_waker(&w);
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(item)) = q.poll_pop(&mut cx) {
+            out.push(match item {
+                Item::Message(m) => String::from_utf8_lossy(&m.message.payload).into_owned(),
+                Item::Lost { from, to, .. } => format!("lost {from}-{to}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn globs() {
+        let g = |p: &str| pattern_glob("ns", &Pattern::new(p).unwrap());
+        assert_eq!(g("orders.*"), "ns:orders.*");
+        assert_eq!(g("*/camera/rgb"), "ns:*/camera/rgb");
+        assert_eq!(g("robot-1/>"), "ns:robot-1/*");
+        assert_eq!(g("a.**"), "ns:a.*");
+        assert_eq!(g("a.*.c"), "ns:a.*.c");
+        assert_eq!(g(">"), "ns:*");
+    }
+
+    #[test]
+    fn queue_policies() {
+        let q = RemoteQueue::new(2, Overflow::DropNewest);
+        assert!(q.push(&msg(1)) && q.push(&msg(2)));
+        assert!(!q.push(&msg(3)));
+        q.push_lost("o", 4, 5);
+        assert_eq!(drain(&q), ["1", "2", "lost 4-5"]);
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
+
+        // Block never waits on remote input: it drops the new message.
+        let q = RemoteQueue::new(2, Overflow::Block);
+        for i in 1..=5 {
+            q.push(&msg(i));
+        }
+        assert_eq!(drain(&q), ["1", "2"]);
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
+
+        let q = RemoteQueue::new(2, Overflow::DropOldest);
+        q.push_lost("o", 1, 1);
+        for i in 2..=5 {
+            q.push(&msg(i));
+        }
+        assert_eq!(q.len(), 2);
+        assert_eq!(drain(&q), ["lost 1-1", "4", "5"]);
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn gap_signals_are_bounded_and_merged() {
+        let q = RemoteQueue::new(2, Overflow::DropNewest);
+        q.push_lost("o", 1, 1);
+        q.push_lost("p", 3, 3);
+        q.push_lost("o", 5, 6);
+        q.push_lost("x", 9, 9);
+        assert_eq!(drain(&q), ["lost 1-6", "lost 3-3"]);
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn close_ends_the_queue() {
+        let q = RemoteQueue::new(2, Overflow::DropNewest);
+        q.push(&msg(1));
+        q.close();
+        assert!(!q.push(&msg(2)));
+        let w = noop_waker();
+        assert!(matches!(
+            q.poll_pop(&mut Context::from_waker(&w)),
+            Poll::Ready(None)
+        ));
+    }
+
+    #[test]
+    fn reference_counts() {
+        let r = Registry::new("ns");
+        let q = || Arc::new(RemoteQueue::new(4, Overflow::DropNewest));
+        let f1 = TopicFilter::parse("a.b").unwrap();
+        let f2 = TopicFilter::parse("a.b, c").unwrap();
+        let f3 = TopicFilter::parse("a.*").unwrap();
+        let (id1, v1) = r.register(&f1, q()).unwrap();
+        let (id2, v2) = r.register(&f2, q()).unwrap();
+        let (id3, _) = r.register(&f3, q()).unwrap();
+        assert!(v2 > v1);
+        let d = r.desired();
+        assert_eq!(d.channels, HashSet::from(["ns:a.b".to_owned(), "ns:c".to_owned()]));
+        assert_eq!(d.globs, HashSet::from(["ns:a.*".to_owned()]));
+        let mut out = Vec::new();
+        r.matching(&Topic::new("a.b").unwrap(), &mut out);
+        assert_eq!(out.len(), 3);
+        out.clear();
+        r.matching(&Topic::new("a.b.c").unwrap(), &mut out);
+        assert!(out.is_empty());
+        r.deregister(id1, &f1);
+        assert_eq!(r.desired().channels.len(), 2);
+        r.deregister(id2, &f2);
+        r.deregister(id2, &f2);
+        assert!(r.desired().channels.is_empty());
+        assert!(r.has_match(&Topic::new("a.x").unwrap()));
+        r.deregister(id3, &f3);
+        assert_eq!(r.subscription_count(), 0);
+        assert!(!r.has_match(&Topic::new("a.x").unwrap()));
+        r.close_all();
+        assert!(matches!(r.register(&f1, q()), Err(Error::Closed)));
+    }
+}

@@ -1,0 +1,81 @@
+//! State shared by a transport, its subscribers and its background tasks,
+//! and the supervisor that restarts a task that panicked.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use switchyard_core::Backoff;
+use switchyard_redis::RedisClient;
+use switchyard_redis::redis::aio::PubSub;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PubSubConfig;
+use crate::envelope::Origin;
+use crate::gaps::GapTracker;
+use crate::outbox::{Outbox, sleep_or_cancel};
+use crate::registry::Registry;
+use crate::stats::{Counters, WarnLimiter, add};
+
+/// The state of the subscribing connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LinkState {
+    /// A subscribing connection is up.
+    pub(crate) connected: bool,
+    /// The version of the desired channels and patterns that Redis has
+    /// confirmed on it.
+    pub(crate) synced: u64,
+}
+
+/// Everything the background tasks need. Holds no reference to the
+/// transport itself, so dropping the transport stops the tasks.
+pub(crate) struct Shared {
+    pub(crate) config: PubSubConfig,
+    pub(crate) client: RedisClient,
+    pub(crate) origin: Origin,
+    pub(crate) origin_hex: String,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) outbox: Outbox,
+    pub(crate) tracker: Mutex<GapTracker>,
+    pub(crate) counters: Counters,
+    pub(crate) warn: WarnLimiter,
+    pub(crate) link: watch::Sender<LinkState>,
+    /// When the subscribing connection last answered a probe (or was set up).
+    pub(crate) last_probe: Mutex<Instant>,
+    /// The connection opened by `connect`, handed to the receiving loop.
+    pub(crate) initial: Mutex<Option<PubSub>>,
+}
+
+/// Runs `task` on its own Tokio task and starts it again (after a jittered
+/// delay, counted in `loop_restarts`) whenever it panics. Ends when the
+/// task returns or `cancel` fires.
+pub(crate) fn supervise<F, Fut>(
+    name: &'static str,
+    sh: Arc<Shared>,
+    cancel: CancellationToken,
+    task: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Arc<Shared>, CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new(sh.config.reconnect_min, sh.config.reconnect_max);
+        loop {
+            match tokio::spawn(task(sh.clone(), cancel.clone())).await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() => {
+                    add(&sh.counters.loop_restarts, 1);
+                    tracing::error!(task = name, "redis pubsub: the {name} loop panicked; restarting it");
+                    if cancel.is_cancelled() || sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    })
+}

@@ -1,0 +1,185 @@
+//! Counters of a backplane transport and rate-limited warnings.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Counters of a backplane transport, from
+/// [`RedisPubSubTransport::pubsub_stats`](crate::RedisPubSubTransport::pubsub_stats).
+/// All counts since the transport started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PubSubStats {
+    /// Messages published by this transport (delivered locally, then enqueued).
+    pub publishes: u64,
+    /// Messages Redis accepted (`PUBLISH` succeeded).
+    pub published: u64,
+    /// Messages dropped because the outbox stayed full.
+    pub outbox_full: u64,
+    /// Messages dropped because Redis did not take them within `outbox_ttl`.
+    pub outbox_expired: u64,
+    /// Messages dropped because Redis refused them for good (e.g. an ACL).
+    pub outbox_refused: u64,
+    /// Pipelines to Redis that failed (and were retried while young).
+    pub publish_errors: u64,
+    /// Messages waiting in the outbox right now.
+    pub outbox_len: u64,
+    /// Times the subscribing connection was re-established.
+    pub reconnects: u64,
+    /// Times the receiving or sending loop panicked and was restarted.
+    pub loop_restarts: u64,
+    /// Frames received from other replicas and handed to local subscribers.
+    pub received: u64,
+    /// This transport's own messages coming back from Redis, dropped.
+    pub self_echoes: u64,
+    /// Frames seen twice (a retried publish, or a channel and a pattern
+    /// matching the same message), dropped.
+    pub duplicates: u64,
+    /// Frames that were not valid envelopes, dropped.
+    pub malformed: u64,
+    /// Envelopes of an unknown version, dropped.
+    pub unknown_version: u64,
+    /// Gaps detected (each one a `Lost` item for the matching subscribers).
+    pub gaps: u64,
+    /// Messages of other replicas known to be lost (sum of the gap sizes).
+    pub lost: u64,
+    /// Remote messages dropped because a local subscriber's buffer was full.
+    pub remote_dropped: u64,
+}
+
+/// The live counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) publishes: AtomicU64,
+    pub(crate) published: AtomicU64,
+    pub(crate) outbox_full: AtomicU64,
+    pub(crate) outbox_expired: AtomicU64,
+    pub(crate) outbox_refused: AtomicU64,
+    pub(crate) publish_errors: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) loop_restarts: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) self_echoes: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) unknown_version: AtomicU64,
+    pub(crate) gaps: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) remote_dropped: AtomicU64,
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, outbox_len: usize) -> PubSubStats {
+        PubSubStats {
+            publishes: get(&self.publishes),
+            published: get(&self.published),
+            outbox_full: get(&self.outbox_full),
+            outbox_expired: get(&self.outbox_expired),
+            outbox_refused: get(&self.outbox_refused),
+            publish_errors: get(&self.publish_errors),
+            outbox_len: outbox_len as u64,
+            reconnects: get(&self.reconnects),
+            loop_restarts: get(&self.loop_restarts),
+            received: get(&self.received),
+            self_echoes: get(&self.self_echoes),
+            duplicates: get(&self.duplicates),
+            malformed: get(&self.malformed),
+            unknown_version: get(&self.unknown_version),
+            gaps: get(&self.gaps),
+            lost: get(&self.lost),
+            remote_dropped: get(&self.remote_dropped),
+        }
+    }
+}
+
+/// What a warning is about; each kind is rate-limited on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WarnKind {
+    Malformed,
+    UnknownVersion,
+    Gap,
+    OutboxDrop,
+    PublishError,
+    Link,
+}
+
+const KINDS: usize = 6;
+
+impl WarnKind {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// At most one `warn!` per kind per interval; the rest go to `debug!` and
+/// are summed up in the next warning.
+#[derive(Debug)]
+pub(crate) struct WarnLimiter {
+    interval: Duration,
+    slots: Mutex<[(Option<Instant>, u64); KINDS]>,
+}
+
+impl WarnLimiter {
+    pub(crate) fn new(interval: Duration) -> Self {
+        WarnLimiter {
+            interval,
+            slots: Mutex::new([(None, 0); KINDS]),
+        }
+    }
+
+    /// Returns `Some(suppressed since the last warning)` when this event
+    /// may be logged at warn level, `None` when it should go to debug.
+    pub(crate) fn allow(&self, kind: WarnKind) -> Option<u64> {
+        let now = Instant::now();
+        let mut slots = self.slots.lock();
+        let slot = &mut slots[kind.index()];
+        match slot.0 {
+            Some(last) if now.duration_since(last) < self.interval => {
+                slot.1 += 1;
+                None
+            }
+            _ => {
+                slot.0 = Some(now);
+                Some(std::mem::take(&mut slot.1))
+            }
+        }
+    }
+}
+
+/// Logs at warn level at most once per interval per kind, else at debug.
+macro_rules! limited_warn {
+    ($limiter:expr, $kind:expr, $($arg:tt)+) => {
+        match $limiter.allow($kind) {
+            Some(suppressed) => tracing::warn!(suppressed, $($arg)+),
+            None => tracing::debug!($($arg)+),
+        }
+    };
+}
+pub(crate) use limited_warn;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter() {
+        let l = WarnLimiter::new(Duration::from_secs(3600));
+        assert_eq!(l.allow(WarnKind::Malformed), Some(0));
+        assert_eq!(l.allow(WarnKind::Malformed), None);
+        assert_eq!(l.allow(WarnKind::Malformed), None);
+        assert_eq!(l.allow(WarnKind::UnknownVersion), Some(0));
+        let l = WarnLimiter::new(Duration::ZERO);
+        assert_eq!(l.allow(WarnKind::Link), Some(0));
+        assert_eq!(l.allow(WarnKind::Link), Some(0));
+    }
+}

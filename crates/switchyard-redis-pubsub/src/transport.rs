@@ -1,0 +1,386 @@
+//! The backplane transport: publish locally first, then to Redis through
+//! the outbox; subscribe locally and, through the receiving loop, to Redis.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use switchyard_core::{
+    Capabilities, Error, Health, Message, MessageId, Mode, Result, Start, Subscriber, Subscription,
+    Transport, TransportStats, async_trait, header,
+};
+use switchyard_memory::{MemoryConfig, MemoryTransport};
+use switchyard_redis::RedisClient;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{PubSubConfig, channel_name};
+use crate::envelope::{self, Origin, origin_hex};
+use crate::gaps::GapTracker;
+use crate::outbox::{Outbox, OutboxEntry, run_sender};
+use crate::receiver::run_receiver;
+use crate::registry::{Registry, RemoteQueue};
+use crate::shared::{LinkState, Shared, supervise};
+use crate::stats::{Counters, PubSubStats, WarnKind, WarnLimiter, add, limited_warn};
+use crate::subscriber::{PubSubSubscriber, Registration};
+
+/// Publishes of one topic are serialized on one of these stripes, so the
+/// order of the sequence numbers (taken from the local hub) is the order
+/// frames enter the outbox.
+const STRIPES: usize = 64;
+
+const ADAPTER: &str = "redis-pubsub";
+
+/// The Redis Pub/Sub backplane transport. See the [crate docs](crate).
+///
+/// Open it with [`RedisPubSubTransport::connect`] (typed config) or
+/// [`connect`](crate::connect) (URL). Dropping it stops its background
+/// tasks and ends its subscribers; [`close`](Transport::close) first flushes
+/// the outbox for up to `close_timeout`.
+pub struct RedisPubSubTransport {
+    shared: Arc<Shared>,
+    local: MemoryTransport,
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    seq: AtomicU64,
+    closed: AtomicBool,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for RedisPubSubTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPubSubTransport")
+            .field("redis", &self.shared.config.redis.addr())
+            .field("namespace", &self.shared.config.redis.namespace)
+            .field("instance_id", &self.shared.origin_hex)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl RedisPubSubTransport {
+    /// Connects to Redis: opens the subscribing connection and the
+    /// publishing connection, each within `connect_timeout`, and starts the
+    /// receiving and sending loops. Fails fast when Redis is unreachable
+    /// (`could not connect to redis at 127.0.0.1:6379 within 2s: connection
+    /// refused`); later outages only degrade the transport.
+    ///
+    /// Needs a Tokio runtime (with the timer enabled).
+    pub async fn connect(config: PubSubConfig) -> Result<Self> {
+        config.validate()?;
+        let client = RedisClient::new(config.redis.clone())?;
+        let pubsub = client.pubsub().await?;
+        // Proves the publishing side can connect too (and authenticate);
+        // the sender opens its own connection from here on.
+        drop(client.dedicated(Some(config.redis.response_timeout)).await?);
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let origin = Origin {
+            id: config.instance_id.unwrap_or_else(rand::random),
+            epoch,
+        };
+        let (link, _) = watch::channel(LinkState {
+            connected: false,
+            synced: 0,
+        });
+        let shared = Arc::new(Shared {
+            origin,
+            origin_hex: origin_hex(origin.id),
+            registry: Arc::new(Registry::new(&config.redis.namespace)),
+            outbox: Outbox::new(config.outbox_capacity),
+            tracker: Mutex::new(GapTracker::new(config.gap_tracker_capacity)),
+            counters: Counters::default(),
+            warn: WarnLimiter::new(config.warn_interval),
+            link,
+            last_probe: Mutex::new(Instant::now()),
+            initial: Mutex::new(Some(pubsub)),
+            client,
+            config,
+        });
+        let cancel = CancellationToken::new();
+        let tasks = vec![
+            supervise("receiving", shared.clone(), cancel.clone(), run_receiver),
+            supervise("sending", shared.clone(), cancel.clone(), run_sender),
+        ];
+        tracing::debug!(
+            redis = %shared.config.redis.addr(),
+            namespace = %shared.config.redis.namespace,
+            instance_id = %shared.origin_hex,
+            "redis pubsub: connected"
+        );
+        Ok(RedisPubSubTransport {
+            local: MemoryTransport::with_config(MemoryConfig::default().with_retention(1)),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            seq: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            tasks: Mutex::new(tasks),
+            shared,
+            cancel,
+        })
+    }
+
+    /// This transport's origin id as 16 hex digits: the `sy-origin` header
+    /// of its messages, and the first part of the `origin` of the
+    /// `Error::Lost` items other replicas report about it.
+    pub fn instance_id(&self) -> &str {
+        &self.shared.origin_hex
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PubSubConfig {
+        &self.shared.config
+    }
+
+    /// All counters of the backplane (outbox, reconnects, malformed frames,
+    /// self-echoes, gaps, ...).
+    pub fn pubsub_stats(&self) -> PubSubStats {
+        self.shared.counters.snapshot(self.shared.outbox.len())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn stripe(&self, topic: &str) -> &tokio::sync::Mutex<()> {
+        let mut h = DefaultHasher::new();
+        topic.hash(&mut h);
+        &self.stripes[(h.finish() as usize) % self.stripes.len()]
+    }
+
+    async fn publish_one(&self, mut message: Message) -> Result<MessageId> {
+        self.check_open()?;
+        let shared = &self.shared;
+        let mut frame = envelope::encode(shared.origin, &message)?;
+        let channel = channel_name(&shared.config.redis.namespace, message.topic.as_str());
+        message
+            .headers
+            .insert(header::ORIGIN, shared.origin_hex.clone());
+        let _order = self.stripe(message.topic.as_str()).lock().await;
+        // Local subscribers first; the hub's per-topic number is the topic
+        // sequence number other replicas check for gaps.
+        let id = self.local.publish(message).await?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        envelope::set_seqs(&mut frame, seq, id.seq);
+        add(&shared.counters.publishes, 1);
+        let entry = OutboxEntry {
+            channel,
+            frame: frame.freeze(),
+            enqueued: Instant::now(),
+        };
+        if !shared.outbox.push(entry, shared.config.outbox_wait).await {
+            add(&shared.counters.outbox_full, 1);
+            limited_warn!(shared.warn, WarnKind::OutboxDrop, capacity = shared.config.outbox_capacity,
+                "redis pubsub: outbox full; message delivered locally but dropped for redis (other replicas will see a gap)");
+        }
+        Ok(id)
+    }
+
+    fn check_subscription(subscription: &Subscription) -> Result<()> {
+        subscription.validate()?;
+        if let Mode::Group { group, .. } = subscription.mode() {
+            return Err(Error::Unsupported {
+                adapter: ADAPTER,
+                what: format!(
+                    "consumer groups (group {group:?}): the Pub/Sub backplane fans every message out to every subscriber; use redis+streams:// for groups"
+                ),
+            });
+        }
+        match subscription.start_at() {
+            Start::Latest => Ok(()),
+            other => Err(Error::Unsupported {
+                adapter: ADAPTER,
+                what: format!(
+                    "Start::{other:?}: Redis Pub/Sub keeps no history, subscriptions start at Latest; use redis+streams:// for replay"
+                ),
+            }),
+        }
+    }
+
+    fn shut_down(&self) {
+        self.cancel.cancel();
+        self.shared.registry.close_all();
+        self.shared.link.send_modify(|s| s.connected = false);
+    }
+}
+
+impl Drop for RedisPubSubTransport {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        self.shut_down();
+    }
+}
+
+/// What the backplane can do.
+pub(crate) fn capabilities() -> Capabilities {
+    let mut c = Capabilities::default();
+    c.persistent = false;
+    c.replay = false;
+    c.consumer_groups = false;
+    c.ack_redelivery = false;
+    c.dead_letters = false;
+    c.per_topic_ordering = true;
+    c.patterns = true;
+    c.cross_process = true;
+    c.at_least_once = false;
+    c.gap_signals = true;
+    c
+}
+
+#[async_trait]
+impl Transport for RedisPubSubTransport {
+    fn name(&self) -> &'static str {
+        ADAPTER
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    /// Delivers `message` to this transport's local subscribers, enqueues it
+    /// for Redis and returns its id. It does not wait for Redis: a message
+    /// that cannot reach Redis in time is dropped and counted, and other
+    /// replicas receive an `Error::Lost` for it.
+    async fn publish(&self, message: Message) -> Result<MessageId> {
+        self.publish_one(message).await
+    }
+
+    async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
+        self.check_open()?;
+        let mut ids = Vec::with_capacity(messages.len());
+        for m in messages {
+            ids.push(self.publish_one(m).await?);
+        }
+        Ok(ids)
+    }
+
+    /// Subscribes locally and on Redis; returns once Redis confirmed the
+    /// channel or pattern. While Redis is away it returns at once: the
+    /// subscription is served locally and set up on Redis on reconnect
+    /// (`health()` is `Degraded` until then).
+    async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {
+        self.check_open()?;
+        Self::check_subscription(&subscription)?;
+        let shared = &self.shared;
+        let local = self.local.subscribe(subscription.clone()).await?;
+        let remote = Arc::new(RemoteQueue::new(
+            subscription.buffer_size(),
+            subscription.overflow_policy(),
+        ));
+        let filter = subscription.filter().clone();
+        let (id, version) = shared.registry.register(&filter, remote.clone())?;
+        let registration = Registration {
+            registry: shared.registry.clone(),
+            id,
+            filter,
+        };
+        let mut link = shared.link.subscribe();
+        let wait = shared.config.probe_timeout + shared.config.redis.response_timeout;
+        let confirmed = tokio::time::timeout(
+            wait,
+            link.wait_for(|s| !s.connected || s.synced >= version),
+        )
+        .await;
+        match confirmed {
+            Ok(Ok(state)) if state.connected => {}
+            _ => tracing::debug!(
+                filter = %subscription.filter(),
+                "redis pubsub: redis is away; subscription served locally and set up on redis on reconnect"
+            ),
+        }
+        Ok(Box::new(PubSubSubscriber::new(local, remote, registration)))
+    }
+
+    /// `Ok` when the subscribing connection is up, has confirmed every
+    /// subscription and answered its last probe, and the last publish to
+    /// Redis succeeded; `Degraded` (local delivery only, or publishing
+    /// failing) otherwise; `Down` once closed. Never waits on the network.
+    async fn health(&self) -> Health {
+        if self.closed.load(Ordering::Acquire) {
+            return Health::Down("closed".into());
+        }
+        let shared = &self.shared;
+        let addr = shared.config.redis.addr();
+        let link = *shared.link.borrow();
+        if !link.connected {
+            return Health::Degraded(format!(
+                "redis at {addr} is unreachable: delivering locally only; {} channel(s)/pattern(s) will be subscribed again on reconnect; {} message(s) wait in the outbox",
+                shared.registry.subscription_count(),
+                shared.outbox.len()
+            ));
+        }
+        if link.synced < shared.registry.version() {
+            return Health::Degraded(format!(
+                "redis at {addr} has not confirmed every subscription yet"
+            ));
+        }
+        let cfg = &shared.config;
+        let silent = shared.last_probe.lock().elapsed();
+        let bound = cfg.probe_interval * 2 + cfg.probe_timeout + Duration::from_millis(500);
+        if silent > bound {
+            return Health::Degraded(format!(
+                "the subscribing connection to redis at {addr} has not answered a probe for {silent:?}"
+            ));
+        }
+        if !shared.outbox.is_healthy() {
+            return Health::Degraded(format!(
+                "publishing to redis at {addr} is failing: delivering locally; {} message(s) wait in the outbox",
+                shared.outbox.len()
+            ));
+        }
+        Health::Ok
+    }
+
+    fn stats(&self) -> TransportStats {
+        let c = self.shared.counters.snapshot(0);
+        let mut s = TransportStats::default();
+        s.published = c.published;
+        s.publish_errors = c.publish_errors;
+        s.dropped = c.outbox_full + c.outbox_expired + c.outbox_refused;
+        s.reconnects = c.reconnects;
+        s
+    }
+
+    /// Refuses new work, flushes the outbox for up to `close_timeout`,
+    /// then stops the loops and ends every subscriber.
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let drained = self
+            .shared
+            .outbox
+            .drain(self.shared.config.close_timeout)
+            .await;
+        if !drained {
+            let left = self.shared.outbox.len();
+            tracing::warn!(
+                left,
+                "redis pubsub: closing with messages not yet sent to redis"
+            );
+        }
+        self.shut_down();
+        let _ = self.local.close().await;
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        }
+        Ok(())
+    }
+}
+
+/// Opens a backplane transport from a `redis+pubsub://` or
+/// `rediss+pubsub://` URL; used by the `switchyard` facade's scheme registry.
+pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
+    let config = PubSubConfig::from_url(url)?;
+    Ok(Arc::new(RedisPubSubTransport::connect(config).await?))
+}

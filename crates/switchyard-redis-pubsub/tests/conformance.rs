@@ -1,0 +1,2 @@
+//! Conformance suite (being written).
+fn main() {}
