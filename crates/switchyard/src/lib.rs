@@ -1,0 +1,91 @@
+//! switchyard: one message-transport contract for Rust services, over Redis
+//! Streams, a Redis Pub/Sub backplane or in-process memory, picked by a Cargo
+//! feature and a URL.
+//!
+//! This is the crate applications depend on. It re-exports the whole
+//! contract of `switchyard-core` ([`Transport`], [`Subscriber`],
+//! [`Subscription`], [`Delivery`], the typed [`Bus`], ...), opens adapters by
+//! URL with [`connect`], and offers a [`prelude`].
+//!
+//! # Quick start
+//!
+//! ```
+//! use switchyard::prelude::*;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Debug)]
+//! struct OrderCreated {
+//!     id: u64,
+//!     item: String,
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> switchyard::Result<()> {
+//!     // `memory://` needs no server; `redis+streams://127.0.0.1:6379` would
+//!     // give the same API over Redis Streams.
+//!     let bus = Bus::new(switchyard::connect("memory://").await?);
+//!     let topic = Topic::new("orders.created")?;
+//!
+//!     // A consumer group: each order goes to one member, which acks it.
+//!     let mut workers = bus
+//!         .subscribe::<OrderCreated>(Subscription::new(topic.clone()).group("fulfilment"))
+//!         .await?;
+//!
+//!     bus.publish(&topic, &OrderCreated { id: 1, item: "widget".into() }).await?;
+//!
+//!     let order = workers.recv().await.expect("subscriber open")?;
+//!     assert_eq!(order.value.id, 1);
+//!     order.ack().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `memory` | yes | the in-process adapter, `memory://` (module [`memory`]) |
+//! | `redis-streams` | no | the Redis Streams adapter, `redis+streams://`, `rediss+streams://` (in progress) |
+//! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (in progress) |
+//! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit) |
+//!
+//! A URL whose adapter is not compiled in fails with
+//! [`Error::FeatureNotEnabled`] naming the feature to turn on; an unknown
+//! scheme fails with [`Error::UnknownScheme`] listing the schemes this build
+//! supports. See [`compiled_schemes`].
+//!
+//! # Further reading
+//!
+//! In the repository's `docs/` folder:
+//! - `docs/architecture.md`: the crates, the core contract, the scheme
+//!   registry and the design decisions;
+//! - `docs/semantics.md`: delivery guarantees per adapter, ordering,
+//!   ack/nack, dead letters, overflow, start positions, topic rules;
+//! - `docs/cli.md`: the `switchyard` command-line tool.
+
+pub use switchyard_core::*;
+
+mod registry;
+
+pub use registry::{
+    DEFAULT_URL, URL_ENV, compiled_schemes, connect, connect_from_env, url_from_env,
+};
+
+/// The in-process adapter (`memory://`): re-export of `switchyard-memory`.
+#[cfg(feature = "memory")]
+pub mod memory {
+    pub use switchyard_memory::*;
+}
+
+/// The names most applications need: `use switchyard::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Bus, Codec, Delivery, Error, Headers, Message, MessageId, Mode, Overflow, Result, Retry,
+        Start, Subscriber, Subscription, Topic, TopicFilter, Transport, Typed, TypedSubscriber,
+        connect, connect_from_env, header,
+    };
+}
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,363 @@
+//! The scheme registry: which URL scheme opens which adapter.
+//!
+//! Every adapter switchyard knows is listed in [`ADAPTERS`], compiled in or
+//! not, so that a URL for an adapter whose feature is off fails with
+//! [`Error::FeatureNotEnabled`] (naming the feature to turn on) instead of a
+//! vague "unknown scheme". Only the `connect` function of an entry depends on
+//! the feature.
+//!
+//! Adding an adapter is a few lines: its feature and optional dependency in
+//! `Cargo.toml`, and one entry here whose `connect` is
+//! `connector!("feature", adapter_crate)`. The adapter crate exports
+//! `SCHEMES: &[&str]` and `async fn connect(url: &str) -> Result<Arc<dyn Transport>>`;
+//! a unit test checks that the entry's schemes equal the crate's `SCHEMES`.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use switchyard_core::{Error, Result, Transport, redact_url};
+
+/// Opens a transport for a URL whose scheme belongs to the adapter.
+pub(crate) type ConnectFn = for<'a> fn(&'a str) -> BoxFuture<'a, Result<Arc<dyn Transport>>>;
+
+/// One adapter known to the facade.
+pub(crate) struct Adapter {
+    /// The Cargo feature of the `switchyard` crate that compiles it in.
+    pub(crate) feature: &'static str,
+    /// The URL schemes it serves (lowercase).
+    pub(crate) schemes: &'static [&'static str],
+    /// `Some` when the feature is compiled in.
+    pub(crate) connect: Option<ConnectFn>,
+}
+
+/// `Some(<adapter crate>::connect)` when `$feature` is compiled in, else `None`.
+macro_rules! connector {
+    ($feature:literal, $krate:ident) => {{
+        #[cfg(feature = $feature)]
+        let connect: Option<ConnectFn> = Some(|url| Box::pin($krate::connect(url)));
+        #[cfg(not(feature = $feature))]
+        let connect: Option<ConnectFn> = None;
+        connect
+    }};
+}
+
+/// Every adapter switchyard knows, in the order errors list them.
+pub(crate) static ADAPTERS: &[Adapter] = &[
+    Adapter {
+        feature: "memory",
+        schemes: &["memory"],
+        connect: connector!("memory", switchyard_memory),
+    },
+    Adapter {
+        feature: "redis-streams",
+        schemes: &["redis+streams", "rediss+streams"],
+        // Becomes `connector!("redis-streams", switchyard_redis_streams)` when
+        // the adapter crate and the feature land.
+        connect: None,
+    },
+    Adapter {
+        feature: "redis-pubsub",
+        schemes: &["redis+pubsub", "rediss+pubsub"],
+        // Becomes `connector!("redis-pubsub", switchyard_redis_pubsub)` when
+        // the adapter crate and the feature land.
+        connect: None,
+    },
+];
+
+/// The URL schemes this build can open, for example `["memory"]`.
+///
+/// ```
+/// # #[cfg(feature = "memory")]
+/// assert!(switchyard::compiled_schemes().contains(&"memory"));
+/// ```
+pub fn compiled_schemes() -> Vec<&'static str> {
+    ADAPTERS
+        .iter()
+        .filter(|a| a.connect.is_some())
+        .flat_map(|a| a.schemes.iter().copied())
+        .collect()
+}
+
+/// Opens the transport a URL names. The scheme picks the adapter:
+///
+/// | URL | adapter | feature |
+/// |---|---|---|
+/// | `memory://` (a fresh hub), `memory://NAME` (a process-wide named hub) | in-process memory | `memory` (default) |
+/// | `redis+streams://[user:password@]host[:port][/db]`, `rediss+streams://…` (TLS) | Redis Streams | `redis-streams` |
+/// | `redis+pubsub://[user:password@]host[:port][/db]`, `rediss+pubsub://…` (TLS) | Redis Pub/Sub backplane | `redis-pubsub` |
+///
+/// Errors, none of which ever contains the URL's password:
+/// - [`Error::InvalidUrl`] when the text has no `scheme://` (or is empty);
+/// - [`Error::UnknownScheme`] when no adapter has that scheme; it lists the
+///   schemes this build supports and the ones a feature would add;
+/// - [`Error::FeatureNotEnabled`] when the adapter exists but its Cargo
+///   feature is not compiled in;
+/// - whatever the adapter reports when it cannot connect.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> switchyard::Result<()> {
+/// let transport = switchyard::connect("memory://").await?;
+/// assert_eq!(transport.name(), "memory");
+///
+/// let err = switchyard::connect("kafka://broker:9092").await.err().unwrap();
+/// assert!(matches!(err, switchyard::Error::UnknownScheme { .. }));
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
+    let url = url.trim();
+    let scheme = parse_scheme(url)?;
+    let adapter = ADAPTERS
+        .iter()
+        .find(|a| a.schemes.contains(&scheme.as_str()))
+        .ok_or_else(|| Error::UnknownScheme {
+            scheme: scheme.clone(),
+            known: known_schemes(),
+        })?;
+    let Some(open) = adapter.connect else {
+        return Err(Error::FeatureNotEnabled(adapter.feature));
+    };
+    // Adapters see the scheme in lowercase (`MEMORY://x` is `memory://x`).
+    let normalized = format!("{scheme}{}", &url[scheme.len()..]);
+    let url = normalized.as_str();
+    tracing::debug!(url = %redact_url(url), adapter = adapter.feature, "connecting");
+    match open(url).await {
+        Ok(transport) => {
+            tracing::debug!(url = %redact_url(url), adapter = transport.name(), "connected");
+            Ok(transport)
+        }
+        Err(e) => Err(scrub_password(e, url)),
+    }
+}
+
+/// [`connect`]s to the URL in the `SWITCHYARD_URL` environment variable, or
+/// to `memory://` when it is unset or empty.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> switchyard::Result<()> {
+/// // With SWITCHYARD_URL unset this is the in-memory adapter.
+/// let transport = switchyard::connect_from_env().await?;
+/// # let _ = transport;
+/// # Ok(()) }
+/// ```
+pub async fn connect_from_env() -> Result<Arc<dyn Transport>> {
+    connect(&url_from_env()).await
+}
+
+/// The environment variable read by [`connect_from_env`], the CLI and the examples.
+pub const URL_ENV: &str = "SWITCHYARD_URL";
+
+/// The URL used when [`URL_ENV`] is unset.
+pub const DEFAULT_URL: &str = "memory://";
+
+/// The value of `SWITCHYARD_URL`, or [`DEFAULT_URL`] when it is unset or empty.
+pub fn url_from_env() -> String {
+    match std::env::var(URL_ENV) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => DEFAULT_URL.to_owned(),
+    }
+}
+
+/// The lowercase scheme of `url`, or `Error::InvalidUrl`.
+fn parse_scheme(url: &str) -> Result<String> {
+    if url.is_empty() {
+        return Err(Error::invalid_url(
+            url,
+            "the url is empty: expected scheme://..., for example memory:// or redis+streams://127.0.0.1:6379",
+        ));
+    }
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(Error::invalid_url(
+            url,
+            "no scheme: expected scheme://..., for example memory:// or redis+streams://127.0.0.1:6379",
+        ));
+    };
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !valid {
+        return Err(Error::invalid_url(
+            url,
+            "the scheme must start with a letter and contain only letters, digits, '+', '-' and '.'",
+        ));
+    }
+    Ok(scheme.to_ascii_lowercase())
+}
+
+/// `memory, redis+streams (needs feature `redis-streams`), ...`
+fn known_schemes() -> String {
+    let mut parts = Vec::new();
+    for adapter in ADAPTERS {
+        for scheme in adapter.schemes {
+            parts.push(match adapter.connect {
+                Some(_) => (*scheme).to_owned(),
+                None => format!("{scheme} (needs feature `{}`)", adapter.feature),
+            });
+        }
+    }
+    parts.join(", ")
+}
+
+/// The password of `url`, if it has a non-empty one.
+fn password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let (_, pw) = userinfo.split_once(':')?;
+    (!pw.is_empty()).then_some(pw)
+}
+
+/// A safety net under the adapters' own redaction: an error that would
+/// show the URL's password gets it replaced with `***`.
+fn scrub_password(error: Error, url: &str) -> Error {
+    let Some(pw) = password(url) else {
+        return error;
+    };
+    let scrub = |s: String| s.replace(pw, "***");
+    let error = match error {
+        Error::Connect {
+            backend,
+            addr,
+            timeout,
+            reason,
+        } => Error::Connect {
+            backend,
+            addr: scrub(addr),
+            timeout,
+            reason: scrub(reason),
+        },
+        Error::Transient(s) => Error::Transient(scrub(s)),
+        Error::Backend(s) => Error::Backend(scrub(s)),
+        Error::InvalidConfig(s) => Error::InvalidConfig(scrub(s)),
+        Error::InvalidUrl { url, reason } => Error::InvalidUrl {
+            url: scrub(url),
+            reason: scrub(reason),
+        },
+        other => other,
+    };
+    if error.to_string().contains(pw) || format!("{error:?}").contains(pw) {
+        return Error::Backend(scrub(error.to_string()));
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn every_scheme_belongs_to_one_adapter() {
+        let mut all: Vec<&str> = ADAPTERS.iter().flat_map(|a| a.schemes.to_vec()).collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a scheme is listed twice");
+        for s in all {
+            assert_eq!(s, s.to_ascii_lowercase());
+        }
+    }
+
+    #[cfg(feature = "memory")]
+    #[test]
+    fn table_matches_the_memory_crate() {
+        let entry = ADAPTERS.iter().find(|a| a.feature == "memory").unwrap();
+        assert_eq!(entry.schemes, switchyard_memory::SCHEMES);
+        assert!(compiled_schemes().contains(&"memory"));
+    }
+
+    #[test]
+    fn redis_streams_without_its_feature() {
+        let e = block_on(connect("redis+streams://127.0.0.1:6379"))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, Error::FeatureNotEnabled("redis-streams")),
+            "{e}"
+        );
+        let e = block_on(connect("REDISS+PUBSUB://h")).err().unwrap();
+        assert!(matches!(e, Error::FeatureNotEnabled("redis-pubsub")), "{e}");
+    }
+
+    #[test]
+    fn unknown_scheme_lists_what_is_known() {
+        let e = block_on(connect("kafka://x")).err().unwrap();
+        let Error::UnknownScheme { scheme, known } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(scheme, "kafka");
+        #[cfg(feature = "memory")]
+        assert!(known.starts_with("memory, "), "{known}");
+        assert!(
+            known.contains("redis+streams (needs feature `redis-streams`)"),
+            "{known}"
+        );
+        assert!(e.to_string().contains("kafka"));
+    }
+
+    #[test]
+    fn garbage_is_an_invalid_url() {
+        for url in [
+            "not a url",
+            "",
+            "   ",
+            "://x",
+            "1abc://x",
+            "a b://x",
+            "memory:",
+        ] {
+            let e = block_on(connect(url)).err().unwrap();
+            assert!(matches!(e, Error::InvalidUrl { .. }), "{url:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        for url in [
+            "redis+streams://user:hunter2@h",
+            "redis+pubsub://:hunter2@h:6379/0",
+            "kafka://user:hunter2@h",
+            "bad scheme://user:hunter2@h",
+        ] {
+            let e = block_on(connect(url)).err().unwrap();
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+            assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn scrubbing() {
+        assert_eq!(password("redis://u:pw@h/0"), Some("pw"));
+        assert_eq!(password("redis://u@h"), None);
+        assert_eq!(password("redis://:@h"), None);
+        assert_eq!(password("memory://"), None);
+        let url = "redis+streams://u:hunter2@h";
+        let e = scrub_password(Error::Backend("auth hunter2 failed".into()), url);
+        assert_eq!(e.to_string(), "backend error: auth *** failed");
+        let e = scrub_password(
+            Error::InvalidTopic {
+                topic: "hunter2".into(),
+                reason: "x".into(),
+            },
+            url,
+        );
+        assert!(!e.to_string().contains("hunter2"));
+        assert!(scrub_password(Error::Transient("x".into()), url).is_transient());
+    }
+
+    #[test]
+    fn env_default() {
+        // Only reads: the variable is not set in the test environment unless
+        // a developer set it, in which case it must be non-empty.
+        let url = url_from_env();
+        assert!(!url.trim().is_empty());
+    }
+}
