@@ -9,6 +9,7 @@ use redis::aio::ConnectionManager;
 use switchyard_core::{CircuitBreaker, Topic, TransportStats};
 use switchyard_redis::RedisClient;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::StreamsConfig;
 use crate::keys;
@@ -36,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) writer: Writer,
+    /// Ack flushers of group subscribers; `close` waits for them to drain.
+    pub(crate) group_flushers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -57,6 +60,20 @@ impl Inner {
     /// A receiver that sees `true` once the transport closes.
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Remembers a group subscriber's ack flusher so `close` can wait for it.
+    pub(crate) fn register_group_flusher(&self, task: JoinHandle<()>) {
+        let mut tasks = self.group_flushers.lock();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Waits (up to `timeout`) until the group flushers sent their queued
+    /// acks; call after the shutdown signal.
+    pub(crate) async fn drain_group_flushers(&self, timeout: Duration) {
+        let tasks = std::mem::take(&mut *self.group_flushers.lock());
+        let _ = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
     }
 
     /// A snapshot of the publishing counters.

@@ -64,6 +64,7 @@ impl RedisStreamsTransport {
                 shutdown,
                 stats,
                 writer,
+                group_flushers: parking_lot::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -166,6 +167,7 @@ impl Transport for RedisStreamsTransport {
             .max(Duration::from_millis(100));
         let flushed = self.inner.writer.close(timeout).await;
         self.inner.shutdown.send_replace(true);
+        self.inner.drain_group_flushers(timeout).await;
         flushed
     }
 }

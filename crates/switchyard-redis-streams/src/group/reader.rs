@@ -1,0 +1,276 @@
+//! The reader task: `XREADGROUP` on a dedicated connection.
+//!
+//! For every stream it first re-reads this consumer's own pending entries
+//! (`XREADGROUP ... STREAMS key 0`, page by page) — what it held when it
+//! last stopped — then blocks for new ones (`>`), `COUNT` at most what fits
+//! the local buffer. Blocking reads never use the shared connection.
+//!
+//! Failures never end the reader: connection errors reopen the dedicated
+//! connection after a backoff; `NOGROUP` (the server lost its data, e.g. a
+//! restart without persistence) recreates the groups at `0` with
+//! `MKSTREAM`; warnings are rate-limited.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use switchyard_core::{Backoff, MessageId};
+
+use super::fetch::{self, Attempts};
+use super::keep::millis;
+use super::{Group, Stream, create_group, is_nogroup};
+use crate::discovery::TopicSource;
+use crate::wire;
+
+/// The reader's state.
+struct Reader {
+    g: Arc<Group>,
+    conn: Option<MultiplexedConnection>,
+    /// Streams whose own pending entries are still to be re-read, with
+    /// the id to continue after.
+    history: Vec<(Arc<Stream>, MessageId)>,
+    /// Stream key to stream, for replies.
+    by_key: HashMap<String, Arc<Stream>>,
+    /// How many topics of the source are registered.
+    known: usize,
+    backoff: Backoff,
+    /// Whether the connection failed since the last successful read.
+    failed: bool,
+}
+
+/// Runs until the subscriber or transport stops, then closes the local
+/// queue so `recv` returns `None`.
+pub(crate) async fn run(g: Arc<Group>, mut topics: TopicSource) {
+    let streams = g.all_streams();
+    let mut r = Reader {
+        history: streams.iter().map(|s| (s.clone(), MessageId::default())).collect(),
+        by_key: streams.iter().map(|s| (s.key.clone(), s.clone())).collect(),
+        known: streams.len(),
+        g: g.clone(),
+        conn: None,
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+        failed: false,
+    };
+    while !g.is_stopped() {
+        r.sync_topics(&mut topics).await;
+        if r.by_key.is_empty() {
+            // A pattern that matches nothing yet.
+            tokio::select! {
+                () = topics.changed() => {}
+                () = g.stopped() => break,
+            }
+            continue;
+        }
+        if !r.step().await {
+            break;
+        }
+    }
+    g.stop();
+}
+
+impl Reader {
+    /// Registers streams discovered since the last call; their groups are
+    /// created at `0` (they appeared after the subscription started).
+    async fn sync_topics(&mut self, topics: &mut TopicSource) {
+        let current = topics.current();
+        while let Some(topic) = current.get(self.known) {
+            let key = self.g.inner.key(topic);
+            let mut conn = self.g.conn();
+            if let Err(e) = create_group(&mut conn, &key, &self.g.cfg.group, "0").await {
+                if let Some(suppressed) = self.g.warn.check() {
+                    tracing::warn!(topic = %topic, error = %e, suppressed, "redis-streams: creating the group on a discovered stream failed; retrying");
+                }
+                return;
+            }
+            let stream = self.g.add_stream(topic);
+            tracing::debug!(topic = %topic, group = %self.g.cfg.group, "redis-streams: following a new stream");
+            self.by_key.insert(stream.key.clone(), stream.clone());
+            self.history.push((stream, MessageId::default()));
+            self.known += 1;
+        }
+    }
+
+    /// One read (pending re-read or blocking read) and its handling.
+    /// `false` when the subscriber is closed.
+    async fn step(&mut self) -> bool {
+        let conn = match &self.conn {
+            Some(c) => c.clone(),
+            None => {
+                let timeout = self.g.inner.config.blocking_response_timeout();
+                match self.g.inner.client.dedicated(Some(timeout)).await {
+                    Ok(c) => {
+                        if self.failed {
+                            count_reconnect(&self.g);
+                        }
+                        self.conn = Some(c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        self.fail(&format!("{e}"), false).await;
+                        return !self.g.is_stopped();
+                    }
+                }
+            }
+        };
+        let result = if self.history.is_empty() {
+            self.read_new(conn).await
+        } else {
+            self.read_history(conn).await
+        };
+        match result {
+            Ok(open) => {
+                self.backoff.reset();
+                self.failed = false;
+                open
+            }
+            Err(e) if is_nogroup(&e) => {
+                self.recreate_groups(&e).await;
+                !self.g.is_stopped()
+            }
+            Err(e) => {
+                let transient = switchyard_redis::is_transient(&e);
+                self.fail(&e.to_string(), transient).await;
+                !self.g.is_stopped()
+            }
+        }
+    }
+
+    /// After a failure: drop the connection, re-read own pending entries
+    /// once reconnected (a reply lost with the connection may have handed
+    /// entries to this consumer), and back off.
+    async fn fail(&mut self, error: &str, transient: bool) {
+        self.conn = None;
+        self.failed = true;
+        self.history = self
+            .by_key
+            .values()
+            .map(|s| (s.clone(), MessageId::default()))
+            .collect();
+        if let Some(suppressed) = self.g.warn.check() {
+            tracing::warn!(
+                group = %self.g.cfg.group, consumer = %self.g.cfg.consumer, error, transient, suppressed,
+                "redis-streams: group read failed; reconnecting with backoff"
+            );
+        }
+        let pause = self.backoff.next_delay();
+        self.g.sleep(pause).await;
+    }
+
+    /// The server lost the group (and probably the stream): recreate both
+    /// at `0` and resume, after a backoff pause.
+    async fn recreate_groups(&mut self, e: &redis::RedisError) {
+        if let Some(suppressed) = self.g.warn.check() {
+            tracing::warn!(
+                group = %self.g.cfg.group, error = %e, suppressed,
+                "redis-streams: consumer group missing (server restarted without persistence?); recreating it"
+            );
+        }
+        let mut conn = self.g.conn();
+        for stream in self.by_key.values() {
+            if let Err(e) = create_group(&mut conn, &stream.key, &self.g.cfg.group, "0").await {
+                tracing::debug!(topic = %stream.topic, error = %e, "recreating the group failed");
+                break;
+            }
+        }
+        self.history.clear();
+        let pause = self.backoff.next_delay();
+        self.g.sleep(pause).await;
+    }
+
+    /// Re-reads a page of own pending entries of every stream still in
+    /// its history phase.
+    async fn read_history(&mut self, mut conn: MultiplexedConnection) -> redis::RedisResult<bool> {
+        let count = self.g.fetch_count();
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.g.cfg.group)
+            .arg(&self.g.cfg.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS");
+        for (s, _) in &self.history {
+            cmd.arg(&s.key);
+        }
+        for (_, after) in &self.history {
+            cmd.arg(after.to_string());
+        }
+        let reply: Value = tokio::select! {
+            r = cmd.query_async(&mut conn) => r?,
+            () = self.g.stopped() => return Ok(false),
+        };
+        let touched = Instant::now();
+        let mut replied: HashMap<String, Vec<wire::RawEntry>> =
+            self.parse(reply).into_iter().collect();
+        let mut still = Vec::with_capacity(self.history.len());
+        for (stream, after) in std::mem::take(&mut self.history) {
+            let entries = replied.remove(&stream.key).unwrap_or_default();
+            let Some(last) = entries.last().map(|e| e.id) else {
+                continue; // Nothing (more) pending here: on to new entries.
+            };
+            if !fetch::accept(&self.g, &stream, entries, Attempts::Lookup, touched).await {
+                return Ok(false);
+            }
+            still.push((stream, last.max(after)));
+        }
+        self.history = still;
+        Ok(true)
+    }
+
+    /// Blocks for new entries of every stream.
+    async fn read_new(&mut self, mut conn: MultiplexedConnection) -> redis::RedisResult<bool> {
+        let count = self.g.fetch_count();
+        let block = millis(self.g.inner.config.block).max(1);
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.g.cfg.group)
+            .arg(&self.g.cfg.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block)
+            .arg("STREAMS");
+        for key in self.by_key.keys() {
+            cmd.arg(key);
+        }
+        for _ in 0..self.by_key.len() {
+            cmd.arg(">");
+        }
+        let reply: Value = tokio::select! {
+            r = cmd.query_async(&mut conn) => r?,
+            () = self.g.stopped() => return Ok(false),
+        };
+        let touched = Instant::now();
+        for (key, entries) in self.parse(reply) {
+            let Some(stream) = self.by_key.get(&key).cloned() else {
+                continue;
+            };
+            if !fetch::accept(&self.g, &stream, entries, Attempts::First, touched).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Parses a read reply; an unparsable reply is logged and skipped.
+    fn parse(&self, reply: Value) -> Vec<(String, Vec<wire::RawEntry>)> {
+        match wire::parse_streams_reply(reply) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(suppressed) = self.g.warn.check() {
+                    tracing::warn!(error = %e, suppressed, "redis-streams: unexpected XREADGROUP reply");
+                }
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Counts a reconnection of a reader in the transport's stats.
+fn count_reconnect(g: &Group) {
+    g.inner
+        .stats
+        .reconnects
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}

@@ -1,0 +1,264 @@
+//! The entries this consumer holds, and when Redis last saw it touch them.
+//!
+//! Redis counts an entry's idle time from its last delivery (XREADGROUP,
+//! XCLAIM). Other members claim entries idle for longer than the ack
+//! timeout, so every entry held here — buffered, handed out within its
+//! deadline, or waiting out a `nack(After)` delay — is refreshed by the
+//! keeper with `XCLAIM ... JUSTID` before that happens.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use switchyard_core::MessageId;
+
+/// Where a held entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// In the local buffer (or about to be pushed there).
+    Buffered,
+    /// Handed to the application, which must settle it by `deadline`.
+    HandedOut { deadline: Instant },
+    /// Nacked with a delay: released at `due`.
+    Delayed { due: Instant },
+}
+
+/// One held entry.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Track {
+    pub(crate) state: State,
+    /// When Redis last reset its idle time for this consumer (the local
+    /// time the reply arrived, so the real idle time is at least
+    /// `now - touched`).
+    pub(crate) touched: Instant,
+}
+
+/// An entry due for a keep-alive: stream, id, last touch.
+pub(crate) type Stale = (u32, MessageId, Instant);
+
+/// The held entries of one subscriber.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    map: HashMap<(u32, MessageId), Track>,
+    delayed: BinaryHeap<Reverse<(Instant, u32, MessageId)>>,
+}
+
+impl Tracker {
+    /// Starts holding a fetched entry. `false` when it is held already (it
+    /// came back through a claim or a pending re-read while still here);
+    /// then only its touch time is updated. An entry handed out past its
+    /// deadline counts as not held: it is fetched again.
+    pub(crate) fn fetch(&mut self, stream: u32, id: MessageId, touched: Instant) -> bool {
+        let now = Instant::now();
+        match self.map.get_mut(&(stream, id)) {
+            Some(t) => {
+                t.touched = t.touched.max(touched);
+                if let State::HandedOut { deadline } = t.state
+                    && deadline <= now
+                {
+                    t.state = State::Buffered;
+                    return true;
+                }
+                false
+            }
+            None => {
+                self.map.insert(
+                    (stream, id),
+                    Track {
+                        state: State::Buffered,
+                        touched,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// The entry was handed to the application, to be settled by `deadline`.
+    pub(crate) fn hand_over(&mut self, stream: u32, id: MessageId, deadline: Instant) {
+        if let Some(t) = self.map.get_mut(&(stream, id)) {
+            t.state = State::HandedOut { deadline };
+        }
+    }
+
+    /// When Redis last reset the idle time of a held entry.
+    pub(crate) fn touched(&self, stream: u32, id: MessageId) -> Option<Instant> {
+        self.map.get(&(stream, id)).map(|t| t.touched)
+    }
+
+    /// `in_progress`: the entry was just refreshed at `touched` and is
+    /// handed out until `deadline` (held again if it was not).
+    pub(crate) fn extend(&mut self, stream: u32, id: MessageId, touched: Instant, deadline: Instant) {
+        self.map.insert(
+            (stream, id),
+            Track {
+                state: State::HandedOut { deadline },
+                touched,
+            },
+        );
+    }
+
+    /// Stops holding an entry; returns what was known about it.
+    pub(crate) fn remove(&mut self, stream: u32, id: MessageId) -> Option<Track> {
+        self.map.remove(&(stream, id))
+    }
+
+    /// Whether the entry is held.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, stream: u32, id: MessageId) -> bool {
+        self.map.contains_key(&(stream, id))
+    }
+
+    /// Holds the entry until `due` (a `nack(After)`); `false` when too
+    /// many delays are waiting already.
+    pub(crate) fn delay(&mut self, stream: u32, id: MessageId, due: Instant, max: usize) -> bool {
+        if self.delayed.len() >= max {
+            return false;
+        }
+        let t = self.map.entry((stream, id)).or_insert(Track {
+            state: State::Buffered,
+            // Not held (unusual): its real idle time is unknown; now is a
+            // lower bound, which keeps the keep-alive's guard correct.
+            touched: Instant::now(),
+        });
+        t.state = State::Delayed { due };
+        self.delayed.push(Reverse((due, stream, id)));
+        true
+    }
+
+    /// When the next delayed entry is due.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.delayed.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    /// Removes and returns the delayed entries due by `now` (still held as
+    /// delayed; stale heap items of settled entries are skipped).
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<(u32, MessageId)> {
+        let mut out = Vec::new();
+        while let Some(Reverse((due, stream, id))) = self.delayed.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop();
+            let is_due = matches!(
+                self.map.get(&(stream, id)),
+                Some(Track { state: State::Delayed { due: d }, .. }) if *d == due
+            );
+            if is_due {
+                self.map.remove(&(stream, id));
+                out.push((stream, id));
+            }
+        }
+        out
+    }
+
+    /// Entries whose last touch is at least `refresh_after` old and that
+    /// must stay here: buffered ones, delayed ones, and handed-out ones
+    /// whose idle clock would run out before their deadline.
+    pub(crate) fn stale(&self, now: Instant, refresh_after: Duration, ack_timeout: Duration) -> Vec<Stale> {
+        let mut out = Vec::new();
+        for (&(stream, id), t) in &self.map {
+            if now.saturating_duration_since(t.touched) < refresh_after {
+                continue;
+            }
+            let keep = match t.state {
+                State::Buffered | State::Delayed { .. } => true,
+                State::HandedOut { deadline } => {
+                    deadline > now && t.touched + ack_timeout < deadline
+                }
+            };
+            if keep {
+                out.push((stream, id, t.touched));
+            }
+        }
+        out
+    }
+
+    /// Records that Redis reset the idle time of these entries at `at`.
+    pub(crate) fn touch(&mut self, stream: u32, ids: &[MessageId], at: Instant) {
+        for id in ids {
+            if let Some(t) = self.map.get_mut(&(stream, *id)) {
+                t.touched = at;
+            }
+        }
+    }
+
+    /// How many entries of `stream` are held.
+    pub(crate) fn held_in(&self, stream: u32) -> usize {
+        self.map.keys().filter(|(s, _)| *s == stream).count()
+    }
+
+    /// How many entries are held in all.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> MessageId {
+        MessageId::new(1, n)
+    }
+
+    #[test]
+    fn fetch_dedupes_until_the_deadline_passes() {
+        let mut t = Tracker::default();
+        let now = Instant::now();
+        assert!(t.fetch(0, id(1), now));
+        assert!(!t.fetch(0, id(1), now));
+        assert!(t.fetch(1, id(1), now), "other stream, same id");
+        t.hand_over(0, id(1), now + Duration::from_secs(60));
+        assert!(!t.fetch(0, id(1), now));
+        t.hand_over(0, id(1), now);
+        assert!(t.fetch(0, id(1), now), "past its deadline: fetched again");
+        assert!(t.remove(0, id(1)).is_some());
+        assert!(!t.contains(0, id(1)));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn stale_selection() {
+        let mut t = Tracker::default();
+        let at = Duration::from_secs(10);
+        let long_ago = Instant::now();
+        let now = long_ago + Duration::from_secs(4);
+        t.fetch(0, id(1), long_ago); // buffered, 4 s old
+        t.fetch(0, id(2), now); // buffered, fresh
+        t.fetch(0, id(3), long_ago);
+        t.hand_over(0, id(3), now + at); // handed out now: must be refreshed
+        t.fetch(0, id(4), long_ago);
+        t.hand_over(0, id(4), long_ago + at); // touched at hand-over: safe until deadline
+        t.fetch(0, id(5), long_ago);
+        t.hand_over(0, id(5), long_ago); // past its deadline: let it go
+        let mut ids: Vec<u64> = t
+            .stale(now, Duration::from_secs(2), at)
+            .into_iter()
+            .map(|(_, i, _)| i.seq)
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 3]);
+        t.touch(0, &[id(1), id(3)], now);
+        assert!(t.stale(now, Duration::from_secs(2), at).is_empty());
+        assert_eq!(t.held_in(0), 5);
+    }
+
+    #[test]
+    fn delays_come_due_in_order_and_skip_settled() {
+        let mut t = Tracker::default();
+        let now = Instant::now();
+        t.fetch(0, id(1), now);
+        assert!(t.delay(0, id(1), now + Duration::from_millis(20), 10));
+        assert!(t.delay(0, id(2), now + Duration::from_millis(10), 10));
+        assert!(t.delay(0, id(3), now + Duration::from_millis(5), 10));
+        t.remove(0, id(3)); // settled meanwhile
+        assert_eq!(t.next_due(), Some(now + Duration::from_millis(5)));
+        assert!(t.take_due(now).is_empty());
+        let due = t.take_due(now + Duration::from_millis(30));
+        assert_eq!(due, vec![(0, id(2)), (0, id(1))]);
+        assert_eq!(t.len(), 0);
+        assert!(!t.delay(0, id(9), now, 0), "bounded");
+    }
+}
