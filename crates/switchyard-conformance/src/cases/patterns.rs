@@ -1,0 +1,97 @@
+//! Pattern subscriptions: following topics created later, never matching
+//! dead-letter topics; refusing patterns when the adapter has none.
+
+use anyhow::{bail, ensure};
+use switchyard_core::{Error, Subscription, Topic};
+
+use crate::support::{Sub, collect, publish_range, quiet, subscribe};
+use crate::{CaseResult, Ctx};
+
+/// Receives `n` and returns the sorted `topic:payload` pairs.
+async fn topics_of(sub: &mut Sub, n: usize, ctx: &Ctx, what: &str) -> anyhow::Result<Vec<String>> {
+    let got = collect(sub, n, ctx.tuning().recv_timeout, what).await?;
+    let mut seen: Vec<String> = got
+        .iter()
+        .map(|d| format!("{}:{}", d.topic(), String::from_utf8_lossy(d.payload())))
+        .collect();
+    seen.sort();
+    Ok(seen)
+}
+
+/// `prefix.*` and `prefix.>` follow topics created after subscribing, with
+/// exact counts, and skip dead-letter topics.
+pub async fn pattern_follows_new_topics(ctx: &Ctx) -> CaseResult {
+    let tuning = ctx.tuning();
+    let t = ctx.connect().await?;
+    let prefix = format!("{}.sensors", ctx.prefix());
+    let mut star = subscribe(
+        &t,
+        Subscription::to(&format!("{prefix}.*"))?,
+        "`*` subscriber",
+    )
+    .await?;
+    let mut tail = subscribe(
+        &t,
+        Subscription::to(&format!("{prefix}.>"))?,
+        "`>` subscriber",
+    )
+    .await?;
+
+    let t1 = Topic::new(format!("{prefix}.t1"))?;
+    let t2 = Topic::new(format!("{prefix}.t2"))?;
+    let deep = Topic::new(format!("{prefix}.t1.deep"))?;
+    let dlq = Topic::new(format!("{prefix}.t3:dlq"))?;
+    let outside = ctx.topic("elsewhere.t1")?;
+    publish_range(&t, &t1, "x", 0..3).await?;
+    publish_range(&t, &t2, "x", 0..4).await?;
+    publish_range(&t, &deep, "x", 0..1).await?;
+    publish_range(&t, &dlq, "x", 0..2).await?;
+    publish_range(&t, &outside, "x", 0..1).await?;
+
+    let mut want_star: Vec<String> = (0..3)
+        .map(|i| format!("{t1}:x-{i:06}"))
+        .chain((0..4).map(|i| format!("{t2}:x-{i:06}")))
+        .collect();
+    want_star.sort();
+    let mut want_tail = want_star.clone();
+    want_tail.push(format!("{deep}:x-000000"));
+    want_tail.sort();
+
+    let got_star = topics_of(&mut star, want_star.len(), ctx, "`*` subscriber").await?;
+    ensure!(
+        got_star == want_star,
+        "`{prefix}.*` subscriber: expected {want_star:?}, got {got_star:?}"
+    );
+    let got_tail = topics_of(&mut tail, want_tail.len(), ctx, "`>` subscriber").await?;
+    ensure!(
+        got_tail == want_tail,
+        "`{prefix}.>` subscriber: expected {want_tail:?}, got {got_tail:?}"
+    );
+    quiet(
+        &mut star,
+        tuning.quiet_period,
+        "`*` subscriber after its 7 (dead-letter and deeper topics must not match)",
+    )
+    .await?;
+    quiet(
+        &mut tail,
+        tuning.quiet_period,
+        "`>` subscriber after its 8 (dead-letter topics must not match)",
+    )
+    .await
+}
+
+/// Without patterns, a pattern subscription is refused.
+pub async fn patterns_unsupported(ctx: &Ctx) -> CaseResult {
+    let t = ctx.connect().await?;
+    let filter = format!("{}.*", ctx.prefix());
+    match t.subscribe(Subscription::to(&filter)?).await {
+        Ok(_) => bail!(
+            "subscribe to {filter:?} succeeded although capabilities.patterns = false: it must fail with Unsupported or InvalidConfig"
+        ),
+        Err(Error::Unsupported { .. } | Error::InvalidConfig(_)) => Ok(()),
+        Err(e) => bail!(
+            "subscribe to {filter:?}: expected Err(Unsupported) or Err(InvalidConfig), got Err({e:?})"
+        ),
+    }
+}
