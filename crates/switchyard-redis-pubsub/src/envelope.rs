@@ -95,7 +95,10 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecodeError::UnknownVersion(v) => {
-                write!(f, "unknown envelope version {v} (this build reads {VERSION})")
+                write!(
+                    f,
+                    "unknown envelope version {v} (this build reads {VERSION})"
+                )
             }
             DecodeError::Malformed(what) => write!(f, "malformed envelope: {what}"),
         }
@@ -360,7 +363,10 @@ mod tests {
             decode(b"garbage").unwrap_err(),
             DecodeError::Malformed(_)
         ));
-        assert!(matches!(decode(b"").unwrap_err(), DecodeError::Malformed(_)));
+        assert!(matches!(
+            decode(b"").unwrap_err(),
+            DecodeError::Malformed(_)
+        ));
         let mut f = frame(&sample());
         f[2] = 2;
         assert_eq!(decode(&f).unwrap_err(), DecodeError::UnknownVersion(2));
@@ -453,7 +459,13 @@ mod tests {
             total += decode(&f).unwrap().payload.len();
         }
         let dec = started.elapsed() / n;
-        tracing::info!(?enc, ?dec, frame = f.len(), total, "envelope cost per message");
+        tracing::info!(
+            ?enc,
+            ?dec,
+            frame = f.len(),
+            total,
+            "envelope cost per message"
+        );
         eprintln!(
             "envelope: {} bytes for a 16-byte payload; encode {enc:?}, decode {dec:?} per message",
             f.len()

@@ -88,7 +88,7 @@ mod transport;
 
 pub use config::{PubSubConfig, URL_PARAMS};
 pub use stats::PubSubStats;
-pub use transport::{RedisPubSubTransport, connect};
+pub use transport::{RedisPubSubTransport, capabilities, connect};
 
 /// The URL schemes this adapter serves.
 pub const SCHEMES: &[&str] = &["redis+pubsub", "rediss+pubsub"];

@@ -166,7 +166,9 @@ impl Outbox {
             self.work.notify_one();
             // Re-check now and then: the sender may be sleeping in a backoff.
             let step = tokio::time::Instant::now() + Duration::from_millis(50);
-            if tokio::time::timeout_at(step.min(deadline), idle).await.is_err()
+            if tokio::time::timeout_at(step.min(deadline), idle)
+                .await
+                .is_err()
                 && tokio::time::Instant::now() >= deadline
             {
                 return self.is_idle();

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use switchyard_core::{Backoff, MessageId};
 use switchyard_redis::redis::aio::{PubSubSink, PubSubStream};
@@ -70,13 +71,18 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
         };
         let (mut sink, mut stream) = pubsub.split();
         let mut active = Active::default();
+        // A PING first: a connection through a black hole may look
+        // established without ever answering.
         let synced = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = reconcile(&sh, &mut sink, &mut active) => r,
+            r = async {
+                confirm("PING", cfg.probe_timeout, async { sink.ping::<Value>().await.map(drop) }).await?;
+                reconcile(&sh, &mut sink, &mut active).await
+            } => r,
         };
         match synced {
             Ok(version) => {
-                *sh.last_probe.lock() = Instant::now();
+                *sh.last_alive.lock() = Instant::now();
                 sh.link.send_replace(LinkState {
                     connected: true,
                     synced: version,
@@ -101,8 +107,11 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
         sh.link.send_modify(|s| s.connected = false);
         match end {
             End::Cancelled => return,
-            End::Closed => limited_warn!(sh.warn, WarnKind::Link,
-                "redis pubsub: the subscribing connection closed; reconnecting (local delivery goes on)"),
+            End::Closed => limited_warn!(
+                sh.warn,
+                WarnKind::Link,
+                "redis pubsub: the subscribing connection closed; reconnecting (local delivery goes on)"
+            ),
             End::Failed(reason) => limited_warn!(sh.warn, WarnKind::Link, reason = %reason,
                 "redis pubsub: the subscribing connection failed; reconnecting (local delivery goes on)"),
         }
@@ -114,6 +123,12 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
 
 /// Handles messages, subscription changes and probes until the connection
 /// ends or the transport is dropped.
+///
+/// Liveness: after `probe_interval` without a probe, a `PING` is sent. The
+/// connection counts as dead when that `PING` is unanswered *and* nothing
+/// at all arrived for `probe_timeout`: under heavy load the reply queues
+/// behind the messages ahead of it, and a connection that delivers
+/// messages is alive.
 async fn serve(
     sh: &Shared,
     cancel: &CancellationToken,
@@ -122,21 +137,37 @@ async fn serve(
     active: &mut Active,
 ) -> End {
     let cfg = &sh.config;
-    let mut probe = tokio::time::interval_at(
-        tokio::time::Instant::now() + cfg.probe_interval,
-        cfg.probe_interval,
-    );
-    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping: Option<BoxFuture<'static, Result<Value, RedisError>>> = None;
+    let mut check_at = tokio::time::Instant::now() + cfg.probe_interval;
+    let mut last_rx = tokio::time::Instant::now();
     let mut targets = Vec::new();
     loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return End::Cancelled,
-            _ = probe.tick() => {
-                match tokio::time::timeout(cfg.probe_timeout, sink.ping::<Value>()).await {
-                    Ok(Ok(_)) => *sh.last_probe.lock() = Instant::now(),
-                    Ok(Err(e)) => return End::Failed(format!("PING failed: {e}")),
-                    Err(_) => return End::Failed(format!("no PING reply within {:?} (half-open connection?)", cfg.probe_timeout)),
+            reply = pending_or(&mut ping) => {
+                ping = None;
+                match reply {
+                    Ok(_) => {
+                        *sh.last_alive.lock() = Instant::now();
+                        check_at = tokio::time::Instant::now() + cfg.probe_interval;
+                    }
+                    Err(e) => return End::Failed(format!("PING failed: {e}")),
+                }
+            }
+            _ = tokio::time::sleep_until(check_at) => {
+                let now = tokio::time::Instant::now();
+                if ping.is_none() {
+                    let mut probe = sink.clone();
+                    ping = Some(async move { probe.ping::<Value>().await }.boxed());
+                    check_at = now + cfg.probe_timeout;
+                } else if now.duration_since(last_rx) >= cfg.probe_timeout {
+                    return End::Failed(format!(
+                        "no PING reply and no message within {:?} (half-open connection?)",
+                        cfg.probe_timeout
+                    ));
+                } else {
+                    check_at = last_rx + cfg.probe_timeout;
                 }
             }
             _ = sh.registry.changed.notified() => {
@@ -155,22 +186,40 @@ async fn serve(
                         None => break,
                     }
                 }
+                last_rx = tokio::time::Instant::now();
+                *sh.last_alive.lock() = Instant::now();
             }
         }
     }
 }
 
+/// Awaits the future in `slot`, or forever when there is none.
+async fn pending_or<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
+    match slot {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Brings the connection's channels and patterns in line with the local
 /// subscribers; returns the version now confirmed. Every command waits for
-/// Redis's confirmation, at most `probe_timeout`.
+/// Redis's confirmation, at most `response_timeout`.
 async fn reconcile(sh: &Shared, sink: &mut PubSubSink, active: &mut Active) -> Result<u64, String> {
     loop {
         let desired = sh.registry.desired();
-        let add_ch: Vec<String> = desired.channels.difference(&active.channels).cloned().collect();
-        let del_ch: Vec<String> = active.channels.difference(&desired.channels).cloned().collect();
+        let add_ch: Vec<String> = desired
+            .channels
+            .difference(&active.channels)
+            .cloned()
+            .collect();
+        let del_ch: Vec<String> = active
+            .channels
+            .difference(&desired.channels)
+            .cloned()
+            .collect();
         let add_gl: Vec<String> = desired.globs.difference(&active.globs).cloned().collect();
         let del_gl: Vec<String> = active.globs.difference(&desired.globs).cloned().collect();
-        let timeout = sh.config.probe_timeout;
+        let timeout = sh.config.redis.response_timeout;
         for chunk in add_ch.chunks(CHUNK) {
             confirm("SUBSCRIBE", timeout, sink.subscribe(chunk)).await?;
             active.channels.extend(chunk.iter().cloned());
@@ -222,14 +271,24 @@ fn handle(sh: &Shared, msg: &Msg, targets: &mut Vec<Arc<RemoteQueue>>) {
         Ok(env) => env,
         Err(DecodeError::UnknownVersion(version)) => {
             add(&sh.counters.unknown_version, 1);
-            limited_warn!(sh.warn, WarnKind::UnknownVersion, channel, version,
-                "redis pubsub: dropping an envelope of an unknown version (a newer replica?)");
+            limited_warn!(
+                sh.warn,
+                WarnKind::UnknownVersion,
+                channel,
+                version,
+                "redis pubsub: dropping an envelope of an unknown version (a newer replica?)"
+            );
             return;
         }
         Err(DecodeError::Malformed(reason)) => {
             add(&sh.counters.malformed, 1);
-            limited_warn!(sh.warn, WarnKind::Malformed, channel, reason,
-                "redis pubsub: dropping a malformed frame");
+            limited_warn!(
+                sh.warn,
+                WarnKind::Malformed,
+                channel,
+                reason,
+                "redis pubsub: dropping a malformed frame"
+            );
             return;
         }
     };

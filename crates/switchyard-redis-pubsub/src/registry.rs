@@ -243,7 +243,11 @@ impl Registry {
 
     /// Adds a subscriber; returns its id and the version of the desired set
     /// that includes it.
-    pub(crate) fn register(&self, filter: &TopicFilter, queue: Arc<RemoteQueue>) -> Result<(u64, u64)> {
+    pub(crate) fn register(
+        &self,
+        filter: &TopicFilter,
+        queue: Arc<RemoteQueue>,
+    ) -> Result<(u64, u64)> {
         let mut g = self.inner.lock();
         if g.closed {
             return Err(Error::Closed);
@@ -253,8 +257,13 @@ impl Registry {
         match filter.topics() {
             Some(topics) => {
                 for t in topics {
-                    g.exact.entry(t.clone()).or_default().push((id, queue.clone()));
-                    *g.channels.entry(channel_name(&self.namespace, t.as_str())).or_default() += 1;
+                    g.exact
+                        .entry(t.clone())
+                        .or_default()
+                        .push((id, queue.clone()));
+                    *g.channels
+                        .entry(channel_name(&self.namespace, t.as_str()))
+                        .or_default() += 1;
                 }
             }
             None => {
@@ -278,7 +287,9 @@ impl Registry {
         match filter.topics() {
             Some(topics) => {
                 for t in topics {
-                    let Some(list) = g.exact.get_mut(t) else { continue };
+                    let Some(list) = g.exact.get_mut(t) else {
+                        continue;
+                    };
                     let before = list.len();
                     list.retain(|(i, _)| *i != id);
                     if list.len() == before {
@@ -354,7 +365,11 @@ impl Registry {
         let queues: Vec<Arc<RemoteQueue>> = {
             let mut g = self.inner.lock();
             g.closed = true;
-            let mut qs: Vec<_> = g.exact.drain().flat_map(|(_, l)| l.into_iter().map(|(_, q)| q)).collect();
+            let mut qs: Vec<_> = g
+                .exact
+                .drain()
+                .flat_map(|(_, l)| l.into_iter().map(|(_, q)| q))
+                .collect();
             qs.extend(g.patterns.drain(..).map(|(_, _, q)| q));
             g.channels.clear();
             g.globs.clear();
@@ -474,7 +489,10 @@ mod tests {
         let (id3, _) = r.register(&f3, q()).unwrap();
         assert!(v2 > v1);
         let d = r.desired();
-        assert_eq!(d.channels, HashSet::from(["ns:a.b".to_owned(), "ns:c".to_owned()]));
+        assert_eq!(
+            d.channels,
+            HashSet::from(["ns:a.b".to_owned(), "ns:c".to_owned()])
+        );
         assert_eq!(d.globs, HashSet::from(["ns:a.*".to_owned()]));
         let mut out = Vec::new();
         r.matching(&Topic::new("a.b").unwrap(), &mut out);

@@ -43,8 +43,9 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) warn: WarnLimiter,
     pub(crate) link: watch::Sender<LinkState>,
-    /// When the subscribing connection last answered a probe (or was set up).
-    pub(crate) last_probe: Mutex<Instant>,
+    /// When the subscribing connection last showed it is alive: a probe
+    /// answered, a message received, or the connection set up.
+    pub(crate) last_alive: Mutex<Instant>,
     /// The connection opened by `connect`, handed to the receiving loop.
     pub(crate) initial: Mutex<Option<PubSub>>,
 }
@@ -69,8 +70,12 @@ where
                 Ok(()) => return,
                 Err(e) if e.is_panic() => {
                     add(&sh.counters.loop_restarts, 1);
-                    tracing::error!(task = name, "redis pubsub: the {name} loop panicked; restarting it");
-                    if cancel.is_cancelled() || sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                    tracing::error!(
+                        task = name,
+                        "redis pubsub: the {name} loop panicked; restarting it"
+                    );
+                    if cancel.is_cancelled() || sleep_or_cancel(backoff.next_delay(), &cancel).await
+                    {
                         return;
                     }
                 }

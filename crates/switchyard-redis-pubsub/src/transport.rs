@@ -77,7 +77,11 @@ impl RedisPubSubTransport {
         let pubsub = client.pubsub().await?;
         // Proves the publishing side can connect too (and authenticate);
         // the sender opens its own connection from here on.
-        drop(client.dedicated(Some(config.redis.response_timeout)).await?);
+        drop(
+            client
+                .dedicated(Some(config.redis.response_timeout))
+                .await?,
+        );
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -85,8 +89,10 @@ impl RedisPubSubTransport {
             id: config.instance_id.unwrap_or_else(rand::random),
             epoch,
         };
+        // The subscribing connection is up (and holds nothing yet): the
+        // receiving loop takes it over.
         let (link, _) = watch::channel(LinkState {
-            connected: false,
+            connected: true,
             synced: 0,
         });
         let shared = Arc::new(Shared {
@@ -98,7 +104,7 @@ impl RedisPubSubTransport {
             counters: Counters::default(),
             warn: WarnLimiter::new(config.warn_interval),
             link,
-            last_probe: Mutex::new(Instant::now()),
+            last_alive: Mutex::new(Instant::now()),
             initial: Mutex::new(Some(pubsub)),
             client,
             config,
@@ -179,8 +185,12 @@ impl RedisPubSubTransport {
         };
         if !shared.outbox.push(entry, shared.config.outbox_wait).await {
             add(&shared.counters.outbox_full, 1);
-            limited_warn!(shared.warn, WarnKind::OutboxDrop, capacity = shared.config.outbox_capacity,
-                "redis pubsub: outbox full; message delivered locally but dropped for redis (other replicas will see a gap)");
+            limited_warn!(
+                shared.warn,
+                WarnKind::OutboxDrop,
+                capacity = shared.config.outbox_capacity,
+                "redis pubsub: outbox full; message delivered locally but dropped for redis (other replicas will see a gap)"
+            );
         }
         Ok(id)
     }
@@ -220,8 +230,10 @@ impl Drop for RedisPubSubTransport {
     }
 }
 
-/// What the backplane can do.
-pub(crate) fn capabilities() -> Capabilities {
+/// What the backplane can do: fan-out across processes, patterns, per-topic
+/// order (per origin) and gap signals; no persistence, replay, groups,
+/// acknowledgements or dead letters; at-most-once.
+pub fn capabilities() -> Capabilities {
     let mut c = Capabilities::default();
     c.persistent = false;
     c.replay = false;
@@ -285,11 +297,9 @@ impl Transport for RedisPubSubTransport {
         };
         let mut link = shared.link.subscribe();
         let wait = shared.config.probe_timeout + shared.config.redis.response_timeout;
-        let confirmed = tokio::time::timeout(
-            wait,
-            link.wait_for(|s| !s.connected || s.synced >= version),
-        )
-        .await;
+        let confirmed =
+            tokio::time::timeout(wait, link.wait_for(|s| !s.connected || s.synced >= version))
+                .await;
         match confirmed {
             Ok(Ok(state)) if state.connected => {}
             _ => tracing::debug!(
@@ -324,7 +334,7 @@ impl Transport for RedisPubSubTransport {
             ));
         }
         let cfg = &shared.config;
-        let silent = shared.last_probe.lock().elapsed();
+        let silent = shared.last_alive.lock().elapsed();
         let bound = cfg.probe_interval * 2 + cfg.probe_timeout + Duration::from_millis(500);
         if silent > bound {
             return Health::Degraded(format!(
