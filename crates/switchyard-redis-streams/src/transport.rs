@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::config::StreamsConfig;
 use crate::discovery::TopicSource;
 use crate::inner::{Inner, Stats};
-use crate::publish::{self, Writer};
+use crate::publish::Writer;
 use crate::{fanout, group};
 
 /// The adapter's name, as [`Transport::name`] reports it.
@@ -121,7 +121,7 @@ impl Transport for RedisStreamsTransport {
             return Ok(Vec::new());
         }
         self.inner.breaker.check()?;
-        publish::publish_batch(&self.inner, messages).await
+        self.inner.writer.publish_batch(messages).await
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {

@@ -354,7 +354,7 @@ mod tests {
             .skip(1)
             .map(|a| match a {
                 redis::Arg::Simple(b) => b.to_vec(),
-                redis::Arg::Cursor => Vec::new(),
+                _ => Vec::new(),
             })
             .collect();
         args.chunks(2)

@@ -93,6 +93,7 @@ fn base_url(url: &str) -> String {
     format!("redis+streams://{}", rest.trim_end_matches('/'))
 }
 
+#[allow(clippy::print_stderr)] // no tracing subscriber in a test main
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     // The shared server lives in `main` so it is stopped when the run ends.

@@ -1,12 +1,20 @@
-//! Publishing: a writer task that coalesces concurrent `publish` calls onto
-//! pipelines, and `publish_batch` as one pipeline.
+//! Publishing: a writer task that coalesces concurrent `publish` calls (and
+//! `publish_batch` calls, each kept whole and in order) onto pipelines.
 //!
-//! Callers put `(Message, reply)` on a bounded queue (back-pressure when
-//! full). The writer takes everything queued, up to `writer_batch`, builds
-//! one pipeline of XADDs and sends it; up to `writer_in_flight` pipelines
-//! are in flight on the multiplexed connection at once, so one slow reply
-//! does not hold up the rest. Each caller's reply carries its entry id.
+//! Callers put their messages on a bounded queue (back-pressure when full).
+//! The writer takes everything queued, up to `writer_batch` messages,
+//! encodes one pipeline of XADDs and sends it; up to `writer_in_flight`
+//! pipelines wait for replies at once, so the next batch is prepared while
+//! Redis works on the previous one. Each caller gets its entry id.
+//!
+//! On plain TCP the writer uses a lean connection of its own
+//! ([`lean`]: hand-encoded XADD, replies parsed only as far as the id);
+//! with TLS it sends redis-rs pipelines on the shared connection.
 
+mod lean;
+mod resp;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,17 +24,23 @@ use futures::stream::FuturesUnordered;
 use redis::Value;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use switchyard_core::{CircuitBreaker, Error, Message, MessageId, Result, Topic};
+use switchyard_redis::RedisConfig;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::StreamsConfig;
-use crate::inner::{Inner, Stats};
+use crate::inner::Stats;
 use crate::keys;
 use crate::wire;
 
-type Reply = oneshot::Sender<Result<MessageId>>;
+use self::lean::LeanConn;
+use self::resp::{Reply, Trim};
+
+/// Largest write buffer kept between batches.
+const KEEP_BUF: usize = 1 << 20;
 
 enum Job {
-    One(Message, Reply),
+    One(Message, oneshot::Sender<Result<MessageId>>),
+    Batch(Vec<Message>, oneshot::Sender<Result<Vec<MessageId>>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -36,164 +50,10 @@ pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
 }
 
-/// How XADD trims: `MAXLEN ~ n`, `MINID ~ now - age`, or not at all.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Retention {
-    maxlen: Option<u64>,
-    min_id_age: Option<Duration>,
-}
-
-impl Retention {
-    pub(crate) fn from_config(config: &StreamsConfig) -> Self {
-        Retention {
-            maxlen: config.maxlen,
-            min_id_age: config.min_id_age,
-        }
-    }
-
-    /// The trimming arguments for XADDs built now.
-    fn args(self) -> TrimArgs {
-        if let Some(n) = self.maxlen {
-            return TrimArgs::MaxLen(n);
-        }
-        if let Some(age) = self.min_id_age {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .saturating_sub(age);
-            let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-            return TrimArgs::MinId(ms);
-        }
-        TrimArgs::None
-    }
-}
-
-#[derive(Clone, Copy)]
-enum TrimArgs {
-    None,
-    MaxLen(u64),
-    MinId(u64),
-}
-
-/// Appends `XADD key [MAXLEN ~ n | MINID ~ id] * fields` to `pipe`.
-fn push_xadd(pipe: &mut redis::Pipeline, key: &str, trim: TrimArgs, message: &Message) {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(key);
-    match trim {
-        TrimArgs::None => {}
-        TrimArgs::MaxLen(n) => {
-            cmd.arg("MAXLEN").arg("~").arg(n);
-        }
-        TrimArgs::MinId(ms) => {
-            cmd.arg("MINID").arg("~").arg(ms);
-        }
-    }
-    cmd.arg("*");
-    wire::push_fields(&mut cmd, message);
-    pipe.add_command(cmd);
-}
-
-/// A small cache of stream keys per topic, so the hot path does not format
-/// a key per message. Cleared when it grows past a bound.
-struct KeyCache {
-    namespace: String,
-    map: std::collections::HashMap<Topic, String>,
-}
-
-impl KeyCache {
-    const MAX: usize = 4096;
-
-    fn new(namespace: &str) -> Self {
-        KeyCache {
-            namespace: namespace.to_owned(),
-            map: std::collections::HashMap::new(),
-        }
-    }
-
-    fn get(&mut self, topic: &Topic) -> &str {
-        if !self.map.contains_key(topic) {
-            if self.map.len() >= Self::MAX {
-                self.map.clear();
-            }
-            self.map
-                .insert(topic.clone(), keys::stream_key(&self.namespace, topic));
-        }
-        self.map.get(topic).map_or("", String::as_str)
-    }
-}
-
-/// What a pipeline needs to report its outcome.
-struct Ctx {
-    breaker: Arc<CircuitBreaker>,
-    stats: Arc<Stats>,
-}
-
-impl Ctx {
-    /// Sends `pipe` and maps its replies onto ids, recording the outcome
-    /// with the breaker and the counters.
-    async fn run(
-        &self,
-        conn: &mut ConnectionManager,
-        pipe: &redis::Pipeline,
-    ) -> Result<Vec<Result<MessageId>>> {
-        let n = pipe.len();
-        match conn.req_packed_commands(pipe, 0, n).await {
-            Ok(values) => {
-                self.breaker.record_success();
-                let mut out = Vec::with_capacity(n);
-                let mut ok = 0u64;
-                for v in values {
-                    let r = reply_id(v);
-                    ok += u64::from(r.is_ok());
-                    out.push(r);
-                }
-                while out.len() < n {
-                    out.push(Err(Error::Backend(
-                        "redis XADD: reply missing from pipeline".into(),
-                    )));
-                }
-                self.stats.published.fetch_add(ok, Ordering::Relaxed);
-                self.stats
-                    .publish_errors
-                    .fetch_add(n as u64 - ok, Ordering::Relaxed);
-                Ok(out)
-            }
-            Err(e) => {
-                let err = switchyard_redis::classify("XADD", &e);
-                if err.is_transient() {
-                    self.breaker.record_failure();
-                }
-                self.stats
-                    .publish_errors
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                Err(err)
-            }
-        }
-    }
-}
-
-fn reply_id(v: Value) -> Result<MessageId> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(&b)
-            .ok()
-            .and_then(wire::parse_id)
-            .ok_or_else(|| Error::Backend("redis XADD: reply is not a stream id".into())),
-        Value::SimpleString(s) => wire::parse_id(&s)
-            .ok_or_else(|| Error::Backend("redis XADD: reply is not a stream id".into())),
-        Value::ServerError(e) => {
-            let text = format!("redis XADD: {e}");
-            if switchyard_redis::is_transient_code(e.code()) {
-                Err(Error::Transient(text))
-            } else {
-                Err(Error::Backend(text))
-            }
-        }
-        _ => Err(Error::Backend("redis XADD: unexpected reply".into())),
-    }
-}
-
 impl Writer {
-    /// Starts the writer task on `conn`.
+    /// Starts the writer task. `conn` (the shared connection) carries the
+    /// pipelines when TLS is on; otherwise the writer opens its own lean
+    /// connection, lazily and again after a failure.
     pub(crate) fn spawn(
         conn: ConnectionManager,
         config: &StreamsConfig,
@@ -201,13 +61,20 @@ impl Writer {
         stats: Arc<Stats>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(config.writer_queue);
+        let sink = if config.redis.tls {
+            Sink::Redis(conn)
+        } else {
+            Sink::Lean(None)
+        };
         let task = WriterTask {
-            conn,
+            sink,
+            redis: config.redis.clone(),
             ctx: Arc::new(Ctx { breaker, stats }),
             retention: Retention::from_config(config),
             keys: KeyCache::new(&config.redis.namespace),
             batch: config.writer_batch,
             in_flight: config.writer_in_flight,
+            ever_connected: false,
         };
         tokio::spawn(task.run(rx));
         Writer { tx }
@@ -218,6 +85,18 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::One(message, reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// Queues `messages` as one unit (one pipeline, in order) and waits for
+    /// their ids. An error for any of them fails the call; the others may
+    /// have been published.
+    pub(crate) async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Batch(messages, reply))
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.unwrap_or(Err(Error::Closed))
@@ -241,87 +120,421 @@ impl Writer {
     }
 }
 
+/// How XADD trims, from the configuration.
+#[derive(Clone, Copy, Debug)]
+struct Retention {
+    maxlen: Option<u64>,
+    min_id_age: Option<Duration>,
+}
+
+impl Retention {
+    fn from_config(config: &StreamsConfig) -> Self {
+        Retention {
+            maxlen: config.maxlen,
+            min_id_age: config.min_id_age,
+        }
+    }
+
+    /// The trimming of XADDs built now.
+    fn trim(self) -> Trim {
+        if let Some(n) = self.maxlen {
+            return Trim::MaxLen(n);
+        }
+        if let Some(age) = self.min_id_age {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .saturating_sub(age);
+            return Trim::MinId(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
+        }
+        Trim::None
+    }
+}
+
+/// Stream keys per topic, so the hot path does not format a key per
+/// message. Cleared when it grows past a bound.
+struct KeyCache {
+    namespace: String,
+    map: std::collections::HashMap<Topic, String>,
+    last: Option<(Topic, String)>,
+}
+
+impl KeyCache {
+    const MAX: usize = 4096;
+
+    fn new(namespace: &str) -> Self {
+        KeyCache {
+            namespace: namespace.to_owned(),
+            map: std::collections::HashMap::new(),
+            last: None,
+        }
+    }
+
+    fn get(&mut self, topic: &Topic) -> &str {
+        // Runs of messages on one topic are the common case.
+        let hit = self.last.as_ref().is_some_and(|(t, _)| t == topic);
+        if !hit {
+            let key = self.lookup(topic).to_owned();
+            self.last = Some((topic.clone(), key));
+        }
+        self.last.as_ref().map_or("", |(_, k)| k.as_str())
+    }
+
+    fn lookup(&mut self, topic: &Topic) -> &str {
+        if !self.map.contains_key(topic) {
+            if self.map.len() >= Self::MAX {
+                self.map.clear();
+            }
+            self.map
+                .insert(topic.clone(), keys::stream_key(&self.namespace, topic));
+        }
+        self.map.get(topic).map_or("", String::as_str)
+    }
+}
+
+/// Breaker and counters, shared by the writer and its reader.
+struct Ctx {
+    breaker: Arc<CircuitBreaker>,
+    stats: Arc<Stats>,
+}
+
+/// Who waits for replies.
+enum Waiter {
+    One(oneshot::Sender<Result<MessageId>>),
+    Batch {
+        reply: oneshot::Sender<Result<Vec<MessageId>>>,
+        want: usize,
+        ids: Vec<MessageId>,
+        error: Option<Error>,
+    },
+}
+
+/// The callers of one pipeline, completed in order as replies arrive.
+struct Pending {
+    waiters: VecDeque<Waiter>,
+    remaining: usize,
+    ok: u64,
+    failed: u64,
+    transient: bool,
+    ctx: Arc<Ctx>,
+}
+
+impl Pending {
+    fn new(ctx: Arc<Ctx>) -> Self {
+        Pending {
+            waiters: VecDeque::new(),
+            remaining: 0,
+            ok: 0,
+            failed: 0,
+            transient: false,
+            ctx,
+        }
+    }
+
+    fn push(&mut self, waiter: Waiter, replies: usize) {
+        self.waiters.push_back(waiter);
+        self.remaining += replies;
+    }
+
+    fn is_complete(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Hands the next reply to its caller.
+    fn deliver(&mut self, reply: Reply) {
+        let result = match reply {
+            Reply::Id(id) => Ok(id),
+            Reply::Error(text) => {
+                let code = text.split_whitespace().next().unwrap_or("");
+                let msg = format!("redis XADD: {text}");
+                if switchyard_redis::is_transient_code(code) {
+                    self.transient = true;
+                    Err(Error::Transient(msg))
+                } else {
+                    Err(Error::Backend(msg))
+                }
+            }
+            Reply::Status | Reply::Other => Err(Error::Backend(
+                "redis XADD: the reply is not a stream id".into(),
+            )),
+        };
+        self.deliver_result(result);
+    }
+
+    fn deliver_result(&mut self, result: Result<MessageId>) {
+        if self.remaining == 0 {
+            return;
+        }
+        self.remaining -= 1;
+        if result.is_ok() {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+        match self.waiters.front_mut() {
+            Some(Waiter::One(_)) => {
+                if let Some(Waiter::One(tx)) = self.waiters.pop_front() {
+                    let _ = tx.send(result);
+                }
+            }
+            Some(Waiter::Batch {
+                want, ids, error, ..
+            }) => {
+                match result {
+                    Ok(id) => ids.push(id),
+                    Err(e) => {
+                        error.get_or_insert(e);
+                        ids.push(MessageId::default());
+                    }
+                }
+                if ids.len() >= *want
+                    && let Some(Waiter::Batch {
+                        reply, ids, error, ..
+                    }) = self.waiters.pop_front()
+                {
+                    let _ = reply.send(match error {
+                        Some(e) => Err(e),
+                        None => Ok(ids),
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Every reply arrived: count, and tell the breaker.
+    fn finish(self) {
+        let stats = &self.ctx.stats;
+        stats.published.fetch_add(self.ok, Ordering::Relaxed);
+        if self.failed > 0 {
+            stats
+                .publish_errors
+                .fetch_add(self.failed, Ordering::Relaxed);
+        }
+        if self.transient {
+            self.ctx.breaker.record_failure();
+        } else {
+            self.ctx.breaker.record_success();
+        }
+    }
+
+    /// The pipeline failed as a whole: every caller still waiting gets `e`.
+    fn fail(mut self, e: Error) {
+        if e.is_transient() {
+            self.ctx.breaker.record_failure();
+        }
+        let stats = &self.ctx.stats;
+        stats.published.fetch_add(self.ok, Ordering::Relaxed);
+        stats
+            .publish_errors
+            .fetch_add(self.failed + self.remaining as u64, Ordering::Relaxed);
+        for w in self.waiters.drain(..) {
+            match w {
+                Waiter::One(tx) => {
+                    let _ = tx.send(Err(e.clone()));
+                }
+                Waiter::Batch { reply, .. } => {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+enum Sink {
+    /// Our own connection; `None` until opened or after it failed.
+    Lean(Option<LeanConn>),
+    /// redis-rs pipelines on the shared connection (TLS).
+    Redis(ConnectionManager),
+}
+
 struct WriterTask {
-    conn: ConnectionManager,
+    sink: Sink,
+    redis: RedisConfig,
     ctx: Arc<Ctx>,
     retention: Retention,
     keys: KeyCache,
     batch: usize,
     in_flight: usize,
+    ever_connected: bool,
 }
 
 impl WriterTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut pending = FuturesUnordered::new();
+        let mut redis_pending = FuturesUnordered::new();
         let mut jobs = Vec::with_capacity(self.batch);
         let mut closers = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
         loop {
-            tokio::select! {
+            let n = tokio::select! {
                 biased;
-                Some(()) = pending.next(), if !pending.is_empty() => {}
-                n = rx.recv_many(&mut jobs, self.batch), if pending.len() < self.in_flight => {
-                    if n == 0 {
-                        break;
+                Some(()) = redis_pending.next(), if !redis_pending.is_empty() => continue,
+                n = rx.recv_many(&mut jobs, self.batch), if redis_pending.len() < self.in_flight => n,
+            };
+            if n == 0 {
+                break;
+            }
+            if n < self.batch {
+                // Let publishers that are about to enqueue do so, for
+                // fuller pipelines.
+                tokio::task::yield_now().await;
+                while jobs.len() < self.batch {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
                     }
-                    let mut pipe = redis::Pipeline::with_capacity(jobs.len());
-                    let mut replies = Vec::with_capacity(jobs.len());
-                    let trim = self.retention.args();
-                    for job in jobs.drain(..) {
-                        match job {
-                            Job::One(message, reply) => {
-                                push_xadd(&mut pipe, self.keys.get(&message.topic), trim, &message);
-                                replies.push(reply);
-                            }
-                            Job::Close(done) => {
-                                // No new messages; what is queued still goes out.
-                                rx.close();
-                                closers.push(done);
-                            }
-                        }
+                }
+            }
+            let trim = self.retention.trim();
+            let mut pending = Pending::new(self.ctx.clone());
+            let mut pipe = match self.sink {
+                Sink::Redis(_) => Some(redis::Pipeline::with_capacity(jobs.len())),
+                Sink::Lean(_) => None,
+            };
+            for job in jobs.drain(..) {
+                let mut encode = |m: &Message| {
+                    let key = self.keys.get(&m.topic);
+                    match pipe.as_mut() {
+                        Some(p) => push_xadd(p, key, trim, m),
+                        None => resp::put_xadd(&mut buf, key, trim, m),
                     }
-                    if !replies.is_empty() {
-                        let ctx = self.ctx.clone();
-                        let mut conn = self.conn.clone();
-                        pending.push(async move {
-                            match ctx.run(&mut conn, &pipe).await {
-                                Ok(results) => {
-                                    for (reply, r) in replies.into_iter().zip(results) {
-                                        let _ = reply.send(r);
-                                    }
-                                }
-                                Err(e) => {
-                                    for reply in replies {
-                                        let _ = reply.send(Err(e.clone()));
-                                    }
-                                }
-                            }
-                        });
+                };
+                match job {
+                    Job::One(m, reply) => {
+                        encode(&m);
+                        pending.push(Waiter::One(reply), 1);
+                    }
+                    Job::Batch(ms, reply) => {
+                        ms.iter().for_each(&mut encode);
+                        let want = ms.len();
+                        let waiter = Waiter::Batch {
+                            reply,
+                            want,
+                            ids: Vec::with_capacity(want),
+                            error: None,
+                        };
+                        pending.push(waiter, want);
+                    }
+                    Job::Close(done) => {
+                        // No new messages; what is queued still goes out.
+                        rx.close();
+                        closers.push(done);
+                    }
+                }
+            }
+            if pending.is_complete() {
+                continue;
+            }
+            match pipe {
+                Some(pipe) => {
+                    if let Sink::Redis(conn) = &self.sink {
+                        let mut conn = conn.clone();
+                        redis_pending
+                            .push(async move { run_redis(&mut conn, &pipe, pending).await });
+                    }
+                }
+                None => {
+                    self.send_lean(&buf, pending).await;
+                    buf.clear();
+                    if buf.capacity() > KEEP_BUF {
+                        buf.shrink_to(KEEP_BUF);
                     }
                 }
             }
         }
-        while pending.next().await.is_some() {}
+        while redis_pending.next().await.is_some() {}
+        if let Sink::Lean(slot) = &mut self.sink
+            && let Some(conn) = slot.take()
+        {
+            conn.finish().await;
+        }
         for done in closers {
             let _ = done.send(());
         }
     }
+
+    /// Sends one pipeline on the lean connection, opening it first if needed.
+    async fn send_lean(&mut self, bytes: &[u8], pending: Pending) {
+        let Sink::Lean(slot) = &mut self.sink else {
+            return;
+        };
+        if slot.as_ref().is_some_and(LeanConn::is_dead) {
+            *slot = None;
+        }
+        if slot.is_none() {
+            match LeanConn::connect(&self.redis, self.in_flight).await {
+                Ok(c) => {
+                    if self.ever_connected {
+                        self.ctx.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.ever_connected = true;
+                    *slot = Some(c);
+                }
+                Err(e) => {
+                    pending.fail(e);
+                    return;
+                }
+            }
+        }
+        if let Some(conn) = slot.as_mut() {
+            conn.send(bytes, pending).await;
+        }
+    }
 }
 
-/// Publishes `messages` in one pipeline, in order.
-pub(crate) async fn publish_batch(inner: &Inner, messages: Vec<Message>) -> Result<Vec<MessageId>> {
-    if messages.is_empty() {
-        return Ok(Vec::new());
+/// Appends `XADD key [MAXLEN|MINID ~ n] * fields` to a redis-rs pipeline.
+fn push_xadd(pipe: &mut redis::Pipeline, key: &str, trim: Trim, message: &Message) {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(key);
+    match trim {
+        Trim::None => {}
+        Trim::MaxLen(n) => {
+            cmd.arg("MAXLEN").arg("~").arg(n);
+        }
+        Trim::MinId(ms) => {
+            cmd.arg("MINID").arg("~").arg(ms);
+        }
     }
-    let trim = Retention::from_config(&inner.config).args();
-    let mut keys = KeyCache::new(inner.namespace());
-    let mut pipe = redis::Pipeline::with_capacity(messages.len());
-    for m in &messages {
-        push_xadd(&mut pipe, keys.get(&m.topic), trim, m);
+    cmd.arg("*");
+    wire::push_fields(&mut cmd, message);
+    pipe.add_command(cmd);
+}
+
+/// Sends a redis-rs pipeline and completes its callers.
+async fn run_redis(conn: &mut ConnectionManager, pipe: &redis::Pipeline, mut pending: Pending) {
+    match conn.req_packed_commands(pipe, 0, pipe.len()).await {
+        Ok(values) => {
+            for v in values {
+                pending.deliver_result(value_id(v));
+            }
+            if pending.is_complete() {
+                pending.finish();
+            } else {
+                pending.fail(Error::Backend(
+                    "redis XADD: replies missing from the pipeline".into(),
+                ));
+            }
+        }
+        Err(e) => pending.fail(switchyard_redis::classify("XADD", &e)),
     }
-    let ctx = Ctx {
-        breaker: inner.breaker.clone(),
-        stats: inner.stats.clone(),
-    };
-    let mut conn = inner.conn.clone();
-    ctx.run(&mut conn, &pipe).await?.into_iter().collect()
+}
+
+fn value_id(v: Value) -> Result<MessageId> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(wire::parse_id)
+            .ok_or_else(|| Error::Backend("redis XADD: the reply is not a stream id".into())),
+        Value::ServerError(e) => {
+            let text = format!("redis XADD: {e}");
+            if switchyard_redis::is_transient_code(e.code()) {
+                Err(Error::Transient(text))
+            } else {
+                Err(Error::Backend(text))
+            }
+        }
+        _ => Err(Error::Backend(
+            "redis XADD: the reply is not a stream id".into(),
+        )),
+    }
 }

@@ -1,0 +1,235 @@
+//! Lean RESP2 encoding of XADD and parsing of its replies, for the
+//! publishing hot path (no `redis::Cmd`, no `redis::Value`).
+
+use switchyard_core::{Message, MessageId};
+
+use crate::wire;
+
+/// How XADD trims: nothing, `MAXLEN ~ n` or `MINID ~ ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trim {
+    None,
+    MaxLen(u64),
+    MinId(u64),
+}
+
+/// Appends the decimal digits of `n`.
+fn put_uint(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends one bulk string `$len\r\nbytes\r\n`.
+fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    put_uint(out, bytes.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_bulk_uint(out: &mut Vec<u8>, n: u64) {
+    let mut tmp = Vec::with_capacity(20);
+    put_uint(&mut tmp, n);
+    put_bulk(out, &tmp);
+}
+
+/// Appends any command given as arguments.
+pub(crate) fn put_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.push(b'*');
+    put_uint(out, args.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        put_bulk(out, a);
+    }
+}
+
+/// Appends `XADD key [MAXLEN|MINID ~ n] * v 1 d <hex> p <payload> [h <headers>]`.
+pub(crate) fn put_xadd(out: &mut Vec<u8>, key: &str, trim: Trim, message: &Message) {
+    let headers = if message.headers.is_empty() {
+        None
+    } else {
+        Some(wire::encode_headers(&message.headers))
+    };
+    let trim_args = if trim == Trim::None { 0 } else { 3 };
+    let argc = 3 + trim_args + 6 + if headers.is_some() { 2 } else { 0 };
+    out.reserve(64 + key.len() + message.payload.len() + headers.as_ref().map_or(0, Vec::len));
+    out.push(b'*');
+    put_uint(out, argc);
+    out.extend_from_slice(b"\r\n$4\r\nXADD\r\n");
+    put_bulk(out, key.as_bytes());
+    match trim {
+        Trim::None => {}
+        Trim::MaxLen(n) => {
+            out.extend_from_slice(b"$6\r\nMAXLEN\r\n$1\r\n~\r\n");
+            put_bulk_uint(out, n);
+        }
+        Trim::MinId(ms) => {
+            out.extend_from_slice(b"$5\r\nMINID\r\n$1\r\n~\r\n");
+            put_bulk_uint(out, ms);
+        }
+    }
+    out.extend_from_slice(b"$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n$1\r\nd\r\n$32\r\n");
+    out.extend_from_slice(&wire::dedup_hex(message.dedup_id));
+    out.extend_from_slice(b"\r\n$1\r\np\r\n");
+    put_bulk(out, &message.payload);
+    if let Some(h) = headers {
+        out.extend_from_slice(b"$1\r\nh\r\n");
+        put_bulk(out, &h);
+    }
+}
+
+/// One reply, parsed only as far as the writer needs.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// A bulk string that is a stream id (XADD's answer).
+    Id(MessageId),
+    /// `+...`: a status such as `OK`.
+    Status,
+    /// `-CODE detail`: a server error.
+    Error(String),
+    /// Anything else (nil, integer, a bulk string that is no id).
+    Other,
+}
+
+/// The bytes do not follow RESP2 (or use what this parser does not
+/// expect, such as arrays): the connection must be dropped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ProtocolError(pub(crate) &'static str);
+
+/// Largest bulk reply accepted (XADD ids are short).
+const MAX_BULK: usize = 1 << 20;
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+fn parse_len(b: &[u8]) -> Result<i64, ProtocolError> {
+    let s = std::str::from_utf8(b).map_err(|_| ProtocolError("length is not text"))?;
+    s.parse::<i64>()
+        .map_err(|_| ProtocolError("length is not a number"))
+}
+
+/// Parses one reply from the front of `buf`: `Ok(None)` when more bytes
+/// are needed, else the reply and how many bytes it took.
+pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError> {
+    let Some(&kind) = buf.first() else {
+        return Ok(None);
+    };
+    let Some(eol) = find_crlf(buf) else {
+        if buf.len() > MAX_BULK {
+            return Err(ProtocolError("reply line too long"));
+        }
+        return Ok(None);
+    };
+    let line = &buf[1..eol];
+    let after = eol + 2;
+    match kind {
+        b'+' => Ok(Some((Reply::Status, after))),
+        b'-' => Ok(Some((
+            Reply::Error(String::from_utf8_lossy(line).into_owned()),
+            after,
+        ))),
+        b':' => Ok(Some((Reply::Other, after))),
+        b'$' => {
+            let len = parse_len(line)?;
+            if len < 0 {
+                return Ok(Some((Reply::Other, after)));
+            }
+            let len = usize::try_from(len).map_err(|_| ProtocolError("bad bulk length"))?;
+            if len > MAX_BULK {
+                return Err(ProtocolError("bulk reply too large"));
+            }
+            let end = after + len;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError("bulk reply not terminated"));
+            }
+            let reply = std::str::from_utf8(&buf[after..end])
+                .ok()
+                .and_then(wire::parse_id)
+                .map_or(Reply::Other, Reply::Id);
+            Ok(Some((reply, end + 2)))
+        }
+        _ => Err(ProtocolError("unexpected reply type")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_core::{DedupId, Topic};
+
+    #[test]
+    fn xadd_encoding_matches_redis_rs() {
+        let t = Topic::new("a.b").unwrap();
+        for (m, trim) in [
+            (Message::new(t.clone(), "hello"), Trim::None),
+            (
+                Message::new(t.clone(), vec![0u8; 300]).with_header("k", "v"),
+                Trim::MaxLen(100),
+            ),
+            (
+                Message::new(t.clone(), "").with_dedup_id(DedupId(7)),
+                Trim::MinId(1_700_000_000_000),
+            ),
+        ] {
+            let mut ours = Vec::new();
+            put_xadd(&mut ours, "ns:{a.b}", trim, &m);
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg("ns:{a.b}");
+            match trim {
+                Trim::None => {}
+                Trim::MaxLen(n) => {
+                    cmd.arg("MAXLEN").arg("~").arg(n);
+                }
+                Trim::MinId(n) => {
+                    cmd.arg("MINID").arg("~").arg(n);
+                }
+            }
+            cmd.arg("*");
+            wire::push_fields(&mut cmd, &m);
+            assert_eq!(ours, cmd.get_packed_command());
+        }
+    }
+
+    #[test]
+    fn replies() {
+        assert_eq!(
+            parse_reply(b"$15\r\n1700000000000-3\r\n+OK").unwrap(),
+            Some((Reply::Id(MessageId::new(1_700_000_000_000, 3)), 22))
+        );
+        assert_eq!(parse_reply(b"$15\r\n1700000000000-3\r").unwrap(), None);
+        assert_eq!(parse_reply(b"$15\r\n170").unwrap(), None);
+        assert_eq!(parse_reply(b"$1").unwrap(), None);
+        assert_eq!(parse_reply(b"").unwrap(), None);
+        assert_eq!(parse_reply(b"+OK\r\n").unwrap(), Some((Reply::Status, 5)));
+        assert_eq!(
+            parse_reply(b"-WRONGTYPE Operation\r\n").unwrap(),
+            Some((Reply::Error("WRONGTYPE Operation".into()), 22))
+        );
+        assert_eq!(parse_reply(b"$-1\r\n").unwrap(), Some((Reply::Other, 5)));
+        assert_eq!(
+            parse_reply(b"$2\r\nab\r\n").unwrap(),
+            Some((Reply::Other, 8))
+        );
+        assert!(parse_reply(b"*1\r\n").is_err());
+        assert!(parse_reply(b"$x\r\n").is_err());
+        assert!(parse_reply(b"$2\r\nabcd").is_err());
+        let mut n = Vec::new();
+        put_uint(&mut n, 0);
+        put_uint(&mut n, u64::MAX);
+        assert_eq!(n, b"018446744073709551615");
+    }
+}
