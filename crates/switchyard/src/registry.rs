@@ -266,25 +266,49 @@ mod tests {
         }
     }
 
-    #[cfg(feature = "memory")]
+    /// The table's schemes are the adapter crates' `SCHEMES`: one line per
+    /// adapter, under its feature.
     #[test]
-    fn table_matches_the_memory_crate() {
-        let entry = ADAPTERS.iter().find(|a| a.feature == "memory").unwrap();
-        assert_eq!(entry.schemes, switchyard_memory::SCHEMES);
-        assert!(compiled_schemes().contains(&"memory"));
+    fn table_matches_the_adapter_crates() {
+        #[allow(unused)]
+        let schemes = |feature: &str| {
+            ADAPTERS
+                .iter()
+                .find(|a| a.feature == feature)
+                .map(|a| a.schemes)
+                .unwrap()
+        };
+        #[cfg(feature = "memory")]
+        assert_eq!(schemes("memory"), switchyard_memory::SCHEMES);
+        for adapter in ADAPTERS {
+            assert_eq!(
+                adapter.connect.is_some(),
+                adapter
+                    .schemes
+                    .iter()
+                    .all(|s| compiled_schemes().contains(s))
+            );
+        }
     }
 
     #[test]
-    fn redis_streams_without_its_feature() {
-        let e = block_on(connect("redis+streams://127.0.0.1:6379"))
-            .err()
-            .unwrap();
-        assert!(
-            matches!(e, Error::FeatureNotEnabled("redis-streams")),
-            "{e}"
-        );
-        let e = block_on(connect("REDISS+PUBSUB://h")).err().unwrap();
-        assert!(matches!(e, Error::FeatureNotEnabled("redis-pubsub")), "{e}");
+    fn adapters_without_their_feature() {
+        // Whatever this build compiles in, every scheme of an adapter that is
+        // not compiled in names its feature.
+        for adapter in ADAPTERS.iter().filter(|a| a.connect.is_none()) {
+            for scheme in adapter.schemes {
+                let e = block_on(connect(&format!("{scheme}://127.0.0.1:1")))
+                    .err()
+                    .unwrap();
+                assert!(
+                    matches!(e, Error::FeatureNotEnabled(f) if f == adapter.feature),
+                    "{scheme}: {e}"
+                );
+                let upper = format!("{}://h", scheme.to_ascii_uppercase());
+                let e = block_on(connect(&upper)).err().unwrap();
+                assert!(matches!(e, Error::FeatureNotEnabled(_)), "{upper}: {e}");
+            }
+        }
     }
 
     #[test]
@@ -296,10 +320,15 @@ mod tests {
         assert_eq!(scheme, "kafka");
         #[cfg(feature = "memory")]
         assert!(known.starts_with("memory, "), "{known}");
-        assert!(
-            known.contains("redis+streams (needs feature `redis-streams`)"),
-            "{known}"
-        );
+        for adapter in ADAPTERS {
+            for scheme in adapter.schemes {
+                let entry = match adapter.connect {
+                    Some(_) => (*scheme).to_owned(),
+                    None => format!("{scheme} (needs feature `{}`)", adapter.feature),
+                };
+                assert!(known.contains(&entry), "{entry} missing in {known}");
+            }
+        }
         assert!(e.to_string().contains("kafka"));
     }
 
@@ -322,8 +351,9 @@ mod tests {
     #[test]
     fn passwords_never_show() {
         for url in [
-            "redis+streams://user:hunter2@h",
-            "redis+pubsub://:hunter2@h:6379/0",
+            "redis+streams://user:hunter2@127.0.0.1:1",
+            "redis+pubsub://:hunter2@127.0.0.1:1/0",
+            "rediss+streams://user:hunter2@127.0.0.1:1",
             "kafka://user:hunter2@h",
             "bad scheme://user:hunter2@h",
         ] {
