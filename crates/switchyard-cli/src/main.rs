@@ -44,7 +44,7 @@ pub(crate) struct GlobalOpts {
 
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
@@ -69,6 +69,21 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Parses the command line. An empty `SWITCHYARD_URL` counts as unset (like
+/// `switchyard::connect_from_env`); an empty `--url ""` stays an error.
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if matches.value_source("url") == Some(ValueSource::EnvVariable)
+        && cli.global.url.trim().is_empty()
+    {
+        switchyard::DEFAULT_URL.clone_into(&mut cli.global.url);
+    }
+    Ok(cli)
 }
 
 /// Help and version go to stdout with exit code 0; usage errors become one

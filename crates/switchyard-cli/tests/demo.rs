@@ -87,6 +87,23 @@ fn demo_reads_the_url_from_the_environment() {
         .stdout(predicate::str::starts_with(
             "switchyard demo on memory://from-env (memory adapter)",
         ));
+    // Empty counts as unset; --url wins over the environment.
+    switchyard()
+        .arg("demo")
+        .env("SWITCHYARD_URL", "")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "switchyard demo on memory:// (memory adapter)",
+        ));
+    switchyard()
+        .args(["demo", "--url", "memory://flag"])
+        .env("SWITCHYARD_URL", "kafka://env")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "switchyard demo on memory://flag (memory adapter)",
+        ));
 }
 
 #[test]
