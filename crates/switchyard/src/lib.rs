@@ -45,7 +45,7 @@
 //! |---|---|---|
 //! | `memory` | yes | the in-process adapter, `memory://` (module [`memory`]) |
 //! | `redis-streams` | no | the Redis Streams adapter, `redis+streams://`, `rediss+streams://` (in progress) |
-//! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (in progress) |
+//! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (module [`redis_pubsub`]) |
 //! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit) |
 //!
 //! A URL whose adapter is not compiled in fails with
@@ -74,6 +74,13 @@ pub use registry::{
 #[cfg(feature = "memory")]
 pub mod memory {
     pub use switchyard_memory::*;
+}
+
+/// The Redis Pub/Sub backplane (`redis+pubsub://`, `rediss+pubsub://`):
+/// re-export of `switchyard-redis-pubsub`.
+#[cfg(feature = "redis-pubsub")]
+pub mod redis_pubsub {
+    pub use switchyard_redis_pubsub::*;
 }
 
 /// The names most applications need: `use switchyard::prelude::*;`.

@@ -58,9 +58,7 @@ pub(crate) static ADAPTERS: &[Adapter] = &[
     Adapter {
         feature: "redis-pubsub",
         schemes: &["redis+pubsub", "rediss+pubsub"],
-        // Becomes `connector!("redis-pubsub", switchyard_redis_pubsub)` when
-        // the adapter crate and the feature land.
-        connect: None,
+        connect: connector!("redis-pubsub", switchyard_redis_pubsub),
     },
 ];
 
@@ -280,6 +278,8 @@ mod tests {
         };
         #[cfg(feature = "memory")]
         assert_eq!(schemes("memory"), switchyard_memory::SCHEMES);
+        #[cfg(feature = "redis-pubsub")]
+        assert_eq!(schemes("redis-pubsub"), switchyard_redis_pubsub::SCHEMES);
         for adapter in ADAPTERS {
             assert_eq!(
                 adapter.connect.is_some(),
