@@ -101,9 +101,15 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalOpts) -> anyhow::Result<(
             e => anyhow!(e).context(format!("could not open {shown_url}")),
         })?;
     let result = pipeline(&transport, &shown_url, deadline, started).await;
-    let closed = transport.close().await;
+    let closed = within(deadline, "the transport to close".into(), async {
+        transport
+            .close()
+            .await
+            .with_context(|| format!("could not close the {} transport", transport.name()))
+    })
+    .await;
     let summary = result?;
-    closed.with_context(|| format!("could not close the {} transport", transport.name()))?;
+    closed?;
     out(&summary).context("could not write the summary to stdout")?;
     Ok(())
 }
@@ -115,6 +121,13 @@ async fn pipeline(
     deadline: Duration,
     started: Instant,
 ) -> anyhow::Result<String> {
+    let caps = transport.capabilities();
+    if !caps.consumer_groups || !caps.dead_letters {
+        bail!(
+            "the demo needs consumer groups and dead letters, which the {} adapter does not have: use memory:// or redis+streams://HOST:PORT",
+            transport.name()
+        );
+    }
     // memory:// is fresh in every run; on a shared backend (Redis) a run id
     // keeps reruns from seeing each other's orders and groups.
     let prefix = if transport.name() == "memory" {
@@ -127,29 +140,37 @@ async fn pipeline(
     let bus = Bus::new(transport.clone());
 
     // Subscribe everything before publishing (Start::Latest).
-    let audit = bus
-        .subscribe::<OrderCreated>(Subscription::new(topic.clone()))
-        .await
-        .context("could not subscribe the audit reader")?;
-    let mut dead_letters = transport
-        .subscribe(Subscription::new(dlq.clone()))
-        .await
-        .context("could not subscribe the dead-letter reader")?;
+    let (audit, mut dead_letters, members) = within(deadline, "the subscriptions".into(), async {
+        let audit = bus
+            .subscribe::<OrderCreated>(Subscription::new(topic.clone()))
+            .await
+            .context("could not subscribe the audit reader")?;
+        let dead_letters = transport
+            .subscribe(Subscription::new(dlq.clone()))
+            .await
+            .context("could not subscribe the dead-letter reader")?;
+        let mut members = Vec::new();
+        for n in 1..=WORKERS {
+            let name = format!("worker-{n}");
+            let subscription = Subscription::new(topic.clone())
+                .group_member(GROUP, name.clone())
+                .max_attempts(3)
+                .buffer(4);
+            let sub = bus
+                .subscribe::<OrderCreated>(subscription)
+                .await
+                .with_context(|| format!("could not join group {GROUP:?} as {name}"))?;
+            members.push((name, sub));
+        }
+        Ok((audit, dead_letters, members))
+    })
+    .await?;
     let progress = Arc::new(Mutex::new(Progress::default()));
     let (settled_tx, mut settled_rx) = watch::channel(0_u64);
     let settled_tx = Arc::new(settled_tx);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = JoinSet::new();
-    for n in 1..=WORKERS {
-        let name = format!("worker-{n}");
-        let subscription = Subscription::new(topic.clone())
-            .group_member(GROUP, name.clone())
-            .max_attempts(3)
-            .buffer(4);
-        let sub = bus
-            .subscribe::<OrderCreated>(subscription)
-            .await
-            .with_context(|| format!("could not join group {GROUP:?} as {name}"))?;
+    for (name, sub) in members {
         workers.spawn(worker(
             name,
             sub,
