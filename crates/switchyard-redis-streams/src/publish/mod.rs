@@ -214,7 +214,6 @@ struct Pending {
     waiters: VecDeque<Waiter>,
     remaining: usize,
     ok: u64,
-    failed: u64,
     transient: bool,
     ctx: Arc<Ctx>,
 }
@@ -225,7 +224,6 @@ impl Pending {
             waiters: VecDeque::new(),
             remaining: 0,
             ok: 0,
-            failed: 0,
             transient: false,
             ctx,
         }
@@ -266,10 +264,17 @@ impl Pending {
             return;
         }
         self.remaining -= 1;
+        // Count and tell the breaker before the caller hears back, so
+        // what a caller sees next (stats, breaker state) is up to date.
+        let stats = &self.ctx.stats;
         if result.is_ok() {
             self.ok += 1;
+            stats.published.fetch_add(1, Ordering::Relaxed);
+            if self.ok == 1 && !self.transient {
+                self.ctx.breaker.record_success();
+            }
         } else {
-            self.failed += 1;
+            stats.publish_errors.fetch_add(1, Ordering::Relaxed);
         }
         match self.waiters.front_mut() {
             Some(Waiter::One(_)) => {
@@ -302,18 +307,12 @@ impl Pending {
         }
     }
 
-    /// Every reply arrived: count, and tell the breaker.
+    /// Every reply arrived: a transient error among them counts as a
+    /// failure of the pipeline (successes were recorded on arrival).
     fn finish(self) {
-        let stats = &self.ctx.stats;
-        stats.published.fetch_add(self.ok, Ordering::Relaxed);
-        if self.failed > 0 {
-            stats
-                .publish_errors
-                .fetch_add(self.failed, Ordering::Relaxed);
-        }
         if self.transient {
             self.ctx.breaker.record_failure();
-        } else {
+        } else if self.ok == 0 {
             self.ctx.breaker.record_success();
         }
     }
@@ -323,11 +322,10 @@ impl Pending {
         if e.is_transient() {
             self.ctx.breaker.record_failure();
         }
-        let stats = &self.ctx.stats;
-        stats.published.fetch_add(self.ok, Ordering::Relaxed);
-        stats
+        self.ctx
+            .stats
             .publish_errors
-            .fetch_add(self.failed + self.remaining as u64, Ordering::Relaxed);
+            .fetch_add(self.remaining as u64, Ordering::Relaxed);
         for w in self.waiters.drain(..) {
             match w {
                 Waiter::One(tx) => {
