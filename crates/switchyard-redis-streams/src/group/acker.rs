@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_core::{
-    Acknowledger, Backoff, Delivery, Error, MessageId, Result, Retry,
-};
+use switchyard_core::{Acknowledger, Backoff, Delivery, Error, MessageId, Result, Retry};
 use tokio::sync::mpsc;
 
 use super::dlq::{self, Content};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use redis::Value;
-use switchyard_core::{MessageId, Overflow};
+use switchyard_core::MessageId;
 
 use super::fetch::{self, Attempts};
 use super::keep::millis;
@@ -57,11 +57,13 @@ async fn claim_stream(g: &Group, stream: &Stream) -> redis::RedisResult<()> {
     let min_idle = millis(g.cfg.ack_timeout);
     let mut cursor = "0-0".to_owned();
     for _ in 0..MAX_CALLS_PER_ROUND {
-        if g.cfg.overflow == Overflow::Block && g.queue.room() == 0 {
+        // Claim only what the buffer takes, under every overflow policy: a
+        // claimed entry that is dropped again would only count an attempt.
+        let count = g.queue.room().min(g.inner.config.read_count);
+        if count == 0 {
             // Full: leave them to other members (or the next round).
             return Ok(());
         }
-        let count = g.fetch_count();
         let mut conn = g.conn();
         let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&stream.key)

@@ -16,7 +16,7 @@ use super::keep::millis;
 use super::{Group, is_nogroup};
 
 /// KEYS: the stream. ARGV: group, minimum idle time in ms, the consumer to
-/// remove (`''`: any), this consumer (never removed when ARGV[3] is `''`).
+/// remove (`''`: any), this consumer (never removed when `ARGV[3]` is `''`).
 /// Returns the names removed.
 const SCRIPT: &str = r"
 local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
@@ -76,7 +76,12 @@ pub(crate) async fn remove_self(g: &Group) {
     }
 }
 
-async fn remove(g: &Group, key: &str, min_idle: u64, only: &str) -> redis::RedisResult<Vec<String>> {
+async fn remove(
+    g: &Group,
+    key: &str,
+    min_idle: u64,
+    only: &str,
+) -> redis::RedisResult<Vec<String>> {
     let mut conn = g.conn();
     CLEANUP
         .key(key)

@@ -137,7 +137,9 @@ async fn refresh(g: &Group, tick: Duration) {
             start = end;
             let ids: Vec<MessageId> = chunk.iter().map(|e| e.1).collect();
             let youngest = chunk.iter().map(|e| e.2).max().unwrap_or(now);
-            let min_idle = now.saturating_duration_since(youngest).saturating_sub(at / 4);
+            let min_idle = now
+                .saturating_duration_since(youngest)
+                .saturating_sub(at / 4);
             match claim_justid(g, &stream, &ids, min_idle).await {
                 Ok(kept) => {
                     let when = Instant::now();

@@ -15,7 +15,7 @@
 //!   ([`cleanup`]);
 //! - the **flusher** ([`acker`]) batches acks into one XACK per stream.
 //!
-//! Every entry this consumer holds is in the [`Tracker`](track::Tracker),
+//! Every entry this consumer holds is in the [`Tracker`],
 //! which is what the keeper refreshes and what dedupes entries that come
 //! back through a claim while still held. Dead letters go through one Lua
 //! script ([`dlq`]).
@@ -384,7 +384,10 @@ impl Subscriber for GroupSubscriber {
             };
             // The ack timeout counts from here, not from the read.
             let deadline = Instant::now() + self.group.cfg.ack_timeout;
-            self.group.tracker.lock().hand_over(f.stream, f.id, deadline);
+            self.group
+                .tracker
+                .lock()
+                .hand_over(f.stream, f.id, deadline);
             let Some(acker) = self.acker(f.stream) else {
                 // Cannot happen (streams only grow); skip rather than panic.
                 continue;

@@ -45,7 +45,10 @@ struct Reader {
 pub(crate) async fn run(g: Arc<Group>, mut topics: TopicSource) {
     let streams = g.all_streams();
     let mut r = Reader {
-        history: streams.iter().map(|s| (s.clone(), MessageId::default())).collect(),
+        history: streams
+            .iter()
+            .map(|s| (s.clone(), MessageId::default()))
+            .collect(),
         by_key: streams.iter().map(|s| (s.key.clone(), s.clone())).collect(),
         known: streams.len(),
         g: g.clone(),

@@ -88,7 +88,13 @@ impl Tracker {
 
     /// `in_progress`: the entry was just refreshed at `touched` and is
     /// handed out until `deadline` (held again if it was not).
-    pub(crate) fn extend(&mut self, stream: u32, id: MessageId, touched: Instant, deadline: Instant) {
+    pub(crate) fn extend(
+        &mut self,
+        stream: u32,
+        id: MessageId,
+        touched: Instant,
+        deadline: Instant,
+    ) {
         self.map.insert(
             (stream, id),
             Track {
@@ -155,7 +161,12 @@ impl Tracker {
     /// Entries whose last touch is at least `refresh_after` old and that
     /// must stay here: buffered ones, delayed ones, and handed-out ones
     /// whose idle clock would run out before their deadline.
-    pub(crate) fn stale(&self, now: Instant, refresh_after: Duration, ack_timeout: Duration) -> Vec<Stale> {
+    pub(crate) fn stale(
+        &self,
+        now: Instant,
+        refresh_after: Duration,
+        ack_timeout: Duration,
+    ) -> Vec<Stale> {
         let mut out = Vec::new();
         for (&(stream, id), t) in &self.map {
             if now.saturating_duration_since(t.touched) < refresh_after {
