@@ -88,7 +88,14 @@ impl FanoutShared {
     /// Gives back a reserved or consumed slot, waking waiting publishers
     /// when the queue stops being full.
     pub(crate) fn unreserve(&self) {
-        let prev = self.fill.fetch_sub(1, Ordering::AcqRel);
+        self.release(1);
+    }
+
+    fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let prev = self.fill.fetch_sub(n, Ordering::AcqRel);
         if prev >= self.cap {
             self.space.notify_waiters();
         }
@@ -142,13 +149,21 @@ impl FanoutShared {
         self.topics.lock().push(Arc::downgrade(topic));
     }
 
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Arc<Entry>>> {
+    /// Takes the next entry. `Block` queues hand over everything queued at
+    /// once into `local` (one lock per batch, not per message). Their slots
+    /// are given back when the batch is used up, or at once while the queue
+    /// is full, so a waiting publisher never waits for more than the bound.
+    fn poll_pop(&self, local: &mut LocalBatch, cx: &mut Context<'_>) -> Poll<Option<Arc<Entry>>> {
+        if let Some(entry) = local.take(self) {
+            return Poll::Ready(Some(entry));
+        }
         let mut q = self.state.lock();
-        if let Some(entry) = q.items.pop_front() {
+        if self.blocks() && !q.items.is_empty() {
+            std::mem::swap(&mut q.items, &mut local.items);
             drop(q);
-            if self.blocks() {
-                self.unreserve();
-            }
+            return Poll::Ready(local.take(self));
+        }
+        if let Some(entry) = q.items.pop_front() {
             return Poll::Ready(Some(entry));
         }
         if q.closed {
@@ -188,12 +203,33 @@ impl FanoutShared {
     }
 }
 
+/// Entries a `Block` subscriber took from its queue in one batch, and how
+/// many delivered ones still hold a slot.
+#[derive(Default)]
+struct LocalBatch {
+    items: VecDeque<Arc<Entry>>,
+    unreleased: usize,
+}
+
+impl LocalBatch {
+    fn take(&mut self, queue: &FanoutShared) -> Option<Arc<Entry>> {
+        let entry = self.items.pop_front()?;
+        self.unreleased += 1;
+        if self.items.is_empty() || queue.fill.load(Ordering::Acquire) >= queue.cap {
+            queue.release(std::mem::take(&mut self.unreleased));
+        }
+        Some(entry)
+    }
+}
+
 /// A fan-out subscriber.
 pub(crate) struct FanoutSubscriber {
     shared: Arc<FanoutShared>,
     /// Retained messages selected by `Start` at subscribe time; handed out
     /// before the live queue.
     backlog: VecDeque<Arc<Entry>>,
+    /// Entries taken from the shared queue in one batch (`Block` only).
+    local: LocalBatch,
     received: u64,
     /// Keeps the hub alive while subscribed.
     _hub: Arc<Hub>,
@@ -204,6 +240,7 @@ impl FanoutSubscriber {
         FanoutSubscriber {
             shared,
             backlog: backlog.into(),
+            local: LocalBatch::default(),
             received: 0,
             _hub: hub,
         }
@@ -229,7 +266,7 @@ impl Subscriber for FanoutSubscriber {
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         let entry = match self.backlog.pop_front() {
             Some(e) => e,
-            None => match ready!(self.shared.poll_pop(cx)) {
+            None => match ready!(self.shared.poll_pop(&mut self.local, cx)) {
                 Some(e) => e,
                 None => return Poll::Ready(None),
             },

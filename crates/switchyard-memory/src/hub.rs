@@ -7,17 +7,19 @@
 //! topic (the write lock and `patterns` only when the topic is new), then
 //! the topic lock. Nothing is held across an `.await`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use switchyard_core::{Message, Pattern, Start, Topic, header};
+use switchyard_core::{Pattern, Start, Topic};
 use tokio::task::JoinHandle;
 
 use crate::config::MemoryConfig;
 use crate::fanout::FanoutShared;
-use crate::group::{DeadLetter, GroupState, MemberShared};
+use crate::group::{GroupState, MemberShared};
 use crate::topic_log::{Entry, LiveSub, TopicInner, TopicState};
 use crate::wake::Wakers;
 
@@ -44,13 +46,63 @@ struct PatternReg {
     target: Target,
 }
 
-type Shard = RwLock<HashMap<Topic, Arc<TopicState>>>;
+type Shard = RwLock<HashMap<Topic, Arc<TopicState>, FxBuild>>;
+
+/// A fast multiplicative string hash (FxHash) with a random per-hub seed:
+/// topic lookup is on every publish, and SipHash dominated it. Topic names
+/// come from the application, so the seed is enough protection.
+#[derive(Clone, Copy)]
+struct FxBuild(u64);
+
+struct FxHasher(u64);
+
+const FX_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_K);
+    }
+}
+
+impl BuildHasher for FxBuild {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(self.0)
+    }
+}
 
 /// The shared state behind [`MemoryHub`](crate::MemoryHub).
 pub(crate) struct Hub {
+    /// Unique for the life of the process.
+    id: u64,
     pub(crate) config: MemoryConfig,
     name: Option<String>,
-    hasher: RandomState,
+    hasher: FxBuild,
     shards: Box<[Shard]>,
     /// Pattern subscriptions; its lock also serialises topic creation.
     patterns: Mutex<Vec<PatternReg>>,
@@ -59,16 +111,26 @@ pub(crate) struct Hub {
     ticker: Mutex<Option<JoinHandle<()>>>,
 }
 
+thread_local! {
+    static LAST_TOPIC: RefCell<Option<(u64, Topic, Weak<TopicState>)>> = const { RefCell::new(None) };
+}
+
+static NEXT_HUB_ID: AtomicU64 = AtomicU64::new(1);
+
 static NAMED: LazyLock<Mutex<HashMap<String, Weak<Hub>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 impl Hub {
     pub(crate) fn new(config: MemoryConfig, name: Option<String>) -> Self {
+        let hasher = FxBuild(RandomState::new().hash_one(0x5eed_u64));
         Hub {
+            id: NEXT_HUB_ID.fetch_add(1, Ordering::Relaxed),
             config: config.normalized(),
             name,
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher,
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(hasher)))
+                .collect(),
             patterns: Mutex::new(Vec::new()),
             group_topics: Mutex::new(Vec::new()),
             ticker: Mutex::new(None),
@@ -99,7 +161,8 @@ impl Hub {
     }
 
     fn shard(&self, topic: &Topic) -> &Shard {
-        let h = self.hasher.hash_one(topic.as_str());
+        // Bits the map itself hardly uses (it takes the lowest and highest).
+        let h = self.hasher.hash_one(topic) >> 20;
         &self.shards[(h as usize) % self.shards.len()]
     }
 
@@ -110,6 +173,28 @@ impl Hub {
 
     /// The state of `topic`, created on first use.
     pub(crate) fn topic(&self, topic: &Topic) -> Arc<TopicState> {
+        // Publishers mostly repeat the topic they used last: remember it per
+        // thread (weakly, keyed by the never-reused hub id).
+        let cached = LAST_TOPIC.with(|c| {
+            let c = c.borrow();
+            match &*c {
+                Some((hub, name, state)) if *hub == self.id && name == topic => state.upgrade(),
+                _ => None,
+            }
+        });
+        if let Some(state) = cached {
+            return state;
+        }
+        let state = self.lookup(topic);
+        LAST_TOPIC.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                *c = Some((self.id, topic.clone(), Arc::downgrade(&state)));
+            }
+        });
+        state
+    }
+
+    fn lookup(&self, topic: &Topic) -> Arc<TopicState> {
         let shard = self.shard(topic);
         if let Some(t) = shard.read().get(topic) {
             return t.clone();
@@ -245,85 +330,6 @@ impl Hub {
                     g.remove_member(member.id, wakers);
                 }
                 member.wake(wakers);
-            }
-        }
-    }
-
-    /// Publishes `message`, waiting while a `Block` subscriber is full.
-    /// Returns the sequence number, or `None` if `give_up` resolved first.
-    pub(crate) async fn publish(
-        &self,
-        message: Message,
-        give_up: impl std::future::Future<Output = ()>,
-    ) -> Option<u64> {
-        let state = self.topic(&message.topic);
-        let mut message = message;
-        let mut give_up = std::pin::pin!(give_up);
-        loop {
-            let mut wakers = Wakers::new();
-            let result = {
-                let mut inner = state.inner.lock();
-                state.append_locked(&mut inner, message, &mut wakers, false)
-            };
-            wakers.wake_all();
-            drop(wakers);
-            match result {
-                Ok(seq) => return Some(seq),
-                Err((m, full)) => {
-                    message = m;
-                    tokio::select! {
-                        () = full.wait_for_room() => {}
-                        () = &mut give_up => return None,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Moves a message to its dead-letter topic. Never blocks: if a `Block`
-    /// subscriber of the dead-letter topic is full, the publish continues in
-    /// a task (or, outside a tokio runtime, overfills that subscriber).
-    pub(crate) fn dead_letter(self: &Arc<Self>, dead: DeadLetter) {
-        let original = &dead.entry.message;
-        let Ok(dlq) = original.topic.dead_letter() else {
-            tracing::error!(topic = %original.topic, seq = dead.entry.seq, "dead-letter topic name too long: message discarded");
-            return;
-        };
-        let mut headers = original.headers.clone();
-        headers.insert(header::DLQ_REASON, dead.reason.as_str());
-        headers.insert(header::DLQ_TOPIC, original.topic.as_str());
-        headers.insert(
-            header::DLQ_ID,
-            switchyard_core::MessageId::from_seq(dead.entry.seq).to_string(),
-        );
-        headers.insert(header::DLQ_ATTEMPTS, dead.attempts.to_string());
-        let message =
-            Message::from_parts(dlq, original.payload.clone(), headers, original.dedup_id);
-        dead.member
-            .dead_lettered
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(topic = %original.topic, seq = dead.entry.seq, reason = %dead.reason, "dead-lettered");
-        let state = self.topic(&message.topic);
-        let mut wakers = Wakers::new();
-        let result = {
-            let mut inner = state.inner.lock();
-            state.append_locked(&mut inner, message, &mut wakers, false)
-        };
-        wakers.wake_all();
-        if let Err((message, _full)) = result {
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    let hub = self.clone();
-                    rt.spawn(async move {
-                        hub.publish(message, std::future::pending()).await;
-                    });
-                }
-                Err(_) => {
-                    let mut inner = state.inner.lock();
-                    let _ = state.append_locked(&mut inner, message, &mut wakers, true);
-                    drop(inner);
-                    wakers.wake_all();
-                }
             }
         }
     }

@@ -99,6 +99,7 @@ mod fanout;
 mod group;
 mod hub;
 mod member;
+mod publish;
 mod topic_log;
 mod transport;
 mod url;

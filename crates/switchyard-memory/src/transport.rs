@@ -16,6 +16,7 @@ use crate::fanout::{FanoutShared, FanoutSubscriber};
 use crate::group::MemberShared;
 use crate::hub::{Hub, Target};
 use crate::member::MemberSubscriber;
+use crate::publish::Blocked;
 
 /// A handle to an in-process hub: the topics, retained messages, groups and
 /// subscribers that every transport connected to it shares. Cheap to clone.
@@ -251,6 +252,21 @@ impl MemoryTransport {
         Ok(())
     }
 
+    /// The slow path of a publish: waits for room, fails if the transport
+    /// closes meanwhile.
+    async fn wait_blocked(&self, blocked: Box<Blocked>) -> Result<u64> {
+        let shared = self.shared();
+        let closing = shared.closing.notified();
+        self.refuse_if_closed()?;
+        match shared.hub.publish_blocked(blocked, closing).await {
+            Some(seq) => Ok(seq),
+            None => {
+                shared.publish_errors.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Closed)
+            }
+        }
+    }
+
     fn subscribe_now(&self, subscription: &Subscription) -> Result<Box<dyn Subscriber>> {
         let shared = self.shared();
         if shared.is_closed() {
@@ -357,39 +373,34 @@ impl Transport for MemoryTransport {
     }
 
     async fn publish(&self, message: Message) -> Result<MessageId> {
-        let shared = self.shared();
-        let closing = shared.closing.notified();
         self.refuse_if_closed()?;
-        match shared.hub.publish(message, closing).await {
-            Some(seq) => {
-                shared.published.fetch_add(1, Ordering::Relaxed);
-                Ok(MessageId::from_seq(seq))
-            }
-            None => {
-                shared.publish_errors.fetch_add(1, Ordering::Relaxed);
-                Err(Error::Closed)
-            }
-        }
+        let shared = self.shared();
+        let seq = match shared.hub.try_publish(message) {
+            Ok(seq) => seq,
+            Err(blocked) => Box::pin(self.wait_blocked(blocked)).await?,
+        };
+        shared.published.fetch_add(1, Ordering::Relaxed);
+        Ok(MessageId::from_seq(seq))
     }
 
     async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
-        let shared = self.shared();
-        let mut closing = std::pin::pin!(shared.closing.notified());
         self.refuse_if_closed()?;
+        let shared = self.shared();
         let mut ids = Vec::with_capacity(messages.len());
-        for message in messages {
-            match shared.hub.publish(message, closing.as_mut()).await {
-                Some(seq) => {
-                    shared.published.fetch_add(1, Ordering::Relaxed);
-                    ids.push(MessageId::from_seq(seq));
-                }
-                None => {
-                    shared.publish_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(Error::Closed);
-                }
+        let mut messages = messages.into_iter().peekable();
+        let result = loop {
+            match shared.hub.try_publish_batch(&mut messages, &mut ids) {
+                Ok(()) => break Ok(()),
+                Err(blocked) => match Box::pin(self.wait_blocked(blocked)).await {
+                    Ok(seq) => ids.push(MessageId::from_seq(seq)),
+                    Err(e) => break Err(e),
+                },
             }
-        }
-        Ok(ids)
+        };
+        shared
+            .published
+            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        result.map(|()| ids)
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {

@@ -1,33 +1,51 @@
-//! Wakers collected under a lock and woken after it is released, in a
-//! buffer reused per thread so the hot path does not allocate.
+//! Wakers collected under a lock and woken after it is released. The first
+//! few live on the stack, so the hot path does not allocate.
 
-use std::cell::Cell;
 use std::task::Waker;
 
-thread_local! {
-    static BUFFER: Cell<Vec<Waker>> = const { Cell::new(Vec::new()) };
-}
+const INLINE: usize = 4;
 
 /// Wakers to wake once every lock is released. Wakes on drop too.
-pub(crate) struct Wakers(Vec<Waker>);
+pub(crate) struct Wakers {
+    inline: [Option<Waker>; INLINE],
+    len: usize,
+    spill: Vec<Waker>,
+}
 
 impl Wakers {
-    /// Takes this thread's reusable buffer.
+    /// An empty set.
     pub(crate) fn new() -> Self {
-        Wakers(BUFFER.with(Cell::take))
+        Wakers {
+            inline: [const { None }; INLINE],
+            len: 0,
+            spill: Vec::new(),
+        }
     }
 
     /// Adds a waker if there is one.
     pub(crate) fn push_opt(&mut self, waker: Option<Waker>) {
-        if let Some(w) = waker {
-            self.0.push(w);
+        let Some(w) = waker else { return };
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(w);
+                self.len += 1;
+            }
+            None => self.spill.push(w),
         }
     }
 
     /// Wakes everything collected so far.
     pub(crate) fn wake_all(&mut self) {
-        for w in self.0.drain(..) {
-            w.wake();
+        for slot in &mut self.inline[..self.len] {
+            if let Some(w) = slot.take() {
+                w.wake();
+            }
+        }
+        self.len = 0;
+        if !self.spill.is_empty() {
+            for w in self.spill.drain(..) {
+                w.wake();
+            }
         }
     }
 }
@@ -35,9 +53,5 @@ impl Wakers {
 impl Drop for Wakers {
     fn drop(&mut self) {
         self.wake_all();
-        let buf = std::mem::take(&mut self.0);
-        if buf.capacity() <= 1024 {
-            BUFFER.with(|c| c.set(buf));
-        }
     }
 }
