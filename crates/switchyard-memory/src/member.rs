@@ -222,6 +222,9 @@ impl Subscriber for MemberSubscriber {
             return Poll::Ready(None);
         }
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        // A flag left from an earlier wait must not attract wake-ups meant
+        // for members that really wait.
+        self.shared.stop_waiting();
         self.refresh();
         if let Some(d) = self.try_take() {
             coop.made_progress();

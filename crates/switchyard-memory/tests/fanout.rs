@@ -354,3 +354,75 @@ async fn headers_payload_and_dedup_id_survive() {
     assert_eq!(d.dedup_id(), m.dedup_id);
     assert_eq!(d.headers().get("tenant"), Some("acme"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waits_midway_and_keeps_its_order() {
+    let t = MemoryTransport::new();
+    let tp = topic("batchblock");
+    let other = topic("batchother");
+    let mut sub = t
+        .subscribe(Subscription::new(tp.clone()).buffer(3))
+        .await
+        .unwrap();
+    let batch: Vec<_> = (0..40)
+        .map(|i| {
+            if i % 10 == 9 {
+                msg(&other, i)
+            } else {
+                msg(&tp, i)
+            }
+        })
+        .collect();
+    let publisher = tokio::spawn({
+        let t = t.clone();
+        async move { t.publish_batch(batch).await.unwrap() }
+    });
+    for i in (0..40).filter(|i| i % 10 != 9) {
+        assert_eq!(num(&recv(&mut sub).await), i);
+    }
+    let ids = publisher.await.unwrap();
+    assert_eq!(ids.len(), 40);
+    assert_eq!(ids[9], MessageId::from_seq(1));
+    assert_eq!(ids[39], MessageId::from_seq(4));
+    assert_eq!(ids[38], MessageId::from_seq(36));
+    assert_eq!(t.stats().published, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_keep_their_own_order() {
+    let t = MemoryTransport::new();
+    let tp = topic("concurrent");
+    let mut sub = t
+        .subscribe(Subscription::new(tp.clone()).buffer(8))
+        .await
+        .unwrap();
+    let mut publishers = Vec::new();
+    for p in 0..3 {
+        let t = t.clone();
+        let tp = tp.clone();
+        publishers.push(tokio::spawn(async move {
+            for i in 0..500 {
+                t.publish(msg(&tp, p * 1000 + i)).await.unwrap();
+            }
+        }));
+    }
+    let mut next = [0usize; 3];
+    let mut last_id = MessageId::default();
+    for _ in 0..1500 {
+        let d = recv(&mut sub).await;
+        assert!(d.id() > last_id);
+        last_id = d.id();
+        let n = num(&d);
+        assert_eq!(
+            n % 1000,
+            next[n / 1000],
+            "publisher {} out of order",
+            n / 1000
+        );
+        next[n / 1000] += 1;
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    assert_eq!(next, [500; 3]);
+}

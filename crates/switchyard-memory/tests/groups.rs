@@ -500,3 +500,43 @@ async fn late_ack_after_transport_close_and_recv_ends() {
     ));
     d.ack().await.unwrap();
 }
+
+#[tokio::test]
+async fn dead_lettering_never_waits_for_a_full_dead_letter_subscriber() {
+    let t = fast();
+    let tp = topic("dlqfull");
+    let dlq = tp.dead_letter().unwrap();
+    let mut watcher = t
+        .subscribe(Subscription::new(dlq.clone()).buffer(1))
+        .await
+        .unwrap();
+    t.publish(msg(&dlq, 100)).await.unwrap(); // fills the watcher
+    let mut sub = t.subscribe(member(&tp, "a")).await.unwrap();
+    t.publish(msg(&tp, 1)).await.unwrap();
+    let d = recv(&mut sub).await;
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        d.nack(Retry::DeadLetter("full".into())),
+    )
+    .await
+    .expect("nack must not wait for the dead-letter subscriber")
+    .unwrap();
+    // Dropping at max attempts (from Drop, which cannot wait) also works.
+    t.publish(msg(&tp, 2)).await.unwrap();
+    let mut one_shot = t.subscribe(member(&tp, "b").max_attempts(1)).await.unwrap();
+    let d2 = recv(&mut one_shot).await;
+    assert_eq!(num(&d2), 2);
+    drop(d2);
+    assert_eq!(num(&recv(&mut watcher).await), 100);
+    let mut dead: Vec<usize> = vec![
+        num(&recv(&mut watcher).await),
+        num(&recv(&mut watcher).await),
+    ];
+    dead.sort_unstable();
+    assert_eq!(dead, [1, 2]);
+    assert!(
+        recv_within(&mut sub, Duration::from_millis(50))
+            .await
+            .is_none()
+    );
+}
