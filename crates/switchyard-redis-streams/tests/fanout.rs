@@ -1,6 +1,8 @@
 //! Fan-out against real `redis-server` processes: start positions,
 //! several streams per read, pattern discovery, foreign entries, reconnect.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

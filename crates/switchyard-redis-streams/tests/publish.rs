@@ -2,6 +2,8 @@
 //! concurrency, batch order, dedup ids, retention, the circuit breaker,
 //! connect errors and password hygiene.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +36,11 @@ fn xlen(server: &RedisServer, topic: &Topic) -> i64 {
         .expect("XLEN integer")
 }
 
-/// `(id, field map)` of every entry of a stream, oldest first.
-fn xrange(server: &RedisServer, topic: &Topic) -> Vec<(String, Vec<(String, Vec<u8>)>)> {
+/// Field/value pairs of one entry.
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// `(id, fields)` of every entry of a stream, oldest first.
+fn xrange(server: &RedisServer, topic: &Topic) -> Vec<(String, Fields)> {
     let reply = server
         .cmd(&["XRANGE", &key(topic), "-", "+"])
         .expect("XRANGE");
