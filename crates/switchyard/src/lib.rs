@@ -44,7 +44,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `memory` | yes | the in-process adapter, `memory://` (module [`memory`]) |
-//! | `redis-streams` | no | the Redis Streams adapter, `redis+streams://`, `rediss+streams://` (in progress) |
+//! | `redis-streams` | no | the Redis Streams adapter, `redis+streams://`, `rediss+streams://` (module [`redis_streams`]) |
 //! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (module [`redis_pubsub`]) |
 //! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit) |
 //!
@@ -74,6 +74,13 @@ pub use registry::{
 #[cfg(feature = "memory")]
 pub mod memory {
     pub use switchyard_memory::*;
+}
+
+/// The Redis Streams adapter (`redis+streams://`, `rediss+streams://`):
+/// re-export of `switchyard-redis-streams`.
+#[cfg(feature = "redis-streams")]
+pub mod redis_streams {
+    pub use switchyard_redis_streams::*;
 }
 
 /// The Redis Pub/Sub backplane (`redis+pubsub://`, `rediss+pubsub://`):

@@ -51,9 +51,7 @@ pub(crate) static ADAPTERS: &[Adapter] = &[
     Adapter {
         feature: "redis-streams",
         schemes: &["redis+streams", "rediss+streams"],
-        // Becomes `connector!("redis-streams", switchyard_redis_streams)` when
-        // the adapter crate and the feature land.
-        connect: None,
+        connect: connector!("redis-streams", switchyard_redis_streams),
     },
     Adapter {
         feature: "redis-pubsub",
@@ -278,6 +276,8 @@ mod tests {
         };
         #[cfg(feature = "memory")]
         assert_eq!(schemes("memory"), switchyard_memory::SCHEMES);
+        #[cfg(feature = "redis-streams")]
+        assert_eq!(schemes("redis-streams"), switchyard_redis_streams::SCHEMES);
         #[cfg(feature = "redis-pubsub")]
         assert_eq!(schemes("redis-pubsub"), switchyard_redis_pubsub::SCHEMES);
         for adapter in ADAPTERS {
