@@ -69,6 +69,11 @@ pub(crate) struct GroupState {
     delayed: BinaryHeap<Reverse<(Instant, u64)>>,
     members: Vec<Arc<MemberShared>>,
     rr: usize,
+    /// Members told there is work (or that just joined) that have not come
+    /// for it yet, and since when. Each holds back one message from the
+    /// others, so a member the scheduler runs late is not starved by busy
+    /// ones. The tick drops entries older than a tick.
+    woken: Vec<(u64, Instant)>,
 }
 
 impl GroupState {
@@ -81,11 +86,13 @@ impl GroupState {
             delayed: BinaryHeap::new(),
             members: Vec::new(),
             rr: 0,
+            woken: Vec::new(),
         }
     }
 
     pub(crate) fn add_member(&mut self, member: Arc<MemberShared>) {
         if !self.members.iter().any(|m| m.id == member.id) {
+            self.woken.push((member.id, Instant::now()));
             self.members.push(member);
         }
     }
@@ -93,6 +100,7 @@ impl GroupState {
     /// Removes a member and sends everything it holds back to the group.
     pub(crate) fn remove_member(&mut self, id: u64, wakers: &mut Wakers) {
         self.members.retain(|m| m.id != id);
+        self.woken.retain(|(w, _)| *w != id);
         let mut released = 0;
         for (seq, p) in &mut self.pending {
             if matches!(&p.state, PendingState::Held { member, .. } if member.id == id) {
@@ -118,6 +126,9 @@ impl GroupState {
             let m = &self.members[(self.rr + i) % len];
             if m.waiting.load(Ordering::Acquire) && m.waiting.swap(false, Ordering::AcqRel) {
                 wakers.push_opt(m.waker.lock().take());
+                if !self.woken.iter().any(|(id, _)| *id == m.id) {
+                    self.woken.push((m.id, Instant::now()));
+                }
                 woken += 1;
                 if woken == n {
                     self.rr = (self.rr + i + 1) % len;
@@ -127,8 +138,13 @@ impl GroupState {
         }
     }
 
-    fn has_available(&self, next_seq: u64) -> bool {
-        !self.retry.is_empty() || self.cursor < next_seq
+    /// Messages that could be handed out now (an estimate: the retry queue
+    /// may hold entries settled meanwhile).
+    fn available(&self, first_seq: u64, next_seq: u64) -> usize {
+        let unread = next_seq.saturating_sub(self.cursor.max(first_seq));
+        self.retry
+            .len()
+            .saturating_add(usize::try_from(unread).unwrap_or(usize::MAX))
     }
 
     /// Hands the next message to `member`: a redelivery first, then the next
@@ -143,8 +159,16 @@ impl GroupState {
         dead: &mut Vec<DeadLetter>,
         wakers: &mut Wakers,
     ) -> Option<(Arc<Entry>, u32)> {
+        let first_seq = next_seq - log.len() as u64;
+        if !self.woken.is_empty() {
+            self.woken.retain(|(id, _)| *id != member.id);
+            if self.available(first_seq, next_seq) <= self.woken.len() {
+                // What is left is held back for members woken for it.
+                return None;
+            }
+        }
         let got = self.take_inner(log, next_seq, member, now, dead);
-        if got.is_some() && self.has_available(next_seq) {
+        if got.is_some() && self.available(first_seq, next_seq) > self.woken.len() {
             // Pass the baton so the rest does not wait for this member.
             self.wake_members(1, wakers);
         }
@@ -301,10 +325,15 @@ impl GroupState {
     pub(crate) fn tick(
         &mut self,
         now: Instant,
-        next_seq: u64,
+        (first_seq, next_seq): (u64, u64),
+        stale_after: Duration,
         dead: &mut Vec<DeadLetter>,
         wakers: &mut Wakers,
     ) {
+        // A woken member that did not come for its message within a tick
+        // (its application stopped polling) no longer holds it back.
+        self.woken
+            .retain(|(_, since)| now.saturating_duration_since(*since) < stale_after);
         let mut expired = Vec::new();
         for (seq, p) in &self.pending {
             if let PendingState::Held { deadline, .. } = &p.state
@@ -352,9 +381,11 @@ impl GroupState {
                 self.retry.push_back(seq);
             }
         }
-        if self.has_available(next_seq) {
-            let n = self.retry.len().max(1);
-            self.wake_members(n, wakers);
+        let spare = self
+            .available(first_seq, next_seq)
+            .saturating_sub(self.woken.len());
+        if spare > 0 {
+            self.wake_members(spare, wakers);
         }
     }
 }

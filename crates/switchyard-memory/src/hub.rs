@@ -175,18 +175,18 @@ impl Hub {
     pub(crate) fn topic(&self, topic: &Topic) -> Arc<TopicState> {
         // Publishers mostly repeat the topic they used last: remember it per
         // thread (weakly, keyed by the never-reused hub id).
-        let cached = LAST_TOPIC.with(|c| {
-            let c = c.borrow();
-            match &*c {
-                Some((hub, name, state)) if *hub == self.id && name == topic => state.upgrade(),
+        let cached = LAST_TOPIC
+            .try_with(|c| match c.try_borrow().as_deref() {
+                Ok(Some((hub, name, state))) if *hub == self.id && name == topic => state.upgrade(),
                 _ => None,
-            }
-        });
+            })
+            .ok()
+            .flatten();
         if let Some(state) = cached {
             return state;
         }
         let state = self.lookup(topic);
-        LAST_TOPIC.with(|c| {
+        let _ = LAST_TOPIC.try_with(|c| {
             if let Ok(mut c) = c.try_borrow_mut() {
                 *c = Some((self.id, topic.clone(), Arc::downgrade(&state)));
             }
@@ -365,11 +365,15 @@ impl Hub {
             let mut wakers = Wakers::new();
             {
                 let mut inner = topic.inner.lock();
-                let TopicInner {
-                    next_seq, groups, ..
-                } = &mut *inner;
-                for g in groups.iter_mut() {
-                    g.tick(now, *next_seq, &mut dead, &mut wakers);
+                let seqs = (inner.first_seq(), inner.next_seq);
+                for g in inner.groups.iter_mut() {
+                    g.tick(
+                        now,
+                        seqs,
+                        self.config.redelivery_tick,
+                        &mut dead,
+                        &mut wakers,
+                    );
                 }
             }
             wakers.wake_all();

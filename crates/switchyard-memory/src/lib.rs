@@ -29,7 +29,10 @@
 //!
 //! - **Topics** keep a bounded retained log ([`MemoryConfig::retention`]
 //!   messages, `:dlq` topics [`MemoryConfig::dead_letter_retention`]); ids
-//!   are `0-N`, `N` counting from 1 per topic. Nothing survives the process.
+//!   are `0-N`, `N` counting from 1 per topic (`Start::After` with an id
+//!   whose first part is not 0 is refused as invalid configuration). A
+//!   topic exists from its first publish or subscription for as long as its
+//!   hub. Nothing survives the process.
 //! - **Fan-out** subscribers get every message of their topics in publish
 //!   order per topic, from their [`Start`](switchyard_core::Start):
 //!   `Latest` = published after `subscribe` returned, `Earliest` = all that
@@ -46,8 +49,12 @@
 //!   member's subscription, starting where that subscription's `Start`
 //!   says; later members join it. Each message goes to one member at a time:
 //!   members pull from the retained log when the application calls `recv`,
-//!   so nothing waits in a member's buffer and the ack deadline
-//!   (`ack_timeout`) runs from hand-over. `ack` settles; `nack(Now)`
+//!   so nothing waits in a member's buffer (the subscription's buffer size
+//!   does not apply), the ack deadline (`ack_timeout`) runs from hand-over,
+//!   and a group that falls more than `retention` messages behind loses the
+//!   oldest (counted in `stats().lost_to_retention`). Members that wait are
+//!   woken round robin, and `recv` takes part in tokio's cooperative
+//!   budget, so no member is starved. `ack` settles; `nack(Now)`
 //!   redelivers to any member with `attempt + 1`; `nack(After(d))` not
 //!   before `d` (and at most one [`MemoryConfig::redelivery_tick`] later);
 //!   `in_progress` restarts the deadline; an expired deadline or a dropped

@@ -540,3 +540,58 @@ async fn dead_lettering_never_waits_for_a_full_dead_letter_subscriber() {
             .is_none()
     );
 }
+
+/// Like the conformance case: members loop on plain `recv` on a 2-worker
+/// runtime while the publisher runs outside it without yielding.
+#[test]
+fn no_member_is_starved_by_busy_ones() {
+    for _ in 0..5 {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let t = MemoryTransport::new();
+            let tp = topic("starve");
+            let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+            let total = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for m in 0..3 {
+                let mut sub = t.subscribe(member(&tp, &format!("m{m}"))).await.unwrap();
+                let mut done = done_rx.clone();
+                let total = total.clone();
+                let done_tx = done_tx.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut mine = 0;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = done.changed() => break,
+                            d = sub.recv() => {
+                                d.unwrap().unwrap().ack().await.unwrap();
+                                mine += 1;
+                                if total.fetch_add(1, Ordering::SeqCst) + 1 == 1000 {
+                                    done_tx.send(true).unwrap();
+                                }
+                            }
+                        }
+                    }
+                    mine
+                }));
+            }
+            for i in 0..1000 {
+                t.publish(msg(&tp, i)).await.unwrap();
+            }
+            let mut counts = Vec::new();
+            for task in tasks {
+                counts.push(tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap());
+            }
+            assert_eq!(counts.iter().sum::<usize>(), 1000);
+            assert!(
+                counts.iter().all(|&c| c > 0),
+                "a member was starved: {counts:?}"
+            );
+        });
+    }
+}
