@@ -196,6 +196,21 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
             outbox.take(cfg.batch, &mut batch);
             if batch.is_empty() {
                 outbox.done();
+                if !outbox.is_healthy() {
+                    // Nothing to send, but the last attempt failed: find out
+                    // when Redis is back, so health() does not stay degraded.
+                    if probe(&sh, &mut conn).await {
+                        outbox.healthy.store(true, Ordering::Relaxed);
+                        backoff.reset();
+                    } else {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = outbox.work.notified() => {}
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        }
+                    }
+                    continue;
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = outbox.work.notified() => continue,
@@ -272,6 +287,29 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
             }
         }
     }
+}
+
+/// Connects if needed and PINGs; false (and no connection) on failure.
+async fn probe(sh: &Shared, conn: &mut Option<MultiplexedConnection>) -> bool {
+    let timeout = sh.config.redis.response_timeout;
+    if conn.is_none() {
+        match sh.client.dedicated(Some(timeout)).await {
+            Ok(c) => *conn = Some(c),
+            Err(_) => return false,
+        }
+    }
+    let Some(c) = conn.as_mut() else {
+        return false;
+    };
+    let ping = redis::cmd("PING");
+    let ok = matches!(
+        tokio::time::timeout(timeout, ping.query_async::<Value>(c)).await,
+        Ok(Ok(_))
+    );
+    if !ok {
+        *conn = None;
+    }
+    ok
 }
 
 fn expire_batch(batch: &mut Vec<OutboxEntry>, ttl: Duration) -> usize {

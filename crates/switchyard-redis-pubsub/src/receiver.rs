@@ -161,6 +161,24 @@ async fn serve(
                     let mut probe = sink.clone();
                     ping = Some(async move { probe.ping::<Value>().await }.boxed());
                     check_at = now + cfg.probe_timeout;
+                    continue;
+                }
+                // Before calling the connection dead: did messages arrive
+                // that this loop has not read yet?
+                match tokio::task::unconstrained(stream.next()).now_or_never() {
+                    Some(Some(msg)) => {
+                        handle(sh, &msg, &mut targets);
+                        last_rx = now;
+                    }
+                    Some(None) => return End::Closed,
+                    None => {}
+                }
+                let late = now.duration_since(check_at);
+                if late > cfg.probe_timeout / 4 {
+                    // The timer fired late: this process was starved of
+                    // CPU, so silence says nothing about the connection.
+                    // Give it another probe_timeout.
+                    check_at = now + cfg.probe_timeout;
                 } else if now.duration_since(last_rx) >= cfg.probe_timeout {
                     return End::Failed(format!(
                         "no PING reply and no message within {:?} (half-open connection?)",
@@ -180,7 +198,7 @@ async fn serve(
                 let Some(msg) = msg else { return End::Closed };
                 handle(sh, &msg, &mut targets);
                 for _ in 0..BURST {
-                    match stream.next().now_or_never() {
+                    match tokio::task::unconstrained(stream.next()).now_or_never() {
                         Some(Some(msg)) => handle(sh, &msg, &mut targets),
                         Some(None) => return End::Closed,
                         None => break,
@@ -292,11 +310,10 @@ fn handle(sh: &Shared, msg: &Msg, targets: &mut Vec<Arc<RemoteQueue>>) {
             return;
         }
     };
-    let ns = &sh.config.redis.namespace;
-    let on_its_channel = channel.len() == ns.len() + 1 + env.topic.as_str().len()
-        && channel.starts_with(ns.as_str())
-        && channel[ns.len()..].starts_with(':')
-        && channel.ends_with(env.topic.as_str());
+    let on_its_channel = channel
+        .strip_prefix(sh.config.redis.namespace.as_str())
+        .and_then(|rest| rest.strip_prefix(':'))
+        == Some(env.topic.as_str());
     if !on_its_channel {
         add(&sh.counters.malformed, 1);
         limited_warn!(sh.warn, WarnKind::Malformed, channel, topic = %env.topic,

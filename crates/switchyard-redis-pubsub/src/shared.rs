@@ -84,3 +84,67 @@ where
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::envelope::origin_hex;
+
+    fn shared() -> Arc<Shared> {
+        let config = PubSubConfig::default();
+        let (link, _) = watch::channel(LinkState {
+            connected: false,
+            synced: 0,
+        });
+        Arc::new(Shared {
+            client: RedisClient::new(config.redis.clone()).unwrap(),
+            origin: Origin { id: 1, epoch: 1 },
+            origin_hex: origin_hex(1),
+            registry: Arc::new(Registry::new("ns")),
+            outbox: Outbox::new(1),
+            tracker: Mutex::new(GapTracker::new(1)),
+            counters: Counters::default(),
+            warn: WarnLimiter::new(Duration::from_secs(10)),
+            link,
+            last_alive: Mutex::new(Instant::now()),
+            initial: Mutex::new(None),
+            config,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_loop_is_restarted_and_counted_until_cancelled() {
+        let sh = shared();
+        let cancel = CancellationToken::new();
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let handle = supervise("test", sh.clone(), cancel.clone(), move |_, cancel| {
+            let runs = counted.clone();
+            async move {
+                let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                assert!(n >= 3, "injected panic {n}");
+                cancel.cancelled().await;
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runs.load(Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "not restarted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            sh.counters
+                .loop_restarts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+}

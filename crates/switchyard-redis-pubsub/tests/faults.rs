@@ -337,3 +337,31 @@ async fn half_open_connection_is_noticed_within_the_probe_bound() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_recovers_after_an_outage_without_further_traffic() -> anyhow::Result<()> {
+    support::init_tracing();
+    let mut server = RedisServer::start()?;
+    let url = pubsub_url(&server.url(), &namespace(), "outbox_ttl=200ms");
+    let a = replica(&url).await?;
+    let topic = Topic::new("quiet")?;
+    let mut sub = a.subscribe(Subscription::new(topic.clone())).await?;
+    tokio::task::block_in_place(|| server.stop())?;
+    wait_health(&a, WAIT, "degraded while redis is down", |h| {
+        matches!(h, Health::Degraded(_))
+    })
+    .await?;
+    // Published during the outage: delivered locally, expired for Redis.
+    publish_range(&a, &topic, "a", 0..3).await?;
+    let mut seen = Seen::new(&[("a", &a)]);
+    read_until(&mut sub, &mut seen, WAIT, "local delivery", |s| s.count("a") == 3).await?;
+    support::wait_until(WAIT, "the outbox to expire its messages", || async {
+        a.pubsub_stats().outbox_expired == 3
+    })
+    .await?;
+    tokio::task::block_in_place(|| server.start_again())?;
+    // Nothing is published any more; health still comes back.
+    wait_health(&a, Duration::from_secs(5), "healthy again", Health::is_ok).await?;
+    ensure!(a.stats().dropped == 3, "{:?}", a.stats());
+    Ok(())
+}

@@ -374,12 +374,18 @@ impl WriterTask {
             }
             if n < self.batch {
                 // Let publishers that are about to enqueue do so, for
-                // fuller pipelines.
-                tokio::task::yield_now().await;
-                while jobs.len() < self.batch {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
+                // fuller pipelines; keep yielding while more keep arriving.
+                loop {
+                    tokio::task::yield_now().await;
+                    let before = jobs.len();
+                    while jobs.len() < self.batch {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    if jobs.len() == before || jobs.len() >= self.batch {
+                        break;
                     }
                 }
             }
