@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 mod buffer;
 mod config;
 mod discovery;
