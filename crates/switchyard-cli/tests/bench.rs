@@ -188,7 +188,6 @@ fn redis_pubsub_has_no_group_mode() {
 }
 
 #[test]
-#[ignore = "the switchyard facade has no redis-streams feature yet: add `redis-streams = [\"switchyard/redis-streams\"]` to the CLI's default features, then remove this ignore"]
 fn redis_streams_runs_every_mode_and_reruns_do_not_interfere() {
     let server = RedisServer::start().expect("redis-server (install redis-server)");
     let url = format!("redis+streams://127.0.0.1:{}", server.port());
