@@ -1,91 +1,62 @@
-//! Throughput of the in-memory adapter: publish (one message, a batch of
-//! 100) and fan-out to 1 and 10 subscribers, 256-byte payloads.
+//! The in-memory adapter (`memory://`) through the shared suite (see
+//! `switchyard_benches::suite`), next to its raw baseline: a
+//! `tokio::sync::broadcast` fan-out and a `tokio::sync::mpsc` channel carrying
+//! the same payloads.
 //!
 //! `cargo bench -p switchyard-benches --bench memory` for a full run,
 //! `cargo bench -p switchyard-benches -- --test` to run each bench once.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::hint::black_box;
-use std::sync::Arc;
-use std::time::Duration;
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use switchyard::{Bytes, Message, Subscriber, Subscription, Topic, Transport};
+use switchyard::Bytes;
+use switchyard_benches::{Adapter, SIZES, config, messages_per_iter, payload, runtime, suite};
 
-const PAYLOAD: usize = 256;
-const BATCH: usize = 100;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+fn memory(c: &mut Criterion) {
+    suite(c, Adapter::Memory);
 }
 
-fn message(topic: &Topic) -> Message {
-    Message::new(topic.clone(), Bytes::from(vec![0x5a_u8; PAYLOAD]))
-}
-
-async fn memory() -> Arc<dyn Transport> {
-    switchyard::connect("memory://").await.expect("memory://")
-}
-
-fn publish(c: &mut Criterion) {
+/// `tokio::sync::broadcast` fan-out to 1/10/100 receivers and an `mpsc`
+/// channel: the raw limit of an in-process hub on this machine.
+fn tokio_baseline(c: &mut Criterion) {
     let rt = runtime();
-    let transport = rt.block_on(memory());
-    let topic = Topic::new("bench.publish").unwrap();
-    let msg = message(&topic);
-    let batch: Vec<Message> = (0..BATCH).map(|_| msg.clone()).collect();
-
-    let mut group = c.benchmark_group("memory/publish");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("single", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(transport.publish(msg.clone()).await.unwrap()) });
-    });
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("batch_100", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(transport.publish_batch(batch.clone()).await.unwrap()) });
-    });
+    let mut group = c.benchmark_group("tokio/broadcast");
+    for receivers in [1_usize, 10, 100] {
+        for size in SIZES {
+            let per_iter = messages_per_iter(size, receivers);
+            let body = payload(size);
+            group.throughput(Throughput::Elements((per_iter * receivers) as u64));
+            group.bench_function(BenchmarkId::new(receivers.to_string(), size), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let body = body.clone();
+                    async move { broadcast(receivers, per_iter, iters, body).await }
+                });
+            });
+        }
+    }
     group.finish();
-}
-
-fn fanout(c: &mut Criterion) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("memory/fanout");
-    for subscribers in [1_usize, 10] {
-        let transport = rt.block_on(memory());
-        let topic = Topic::new(format!("bench.fanout.{subscribers}")).unwrap();
-        let batch: Vec<Message> = (0..BATCH).map(|_| message(&topic)).collect();
-        let subs: Vec<Box<dyn Subscriber>> = rt.block_on(async {
-            let mut subs = Vec::new();
-            for _ in 0..subscribers {
-                let sub = Subscription::new(topic.clone()).buffer(4 * BATCH);
-                subs.push(transport.subscribe(sub).await.unwrap());
-            }
-            subs
-        });
-        // Shared with each iteration's future (uncontended lock).
-        let subs = Arc::new(tokio::sync::Mutex::new(subs));
-        // Deliveries counted: every subscriber receives every message.
-        group.throughput(Throughput::Elements((BATCH * subscribers) as u64));
-        group.bench_function(BenchmarkId::from_parameter(subscribers), |b| {
-            b.to_async(&rt).iter(|| {
-                let batch = batch.clone();
-                let transport = &transport;
-                let subs = subs.clone();
+    let mut group = c.benchmark_group("tokio/mpsc");
+    for size in SIZES {
+        let body = payload(size);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::from_parameter(size), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let body = body.clone();
                 async move {
-                    transport.publish_batch(batch).await.unwrap();
-                    for sub in subs.lock().await.iter_mut() {
-                        let mut got = 0;
-                        while got < BATCH {
-                            let items = sub.recv_batch(BATCH - got, Duration::from_secs(5)).await;
-                            assert!(!items.is_empty(), "fan-out delivery stalled");
-                            got += items.len();
-                            black_box(items);
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4096);
+                    let reader = tokio::spawn(async move {
+                        let mut n = 0_u64;
+                        while rx.recv().await.is_some() {
+                            n += 1;
                         }
+                        n
+                    });
+                    let started = std::time::Instant::now();
+                    for _ in 0..iters {
+                        tx.send(body.clone()).await.unwrap();
                     }
+                    drop(tx);
+                    assert_eq!(reader.await.unwrap(), iters);
+                    started.elapsed()
                 }
             });
         });
@@ -93,11 +64,49 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
+/// `iters` rounds of `per_iter` messages sent to `receivers` receivers
+/// that each read every one.
+async fn broadcast(
+    receivers: usize,
+    per_iter: usize,
+    iters: u64,
+    body: Bytes,
+) -> std::time::Duration {
+    let (tx, _) = tokio::sync::broadcast::channel::<Bytes>(4096);
+    let total = iters * per_iter as u64;
+    let readers: Vec<_> = (0..receivers)
+        .map(|_| {
+            let mut rx = tx.subscribe();
+            tokio::spawn(async move {
+                let mut n = 0;
+                while n < total {
+                    match rx.recv().await {
+                        Ok(_) => n += 1,
+                        Err(e) => panic!("broadcast receiver: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        // Lossless like the adapter's Block policy: wait for room.
+        while tx.len() >= 4000 {
+            tokio::task::yield_now().await;
+        }
+        tx.send(body.clone()).unwrap();
+        sent += 1;
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    started.elapsed()
+}
+
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-    targets = publish, fanout
+    config = config();
+    targets = memory, tokio_baseline
 }
 criterion_main!(benches);
