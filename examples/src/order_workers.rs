@@ -1,0 +1,463 @@
+//! Order workers: a consumer group with retries, back-off, dead letters and
+//! an operator replaying the dead letters after a fix, so that in the end
+//! every order is processed exactly once.
+//!
+//! - The order service publishes [`ORDERS`] [`OrderCreated`] events on
+//!   `orders.created`. The service, the workers and the operator each use a
+//!   transport of their own, as separate processes would.
+//! - A group of [`WORKERS`] workers (`fulfilment`) shares them:
+//!   - orders whose payment gateway answers "busy" ([`is_transient`]) fail
+//!     twice: the worker nacks them with `Retry::After(backoff)`, the
+//!     back-off doubling with `delivery.attempt()`; the third attempt works;
+//!   - poison orders (unknown SKU, [`is_poison`]) are dead-lettered at once
+//!     with `Retry::DeadLetter(reason)`;
+//!   - an order whose warehouse is down ([`is_stuck`]) fails on every
+//!     attempt until the subscription's `max_attempts` ([`MAX_ATTEMPTS`]) is
+//!     reached, and the adapter dead-letters it.
+//! - Dead letters land on `orders.created:dlq`, with the reason and the
+//!   attempt count in headers (`header::DLQ_*`).
+//! - An operator reads them, "deploys a fix", republishes each original
+//!   payload (and its application headers) to `orders.created` with the
+//!   header [`FIXED_HEADER`], then acks the dead letter. The workers process
+//!   the replays.
+//! - Workers deduplicate by order id: at-least-once delivery may hand an
+//!   order over twice, it is processed once.
+//!
+//! Needs consumer groups: the Redis Pub/Sub backplane is refused with a
+//! clear error.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use switchyard::prelude::*;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{PHASE_TIMEOUT, close_all, lock, shared_url, wait_until};
+
+/// The topic the order service publishes on.
+pub const TOPIC: &str = "orders.created";
+/// Orders the service publishes.
+pub const ORDERS: u64 = 20;
+/// Workers in the group.
+pub const WORKERS: usize = 3;
+/// Deliveries of one message before the adapter dead-letters it.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Failures of a transient order before it goes through.
+pub const TRANSIENT_FAILURES: u32 = 2;
+/// First retry delay; doubled with every further attempt.
+pub const BASE_BACKOFF: Duration = Duration::from_millis(50);
+/// Header the operator sets on a replayed order.
+pub const FIXED_HEADER: &str = "x-fixed-by";
+
+/// An order, as the order service publishes it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OrderCreated {
+    /// Unique order id.
+    pub id: u64,
+    /// What was ordered.
+    pub sku: String,
+    /// How many.
+    pub quantity: u32,
+}
+
+/// Every fifth order meets a busy payment gateway: it fails
+/// [`TRANSIENT_FAILURES`] times, then succeeds.
+pub const fn is_transient(id: u64) -> bool {
+    id.is_multiple_of(5)
+}
+
+/// Orders 7 and 14 carry an unknown SKU: processing them can never work
+/// until the catalogue is fixed.
+pub const fn is_poison(id: u64) -> bool {
+    id == 7 || id == 14
+}
+
+/// Order 13's warehouse is down until the fix: it fails on every attempt.
+pub const fn is_stuck(id: u64) -> bool {
+    id == 13
+}
+
+/// Exponential back-off from the attempt number: 50 ms, 100 ms, 200 ms, ...
+pub fn backoff(attempt: u32) -> Duration {
+    BASE_BACKOFF * 2_u32.saturating_pow(attempt.saturating_sub(1).min(10))
+}
+
+/// What a run of the example saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The adapter's name.
+    pub adapter: &'static str,
+    /// Orders published.
+    pub orders: u64,
+    /// Orders processed (each exactly once).
+    pub processed: u64,
+    /// Of those, processed on their first delivery.
+    pub first_try: u64,
+    /// Of those, processed after one or more retries.
+    pub after_retries: u64,
+    /// Of those, processed after the operator replayed them.
+    pub after_replay: u64,
+    /// Retries requested with `nack(Retry::After(backoff))` that led to
+    /// another delivery.
+    pub retried: u64,
+    /// Orders dead-lettered (by the workers or by `max_attempts`).
+    pub dead_lettered: u64,
+    /// Of those, dead-lettered by the adapter after `max_attempts`.
+    pub dead_lettered_by_max_attempts: u64,
+    /// Dead letters the operator replayed.
+    pub replayed: u64,
+    /// Deliveries of an already processed order, acked and skipped.
+    pub duplicates: u64,
+    /// Orders processed per worker.
+    pub per_worker: Vec<(String, u64)>,
+    /// One line per replayed dead letter: order, attempts and reason.
+    pub replay_log: Vec<String>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "order_workers on {}:", self.adapter)?;
+        writeln!(f, "  orders:        {}", self.orders)?;
+        writeln!(
+            f,
+            "  processed:     {} (each order exactly once: {} first try, {} after retries, {} after replay)",
+            self.processed, self.first_try, self.after_retries, self.after_replay
+        )?;
+        writeln!(f, "  retried:       {} (nack After(backoff))", self.retried)?;
+        writeln!(
+            f,
+            "  dead-lettered: {} ({} after max_attempts={MAX_ATTEMPTS})",
+            self.dead_lettered, self.dead_lettered_by_max_attempts
+        )?;
+        writeln!(f, "  replayed:      {}", self.replayed)?;
+        writeln!(f, "  duplicates:    {}", self.duplicates)?;
+        let per: Vec<String> = self
+            .per_worker
+            .iter()
+            .map(|(w, n)| format!("{w}={n}"))
+            .collect();
+        write!(f, "  per worker:    {}", per.join(", "))?;
+        for line in &self.replay_log {
+            write!(f, "\n  operator: {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How an order got processed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    FirstTry,
+    AfterRetries,
+    AfterReplay,
+}
+
+#[derive(Default)]
+struct Books {
+    /// Order id -> how it was processed.
+    processed: HashMap<u64, How>,
+    per_worker: Vec<u64>,
+    retried: u64,
+    /// Orders the workers dead-lettered themselves.
+    poisoned: HashSet<u64>,
+    duplicates: u64,
+    errors: Vec<String>,
+}
+
+/// Runs the example against `url` (a `memory://` URL becomes a named hub
+/// and a Redis URL gets a fresh namespace, see [`shared_url`]). Fails with a
+/// clear error on an adapter without consumer groups or dead letters. Every
+/// wait is bounded by [`PHASE_TIMEOUT`].
+pub async fn run(url: &str) -> anyhow::Result<Summary> {
+    let url = shared_url(url, "orders");
+    let connect = |role: &'static str| {
+        let url = url.clone();
+        async move {
+            switchyard::connect(&url).await.with_context(|| {
+                format!(
+                    "could not connect the {role} to {}",
+                    switchyard::redact_url(&url)
+                )
+            })
+        }
+    };
+    let service = connect("order service").await?;
+    let caps = service.capabilities();
+    if !caps.consumer_groups || !caps.dead_letters {
+        bail!(
+            "order_workers needs consumer groups and dead letters, which the {} adapter does not have \
+             (capabilities: consumer_groups={}, dead_letters={}); use memory:// or redis+streams://",
+            service.name(),
+            caps.consumer_groups,
+            caps.dead_letters
+        );
+    }
+    let workers_transport = connect("workers").await?;
+    let operator = connect("operator").await?;
+    let service_bus = Bus::new(service.clone());
+    let topic = Topic::new(TOPIC)?;
+    let dlq = topic.dead_letter()?;
+
+    let books = Arc::new(Mutex::new(Books {
+        per_worker: vec![0; WORKERS],
+        ..Books::default()
+    }));
+    // Dropping the sender (on an early return too) stops the workers.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    let workers_bus = Bus::new(workers_transport.clone());
+    for index in 0..WORKERS {
+        let sub = workers_bus
+            .subscribe::<OrderCreated>(
+                Subscription::new(topic.clone())
+                    .group_member("fulfilment", format!("worker-{}", index + 1))
+                    .max_attempts(MAX_ATTEMPTS)
+                    .ack_timeout(Duration::from_secs(10)),
+            )
+            .await?;
+        workers.push(tokio::spawn(worker(
+            index,
+            sub,
+            books.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    // The operator's view of the dead letters: a group, so that each dead
+    // letter is acked once it was dealt with.
+    let mut dead_letters = operator
+        .subscribe(
+            Subscription::new(dlq.clone())
+                .group_member("operators", "operator-1")
+                .start(Start::Earliest),
+        )
+        .await?;
+
+    // The order service.
+    for id in 1..=ORDERS {
+        let order = OrderCreated {
+            id,
+            sku: if is_poison(id) {
+                format!("SKU-UNKNOWN-{id}")
+            } else {
+                format!("SKU-{}", 100 + id % 4)
+            },
+            quantity: 1 + u32::try_from(id % 3).unwrap_or(0),
+        };
+        let message = service_bus
+            .message(&topic, &order)?
+            .with_header("tenant", "acme");
+        service.publish(message).await?;
+    }
+
+    // Phase 1: every order is either processed or dead-lettered.
+    let mut letters: Vec<Delivery> = Vec::new();
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    loop {
+        {
+            let b = lock(&books);
+            if !b.errors.is_empty() {
+                bail!("workers failed: {}", b.errors.join("; "));
+            }
+            if b.processed.len() as u64 + letters.len() as u64 >= ORDERS {
+                break;
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            let b = lock(&books);
+            bail!(
+                "timed out after {PHASE_TIMEOUT:?}: {} orders processed and {} dead-lettered of {ORDERS}",
+                b.processed.len(),
+                letters.len()
+            );
+        }
+        let wait = (deadline - now).min(Duration::from_millis(50));
+        for item in dead_letters.recv_batch(16, wait).await {
+            letters.push(item.context("reading the dead letters")?);
+        }
+    }
+    if letters.len() as u64 != EXPECTED_DEAD_LETTERS {
+        bail!(
+            "expected {EXPECTED_DEAD_LETTERS} dead letters, got {}",
+            letters.len()
+        );
+    }
+
+    // Phase 2: the operator deploys the fix and replays every dead letter.
+    let mut by_max_attempts = 0;
+    let mut replayed = 0;
+    let mut replay_log = Vec::new();
+    for letter in letters {
+        let reason = letter.headers().get(header::DLQ_REASON).unwrap_or("?");
+        let attempts = letter.headers().get(header::DLQ_ATTEMPTS).unwrap_or("?");
+        let order: OrderCreated = service_bus
+            .codec()
+            .decode(letter.payload())
+            .context("a dead letter that is not an order")?;
+        if !lock(&books).poisoned.contains(&order.id) {
+            by_max_attempts += 1;
+        }
+        replay_log.push(format!(
+            "order {} dead-lettered after {attempts} attempt(s) ({reason}): replayed",
+            order.id
+        ));
+        // The original payload and application headers (not the reserved
+        // `sy-` ones the dead-lettering added), back on the original topic.
+        let mut headers = Headers::new();
+        for (key, value) in letter.headers().iter() {
+            if !key.starts_with(header::RESERVED_PREFIX) {
+                headers.insert(key, value);
+            }
+        }
+        let replay = Message::new(topic.clone(), letter.payload().clone())
+            .with_headers(headers)
+            .with_header(FIXED_HEADER, "operator");
+        operator.publish(replay).await?;
+        // Only now: a crash before this line leaves the dead letter pending.
+        letter.ack().await?;
+        replayed += 1;
+    }
+
+    // Phase 3: every order processed.
+    let waited = wait_until(
+        PHASE_TIMEOUT,
+        || {
+            let b = lock(&books);
+            !b.errors.is_empty() || b.processed.len() as u64 >= ORDERS
+        },
+        || {
+            format!(
+                "{} of {ORDERS} orders processed after the replay",
+                lock(&books).processed.len()
+            )
+        },
+    )
+    .await;
+    drop(stop_tx);
+    for w in workers {
+        w.await.context("a worker panicked")?;
+    }
+    let closed = dead_letters.close().await;
+    let closed_all = close_all(&[&service, &workers_transport, &operator]).await;
+    waited?;
+    closed?;
+    closed_all?;
+
+    let b = lock(&books);
+    if !b.errors.is_empty() {
+        bail!("workers failed: {}", b.errors.join("; "));
+    }
+    let count = |how: How| b.processed.values().filter(|h| **h == how).count() as u64;
+    Ok(Summary {
+        adapter: service.name(),
+        orders: ORDERS,
+        processed: b.processed.len() as u64,
+        first_try: count(How::FirstTry),
+        after_retries: count(How::AfterRetries),
+        after_replay: count(How::AfterReplay),
+        retried: b.retried,
+        dead_lettered: EXPECTED_DEAD_LETTERS,
+        dead_lettered_by_max_attempts: by_max_attempts,
+        replayed,
+        duplicates: b.duplicates,
+        per_worker: (1..=WORKERS)
+            .map(|i| format!("worker-{i}"))
+            .zip(b.per_worker.iter().copied())
+            .collect(),
+        replay_log,
+    })
+}
+
+/// Dead letters expected: the poison orders and the stuck one.
+pub const EXPECTED_DEAD_LETTERS: u64 = {
+    let mut n = 0;
+    let mut id = 1;
+    while id <= ORDERS {
+        if is_poison(id) || is_stuck(id) {
+            n += 1;
+        }
+        id += 1;
+    }
+    n
+};
+
+/// One member of the `fulfilment` group, until stopped. Problems are
+/// recorded in the books, where the waiting phases see them at once.
+async fn worker(
+    index: usize,
+    mut sub: TypedSubscriber<OrderCreated>,
+    books: Arc<Mutex<Books>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = format!("worker-{}", index + 1);
+    loop {
+        let item = tokio::select! {
+            _ = stop.changed() => break,
+            item = sub.recv() => item,
+        };
+        let order = match item {
+            None => break,
+            Some(Ok(order)) => order,
+            Some(Err(e)) => {
+                lock(&books).errors.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        if let Err(e) = handle(index, order, &books).await {
+            lock(&books).errors.push(format!("{name}: {e}"));
+        }
+    }
+    if let Err(e) = sub.close().await {
+        lock(&books).errors.push(format!("{name}: closing: {e}"));
+    }
+}
+
+/// Processes one order: skip a duplicate, dead-letter poison, back off on
+/// a transient failure, else record it and ack.
+async fn handle(index: usize, order: Typed<OrderCreated>, books: &Mutex<Books>) -> Result<()> {
+    let id = order.value.id;
+    let fixed = order.delivery.headers().get(FIXED_HEADER).is_some();
+    let attempt = order.delivery.attempt();
+
+    if lock(books).processed.contains_key(&id) {
+        // Already done (at-least-once redelivery): skip, but settle it.
+        lock(books).duplicates += 1;
+        return order.ack().await;
+    }
+    if is_poison(id) && !fixed {
+        lock(books).poisoned.insert(id);
+        let reason = format!("unknown SKU {}", order.value.sku);
+        return order.nack(Retry::DeadLetter(reason)).await;
+    }
+    let failing = (is_transient(id) && attempt <= TRANSIENT_FAILURES) || (is_stuck(id) && !fixed);
+    if failing {
+        // Count a retry only when another delivery will follow; on the
+        // last attempt the adapter dead-letters instead.
+        if attempt < MAX_ATTEMPTS {
+            lock(books).retried += 1;
+        }
+        return order.nack(Retry::After(backoff(attempt))).await;
+    }
+    // Process: record it once, then ack.
+    let how = if fixed {
+        How::AfterReplay
+    } else if attempt > 1 {
+        How::AfterRetries
+    } else {
+        How::FirstTry
+    };
+    {
+        let mut b = lock(books);
+        if b.processed.insert(id, how).is_some() {
+            b.duplicates += 1;
+        } else if let Some(n) = b.per_worker.get_mut(index) {
+            *n += 1;
+        }
+    }
+    order.ack().await
+}
