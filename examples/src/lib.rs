@@ -15,6 +15,7 @@
 //! wait is bounded: an example that cannot finish returns an error naming
 //! what it was waiting for instead of hanging.
 
+pub mod chat_backplane;
 pub mod order_workers;
 pub mod robot_telemetry;
 
