@@ -1,0 +1,473 @@
+//! `bench-compare`: switchyard's adapters beside their raw limits and their
+//! peers, on the same machine in the same run (what `scripts/bench-compare`
+//! runs; see `docs/benchmarks.md`).
+//!
+//! - `compare`: one table per payload size — `redis-benchmark -P 64` XADD
+//!   and PUBLISH, hand-written redis-rs loops, tokio broadcast/mpsc,
+//!   omniqueue (Redis Streams) and async-nats JetStream (with the `peers`
+//!   feature), and switchyard's memory, Redis Streams and Redis Pub/Sub
+//!   adapters through one harness. Writes `compare-SIZE.json` and
+//!   `compare-SIZE.md`.
+//! - `scaling`: throughput as publishers, subscribers and topics grow, and
+//!   peak memory of a backlog and of a slow subscriber; writes
+//!   `scaling.json` and SVG charts.
+//! - `rss`: one memory scenario in this process (run by `scaling` as a
+//!   child process, so each peak RSS is measured alone).
+//!
+//! Redis runs in a `redis-server` this program starts on a free loopback
+//! port (switchyard-testkit), NATS in a `nats-server -js` it starts the
+//! same way; never a shared server.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod harness;
+mod machine;
+mod ours;
+#[cfg(feature = "peers")]
+mod peers;
+mod raw;
+mod scaling;
+mod svg;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use switchyard::Transport;
+use switchyard_testkit::RedisServer;
+
+use harness::{Kind, Row, median};
+
+#[derive(Parser, Debug)]
+#[command(about = "switchyard beside its raw limits and peers, in one run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The comparison table for each payload size
+    Compare(CompareArgs),
+    /// Scaling curves and peak memory, with SVG charts
+    Scaling(scaling::ScalingArgs),
+    /// One peak-RSS scenario (run by `scaling` in a child process)
+    Rss(scaling::RssArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CompareArgs {
+    /// Payload sizes in bytes
+    #[arg(long, value_delimiter = ',', default_values_t = [16_usize, 256])]
+    sizes: Vec<usize>,
+    /// Messages per measured run
+    #[arg(long, default_value_t = 200_000)]
+    messages: u64,
+    /// Runs of each measurement; the median is reported
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Only these sections (comma separated), e.g. streams-publish
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where the JSON and markdown go
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Cmd::Rss(args) = &cli.command {
+        // No runtime of our own around the measured one.
+        return scaling::rss(args);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    match cli.command {
+        Cmd::Compare(args) => rt.block_on(compare(args)),
+        Cmd::Scaling(args) => rt.block_on(scaling::run(args)),
+        Cmd::Rss(_) => Ok(()),
+    }
+}
+
+/// The raw limit each section's ratios are taken against (the name of
+/// that row starts with it).
+fn limit_of(section: &str) -> Option<&'static str> {
+    Some(match section {
+        "streams-publish" | "streams-consume" => "redis-benchmark -P 64 -c 50 XADD",
+        "pubsub-publish" => "redis-benchmark -P 64 -c 50 PUBLISH",
+        "memory-fanout-1" => "tokio::sync::broadcast, 1 receiver",
+        "memory-fanout-10" => "tokio::sync::broadcast, 10 receiver",
+        "memory-publish" | "memory-group" => "tokio::sync::mpsc (4096), 1 sender",
+        _ => return None,
+    })
+}
+
+async fn compare(args: CompareArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("could not create {}", args.out.display()))?;
+    let server = RedisServer::start().context("could not start redis-server")?;
+    let machine = machine::describe(&server);
+    eprintln!("bench-compare: {machine}");
+    for &size in &args.sizes {
+        let rows = compare_size(&args, &server, size).await?;
+        let machine_after = machine::load_average();
+        let rows_json: Vec<_> = rows.iter().map(|r| r.to_json(ratio(&rows, r))).collect();
+        let doc = json!({
+            "command": format!(
+                "scripts/bench-compare (bench-compare compare --sizes {size} --messages {} --repeats {})",
+                args.messages, args.repeats
+            ),
+            "machine": machine,
+            "load_average_after": machine_after,
+            "size": size,
+            "messages": args.messages,
+            "repeats": args.repeats,
+            "rows": rows_json,
+        });
+        let json_path = args.out.join(format!("compare-{size}.json"));
+        write(&json_path, &serde_json::to_string_pretty(&doc)?)?;
+        let table = markdown(&rows);
+        write(&args.out.join(format!("compare-{size}.md")), &table)?;
+        println!("\n## {size}-byte payloads\n\n{table}");
+    }
+    Ok(())
+}
+
+/// A row's throughput over its section's raw limit.
+fn ratio(rows: &[Row], row: &Row) -> Option<f64> {
+    let prefix = limit_of(row.section)?;
+    let limit = rows
+        .iter()
+        .find(|r| r.kind == Kind::Raw && r.name.starts_with(prefix))?;
+    (row.latency.is_none() && limit.msgs_per_sec() > 0.0)
+        .then(|| row.msgs_per_sec() / limit.msgs_per_sec())
+}
+
+fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| section | what | msg/s | MB/s | × raw limit | latency p50 / p99 / p99.9 µs | note |\n|---|---|--:|--:|--:|--:|---|\n",
+    );
+    for r in rows {
+        let ratio = ratio(rows, r).map_or_else(|| "—".into(), |x| format!("{x:.2}"));
+        let latency = r.latency.map_or_else(
+            || "—".into(),
+            |l| format!("{:.0} / {:.0} / {:.0}", l.p50, l.p99, l.p999),
+        );
+        s.push_str(&format!(
+            "| {} | {} | {:.0} | {:.1} | {} | {} | {} |\n",
+            r.section,
+            r.name,
+            r.msgs_per_sec(),
+            r.mb_per_sec(),
+            ratio,
+            latency,
+            r.note
+        ));
+    }
+    s
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("could not write {}", path.display()))
+}
+
+fn wanted(args: &CompareArgs, section: &str) -> bool {
+    args.only.is_empty() || args.only.iter().any(|o| section.starts_with(o.as_str()))
+}
+
+async fn open(url: &str) -> Result<Arc<dyn Transport>> {
+    switchyard::connect(url)
+        .await
+        .with_context(|| format!("could not open {url}"))
+}
+
+async fn compare_size(args: &CompareArgs, server: &RedisServer, size: usize) -> Result<Vec<Row>> {
+    let (n, reps) = (args.messages, args.repeats);
+    let redis_url = format!("redis://127.0.0.1:{}", server.port());
+    let streams_url = format!("redis+streams://127.0.0.1:{}", server.port());
+    let pubsub_url = format!("redis+pubsub://127.0.0.1:{}", server.port());
+    let memory_url = "memory://?retention=10000";
+    let mut rows = Vec::new();
+    let flush = || async {
+        let _ = server.cmd(&["FLUSHALL"]);
+    };
+    let step = |rows: &Vec<Row>| {
+        if let Some(r) = rows.last() {
+            eprintln!(
+                "  {size:>6} B  {:<18} {:<70} {:>12.0} msg/s",
+                r.section,
+                r.name,
+                r.msgs_per_sec()
+            );
+        }
+    };
+
+    if wanted(args, "streams-publish") {
+        let s = "streams-publish";
+        rows.push(
+            median(reps, || async {
+                raw::redis_benchmark(s, server.port(), "XADD", size, n * 5)
+            })
+            .await?,
+        );
+        step(&rows);
+        flush().await;
+        rows.push(
+            median(reps, || {
+                raw::redis_rs_pipelined_xadd(&redis_url, size, n, 100, 1)
+            })
+            .await?,
+        );
+        step(&rows);
+        let t = open(&streams_url).await?;
+        for p in [1, 64] {
+            rows.push(
+                median(reps, || {
+                    ours::publish_row(s, "redis-streams", &t, size, n, p)
+                })
+                .await?,
+            );
+            step(&rows);
+            flush().await;
+        }
+        rows.push(
+            median(reps, || {
+                ours::batch_row(s, "redis-streams", &t, size, n, 100)
+            })
+            .await?,
+        );
+        step(&rows);
+        let _ = t.close().await;
+        flush().await;
+        peers_publish(&mut rows, &redis_url, size, n, reps, &step).await?;
+        flush().await;
+    }
+
+    if wanted(args, "streams-consume") {
+        let s = "streams-consume";
+        rows.push(median(reps, || raw::redis_rs_xreadgroup_ack(&redis_url, size, n)).await?);
+        step(&rows);
+        flush().await;
+        let (p, c) = (open(&streams_url).await?, open(&streams_url).await?);
+        for members in [1, 4] {
+            rows.push(
+                median(reps, || {
+                    ours::group_row(s, "redis-streams", &p, &c, size, n, members)
+                })
+                .await?,
+            );
+            step(&rows);
+            flush().await;
+        }
+        let _ = (p.close().await, c.close().await);
+        peers_consume(&mut rows, &redis_url, size, n, reps, &step).await?;
+        flush().await;
+    }
+
+    if wanted(args, "pubsub-publish") {
+        let s = "pubsub-publish";
+        rows.push(
+            median(reps, || async {
+                raw::redis_benchmark(s, server.port(), "PUBLISH", size, n * 5)
+            })
+            .await?,
+        );
+        step(&rows);
+        let (p, c) = (open(&pubsub_url).await?, open(&pubsub_url).await?);
+        rows.push(
+            median(reps, || {
+                ours::publish_row(s, "redis-pubsub", &p, size, n, 64)
+            })
+            .await?,
+        );
+        if let Some(r) = rows.last_mut() {
+            r.note =
+                "publish returned: delivered locally and queued in the outbox for Redis".into();
+        }
+        step(&rows);
+        rows.push(
+            median(reps, || {
+                ours::fanout_row(
+                    s,
+                    "redis-pubsub cross-replica",
+                    &p,
+                    &c,
+                    size,
+                    n,
+                    ours::Fanout {
+                        subscribers: 1,
+                        publishers: 64,
+                        topics: 1,
+                    },
+                )
+            })
+            .await?,
+        );
+        step(&rows);
+        let _ = (p.close().await, c.close().await);
+    }
+
+    if wanted(args, "memory") {
+        for receivers in [1_usize, 10] {
+            let s = if receivers == 1 {
+                "memory-fanout-1"
+            } else {
+                "memory-fanout-10"
+            };
+            rows.push(
+                median(reps, || async {
+                    let mut r = raw::tokio_broadcast(receivers, size, n).await?;
+                    r.section = s;
+                    Ok(r)
+                })
+                .await?,
+            );
+            step(&rows);
+            let t = open(memory_url).await?;
+            rows.push(
+                median(reps, || {
+                    ours::fanout_row(
+                        s,
+                        "memory",
+                        &t,
+                        &t,
+                        size,
+                        n,
+                        ours::Fanout {
+                            subscribers: receivers,
+                            publishers: 1,
+                            topics: 1,
+                        },
+                    )
+                })
+                .await?,
+            );
+            step(&rows);
+            let _ = t.close().await;
+        }
+        rows.push(median(reps, || raw::tokio_mpsc(1, size, n)).await?);
+        step(&rows);
+        let t = open(memory_url).await?;
+        for p in [1, 64] {
+            rows.push(
+                median(reps, || {
+                    ours::publish_row("memory-publish", "memory", &t, size, n, p)
+                })
+                .await?,
+            );
+            step(&rows);
+        }
+        let _ = t.close().await;
+        let t = open(&format!("memory://?retention={}", n + 1)).await?;
+        for members in [1, 4] {
+            rows.push(
+                median(reps, || {
+                    ours::group_row("memory-group", "memory", &t, &t, size, n, members)
+                })
+                .await?,
+            );
+            step(&rows);
+        }
+        let _ = t.close().await;
+    }
+
+    if wanted(args, "latency") {
+        let s = "latency";
+        let rate = 10_000;
+        let m = (n / 4).max(rate);
+        for (name, url) in [
+            ("memory", memory_url),
+            ("redis-streams", streams_url.as_str()),
+            ("redis-pubsub", pubsub_url.as_str()),
+        ] {
+            let (p, c) = (open(url).await?, open(url).await?);
+            let c = if name == "memory" { p.clone() } else { c };
+            rows.push(
+                ours::latency_row(
+                    s,
+                    &format!(
+                        "{name}{}",
+                        if name == "memory" {
+                            ""
+                        } else {
+                            " cross-replica"
+                        }
+                    ),
+                    &p,
+                    &c,
+                    size,
+                    rate,
+                    m,
+                )
+                .await?,
+            );
+            step(&rows);
+            let _ = (p.close().await, c.close().await);
+            flush().await;
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(feature = "peers")]
+async fn peers_publish(
+    rows: &mut Vec<Row>,
+    redis_url: &str,
+    size: usize,
+    n: u64,
+    reps: usize,
+    step: &impl Fn(&Vec<Row>),
+) -> Result<()> {
+    rows.push(median(reps, || peers::omniqueue_publish(redis_url, size, n, 64)).await?);
+    step(rows);
+    let nats = peers::NatsServer::start()?;
+    rows.push(median(reps, || peers::nats_publish(&nats, size, n, 64)).await?);
+    step(rows);
+    Ok(())
+}
+
+#[cfg(not(feature = "peers"))]
+async fn peers_publish(
+    _: &mut Vec<Row>,
+    _: &str,
+    _: usize,
+    _: u64,
+    _: usize,
+    _: &impl Fn(&Vec<Row>),
+) -> Result<()> {
+    eprintln!("bench-compare: built without the `peers` feature: no omniqueue / async-nats rows");
+    Ok(())
+}
+
+#[cfg(feature = "peers")]
+async fn peers_consume(
+    rows: &mut Vec<Row>,
+    redis_url: &str,
+    size: usize,
+    n: u64,
+    reps: usize,
+    step: &impl Fn(&Vec<Row>),
+) -> Result<()> {
+    rows.push(median(reps, || peers::omniqueue_consume(redis_url, size, n)).await?);
+    step(rows);
+    let nats = peers::NatsServer::start()?;
+    rows.push(median(reps, || peers::nats_consume(&nats, size, n)).await?);
+    step(rows);
+    Ok(())
+}
+
+#[cfg(not(feature = "peers"))]
+async fn peers_consume(
+    _: &mut Vec<Row>,
+    _: &str,
+    _: usize,
+    _: u64,
+    _: usize,
+    _: &impl Fn(&Vec<Row>),
+) -> Result<()> {
+    Ok(())
+}
