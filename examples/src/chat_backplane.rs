@@ -461,7 +461,7 @@ async fn outage(
         || {
             format!(
                 "{} of {expired} outage messages dropped from {}'s outbox",
-                a.stats().dropped - dropped_before,
+                a.stats().dropped.saturating_sub(dropped_before),
                 REPLICAS[0]
             )
         },
@@ -484,7 +484,7 @@ async fn outage(
     }
     Ok(RestartReport::Done {
         outage_posts: u64::from(OUTAGE_POSTS),
-        dropped_for_redis: a.stats().dropped - dropped_before,
+        dropped_for_redis: a.stats().dropped.saturating_sub(dropped_before),
         outage,
         resubscribed_after: back.elapsed(),
     })
