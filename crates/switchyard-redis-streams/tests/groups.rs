@@ -434,6 +434,14 @@ async fn trimmed_pending_entries_are_counted_on_reread() -> TestResult {
     };
     held.into_iter().for_each(std::mem::forget);
     drop(sub); // crashed with 10 pending
+    // A crashed process's blocked XREADGROUP dies with its socket; wait for
+    // that here, or it could still take one of the entries published next.
+    eventually("the dropped reader's blocking read is gone", || async {
+        env.server
+            .info("clients")
+            .is_ok_and(|i| i.contains("blocked_clients:0"))
+    })
+    .await;
     publish_n(&bus, &t, "g", 1000).await; // trims the 10 away
     let first_left = env.cmd(&["XRANGE", &env.key(&t), "-", "+", "COUNT", "1"]);
     assert!(
@@ -457,5 +465,43 @@ async fn trimmed_pending_entries_are_counted_on_reread() -> TestResult {
     assert_eq!(sub.stats().lost_to_retention, 10);
     bus.close().await?;
     assert_eq!(env.pending(&t, "g"), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_gives_buffered_entries_back_at_once() -> TestResult {
+    let env = Env::start("release");
+    let t = topic("jobs");
+    let bus = env.connect("").await;
+    // A long ack timeout: without the release on close, the other member
+    // would wait a minute for the entries `a` fetched but never handed out.
+    let at = Duration::from_secs(60);
+    let mut a = bus
+        .subscribe(member(&t, "g", "a", at).start(Start::Earliest).buffer(8))
+        .await?;
+    publish_n(&bus, &t, "j", 20).await;
+    let first = next(&mut a).await;
+    let first_payload = first.payload().to_vec();
+    first.ack().await?;
+    // `a` has fetched more than it handed out.
+    eventually("a holds buffered entries", || async {
+        env.consumers(&t, "g").get("a").copied().unwrap_or(0) > 0
+    })
+    .await;
+    a.close().await?;
+    let mut b = bus
+        .subscribe(member(&t, "g", "b", at).start(Start::Earliest))
+        .await?;
+    let mut seen = BTreeSet::new();
+    seen.insert(first_payload);
+    while seen.len() < 20 {
+        let d = next(&mut b).await;
+        assert!(seen.insert(d.payload().to_vec()), "no entry twice");
+        d.ack().await?;
+    }
+    assert_eq!(seen.len(), 20);
+    eventually("nothing pending", || async { env.pending(&t, "g") == 0 }).await;
+    b.close().await?;
+    bus.close().await?;
     Ok(())
 }

@@ -62,7 +62,7 @@ pub(crate) async fn run(g: Arc<Group>) {
 /// 0 id... IDLE <ack timeout> JUSTID` sets their idle time to the ack
 /// timeout, so the next XAUTOCLAIM round of any member takes them (and
 /// counts a new delivery). Wakes this subscriber's claimer for that round.
-async fn release(g: &Group) {
+pub(crate) async fn release(g: &Group) {
     let released = std::mem::take(&mut *g.releases.lock());
     if released.is_empty() {
         return;
@@ -102,6 +102,60 @@ async fn release(g: &Group) {
         );
     }
     g.claim_now.notify_one();
+}
+
+/// Most pending entries per stream `release_untracked` looks at.
+const CLOSE_SCAN: usize = 1000;
+
+/// On close: releases the entries pending for this consumer that it does
+/// not hold — fetched by a read that `close` cut short, or left by an
+/// earlier run of this consumer name — so other members take them at once
+/// instead of after the ack timeout. Handed-out and delayed entries stay.
+pub(crate) async fn release_untracked(g: &Group) {
+    let streams = g.all_streams();
+    if streams.is_empty() {
+        return;
+    }
+    let mut pipe = redis::pipe();
+    for s in &streams {
+        pipe.cmd("XPENDING")
+            .arg(&s.key)
+            .arg(&g.cfg.group)
+            .arg("-")
+            .arg("+")
+            .arg(CLOSE_SCAN)
+            .arg(&g.cfg.consumer);
+    }
+    let mut conn = g.conn();
+    let replies: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(group = %g.cfg.group, error = %e, "redis-streams: XPENDING on close failed; entries come back after the ack timeout");
+            return;
+        }
+    };
+    for (s, reply) in streams.iter().zip(replies) {
+        let redis::Value::Array(rows) = reply else {
+            continue;
+        };
+        for row in rows {
+            let redis::Value::Array(fields) = row else {
+                continue;
+            };
+            let id = match fields.first() {
+                Some(redis::Value::BulkString(b)) => {
+                    std::str::from_utf8(b).ok().and_then(crate::wire::parse_id)
+                }
+                Some(redis::Value::SimpleString(t)) => crate::wire::parse_id(t),
+                _ => None,
+            };
+            if let Some(id) = id
+                && !g.tracker.lock().contains(s.idx, id)
+            {
+                g.release(s.idx, id);
+            }
+        }
+    }
 }
 
 /// Refreshes held entries whose idle clock is at least `tick` old.

@@ -182,23 +182,45 @@ impl Group {
         }
     }
 
-    /// Asks every task to stop and releases the buffered entries (they stay
-    /// pending in Redis and come back after the ack timeout, or to this
+    /// Asks every task to stop and queues the buffered entries (fetched,
+    /// never handed out) for release. `close` then releases them so other
+    /// members take them at once; after a drop without `close` they stay
+    /// pending in Redis and come back after the ack timeout (or to this
     /// consumer name when it subscribes again).
     pub(crate) fn stop(&self) {
         self.stop.send_replace(true);
         for item in self.queue.close_consumer() {
-            self.forget(&item);
+            self.give_back(&item);
+        }
+    }
+
+    /// Queues a fetched entry that was never handed out for release.
+    fn give_back(&self, item: &Item) {
+        if let Item::Entry(f) = item {
+            self.release(f.stream, f.id);
         }
     }
 
     /// Hands fetched items to the application through the local queue,
     /// applying the overflow policy. `false` once the queue is closed.
+    /// Items not handed over because the subscriber stopped are queued
+    /// for release, like the buffered ones.
     pub(crate) async fn deliver(&self, items: Vec<Item>) -> bool {
-        for item in items {
+        let mut items = items.into_iter();
+        while let Some(item) = items.next() {
+            let held = match &item {
+                Item::Entry(f) => Some((f.stream, f.id)),
+                Item::Malformed { .. } => None,
+            };
             let pushed = tokio::select! {
                 p = self.queue.push(item) => p,
-                () = self.stopped() => return false,
+                () = self.stopped() => {
+                    if let Some((stream, id)) = held {
+                        self.release(stream, id);
+                    }
+                    items.for_each(|rest| self.give_back(&rest));
+                    return false;
+                }
             };
             match pushed {
                 Pushed::Queued => {}
@@ -208,7 +230,8 @@ impl Group {
                     SubStats::bump(&self.stats.dropped);
                 }
                 Pushed::Closed(item) => {
-                    self.forget(&item);
+                    self.give_back(&item);
+                    items.for_each(|rest| self.give_back(&rest));
                     return false;
                 }
             }
@@ -415,7 +438,22 @@ impl Subscriber for GroupSubscriber {
             // The tasks end at their next await point; bound the wait anyway.
             let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, task).await;
         }
+        // Acks first: an acked entry must be out of the pending list before
+        // the pending list is scanned for entries to give back.
         acker::drain(&self.group, CLOSE_FLUSH_TIMEOUT).await;
+        if !self.group.inner.is_closed() {
+            // Buffered entries go back to the group now, not after the ack
+            // timeout: those of the local queue (queued by `stop`), any a
+            // task still held when it ended, and any a read cut short by
+            // `stop` fetched without handing them here.
+            let buffered = self.group.tracker.lock().take_buffered();
+            for (stream, id) in buffered {
+                self.group.release(stream, id);
+            }
+            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, keep::release_untracked(&self.group))
+                .await;
+            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, keep::release(&self.group)).await;
+        }
         if !self.group.inner.is_closed() {
             cleanup::remove_self(&self.group).await;
         }

@@ -109,8 +109,22 @@ impl Tracker {
         self.map.remove(&(stream, id))
     }
 
+    /// Stops holding every buffered entry (fetched, never handed out) and
+    /// returns them, for release when the subscriber closes.
+    pub(crate) fn take_buffered(&mut self) -> Vec<(u32, MessageId)> {
+        let ids: Vec<(u32, MessageId)> = self
+            .map
+            .iter()
+            .filter(|(_, t)| t.state == State::Buffered)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &ids {
+            self.map.remove(k);
+        }
+        ids
+    }
+
     /// Whether the entry is held.
-    #[cfg(test)]
     pub(crate) fn contains(&self, stream: u32, id: MessageId) -> bool {
         self.map.contains_key(&(stream, id))
     }
