@@ -354,7 +354,10 @@ async fn health_recovers_after_an_outage_without_further_traffic() -> anyhow::Re
     // Published during the outage: delivered locally, expired for Redis.
     publish_range(&a, &topic, "a", 0..3).await?;
     let mut seen = Seen::new(&[("a", &a)]);
-    read_until(&mut sub, &mut seen, WAIT, "local delivery", |s| s.count("a") == 3).await?;
+    read_until(&mut sub, &mut seen, WAIT, "local delivery", |s| {
+        s.count("a") == 3
+    })
+    .await?;
     support::wait_until(WAIT, "the outbox to expire its messages", || async {
         a.pubsub_stats().outbox_expired == 3
     })

@@ -397,7 +397,10 @@ mod tests {
         };
         let fields = vec![
             (b"junk".to_vec(), b"1".to_vec()),
-            (b"sy-dlq-reason".to_vec(), b"malformed entry: missing field v".to_vec()),
+            (
+                b"sy-dlq-reason".to_vec(),
+                b"malformed entry: missing field v".to_vec(),
+            ),
             (b"sy-dlq-id".to_vec(), b"7-0".to_vec()),
             (b"sy-dlq-attempts".to_vec(), b"1".to_vec()),
         ];
@@ -405,6 +408,10 @@ mod tests {
         assert!(l.message.is_err());
         assert_eq!(l.original_id, Some(MessageId::new(7, 0)));
         assert_eq!(l.attempts, Some(1));
-        assert!(l.reason.as_deref().is_some_and(|r| r.starts_with("malformed")));
+        assert!(
+            l.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("malformed"))
+        );
     }
 }

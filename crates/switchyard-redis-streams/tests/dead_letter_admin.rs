@@ -78,7 +78,9 @@ async fn list_replay_and_purge() -> TestResult {
         assert_eq!(m.headers.len(), 1, "sy-dlq-* headers are taken out");
     }
     // Paging: after the second, three remain; `t:dlq` names the same letters.
-    let page = dlq.list(&topic.dead_letter()?, Some(letters[1].id), 100).await?;
+    let page = dlq
+        .list(&topic.dead_letter()?, Some(letters[1].id), 100)
+        .await?;
     assert_eq!(page.len(), 3);
 
     // Replay the first: it is delivered again on the topic, once, with its
@@ -91,7 +93,9 @@ async fn list_replay_and_purge() -> TestResult {
         panic!("the first replay moves the letter");
     };
     assert_eq!(dlq.replay(&topic, letters[0].id).await?, Replay::Gone);
-    let d = tokio::time::timeout(WAIT, fan.recv()).await?.expect("open")?;
+    let d = tokio::time::timeout(WAIT, fan.recv())
+        .await?
+        .expect("open")?;
     assert_eq!(d.id(), new_id);
     assert_eq!(d.payload(), &original.payload[..]);
     assert_eq!(d.headers().get("tenant"), Some("t1"));
