@@ -186,26 +186,12 @@ impl DeadLetters {
         after: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>> {
-        let key = self.dlq_key(topic)?;
-        let origin = topic.dead_letter_origin().unwrap_or_else(|| topic.clone());
         let start = match after {
             Some(id) => format!("({id}"),
             None => "-".to_owned(),
         };
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(&key)
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit.clamp(1, MAX_LIST))
-            .query_async(&mut self.conn)
+        self.range(topic, &start, "+", limit.clamp(1, MAX_LIST))
             .await
-            .map_err(|e| switchyard_redis::classify("XRANGE", &e))?;
-        let entries = wire::parse_entries(reply).map_err(|m| Error::Backend(m.reason))?;
-        Ok(entries
-            .into_iter()
-            .map(|e| letter(&origin, e.id, e.fields.unwrap_or_default()))
-            .collect())
     }
 
     /// Moves dead letter `id` of `topic` back onto `topic`, atomically (see
@@ -287,21 +273,34 @@ impl DeadLetters {
 
     /// Dead letter `id` of `topic`, if it is there.
     pub async fn get(&mut self, topic: &Topic, id: MessageId) -> Result<Option<DeadLetter>> {
+        let text = id.to_string();
+        Ok(self.range(topic, &text, &text, 1).await?.into_iter().next())
+    }
+
+    /// `XRANGE <dead-letter stream> start end COUNT count`, decoded.
+    async fn range(
+        &mut self,
+        topic: &Topic,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<DeadLetter>> {
         let key = self.dlq_key(topic)?;
         let origin = topic.dead_letter_origin().unwrap_or_else(|| topic.clone());
-        let text = id.to_string();
         let reply: Value = redis::cmd("XRANGE")
             .arg(&key)
-            .arg(&text)
-            .arg(&text)
+            .arg(start)
+            .arg(end)
+            .arg("COUNT")
+            .arg(count)
             .query_async(&mut self.conn)
             .await
             .map_err(|e| switchyard_redis::classify("XRANGE", &e))?;
         let entries = wire::parse_entries(reply).map_err(|m| Error::Backend(m.reason))?;
         Ok(entries
             .into_iter()
-            .next()
-            .map(|e| letter(&origin, e.id, e.fields.unwrap_or_default())))
+            .map(|e| letter(&origin, e.id, e.fields.unwrap_or_default()))
+            .collect())
     }
 }
 
