@@ -121,6 +121,9 @@ pub(crate) fn payload(size: usize) -> Bytes {
     Bytes::from(vec![b'x'; size])
 }
 
+/// The longest one measured run may take.
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Runs `f` `repeats` times; the row of the median throughput, with every
 /// run's msg/s recorded.
 pub(crate) async fn median<F, Fut>(repeats: usize, mut f: F) -> Result<Row>
@@ -130,7 +133,11 @@ where
 {
     let mut rows = Vec::with_capacity(repeats.max(1));
     for _ in 0..repeats.max(1) {
-        rows.push(f().await?);
+        // A run that hangs must not hang the whole comparison.
+        let row = tokio::time::timeout(RUN_TIMEOUT, f())
+            .await
+            .map_err(|_| anyhow::anyhow!("no result within {} s", RUN_TIMEOUT.as_secs()))??;
+        rows.push(row);
     }
     rows.sort_by(|a, b| a.msgs_per_sec().total_cmp(&b.msgs_per_sec()));
     let runs: Vec<f64> = rows.iter().map(Row::msgs_per_sec).collect();
@@ -148,6 +155,8 @@ pub(crate) fn histogram() -> Result<Histogram<u64>> {
 /// waits for a total.
 pub(crate) struct Readers {
     count: Arc<AtomicU64>,
+    /// Messages that `Lost` signals reported (at-most-once adapters).
+    lost: Arc<AtomicU64>,
     last_ns: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
     notify: Arc<Notify>,
@@ -160,6 +169,7 @@ impl Readers {
     /// One task per subscriber, reading `recv_batch`es of up to 1024.
     pub(crate) fn start(subs: Vec<Box<dyn Subscriber>>, epoch: Instant) -> Readers {
         let count = Arc::new(AtomicU64::new(0));
+        let lost = Arc::new(AtomicU64::new(0));
         let last_ns = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicBool::new(false));
         let notify = Arc::new(Notify::new());
@@ -167,8 +177,9 @@ impl Readers {
         let tasks = subs
             .into_iter()
             .map(|mut sub| {
-                let (count, last_ns, failed, notify, stop) = (
+                let (count, lost, last_ns, failed, notify, stop) = (
                     count.clone(),
+                    lost.clone(),
                     last_ns.clone(),
                     failed.clone(),
                     notify.clone(),
@@ -177,10 +188,30 @@ impl Readers {
                 tokio::spawn(async move {
                     let result = async {
                         while !stop.load(Ordering::Relaxed) {
+                            let asked = Instant::now();
                             let items = sub.recv_batch(1024, Duration::from_millis(20)).await;
+                            if items.is_empty() && asked.elapsed() < Duration::from_millis(1) {
+                                // An empty batch without waiting: the
+                                // subscription has ended.
+                                bail!("the subscription ended");
+                            }
                             let n = items.len() as u64;
+                            let mut n = n;
                             for item in items {
-                                let d = item.context("a delivery failed")?;
+                                let d = match item {
+                                    Ok(d) => d,
+                                    // At-most-once adapters announce a gap;
+                                    // count what it says was lost.
+                                    Err(switchyard::Error::Lost { from, to, .. }) => {
+                                        lost.fetch_add(
+                                            to.saturating_sub(from) + 1,
+                                            Ordering::Relaxed,
+                                        );
+                                        n -= 1;
+                                        continue;
+                                    }
+                                    Err(e) => return Err(e).context("a delivery failed"),
+                                };
                                 if d.needs_ack() {
                                     d.ack().await.context("ack failed")?;
                                 }
@@ -206,6 +237,7 @@ impl Readers {
             .collect();
         Readers {
             count,
+            lost,
             last_ns,
             failed,
             notify,
@@ -217,6 +249,11 @@ impl Readers {
 
     pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Messages reported lost by `Lost` signals so far.
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// Time of the latest delivery since the epoch.
@@ -249,13 +286,20 @@ impl Readers {
     }
 
     /// Stops the readers; an error of any of them.
-    pub(crate) async fn stop(self) -> Result<u64> {
+    pub(crate) async fn stop(mut self) -> Result<u64> {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             t.await.context("a reader task panicked")??;
         }
-        let _ = self.epoch;
         Ok(self.count.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Readers {
+    /// A run that failed half way drops its readers: they stop too.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.epoch;
     }
 }
 

@@ -54,6 +54,30 @@ enum Cmd {
     Scaling(scaling::ScalingArgs),
     /// One peak-RSS scenario (run by `scaling` in a child process)
     Rss(scaling::RssArgs),
+    /// One of our rows alone, on its own redis-server (for profiling:
+    /// `perf record -a -- bench-compare one --workload publish …`)
+    One(OneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct OneArgs {
+    /// publish, group, fanout or latency
+    #[arg(long)]
+    workload: String,
+    /// memory, redis-streams or redis-pubsub
+    #[arg(long)]
+    adapter: String,
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    #[arg(long, default_value_t = 500_000)]
+    messages: u64,
+    /// Publishers (publish, fanout) or group members (group)
+    #[arg(long, default_value_t = 64)]
+    tasks: u64,
+    /// Use this Redis (`HOST:PORT`, e.g. a server started for inspection)
+    /// instead of starting one
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,8 +113,51 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Compare(args) => rt.block_on(compare(args)),
         Cmd::Scaling(args) => rt.block_on(scaling::run(args)),
+        Cmd::One(args) => rt.block_on(one(args)),
         Cmd::Rss(_) => Ok(()),
     }
+}
+
+async fn one(args: OneArgs) -> Result<()> {
+    // Keeps the started server (if any) alive until the end.
+    let (_server, addr) = match &args.redis {
+        Some(addr) => (None, addr.clone()),
+        None => {
+            let s = RedisServer::start().context("could not start redis-server")?;
+            let addr = format!("127.0.0.1:{}", s.port());
+            (Some(s), addr)
+        }
+    };
+    let url = match args.adapter.as_str() {
+        "memory" => format!("memory://?retention={}", args.messages + 1),
+        "redis-streams" => format!("redis+streams://{addr}"),
+        _ => format!("redis+pubsub://{addr}"),
+    };
+    let p = open(&url).await?;
+    let c = if p.capabilities().cross_process {
+        open(&url).await?
+    } else {
+        p.clone()
+    };
+    let (size, n, k, a) = (args.size, args.messages, args.tasks, args.adapter.as_str());
+    let row = match args.workload.as_str() {
+        "publish" => ours::publish_row("one", a, &p, size, n, k).await?,
+        "group" => {
+            let members = usize::try_from(k).unwrap_or(1);
+            ours::group_row("one", a, &p, &c, size, n, members).await?
+        }
+        "fanout" => {
+            let shape = ours::Fanout {
+                subscribers: 1,
+                publishers: k,
+                topics: 1,
+            };
+            ours::fanout_row("one", a, &p, &c, size, n, shape).await?
+        }
+        _ => ours::latency_row("one", a, &p, &c, size, 10_000, n).await?,
+    };
+    println!("{}", row.to_json(None));
+    Ok(())
 }
 
 /// The raw limit each section's ratios are taken against (the name of
@@ -113,7 +180,7 @@ async fn compare(args: CompareArgs) -> Result<()> {
     let machine = machine::describe(&server);
     eprintln!("bench-compare: {machine}");
     for &size in &args.sizes {
-        let rows = compare_size(&args, &server, size).await?;
+        let (rows, failures) = compare_size(&args, &server, size).await?;
         let machine_after = machine::load_average();
         let rows_json: Vec<_> = rows.iter().map(|r| r.to_json(ratio(&rows, r))).collect();
         let doc = json!({
@@ -127,10 +194,17 @@ async fn compare(args: CompareArgs) -> Result<()> {
             "messages": args.messages,
             "repeats": args.repeats,
             "rows": rows_json,
+            "failures": failures,
         });
         let json_path = args.out.join(format!("compare-{size}.json"));
         write(&json_path, &serde_json::to_string_pretty(&doc)?)?;
-        let table = markdown(&rows);
+        if let Some(svg) = scaling::compare_chart(&doc) {
+            write(&args.out.join(format!("compare-{size}.svg")), &svg)?;
+        }
+        let mut table = markdown(&rows);
+        for f in &failures {
+            table.push_str(&format!("\nFailed in this run: {f}\n"));
+        }
         write(&args.out.join(format!("compare-{size}.md")), &table)?;
         println!("\n## {size}-byte payloads\n\n{table}");
     }
@@ -171,6 +245,17 @@ fn markdown(rows: &[Row]) -> String {
     s
 }
 
+/// Keeps a measured row, or records why it failed (the run goes on).
+fn keep(rows: &mut Vec<Row>, failures: &mut Vec<String>, what: &str, result: Result<Row>) {
+    match result {
+        Ok(row) => rows.push(row),
+        Err(e) => {
+            eprintln!("  FAILED {what}: {e:#}");
+            failures.push(format!("{what}: {e:#}"));
+        }
+    }
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("could not write {}", path.display()))
 }
@@ -185,13 +270,18 @@ async fn open(url: &str) -> Result<Arc<dyn Transport>> {
         .with_context(|| format!("could not open {url}"))
 }
 
-async fn compare_size(args: &CompareArgs, server: &RedisServer, size: usize) -> Result<Vec<Row>> {
+async fn compare_size(
+    args: &CompareArgs,
+    server: &RedisServer,
+    size: usize,
+) -> Result<(Vec<Row>, Vec<String>)> {
     let (n, reps) = (args.messages, args.repeats);
     let redis_url = format!("redis://127.0.0.1:{}", server.port());
     let streams_url = format!("redis+streams://127.0.0.1:{}", server.port());
     let pubsub_url = format!("redis+pubsub://127.0.0.1:{}", server.port());
     let memory_url = "memory://?retention=10000";
     let mut rows = Vec::new();
+    let mut failures = Vec::new();
     let flush = || async {
         let _ = server.cmd(&["FLUSHALL"]);
     };
@@ -208,88 +298,128 @@ async fn compare_size(args: &CompareArgs, server: &RedisServer, size: usize) -> 
 
     if wanted(args, "streams-publish") {
         let s = "streams-publish";
-        rows.push(
+        keep(
+            &mut rows,
+            &mut failures,
+            "raw::redis_benchmark",
             median(reps, || async {
                 raw::redis_benchmark(s, server.port(), "XADD", size, n * 5)
             })
-            .await?,
+            .await,
         );
         step(&rows);
         flush().await;
-        rows.push(
+        keep(
+            &mut rows,
+            &mut failures,
+            "raw::redis_benchmark",
+            median(reps, || async {
+                raw::redis_benchmark(s, server.port(), "XADD-vdp", size, n * 5)
+            })
+            .await,
+        );
+        step(&rows);
+        flush().await;
+        keep(
+            &mut rows,
+            &mut failures,
+            "raw::redis_rs_pipelined_xadd",
             median(reps, || {
                 raw::redis_rs_pipelined_xadd(&redis_url, size, n, 100, 1)
             })
-            .await?,
+            .await,
         );
         step(&rows);
         let t = open(&streams_url).await?;
         for p in [1, 64] {
-            rows.push(
+            keep(
+                &mut rows,
+                &mut failures,
+                "ours::publish_row",
                 median(reps, || {
                     ours::publish_row(s, "redis-streams", &t, size, n, p)
                 })
-                .await?,
+                .await,
             );
             step(&rows);
             flush().await;
         }
-        rows.push(
+        keep(
+            &mut rows,
+            &mut failures,
+            "ours::batch_row",
             median(reps, || {
                 ours::batch_row(s, "redis-streams", &t, size, n, 100)
             })
-            .await?,
+            .await,
         );
         step(&rows);
         let _ = t.close().await;
         flush().await;
-        peers_publish(&mut rows, &redis_url, size, n, reps, &step).await?;
+        peers_publish(&mut rows, &mut failures, &redis_url, size, n, reps, &step).await?;
         flush().await;
     }
 
     if wanted(args, "streams-consume") {
         let s = "streams-consume";
-        rows.push(median(reps, || raw::redis_rs_xreadgroup_ack(&redis_url, size, n)).await?);
+        keep(
+            &mut rows,
+            &mut failures,
+            "raw::redis_rs_xreadgroup_ack",
+            median(reps, || raw::redis_rs_xreadgroup_ack(&redis_url, size, n)).await,
+        );
         step(&rows);
         flush().await;
         let (p, c) = (open(&streams_url).await?, open(&streams_url).await?);
         for members in [1, 4] {
-            rows.push(
+            keep(
+                &mut rows,
+                &mut failures,
+                "ours::group_row",
                 median(reps, || {
                     ours::group_row(s, "redis-streams", &p, &c, size, n, members)
                 })
-                .await?,
+                .await,
             );
             step(&rows);
             flush().await;
         }
         let _ = (p.close().await, c.close().await);
-        peers_consume(&mut rows, &redis_url, size, n, reps, &step).await?;
+        peers_consume(&mut rows, &mut failures, &redis_url, size, n, reps, &step).await?;
         flush().await;
     }
 
     if wanted(args, "pubsub-publish") {
         let s = "pubsub-publish";
-        rows.push(
+        keep(
+            &mut rows,
+            &mut failures,
+            "raw::redis_benchmark",
             median(reps, || async {
                 raw::redis_benchmark(s, server.port(), "PUBLISH", size, n * 5)
             })
-            .await?,
+            .await,
         );
         step(&rows);
         let (p, c) = (open(&pubsub_url).await?, open(&pubsub_url).await?);
-        rows.push(
+        keep(
+            &mut rows,
+            &mut failures,
+            "ours::publish_row",
             median(reps, || {
                 ours::publish_row(s, "redis-pubsub", &p, size, n, 64)
             })
-            .await?,
+            .await,
         );
         if let Some(r) = rows.last_mut() {
             r.note =
                 "publish returned: delivered locally and queued in the outbox for Redis".into();
         }
         step(&rows);
-        rows.push(
+        keep(
+            &mut rows,
+            &mut failures,
+            "ours::fanout_row",
             median(reps, || {
                 ours::fanout_row(
                     s,
@@ -305,7 +435,7 @@ async fn compare_size(args: &CompareArgs, server: &RedisServer, size: usize) -> 
                     },
                 )
             })
-            .await?,
+            .await,
         );
         step(&rows);
         let _ = (p.close().await, c.close().await);
@@ -318,17 +448,23 @@ async fn compare_size(args: &CompareArgs, server: &RedisServer, size: usize) -> 
             } else {
                 "memory-fanout-10"
             };
-            rows.push(
+            keep(
+                &mut rows,
+                &mut failures,
+                "raw::tokio_broadcast",
                 median(reps, || async {
                     let mut r = raw::tokio_broadcast(receivers, size, n).await?;
                     r.section = s;
                     Ok(r)
                 })
-                .await?,
+                .await,
             );
             step(&rows);
             let t = open(memory_url).await?;
-            rows.push(
+            keep(
+                &mut rows,
+                &mut failures,
+                "ours::fanout_row",
                 median(reps, || {
                     ours::fanout_row(
                         s,
@@ -344,31 +480,42 @@ async fn compare_size(args: &CompareArgs, server: &RedisServer, size: usize) -> 
                         },
                     )
                 })
-                .await?,
+                .await,
             );
             step(&rows);
             let _ = t.close().await;
         }
-        rows.push(median(reps, || raw::tokio_mpsc(1, size, n)).await?);
+        keep(
+            &mut rows,
+            &mut failures,
+            "raw::tokio_mpsc",
+            median(reps, || raw::tokio_mpsc(1, size, n)).await,
+        );
         step(&rows);
         let t = open(memory_url).await?;
         for p in [1, 64] {
-            rows.push(
+            keep(
+                &mut rows,
+                &mut failures,
+                "ours::publish_row",
                 median(reps, || {
                     ours::publish_row("memory-publish", "memory", &t, size, n, p)
                 })
-                .await?,
+                .await,
             );
             step(&rows);
         }
         let _ = t.close().await;
         let t = open(&format!("memory://?retention={}", n + 1)).await?;
         for members in [1, 4] {
-            rows.push(
+            keep(
+                &mut rows,
+                &mut failures,
+                "ours::group_row",
                 median(reps, || {
                     ours::group_row("memory-group", "memory", &t, &t, size, n, members)
                 })
-                .await?,
+                .await,
             );
             step(&rows);
         }
@@ -386,7 +533,10 @@ async fn compare_size(args: &CompareArgs, server: &RedisServer, size: usize) -> 
         ] {
             let (p, c) = (open(url).await?, open(url).await?);
             let c = if name == "memory" { p.clone() } else { c };
-            rows.push(
+            keep(
+                &mut rows,
+                &mut failures,
+                "ours::latency_row",
                 ours::latency_row(
                     s,
                     &format!(
@@ -403,29 +553,46 @@ async fn compare_size(args: &CompareArgs, server: &RedisServer, size: usize) -> 
                     rate,
                     m,
                 )
-                .await?,
+                .await,
             );
             step(&rows);
             let _ = (p.close().await, c.close().await);
             flush().await;
         }
     }
-    Ok(rows)
+    Ok((rows, failures))
 }
 
 #[cfg(feature = "peers")]
 async fn peers_publish(
     rows: &mut Vec<Row>,
+    failures: &mut Vec<String>,
     redis_url: &str,
     size: usize,
     n: u64,
     reps: usize,
     step: &impl Fn(&Vec<Row>),
 ) -> Result<()> {
-    rows.push(median(reps, || peers::omniqueue_publish(redis_url, size, n, 64)).await?);
+    keep(
+        rows,
+        failures,
+        "omniqueue_publish",
+        median(reps, || peers::omniqueue_publish(redis_url, size, n, 64)).await,
+    );
     step(rows);
-    let nats = peers::NatsServer::start()?;
-    rows.push(median(reps, || peers::nats_publish(&nats, size, n, 64)).await?);
+    let nats = match peers::NatsServer::start() {
+        Ok(nats) => nats,
+        Err(e) => {
+            failures.push(format!("nats-server: {e:#}"));
+            return Ok(());
+        }
+    };
+    keep(
+        rows,
+        failures,
+        "nats_publish",
+        median(reps, || peers::nats_publish(&nats, size, n, 64)).await,
+    );
     step(rows);
     Ok(())
 }
@@ -433,6 +600,7 @@ async fn peers_publish(
 #[cfg(not(feature = "peers"))]
 async fn peers_publish(
     _: &mut Vec<Row>,
+    _: &mut Vec<String>,
     _: &str,
     _: usize,
     _: u64,
@@ -446,16 +614,33 @@ async fn peers_publish(
 #[cfg(feature = "peers")]
 async fn peers_consume(
     rows: &mut Vec<Row>,
+    failures: &mut Vec<String>,
     redis_url: &str,
     size: usize,
     n: u64,
     reps: usize,
     step: &impl Fn(&Vec<Row>),
 ) -> Result<()> {
-    rows.push(median(reps, || peers::omniqueue_consume(redis_url, size, n)).await?);
+    keep(
+        rows,
+        failures,
+        "omniqueue_consume",
+        median(reps, || peers::omniqueue_consume(redis_url, size, n)).await,
+    );
     step(rows);
-    let nats = peers::NatsServer::start()?;
-    rows.push(median(reps, || peers::nats_consume(&nats, size, n)).await?);
+    let nats = match peers::NatsServer::start() {
+        Ok(nats) => nats,
+        Err(e) => {
+            failures.push(format!("nats-server: {e:#}"));
+            return Ok(());
+        }
+    };
+    keep(
+        rows,
+        failures,
+        "nats_consume",
+        median(reps, || peers::nats_consume(&nats, size, n)).await,
+    );
     step(rows);
     Ok(())
 }
@@ -463,6 +648,7 @@ async fn peers_consume(
 #[cfg(not(feature = "peers"))]
 async fn peers_consume(
     _: &mut Vec<Row>,
+    _: &mut Vec<String>,
     _: &str,
     _: usize,
     _: u64,

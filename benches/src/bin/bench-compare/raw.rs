@@ -29,6 +29,13 @@ pub(crate) fn redis_benchmark(
             body,
         ],
         "PUBLISH" => vec!["PUBLISH".into(), "rb:channel".into(), body],
+        // The entry switchyard writes: v (wire version), d (32-hex dedup
+        // id), p (payload); see docs/wire-format.md.
+        "XADD-vdp" => ["XADD", "rb:stream:vdp", "*", "v", "1", "d"]
+            .into_iter()
+            .map(String::from)
+            .chain(["0123456789abcdef0123456789abcdef".into(), "p".into(), body])
+            .collect(),
         other => bail!("no redis-benchmark command {other}"),
     };
     let output = Command::new("redis-benchmark")
@@ -56,7 +63,12 @@ pub(crate) fn redis_benchmark(
         .with_context(|| format!("no rps in redis-benchmark's line {line:?}"))?;
     Ok(Row {
         section,
-        name: format!("redis-benchmark -P 64 -c 50 {command}"),
+        name: match command {
+            "XADD-vdp" => {
+                "redis-benchmark -P 64 -c 50 XADD with switchyard's fields v, d, p".into()
+            }
+            _ => format!("redis-benchmark -P 64 -c 50 {command}"),
+        },
         kind: Kind::Raw,
         messages: n,
         size,
@@ -65,6 +77,7 @@ pub(crate) fn redis_benchmark(
         latency: None,
         note: match command {
             "XADD" => "one field per entry; no client-side work beyond RESP".into(),
+            "XADD-vdp" => "the same entry shape as switchyard's (3 fields)".into(),
             _ => "no subscriber".into(),
         },
     })
