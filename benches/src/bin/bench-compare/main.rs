@@ -54,6 +54,12 @@ enum Cmd {
     Scaling(scaling::ScalingArgs),
     /// One peak-RSS scenario (run by `scaling` in a child process)
     Rss(scaling::RssArgs),
+    /// Draw the SVG charts again from the JSON already in a directory
+    Render {
+        /// The directory of the JSON files
+        #[arg(long, default_value = "docs/benchmarks")]
+        out: PathBuf,
+    },
     /// One of our rows alone, on its own redis-server (for profiling:
     /// `perf record -a -- bench-compare one --workload publish …`)
     One(OneArgs),
@@ -105,6 +111,9 @@ fn main() -> Result<()> {
         // No runtime of our own around the measured one.
         return scaling::rss(args);
     }
+    if let Cmd::Render { out } = &cli.command {
+        return scaling::render(out);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -114,7 +123,7 @@ fn main() -> Result<()> {
         Cmd::Compare(args) => rt.block_on(compare(args)),
         Cmd::Scaling(args) => rt.block_on(scaling::run(args)),
         Cmd::One(args) => rt.block_on(one(args)),
-        Cmd::Rss(_) => Ok(()),
+        Cmd::Rss(_) | Cmd::Render { .. } => Ok(()),
     }
 }
 

@@ -223,6 +223,34 @@ pub(crate) async fn run(args: ScalingArgs) -> Result<()> {
     Ok(())
 }
 
+/// Draws the charts again from the JSON in `out` (no measuring).
+pub(crate) fn render(out: &std::path::Path) -> Result<()> {
+    let read = |name: &str| -> Result<Value> {
+        let path = out.join(name);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    };
+    if let Ok(doc) = read("scaling.json") {
+        charts(&doc, out)?;
+    }
+    for entry in std::fs::read_dir(out)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_prefix("compare-")
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        if let Some(svg) = compare_chart(&read(&name)?) {
+            let path = out.join(format!("compare-{stem}.svg"));
+            std::fs::write(&path, svg)
+                .with_context(|| format!("could not write {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The scaling charts from `scaling.json`'s document.
 fn charts(doc: &Value, out: &std::path::Path) -> Result<()> {
     for (key, title, x_label, y_label) in [

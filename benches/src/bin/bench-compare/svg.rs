@@ -1,5 +1,5 @@
 //! A tiny SVG writer for the charts of `docs/benchmarks/`: line charts
-//! with a logarithmic x axis, and horizontal bar charts on a logarithmic
+//! with logarithmic axes, and horizontal bar charts on a logarithmic
 //! scale. No dependency; the output is plain SVG 1.1 text.
 
 use std::fmt::Write as _;
@@ -10,7 +10,7 @@ pub(crate) struct Series {
     pub(crate) points: Vec<(f64, f64)>,
 }
 
-/// A line chart: log-scaled x, linear y from 0.
+/// A line chart: log-scaled x and y.
 pub(crate) struct Chart {
     pub(crate) title: String,
     pub(crate) x_label: String,
@@ -50,15 +50,20 @@ impl Chart {
             .flat_map(|s| s.points.iter().map(|p| p.0));
         let x_max = xs.clone().fold(1.0_f64, f64::max).max(10.0);
         let x_min = xs.fold(x_max, f64::min).max(1.0);
-        let y_max = self
+        let ys = self
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1))
-            .fold(1.0_f64, f64::max)
-            * 1.1;
+            .filter(|y| *y > 0.0);
+        let y_top = ys.clone().fold(1.0_f64, f64::max);
+        let y_bottom = ys.fold(y_top, f64::min);
+        let (ly0, ly1) = (
+            y_bottom.log10().floor(),
+            y_top.log10().ceil().max(y_bottom.log10().floor() + 1.0),
+        );
         let (lx0, lx1) = (x_min.log10(), x_max.log10().max(x_min.log10() + 1.0));
         let px = |x: f64| left + (x.max(x_min).log10() - lx0) / (lx1 - lx0) * pw;
-        let py = |y: f64| top + ph - y / y_max * ph;
+        let py = |y: f64| top + ph - (y.max(1.0).log10() - ly0) / (ly1 - ly0) * ph;
         let mut s = String::new();
         let _ = write!(
             s,
@@ -71,18 +76,22 @@ impl Chart {
             left + pw / 2.0,
             esc(&self.title)
         );
-        // Grid and y ticks.
-        for i in 0..=5 {
-            let y = y_max / 1.1 * f64::from(i) / 5.0;
-            let yy = py(y);
-            let _ = write!(
-                s,
-                r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                left + pw,
-                left - 6.0,
-                yy + 4.0,
-                short(y)
-            );
+        // Grid and y ticks: 1, 2, 5 per decade (log scale).
+        let mut decade = ly0;
+        while decade < ly1 {
+            for m in [1.0, 2.0, 5.0] {
+                let y = m * 10_f64.powf(decade);
+                let yy = py(y);
+                let _ = write!(
+                    s,
+                    r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                    left + pw,
+                    left - 6.0,
+                    yy + 4.0,
+                    short(y)
+                );
+            }
+            decade += 1.0;
         }
         // x ticks at every x of the data.
         let mut ticks: Vec<f64> = self
@@ -115,7 +124,7 @@ impl Chart {
         );
         let _ = write!(
             s,
-            r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{} (log scale)</text>"#,
             top + ph / 2.0,
             esc(&self.y_label)
         );
@@ -162,7 +171,8 @@ impl Chart {
 /// are coloured by kind (raw, peer, switchyard).
 pub(crate) fn bars(title: &str, bars: &[(String, f64, String)]) -> String {
     let row_h = 20.0;
-    let (left, right, top) = (430.0, 90.0, 40.0);
+    let longest = bars.iter().map(|b| b.0.chars().count()).max().unwrap_or(10);
+    let (left, right, top) = (longest as f64 * 6.3 + 16.0, 70.0, 40.0);
     let pw = 420.0;
     let w = left + pw + right;
     let h = top + row_h * bars.len() as f64 + 40.0;
