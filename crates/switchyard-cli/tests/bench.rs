@@ -201,3 +201,34 @@ fn redis_streams_runs_every_mode_and_reruns_do_not_interfere() {
     assert_eq!(v["deliveries"], 4000);
     bench_json(&url, &["--mode", "latency", "--rate", "1000", "-n", "500"]);
 }
+
+#[test]
+fn progress_bar_on_a_terminal() {
+    // `script` (util-linux) runs the command on a pseudo-terminal; where it
+    // is missing there is no terminal to test with.
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: no `script` command to provide a terminal");
+        return;
+    }
+    let command = format!(
+        "{} bench --mode fanout -n 300000 -s 2",
+        env!("CARGO_BIN_EXE_switchyard")
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("SWITCHYARD_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.contains("delivered ["),
+        "no progress bar on the terminal: {screen}"
+    );
+    assert!(screen.contains("0 missing, 0 duplicated"), "{screen}");
+}
