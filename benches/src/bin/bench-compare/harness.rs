@@ -17,7 +17,9 @@ use tokio::sync::Notify;
 pub(crate) enum Kind {
     /// A raw limit: redis-benchmark, hand-written redis-rs, tokio channels.
     Raw,
-    /// A library users would pick instead of switchyard.
+    /// A library users would pick instead of switchyard (rows exist only
+    /// with the `peers` feature).
+    #[cfg_attr(not(feature = "peers"), allow(dead_code))]
     Peer,
     /// One of switchyard's adapters.
     Ours,
