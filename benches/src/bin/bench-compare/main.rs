@@ -255,9 +255,20 @@ fn markdown(rows: &[Row]) -> String {
 }
 
 /// Keeps a measured row, or records why it failed (the run goes on).
+/// Keeps a measured row (and prints it as progress) or records why it
+/// failed.
 fn keep(rows: &mut Vec<Row>, failures: &mut Vec<String>, what: &str, result: Result<Row>) {
     match result {
-        Ok(row) => rows.push(row),
+        Ok(row) => {
+            eprintln!(
+                "  {:>6} B  {:<18} {:<70} {:>12.0} msg/s",
+                row.size,
+                row.section,
+                row.name,
+                row.msgs_per_sec()
+            );
+            rows.push(row);
+        }
         Err(e) => {
             eprintln!("  FAILED {what}: {e:#}");
             failures.push(format!("{what}: {e:#}"));
@@ -294,17 +305,6 @@ async fn compare_size(
     let flush = || async {
         let _ = server.cmd(&["FLUSHALL"]);
     };
-    let step = |rows: &Vec<Row>| {
-        if let Some(r) = rows.last() {
-            eprintln!(
-                "  {size:>6} B  {:<18} {:<70} {:>12.0} msg/s",
-                r.section,
-                r.name,
-                r.msgs_per_sec()
-            );
-        }
-    };
-
     if wanted(args, "streams-publish") {
         let s = "streams-publish";
         keep(
@@ -316,7 +316,6 @@ async fn compare_size(
             })
             .await,
         );
-        step(&rows);
         flush().await;
         keep(
             &mut rows,
@@ -327,7 +326,6 @@ async fn compare_size(
             })
             .await,
         );
-        step(&rows);
         flush().await;
         keep(
             &mut rows,
@@ -338,7 +336,6 @@ async fn compare_size(
             })
             .await,
         );
-        step(&rows);
         let t = open(&streams_url).await?;
         for p in [1, 64] {
             keep(
@@ -350,7 +347,6 @@ async fn compare_size(
                 })
                 .await,
             );
-            step(&rows);
             flush().await;
         }
         keep(
@@ -362,10 +358,9 @@ async fn compare_size(
             })
             .await,
         );
-        step(&rows);
         let _ = t.close().await;
         flush().await;
-        peers_publish(&mut rows, &mut failures, &redis_url, size, n, reps, &step).await?;
+        peers_publish(&mut rows, &mut failures, &redis_url, size, n, reps).await?;
         flush().await;
     }
 
@@ -377,7 +372,6 @@ async fn compare_size(
             "raw::redis_rs_xreadgroup_ack",
             median(reps, || raw::redis_rs_xreadgroup_ack(&redis_url, size, n)).await,
         );
-        step(&rows);
         flush().await;
         let (p, c) = (open(&streams_url).await?, open(&streams_url).await?);
         for members in [1, 4] {
@@ -390,11 +384,10 @@ async fn compare_size(
                 })
                 .await,
             );
-            step(&rows);
             flush().await;
         }
         let _ = (p.close().await, c.close().await);
-        peers_consume(&mut rows, &mut failures, &redis_url, size, n, reps, &step).await?;
+        peers_consume(&mut rows, &mut failures, &redis_url, size, n, reps).await?;
         flush().await;
     }
 
@@ -409,7 +402,6 @@ async fn compare_size(
             })
             .await,
         );
-        step(&rows);
         let (p, c) = (open(&pubsub_url).await?, open(&pubsub_url).await?);
         keep(
             &mut rows,
@@ -424,7 +416,6 @@ async fn compare_size(
             r.note =
                 "publish returned: delivered locally and queued in the outbox for Redis".into();
         }
-        step(&rows);
         keep(
             &mut rows,
             &mut failures,
@@ -446,7 +437,6 @@ async fn compare_size(
             })
             .await,
         );
-        step(&rows);
         let _ = (p.close().await, c.close().await);
     }
 
@@ -468,7 +458,6 @@ async fn compare_size(
                 })
                 .await,
             );
-            step(&rows);
             let t = open(memory_url).await?;
             keep(
                 &mut rows,
@@ -491,7 +480,6 @@ async fn compare_size(
                 })
                 .await,
             );
-            step(&rows);
             let _ = t.close().await;
         }
         keep(
@@ -500,7 +488,6 @@ async fn compare_size(
             "raw::tokio_mpsc",
             median(reps, || raw::tokio_mpsc(1, size, n)).await,
         );
-        step(&rows);
         let t = open(memory_url).await?;
         for p in [1, 64] {
             keep(
@@ -512,7 +499,6 @@ async fn compare_size(
                 })
                 .await,
             );
-            step(&rows);
         }
         let _ = t.close().await;
         let t = open(&format!("memory://?retention={}", n + 1)).await?;
@@ -526,7 +512,6 @@ async fn compare_size(
                 })
                 .await,
             );
-            step(&rows);
         }
         let _ = t.close().await;
     }
@@ -564,7 +549,6 @@ async fn compare_size(
                 )
                 .await,
             );
-            step(&rows);
             let _ = (p.close().await, c.close().await);
             flush().await;
         }
@@ -580,7 +564,6 @@ async fn peers_publish(
     size: usize,
     n: u64,
     reps: usize,
-    step: &impl Fn(&Vec<Row>),
 ) -> Result<()> {
     keep(
         rows,
@@ -588,7 +571,6 @@ async fn peers_publish(
         "omniqueue_publish",
         median(reps, || peers::omniqueue_publish(redis_url, size, n, 64)).await,
     );
-    step(rows);
     let nats = match peers::NatsServer::start() {
         Ok(nats) => nats,
         Err(e) => {
@@ -602,7 +584,6 @@ async fn peers_publish(
         "nats_publish",
         median(reps, || peers::nats_publish(&nats, size, n, 64)).await,
     );
-    step(rows);
     Ok(())
 }
 
@@ -614,7 +595,6 @@ async fn peers_publish(
     _: usize,
     _: u64,
     _: usize,
-    _: &impl Fn(&Vec<Row>),
 ) -> Result<()> {
     eprintln!("bench-compare: built without the `peers` feature: no omniqueue / async-nats rows");
     Ok(())
@@ -628,7 +608,6 @@ async fn peers_consume(
     size: usize,
     n: u64,
     reps: usize,
-    step: &impl Fn(&Vec<Row>),
 ) -> Result<()> {
     keep(
         rows,
@@ -636,7 +615,6 @@ async fn peers_consume(
         "omniqueue_consume",
         median(reps, || peers::omniqueue_consume(redis_url, size, n)).await,
     );
-    step(rows);
     let nats = match peers::NatsServer::start() {
         Ok(nats) => nats,
         Err(e) => {
@@ -650,7 +628,6 @@ async fn peers_consume(
         "nats_consume",
         median(reps, || peers::nats_consume(&nats, size, n)).await,
     );
-    step(rows);
     Ok(())
 }
 
@@ -662,7 +639,6 @@ async fn peers_consume(
     _: usize,
     _: u64,
     _: usize,
-    _: &impl Fn(&Vec<Row>),
 ) -> Result<()> {
     Ok(())
 }
