@@ -84,6 +84,21 @@ pub fn scan_match(namespace: &str, pattern: &Pattern) -> String {
     glob
 }
 
+/// A glob for `SCAN ... MATCH` that finds every stream of `namespace`,
+/// dead-letter streams included (still check keys with [`topic_of_key`]).
+///
+/// ```
+/// use switchyard_redis_streams::keys::scan_all;
+/// assert_eq!(scan_all("app"), "app:{*");
+/// assert_eq!(scan_all("a*b"), "a\\*b:{*");
+/// ```
+pub fn scan_all(namespace: &str) -> String {
+    let mut glob = String::with_capacity(namespace.len() + 3);
+    push_escaped(&mut glob, namespace);
+    glob.push_str(":{*");
+    glob
+}
+
 /// Escapes the characters special to Redis globs (`* ? [ ] \`).
 fn push_escaped(glob: &mut String, literal: &str) {
     for c in literal.chars() {

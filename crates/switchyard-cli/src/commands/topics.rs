@@ -104,7 +104,7 @@ mod inspect {
         let ns = cfg.namespace.clone();
         let glob = match &pattern {
             Some(p) => keys::scan_match(&ns, p),
-            None => format!("{}:{{*", escape_glob(&ns)),
+            None => keys::scan_all(&ns),
         };
         let mut found = Vec::new();
         for key in redis_info::scan_streams(&mut conn, &glob).await? {
@@ -126,17 +126,6 @@ mod inspect {
             to_text(&found, &ns)
         };
         out(&text).context("could not write to stdout")
-    }
-
-    fn escape_glob(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for c in s.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out
     }
 
     /// XINFO STREAM, XINFO GROUPS and XPENDING of `key`; `None` when the
