@@ -79,6 +79,7 @@ mod config;
 mod envelope;
 mod gaps;
 mod outbox;
+mod publisher;
 mod receiver;
 mod registry;
 mod shared;

@@ -3,7 +3,7 @@
 //!
 //! `publish` delivers locally, then enqueues the encoded frame here and
 //! returns. The sender task takes up to `batch` frames at a time and sends
-//! them as one pipeline on its own connection. A failed pipeline is retried
+//! them as one pipeline on its own connection (see `publisher`). A failed pipeline is retried
 //! (in order, before anything newer) with jittered backoff while its frames
 //! are younger than `outbox_ttl`; older frames are dropped and counted, and
 //! other replicas see them as a gap. When the outbox is full, `publish`
@@ -18,13 +18,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use redis::Value;
-use redis::aio::MultiplexedConnection;
 use switchyard_core::Backoff;
-use switchyard_redis::{is_transient, redis};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::publisher::PublishConn;
 use crate::shared::Shared;
 use crate::stats::{WarnKind, add, limited_warn};
 
@@ -182,7 +180,7 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
     let cfg = &sh.config;
     let outbox = &sh.outbox;
     let ttl = cfg.outbox_ttl;
-    let mut conn: Option<MultiplexedConnection> = None;
+    let mut conn: Option<PublishConn> = None;
     let mut batch: Vec<OutboxEntry> = Vec::with_capacity(cfg.batch);
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
     loop {
@@ -222,7 +220,7 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
             None => {
                 let attempt = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    r = sh.client.dedicated(Some(cfg.redis.response_timeout)) => r,
+                    r = PublishConn::open(&sh.client) => r,
                 };
                 match attempt {
                     Ok(c) => conn.insert(c),
@@ -238,25 +236,16 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
                 }
             }
         };
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for e in &batch {
-            pipe.cmd("PUBLISH").arg(&e.channel).arg(&e.frame[..]);
-        }
         let sent = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(cfg.redis.response_timeout, pipe.query_async::<Vec<Value>>(connection)) => r,
+            r = connection.publish(&batch, cfg.redis.response_timeout) => r,
         };
         match sent {
-            Ok(Ok(replies)) => {
-                let refused = replies
-                    .iter()
-                    .filter(|v| matches!(v, Value::ServerError(_)))
-                    .count();
+            Ok(answered) => {
+                let refused = answered.refused;
                 if refused > 0 {
                     add(&sh.counters.outbox_refused, refused as u64);
-                    let first = replies.iter().find(|v| matches!(v, Value::ServerError(_)));
-                    limited_warn!(sh.warn, WarnKind::PublishError, refused, reply = ?first,
+                    limited_warn!(sh.warn, WarnKind::PublishError, refused, reply = ?answered.first_refusal,
                         "redis pubsub: redis refused PUBLISH; those messages are dropped");
                 }
                 add(&sh.counters.published, (batch.len() - refused) as u64);
@@ -264,22 +253,18 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
                 outbox.healthy.store(true, Ordering::Relaxed);
                 backoff.reset();
             }
-            Ok(Err(e)) if !is_transient(&e) => {
+            Err(failed) if !failed.transient => {
                 add(&sh.counters.publish_errors, 1);
                 add(&sh.counters.outbox_refused, batch.len() as u64);
-                limited_warn!(sh.warn, WarnKind::PublishError, error = %e, dropped = batch.len(),
+                limited_warn!(sh.warn, WarnKind::PublishError, error = %failed.reason, dropped = batch.len(),
                     "redis pubsub: publishing failed for good; dropping the batch");
                 batch.clear();
             }
-            failed => {
-                let reason = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("no reply within {:?}", cfg.redis.response_timeout),
-                };
+            Err(failed) => {
                 add(&sh.counters.publish_errors, 1);
                 outbox.healthy.store(false, Ordering::Relaxed);
                 conn = None;
-                limited_warn!(sh.warn, WarnKind::PublishError, error = %reason, pending = batch.len(),
+                limited_warn!(sh.warn, WarnKind::PublishError, error = %failed.reason, pending = batch.len(),
                     "redis pubsub: publishing to redis failed; retrying while the messages are young");
                 if sleep_or_cancel(backoff.next_delay(), &cancel).await {
                     return;
@@ -290,10 +275,10 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
 }
 
 /// Connects if needed and PINGs; false (and no connection) on failure.
-async fn probe(sh: &Shared, conn: &mut Option<MultiplexedConnection>) -> bool {
+async fn probe(sh: &Shared, conn: &mut Option<PublishConn>) -> bool {
     let timeout = sh.config.redis.response_timeout;
     if conn.is_none() {
-        match sh.client.dedicated(Some(timeout)).await {
+        match PublishConn::open(&sh.client).await {
             Ok(c) => *conn = Some(c),
             Err(_) => return false,
         }
@@ -301,11 +286,7 @@ async fn probe(sh: &Shared, conn: &mut Option<MultiplexedConnection>) -> bool {
     let Some(c) = conn.as_mut() else {
         return false;
     };
-    let ping = redis::cmd("PING");
-    let ok = matches!(
-        tokio::time::timeout(timeout, ping.query_async::<Value>(c)).await,
-        Ok(Ok(_))
-    );
+    let ok = c.ping(timeout).await;
     if !ok {
         *conn = None;
     }

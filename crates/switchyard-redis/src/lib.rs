@@ -11,11 +11,14 @@
 //!   connection refused`;
 //! - [`classify`]: redis-rs errors as transient (I/O, LOADING, BUSY, TRYAGAIN,
 //!   MASTERDOWN, MOVED, ASK, READONLY, CLUSTERDOWN, NOREPLICAS) or fatal;
-//! - [`ping_health`]: a bounded health probe on an existing connection.
+//! - [`ping_health`]: a bounded health probe on an existing connection;
+//! - [`lean`]: hand-encoded commands and flat RESP2 tokens for the hot
+//!   paths, and a plain-TCP connect with `AUTH`/`SELECT`.
 
 mod config;
 mod connect;
 mod error;
+pub mod lean;
 
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
 pub use connect::{RedisClient, ping_health};

@@ -1,6 +1,7 @@
 //! A lean publishing connection: XADDs encoded by hand, written in one go
 //! per batch, replies parsed by a reader task that completes the callers
-//! in order. Used for plain TCP; TLS goes through redis-rs.
+//! in order. Used for plain TCP (opened by `switchyard_redis::lean`); TLS
+//! goes through redis-rs.
 //!
 //! Up to `in_flight` batches wait for replies at once (a bounded channel
 //! between writer and reader), so the writer prepares the next batch while
@@ -13,12 +14,11 @@ use std::time::Duration;
 use switchyard_core::{Error, Result};
 use switchyard_redis::RedisConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc};
 
 use super::Pending;
-use super::resp::{self, Reply};
+use super::resp;
 
 /// Initial read buffer size.
 const READ_BUF: usize = 64 * 1024;
@@ -38,29 +38,9 @@ impl LeanConn {
     /// Connects, authenticates and selects the database, all within the
     /// connect timeout, then starts the reader task.
     pub(super) async fn connect(cfg: &RedisConfig, in_flight: usize) -> Result<LeanConn> {
-        let timeout = cfg.connect_timeout;
+        let stream = switchyard_redis::lean::connect(cfg).await?;
         let addr = cfg.addr();
-        let connect_error = |reason: String| Error::Connect {
-            backend: "redis",
-            addr: addr.clone(),
-            timeout,
-            reason,
-        };
-        let stream = match tokio::time::timeout(timeout, open(cfg)).await {
-            Err(_) => return Err(connect_error("timed out".into())),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(connect_error("connection refused".into()));
-            }
-            Ok(Err(e)) => return Err(connect_error(e.to_string())),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
-        match tokio::time::timeout(timeout, handshake(cfg, &mut rd, &mut wr)).await {
-            Err(_) => return Err(connect_error("timed out during AUTH/SELECT".into())),
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(())) => {}
-        }
+        let (rd, wr) = stream.into_split();
         let (to_reader, from_writer) = mpsc::channel(in_flight.max(1));
         let dead = Arc::new(AtomicBool::new(false));
         let kill = Arc::new(Notify::new());
@@ -126,94 +106,6 @@ impl LeanConn {
         self.dead.store(true, Ordering::Release);
         // The reader fails everything it still waits for.
         self.kill.notify_one();
-    }
-}
-
-async fn open(cfg: &RedisConfig) -> std::io::Result<TcpStream> {
-    TcpStream::connect((cfg.host.as_str(), cfg.port)).await
-}
-
-async fn handshake(
-    cfg: &RedisConfig,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
-) -> Result<()> {
-    let mut out = Vec::new();
-    let mut expected = Vec::new();
-    if let Some(pw) = &cfg.password {
-        match &cfg.username {
-            Some(user) => resp::put_command(
-                &mut out,
-                &[b"AUTH", user.as_bytes(), pw.expose().as_bytes()],
-            ),
-            None => resp::put_command(&mut out, &[b"AUTH", pw.expose().as_bytes()]),
-        }
-        expected.push("AUTH");
-    }
-    if cfg.db != 0 {
-        let db = cfg.db.to_string();
-        resp::put_command(&mut out, &[b"SELECT", db.as_bytes()]);
-        expected.push("SELECT");
-    }
-    if expected.is_empty() {
-        return Ok(());
-    }
-    let io_err = |e: std::io::Error| Error::Connect {
-        backend: "redis",
-        addr: cfg.addr(),
-        timeout: cfg.connect_timeout,
-        reason: e.to_string(),
-    };
-    wr.write_all(&out).await.map_err(io_err)?;
-    let mut buf = Vec::with_capacity(256);
-    let mut i = 0;
-    while i < expected.len() {
-        match resp::parse_reply(&buf) {
-            Ok(Some((reply, used))) => {
-                buf.drain(..used);
-                if let Reply::Error(text) = reply {
-                    return Err(handshake_error(cfg, expected[i], &text));
-                }
-                i += 1;
-            }
-            Ok(None) => {
-                let mut chunk = [0u8; 256];
-                let n = rd.read(&mut chunk).await.map_err(io_err)?;
-                if n == 0 {
-                    return Err(io_err(std::io::ErrorKind::UnexpectedEof.into()));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            Err(p) => {
-                return Err(Error::Backend(format!(
-                    "redis at {}: unexpected reply to {}: {}",
-                    cfg.addr(),
-                    expected[i],
-                    p.0
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn handshake_error(cfg: &RedisConfig, command: &str, text: &str) -> Error {
-    let code = text.split_whitespace().next().unwrap_or("");
-    if command == "AUTH" || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") {
-        return Error::Backend(format!(
-            "redis at {} refused the credentials{}: {text}; check the user and password in the URL",
-            cfg.addr(),
-            cfg.username
-                .as_deref()
-                .map(|u| format!(" of user {u:?}"))
-                .unwrap_or_default()
-        ));
-    }
-    let msg = format!("redis at {}: {command} failed: {text}", cfg.addr());
-    if switchyard_redis::is_transient_code(code) {
-        Error::Transient(msg)
-    } else {
-        Error::Backend(msg)
     }
 }
 

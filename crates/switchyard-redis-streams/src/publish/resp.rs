@@ -2,6 +2,7 @@
 //! publishing hot path (no `redis::Cmd`, no `redis::Value`).
 
 use switchyard_core::{Message, MessageId};
+use switchyard_redis::lean::{put_bulk, put_uint};
 
 use crate::wire;
 
@@ -13,44 +14,10 @@ pub(crate) enum Trim {
     MinId(u64),
 }
 
-/// Appends the decimal digits of `n`.
-fn put_uint(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// Appends one bulk string `$len\r\nbytes\r\n`.
-fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'$');
-    put_uint(out, bytes.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(b"\r\n");
-}
-
 fn put_bulk_uint(out: &mut Vec<u8>, n: u64) {
     let mut tmp = Vec::with_capacity(20);
     put_uint(&mut tmp, n);
     put_bulk(out, &tmp);
-}
-
-/// Appends any command given as arguments.
-pub(crate) fn put_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    put_uint(out, args.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    for a in args {
-        put_bulk(out, a);
-    }
 }
 
 /// Appends `XADD key [MAXLEN|MINID ~ n] * v 1 d <hex> p <payload> [h <headers>]`.
@@ -227,9 +194,5 @@ mod tests {
         assert!(parse_reply(b"*1\r\n").is_err());
         assert!(parse_reply(b"$x\r\n").is_err());
         assert!(parse_reply(b"$2\r\nabcd").is_err());
-        let mut n = Vec::new();
-        put_uint(&mut n, 0);
-        put_uint(&mut n, u64::MAX);
-        assert_eq!(n, b"018446744073709551615");
     }
 }

@@ -1,0 +1,334 @@
+//! Lean RESP2 plumbing for the adapters' hot paths: commands encoded by
+//! hand into one buffer, replies read as flat tokens straight from the
+//! bytes (no `redis::Cmd`, no `redis::Value`), and a plain-TCP connect
+//! that authenticates and selects the database within the connect timeout.
+//!
+//! TLS connections keep going through redis-rs; [`connect`] refuses them.
+
+use std::time::Duration;
+
+use switchyard_core::{Error, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::RedisConfig;
+
+/// Appends the decimal digits of `n`.
+pub fn put_uint(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // A digit, always below 10.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (n % 10) as u8;
+        digits[i] = b'0' + digit;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends one bulk string `$len\r\nbytes\r\n`.
+pub fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    put_uint(out, bytes.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the array header `*n\r\n` of a command with `n` arguments.
+pub fn put_array_header(out: &mut Vec<u8>, n: usize) {
+    out.push(b'*');
+    put_uint(out, n as u64);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends any command given as arguments.
+pub fn put_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    put_array_header(out, args.len());
+    for a in args {
+        put_bulk(out, a);
+    }
+}
+
+/// One RESP2 token: a simple value, or the header of an array whose
+/// elements follow as further tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// `+text`
+    Status(&'a [u8]),
+    /// `-CODE detail`
+    Error(&'a [u8]),
+    /// `:n`
+    Int(i64),
+    /// `$len` and its bytes.
+    Bulk(&'a [u8]),
+    /// `$-1` or `*-1`.
+    Nil,
+    /// `*n`: the next `n` tokens (each possibly an array) are its elements.
+    Array(usize),
+}
+
+/// The bytes do not follow RESP2: the connection must be dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtocolError(pub &'static str);
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Largest line (status, error, length) accepted before its `\r\n`.
+const MAX_LINE: usize = 64 * 1024;
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+fn parse_int(b: &[u8]) -> Result<i64, ProtocolError> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or(ProtocolError("a length or integer is not a number"))
+}
+
+/// Parses one token from the front of `buf`: `Ok(None)` when more bytes
+/// are needed, else the token and how many bytes it took. `max_bulk`
+/// bounds the bulk strings accepted.
+pub fn next_token(
+    buf: &[u8],
+    max_bulk: usize,
+) -> Result<Option<(Token<'_>, usize)>, ProtocolError> {
+    let Some(&kind) = buf.first() else {
+        return Ok(None);
+    };
+    let Some(eol) = find_crlf(buf) else {
+        if buf.len() > MAX_LINE {
+            return Err(ProtocolError("reply line too long"));
+        }
+        return Ok(None);
+    };
+    let line = &buf[1..eol];
+    let after = eol + 2;
+    match kind {
+        b'+' => Ok(Some((Token::Status(line), after))),
+        b'-' => Ok(Some((Token::Error(line), after))),
+        b':' => Ok(Some((Token::Int(parse_int(line)?), after))),
+        b'*' => {
+            let n = parse_int(line)?;
+            if n < 0 {
+                return Ok(Some((Token::Nil, after)));
+            }
+            let n = usize::try_from(n).map_err(|_| ProtocolError("bad array length"))?;
+            Ok(Some((Token::Array(n), after)))
+        }
+        b'$' => {
+            let len = parse_int(line)?;
+            if len < 0 {
+                return Ok(Some((Token::Nil, after)));
+            }
+            let len = usize::try_from(len).map_err(|_| ProtocolError("bad bulk length"))?;
+            if len > max_bulk {
+                return Err(ProtocolError("bulk reply larger than expected"));
+            }
+            let end = after + len;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError("bulk reply not terminated"));
+            }
+            Ok(Some((Token::Bulk(&buf[after..end]), end + 2)))
+        }
+        _ => Err(ProtocolError("unexpected reply type")),
+    }
+}
+
+/// Opens a plain TCP connection to `cfg`'s host and port, with `TCP_NODELAY`,
+/// then sends `AUTH` and `SELECT` when the config asks for them; all within
+/// the connect timeout. Errors read like `could not connect to redis at
+/// 127.0.0.1:6390 within 2s: connection refused` and never show the password.
+pub async fn connect(cfg: &RedisConfig) -> Result<TcpStream> {
+    let timeout = cfg.connect_timeout;
+    let connect_error = |reason: String| Error::Connect {
+        backend: "redis",
+        addr: cfg.addr(),
+        timeout,
+        reason,
+    };
+    if cfg.tls {
+        return Err(Error::InvalidConfig(
+            "the lean redis connection is plain TCP; TLS goes through redis-rs".into(),
+        ));
+    }
+    let opened =
+        tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port))).await;
+    let mut stream = match opened {
+        Err(_) => return Err(connect_error("timed out".into())),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(connect_error("connection refused".into()));
+        }
+        Ok(Err(e)) => return Err(connect_error(e.to_string())),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    match tokio::time::timeout(timeout, handshake(cfg, &mut stream)).await {
+        Err(_) => Err(connect_error("timed out during AUTH/SELECT".into())),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok(stream),
+    }
+}
+
+async fn handshake(cfg: &RedisConfig, stream: &mut TcpStream) -> Result<()> {
+    let mut out = Vec::new();
+    let mut expected = Vec::new();
+    if let Some(pw) = &cfg.password {
+        match &cfg.username {
+            Some(user) => put_command(
+                &mut out,
+                &[b"AUTH", user.as_bytes(), pw.expose().as_bytes()],
+            ),
+            None => put_command(&mut out, &[b"AUTH", pw.expose().as_bytes()]),
+        }
+        expected.push("AUTH");
+    }
+    if cfg.db != 0 {
+        let db = cfg.db.to_string();
+        put_command(&mut out, &[b"SELECT", db.as_bytes()]);
+        expected.push("SELECT");
+    }
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let io_err = |e: std::io::Error| Error::Connect {
+        backend: "redis",
+        addr: cfg.addr(),
+        timeout: cfg.connect_timeout,
+        reason: e.to_string(),
+    };
+    stream.write_all(&out).await.map_err(io_err)?;
+    let mut buf = Vec::with_capacity(256);
+    let mut i = 0;
+    while i < expected.len() {
+        match next_token(&buf, 1024) {
+            Ok(Some((token, used))) => {
+                if let Token::Error(text) = token {
+                    return Err(handshake_error(
+                        cfg,
+                        expected[i],
+                        &String::from_utf8_lossy(text),
+                    ));
+                }
+                buf.drain(..used);
+                i += 1;
+            }
+            Ok(None) => {
+                let mut chunk = [0u8; 256];
+                let n = stream.read(&mut chunk).await.map_err(io_err)?;
+                if n == 0 {
+                    return Err(io_err(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(p) => {
+                return Err(Error::Backend(format!(
+                    "redis at {}: unexpected reply to {}: {p}",
+                    cfg.addr(),
+                    expected[i],
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn handshake_error(cfg: &RedisConfig, command: &str, text: &str) -> Error {
+    let code = text.split_whitespace().next().unwrap_or("");
+    if command == "AUTH" || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") {
+        return Error::Backend(format!(
+            "redis at {} refused the credentials{}: {text}; check the user and password in the URL",
+            cfg.addr(),
+            cfg.username
+                .as_deref()
+                .map(|u| format!(" of user {u:?}"))
+                .unwrap_or_default()
+        ));
+    }
+    let msg = format!("redis at {}: {command} failed: {text}", cfg.addr());
+    if crate::is_transient_code(code) {
+        Error::Transient(msg)
+    } else {
+        Error::Backend(msg)
+    }
+}
+
+/// The error for a reply that did not come within `after`.
+pub fn reply_timeout(what: &str, cfg: &RedisConfig, after: Duration) -> Error {
+    Error::Timeout {
+        operation: format!("redis {what} (reply from {})", cfg.addr()),
+        after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        assert_eq!(
+            next_token(b"$3\r\nabc\r\n+OK", 16).unwrap(),
+            Some((Token::Bulk(b"abc"), 9))
+        );
+        assert_eq!(next_token(b"$3\r\nabc\r", 16).unwrap(), None);
+        assert_eq!(next_token(b"$3\r\na", 16).unwrap(), None);
+        assert_eq!(next_token(b"$3", 16).unwrap(), None);
+        assert_eq!(next_token(b"", 16).unwrap(), None);
+        assert_eq!(
+            next_token(b"+OK\r\n", 16).unwrap(),
+            Some((Token::Status(b"OK"), 5))
+        );
+        assert_eq!(
+            next_token(b"-ERR a\rb\r\n", 16).unwrap(),
+            Some((Token::Error(b"ERR a\rb"), 10))
+        );
+        assert_eq!(
+            next_token(b":-12\r\n", 16).unwrap(),
+            Some((Token::Int(-12), 6))
+        );
+        assert_eq!(next_token(b"$-1\r\n", 16).unwrap(), Some((Token::Nil, 5)));
+        assert_eq!(next_token(b"*-1\r\n", 16).unwrap(), Some((Token::Nil, 5)));
+        assert_eq!(
+            next_token(b"*3\r\n", 16).unwrap(),
+            Some((Token::Array(3), 4))
+        );
+        assert!(next_token(b"$17\r\n", 16).is_err());
+        assert!(next_token(b"$x\r\n", 16).is_err());
+        assert!(next_token(b":1.5\r\n", 16).is_err());
+        assert!(next_token(b"$2\r\nabcd", 16).is_err());
+        assert!(next_token(b"?\r\n", 16).is_err());
+        assert!(next_token(&vec![b'+'; MAX_LINE + 1], 16).is_err());
+    }
+
+    #[test]
+    fn encoding() {
+        let mut n = Vec::new();
+        put_uint(&mut n, 0);
+        put_uint(&mut n, u64::MAX);
+        assert_eq!(n, b"018446744073709551615");
+        let mut c = Vec::new();
+        put_command(&mut c, &[b"PUBLISH", b"ch", b""]);
+        assert_eq!(
+            c,
+            redis::cmd("PUBLISH")
+                .arg("ch")
+                .arg(b"")
+                .get_packed_command()
+        );
+    }
+}
