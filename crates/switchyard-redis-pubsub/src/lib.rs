@@ -84,6 +84,7 @@ mod receiver;
 mod registry;
 mod shared;
 mod stats;
+mod subconn;
 mod subscriber;
 mod transport;
 

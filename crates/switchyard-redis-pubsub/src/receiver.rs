@@ -4,13 +4,9 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use switchyard_core::{Backoff, MessageId};
-use switchyard_redis::redis::aio::{PubSubSink, PubSubStream};
-use switchyard_redis::redis::{Msg, RedisError, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{self, DecodeError, origin_hex};
@@ -19,6 +15,7 @@ use crate::outbox::sleep_or_cancel;
 use crate::registry::{RemoteMessage, RemoteQueue};
 use crate::shared::{LinkState, Shared};
 use crate::stats::{WarnKind, add, limited_warn};
+use crate::subconn::{Change, Incoming, SubConn};
 
 /// Channels or patterns per SUBSCRIBE / UNSUBSCRIBE command.
 const CHUNK: usize = 256;
@@ -46,12 +43,12 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
     let mut initial = sh.initial.lock().take();
     loop {
-        let pubsub = match initial.take() {
+        let mut conn = match initial.take() {
             Some(p) => p,
             None => {
                 let attempt = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    r = sh.client.pubsub() => r,
+                    r = SubConn::open(&sh.client) => r,
                 };
                 match attempt {
                     Ok(p) => {
@@ -69,15 +66,15 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
                 }
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
         let mut active = Active::default();
+        let mut targets = Vec::new();
         // A PING first: a connection through a black hole may look
         // established without ever answering.
         let synced = tokio::select! {
             _ = cancel.cancelled() => return,
             r = async {
-                confirm("PING", cfg.probe_timeout, async { sink.ping::<Value>().await.map(drop) }).await?;
-                reconcile(&sh, &mut sink, &mut active).await
+                conn.ping(cfg.probe_timeout).await?;
+                reconcile(&sh, &mut conn, &mut active, &mut targets).await
             } => r,
         };
         match synced {
@@ -103,7 +100,7 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
                 continue;
             }
         }
-        let end = serve(&sh, &cancel, &mut sink, &mut stream, &mut active).await;
+        let end = serve(&sh, &cancel, &mut conn, &mut active, &mut targets).await;
         sh.link.send_modify(|s| s.connected = false);
         match end {
             End::Cancelled => return,
@@ -132,46 +129,47 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
 async fn serve(
     sh: &Shared,
     cancel: &CancellationToken,
-    sink: &mut PubSubSink,
-    stream: &mut PubSubStream,
+    conn: &mut SubConn,
     active: &mut Active,
+    targets: &mut Vec<Arc<RemoteQueue>>,
 ) -> End {
     let cfg = &sh.config;
-    let mut ping: Option<BoxFuture<'static, Result<Value, RedisError>>> = None;
+    let mut probing = false;
     let mut check_at = tokio::time::Instant::now() + cfg.probe_interval;
     let mut last_rx = tokio::time::Instant::now();
-    let mut targets = Vec::new();
     loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return End::Cancelled,
-            reply = pending_or(&mut ping) => {
-                ping = None;
-                match reply {
-                    Ok(_) => {
-                        *sh.last_alive.lock() = Instant::now();
-                        check_at = tokio::time::Instant::now() + cfg.probe_interval;
-                    }
-                    Err(e) => return End::Failed(format!("PING failed: {e}")),
-                }
-            }
             _ = tokio::time::sleep_until(check_at) => {
                 let now = tokio::time::Instant::now();
-                if ping.is_none() {
-                    let mut probe = sink.clone();
-                    ping = Some(async move { probe.ping::<Value>().await }.boxed());
+                if !probing {
+                    if let Err(e) = conn.start_probe(cfg.probe_timeout).await {
+                        return End::Failed(e);
+                    }
+                    probing = true;
                     check_at = now + cfg.probe_timeout;
                     continue;
                 }
-                // Before calling the connection dead: did messages arrive
+                // Before calling the connection dead: did anything arrive
                 // that this loop has not read yet?
-                match tokio::task::unconstrained(stream.next()).now_or_never() {
-                    Some(Some(msg)) => {
-                        handle(sh, &msg, &mut targets);
+                match conn.next_ready() {
+                    Some(Incoming::Message { channel, payload }) => {
+                        handle(sh, channel, payload, targets);
                         last_rx = now;
                     }
-                    Some(None) => return End::Closed,
+                    Some(Incoming::ProbeAnswered) => {
+                        probing = false;
+                        last_rx = now;
+                    }
+                    Some(Incoming::ProbeFailed(e) | Incoming::Failed(e)) => return End::Failed(e),
+                    Some(Incoming::Closed) => return End::Closed,
                     None => {}
+                }
+                if !probing {
+                    *sh.last_alive.lock() = Instant::now();
+                    check_at = now + cfg.probe_interval;
+                    continue;
                 }
                 let late = now.duration_since(check_at);
                 if late > cfg.probe_timeout / 4 {
@@ -189,18 +187,32 @@ async fn serve(
                 }
             }
             _ = sh.registry.changed.notified() => {
-                match reconcile(sh, sink, active).await {
+                match reconcile(sh, conn, active, targets).await {
                     Ok(version) => sh.link.send_modify(|s| s.synced = s.synced.max(version)),
                     Err(e) => return End::Failed(format!("updating subscriptions: {e}")),
                 }
             }
-            msg = stream.next() => {
-                let Some(msg) = msg else { return End::Closed };
-                handle(sh, &msg, &mut targets);
+            incoming = conn.next() => {
+                match incoming {
+                    Incoming::Message { channel, payload } => handle(sh, channel, payload, targets),
+                    Incoming::ProbeAnswered => {
+                        probing = false;
+                        *sh.last_alive.lock() = Instant::now();
+                        check_at = tokio::time::Instant::now() + cfg.probe_interval;
+                        continue;
+                    }
+                    Incoming::ProbeFailed(e) | Incoming::Failed(e) => return End::Failed(e),
+                    Incoming::Closed => return End::Closed,
+                }
                 for _ in 0..BURST {
-                    match tokio::task::unconstrained(stream.next()).now_or_never() {
-                        Some(Some(msg)) => handle(sh, &msg, &mut targets),
-                        Some(None) => return End::Closed,
+                    match conn.next_ready() {
+                        Some(Incoming::Message { channel, payload }) => handle(sh, channel, payload, targets),
+                        Some(Incoming::ProbeAnswered) => {
+                            probing = false;
+                            check_at = tokio::time::Instant::now() + cfg.probe_interval;
+                        }
+                        Some(Incoming::ProbeFailed(e) | Incoming::Failed(e)) => return End::Failed(e),
+                        Some(Incoming::Closed) => return End::Closed,
                         None => break,
                     }
                 }
@@ -211,18 +223,17 @@ async fn serve(
     }
 }
 
-/// Awaits the future in `slot`, or forever when there is none.
-async fn pending_or<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
-    match slot {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Brings the connection's channels and patterns in line with the local
 /// subscribers; returns the version now confirmed. Every command waits for
-/// Redis's confirmation, at most `response_timeout`.
-async fn reconcile(sh: &Shared, sink: &mut PubSubSink, active: &mut Active) -> Result<u64, String> {
+/// Redis's confirmation, at most `response_timeout`; messages arriving
+/// meanwhile are delivered.
+async fn reconcile(
+    sh: &Shared,
+    conn: &mut SubConn,
+    active: &mut Active,
+    targets: &mut Vec<Arc<RemoteQueue>>,
+) -> Result<u64, String> {
+    let mut on_msg = |channel: &[u8], payload: &[u8]| handle(sh, channel, payload, targets);
     loop {
         let desired = sh.registry.desired();
         let add_ch: Vec<String> = desired
@@ -239,21 +250,25 @@ async fn reconcile(sh: &Shared, sink: &mut PubSubSink, active: &mut Active) -> R
         let del_gl: Vec<String> = active.globs.difference(&desired.globs).cloned().collect();
         let timeout = sh.config.redis.response_timeout;
         for chunk in add_ch.chunks(CHUNK) {
-            confirm("SUBSCRIBE", timeout, sink.subscribe(chunk)).await?;
+            conn.change(Change::Subscribe, chunk, timeout, &mut on_msg)
+                .await?;
             active.channels.extend(chunk.iter().cloned());
         }
         for chunk in add_gl.chunks(CHUNK) {
-            confirm("PSUBSCRIBE", timeout, sink.psubscribe(chunk)).await?;
+            conn.change(Change::PSubscribe, chunk, timeout, &mut on_msg)
+                .await?;
             active.globs.extend(chunk.iter().cloned());
         }
         for chunk in del_ch.chunks(CHUNK) {
-            confirm("UNSUBSCRIBE", timeout, sink.unsubscribe(chunk)).await?;
+            conn.change(Change::Unsubscribe, chunk, timeout, &mut on_msg)
+                .await?;
             for c in chunk {
                 active.channels.remove(c);
             }
         }
         for chunk in del_gl.chunks(CHUNK) {
-            confirm("PUNSUBSCRIBE", timeout, sink.punsubscribe(chunk)).await?;
+            conn.change(Change::PUnsubscribe, chunk, timeout, &mut on_msg)
+                .await?;
             for g in chunk {
                 active.globs.remove(g);
             }
@@ -270,22 +285,18 @@ async fn reconcile(sh: &Shared, sink: &mut PubSubSink, active: &mut Active) -> R
     }
 }
 
-async fn confirm(
-    what: &str,
-    timeout: Duration,
-    fut: impl Future<Output = Result<(), RedisError>>,
-) -> Result<(), String> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: not confirmed within {timeout:?}")),
-    }
-}
-
 /// Decodes one frame and hands it to the local subscribers it concerns.
-fn handle(sh: &Shared, msg: &Msg, targets: &mut Vec<Arc<RemoteQueue>>) {
-    let channel = msg.get_channel_name();
-    let env = match envelope::decode(msg.get_payload_bytes()) {
+fn handle(sh: &Shared, channel: &[u8], payload: &[u8], targets: &mut Vec<Arc<RemoteQueue>>) {
+    let Ok(channel) = std::str::from_utf8(channel) else {
+        add(&sh.counters.malformed, 1);
+        limited_warn!(
+            sh.warn,
+            WarnKind::Malformed,
+            "redis pubsub: dropping a message on a channel whose name is not UTF-8"
+        );
+        return;
+    };
+    let env = match envelope::decode(payload) {
         Ok(env) => env,
         Err(DecodeError::UnknownVersion(version)) => {
             add(&sh.counters.unknown_version, 1);

@@ -8,7 +8,6 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use switchyard_core::Backoff;
 use switchyard_redis::RedisClient;
-use switchyard_redis::redis::aio::PubSub;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +18,7 @@ use crate::gaps::GapTracker;
 use crate::outbox::{Outbox, sleep_or_cancel};
 use crate::registry::Registry;
 use crate::stats::{Counters, WarnLimiter, add};
+use crate::subconn::SubConn;
 
 /// The state of the subscribing connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub(crate) struct Shared {
     /// answered, a message received, or the connection set up.
     pub(crate) last_alive: Mutex<Instant>,
     /// The connection opened by `connect`, handed to the receiving loop.
-    pub(crate) initial: Mutex<Option<PubSub>>,
+    pub(crate) initial: Mutex<Option<SubConn>>,
 }
 
 /// Runs `task` on its own Tokio task and starts it again (after a jittered

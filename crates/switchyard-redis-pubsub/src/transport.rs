@@ -23,10 +23,12 @@ use crate::config::{PubSubConfig, channel_name};
 use crate::envelope::{self, Origin, origin_hex};
 use crate::gaps::GapTracker;
 use crate::outbox::{Outbox, OutboxEntry, run_sender};
+use crate::publisher::PublishConn;
 use crate::receiver::run_receiver;
 use crate::registry::{Registry, RemoteQueue};
 use crate::shared::{LinkState, Shared, supervise};
 use crate::stats::{Counters, PubSubStats, WarnKind, WarnLimiter, add, limited_warn};
+use crate::subconn::SubConn;
 use crate::subscriber::{PubSubSubscriber, Registration};
 
 /// Publishes of one topic are serialized on one of these stripes, so the
@@ -74,14 +76,10 @@ impl RedisPubSubTransport {
     pub async fn connect(config: PubSubConfig) -> Result<Self> {
         config.validate()?;
         let client = RedisClient::new(config.redis.clone())?;
-        let pubsub = client.pubsub().await?;
+        let pubsub = SubConn::open(&client).await?;
         // Proves the publishing side can connect too (and authenticate);
         // the sender opens its own connection from here on.
-        drop(
-            client
-                .dedicated(Some(config.redis.response_timeout))
-                .await?,
-        );
+        drop(PublishConn::open(&client).await?);
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

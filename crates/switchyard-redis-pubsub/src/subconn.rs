@@ -1,0 +1,579 @@
+//! The subscribing connection, as the receiving loop sees it.
+//!
+//! On plain TCP the loop owns the socket: push frames are parsed straight
+//! from the read buffer into channel and payload slices (no `redis::Value`,
+//! no `redis::Msg`, no task in between), and subscription confirmations and
+//! `PING` replies arrive in the same stream. With TLS it wraps redis-rs's
+//! `PubSub`.
+//!
+//! Both give the loop the same interface: change subscriptions (waiting for
+//! Redis to confirm each name, handing over messages that arrive
+//! meanwhile), start a liveness probe, and wait for the next [`Incoming`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use switchyard_core::Result;
+use switchyard_redis::RedisClient;
+use switchyard_redis::lean::{self, Token};
+use switchyard_redis::redis::aio::{PubSubSink, PubSubStream};
+use switchyard_redis::redis::{Msg, RedisError, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Initial read buffer of the lean connection.
+const READ_BUF: usize = 64 * 1024;
+/// Largest bulk string accepted in a push frame (Redis' own default
+/// `proto-max-bulk-len`).
+const MAX_BULK: usize = 512 * 1024 * 1024;
+
+/// A subscription change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    Subscribe,
+    PSubscribe,
+    Unsubscribe,
+    PUnsubscribe,
+}
+
+impl Change {
+    pub(crate) fn command(self) -> &'static str {
+        match self {
+            Change::Subscribe => "SUBSCRIBE",
+            Change::PSubscribe => "PSUBSCRIBE",
+            Change::Unsubscribe => "UNSUBSCRIBE",
+            Change::PUnsubscribe => "PUNSUBSCRIBE",
+        }
+    }
+}
+
+/// What arrived on the connection.
+#[derive(Debug)]
+pub(crate) enum Incoming<'a> {
+    /// A `message` or `pmessage`.
+    Message {
+        channel: &'a [u8],
+        payload: &'a [u8],
+    },
+    /// The liveness probe was answered.
+    ProbeAnswered,
+    /// The liveness probe failed (redis-rs only; the lean connection then
+    /// fails as a whole).
+    ProbeFailed(String),
+    /// Redis closed the connection.
+    Closed,
+    /// The connection is unusable.
+    Failed(String),
+}
+
+/// The subscribing connection.
+pub(crate) enum SubConn {
+    Lean(Box<LeanSub>),
+    Redis(Box<RedisSub>),
+}
+
+impl SubConn {
+    /// Opens the lean connection on plain TCP, a redis-rs one with TLS.
+    pub(crate) async fn open(client: &RedisClient) -> Result<SubConn> {
+        let cfg = client.config();
+        if cfg.tls {
+            let (sink, stream) = client.pubsub().await?.split();
+            return Ok(SubConn::Redis(Box::new(RedisSub {
+                sink,
+                stream,
+                ping: None,
+                last: None,
+            })));
+        }
+        let stream = lean::connect(cfg).await?;
+        Ok(SubConn::Lean(Box::new(LeanSub {
+            stream,
+            buf: Vec::with_capacity(READ_BUF),
+            start: 0,
+            out: Vec::new(),
+            probing: false,
+            answered: false,
+        })))
+    }
+
+    /// Sends a `PING` and waits for its answer, at most `timeout`. Only
+    /// before anything is subscribed (no message can arrive yet).
+    pub(crate) async fn ping(&mut self, timeout: Duration) -> std::result::Result<(), String> {
+        match self {
+            SubConn::Lean(l) => {
+                l.start_probe_now().await?;
+                let answered = tokio::time::timeout(timeout, async {
+                    loop {
+                        match l.next().await {
+                            Incoming::ProbeAnswered => return Ok(()),
+                            Incoming::Message { .. } => {}
+                            Incoming::Closed => return Err("the connection closed".to_string()),
+                            Incoming::Failed(e) | Incoming::ProbeFailed(e) => return Err(e),
+                        }
+                    }
+                })
+                .await;
+                answered.unwrap_or_else(|_| Err(format!("PING: no reply within {timeout:?}")))
+            }
+            SubConn::Redis(r) => {
+                confirm("PING", timeout, async {
+                    r.sink.ping::<Value>().await.map(drop)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Changes subscriptions for `names` and waits until Redis confirmed
+    /// each, at most `timeout`; messages arriving meanwhile go to `on_msg`.
+    pub(crate) async fn change(
+        &mut self,
+        change: Change,
+        names: &[String],
+        timeout: Duration,
+        on_msg: &mut (dyn FnMut(&[u8], &[u8]) + Send),
+    ) -> std::result::Result<(), String> {
+        let what = change.command();
+        match self {
+            SubConn::Lean(l) => {
+                let confirmed =
+                    tokio::time::timeout(timeout, l.change(change, names, on_msg)).await;
+                match confirmed {
+                    Ok(r) => r.map_err(|e| format!("{what}: {e}")),
+                    Err(_) => Err(format!("{what}: not confirmed within {timeout:?}")),
+                }
+            }
+            SubConn::Redis(r) => {
+                let sink = &mut r.sink;
+                match change {
+                    Change::Subscribe => confirm(what, timeout, sink.subscribe(names)).await,
+                    Change::PSubscribe => confirm(what, timeout, sink.psubscribe(names)).await,
+                    Change::Unsubscribe => confirm(what, timeout, sink.unsubscribe(names)).await,
+                    Change::PUnsubscribe => confirm(what, timeout, sink.punsubscribe(names)).await,
+                }
+            }
+        }
+    }
+
+    /// Sends a liveness `PING`; its answer comes as
+    /// [`Incoming::ProbeAnswered`].
+    pub(crate) async fn start_probe(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<(), String> {
+        match self {
+            SubConn::Lean(l) => match tokio::time::timeout(timeout, l.start_probe_now()).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("PING: could not be sent within {timeout:?}")),
+            },
+            SubConn::Redis(r) => {
+                let mut probe = r.sink.clone();
+                r.ping = Some(async move { probe.ping::<Value>().await }.boxed());
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for the next event. Cancel-safe: dropping the future loses
+    /// nothing.
+    pub(crate) async fn next(&mut self) -> Incoming<'_> {
+        match self {
+            SubConn::Lean(l) => l.next().await,
+            SubConn::Redis(r) => r.next().await,
+        }
+    }
+
+    /// The next event if one is ready without waiting (bytes already read,
+    /// or a frame redis-rs already queued).
+    pub(crate) fn next_ready(&mut self) -> Option<Incoming<'_>> {
+        match self {
+            SubConn::Lean(l) => l.next_buffered(),
+            SubConn::Redis(r) => r.next_ready(),
+        }
+    }
+}
+
+async fn confirm(
+    what: &str,
+    timeout: Duration,
+    fut: impl Future<Output = std::result::Result<(), RedisError>>,
+) -> std::result::Result<(), String> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: not confirmed within {timeout:?}")),
+    }
+}
+
+/// redis-rs's subscribing connection (TLS).
+pub(crate) struct RedisSub {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    ping: Option<BoxFuture<'static, std::result::Result<Value, RedisError>>>,
+    last: Option<Msg>,
+}
+
+impl RedisSub {
+    async fn next(&mut self) -> Incoming<'_> {
+        let (slot, stream) = (&mut self.ping, &mut self.stream);
+        let ping = async {
+            match slot.as_mut() {
+                Some(p) => p.await,
+                None => std::future::pending().await,
+            }
+        };
+        let got = tokio::select! {
+            biased;
+            reply = ping => Err(reply),
+            msg = stream.next() => Ok(msg),
+        };
+        match got {
+            Err(reply) => {
+                self.ping = None;
+                match reply {
+                    Ok(_) => Incoming::ProbeAnswered,
+                    Err(e) => Incoming::ProbeFailed(format!("PING failed: {e}")),
+                }
+            }
+            Ok(None) => Incoming::Closed,
+            Ok(Some(msg)) => self.hold(msg),
+        }
+    }
+
+    fn next_ready(&mut self) -> Option<Incoming<'_>> {
+        match tokio::task::unconstrained(self.stream.next()).now_or_never() {
+            Some(Some(msg)) => Some(self.hold(msg)),
+            Some(None) => Some(Incoming::Closed),
+            None => None,
+        }
+    }
+
+    fn hold(&mut self, msg: Msg) -> Incoming<'_> {
+        let msg = self.last.insert(msg);
+        Incoming::Message {
+            channel: msg.get_channel_name().as_bytes(),
+            payload: msg.get_payload_bytes(),
+        }
+    }
+}
+
+/// One parsed frame, as positions in the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    Message {
+        channel: (usize, usize),
+        payload: (usize, usize),
+    },
+    /// A `subscribe`, `psubscribe`, `unsubscribe` or `punsubscribe`
+    /// confirmation, for one name.
+    Confirmed(Change),
+    Pong,
+    /// An error reply (to a command the connection sent).
+    Error((usize, usize)),
+}
+
+/// The bytes are not what a subscribed connection sends.
+#[derive(Debug, PartialEq, Eq)]
+struct Unexpected(&'static str);
+
+/// The next token of `buf` at `*pos` and where it began; moves `*pos` past it.
+fn token<'b>(
+    buf: &'b [u8],
+    pos: &mut usize,
+) -> std::result::Result<Option<(Token<'b>, usize)>, Unexpected> {
+    match lean::next_token(&buf[*pos..], MAX_BULK) {
+        Ok(Some((t, used))) => {
+            let begin = *pos;
+            *pos += used;
+            Ok(Some((t, begin)))
+        }
+        Ok(None) => Ok(None),
+        Err(p) => Err(Unexpected(p.0)),
+    }
+}
+
+/// Parses one frame from `buf[at..]`: `Ok(None)` when more bytes are
+/// needed, else the frame (positions relative to `buf`) and the offset
+/// after it.
+fn parse_frame(buf: &[u8], at: usize) -> std::result::Result<Option<(Frame, usize)>, Unexpected> {
+    let mut pos = at;
+    let Some((head, _)) = token(buf, &mut pos)? else {
+        return Ok(None);
+    };
+    let n = match head {
+        Token::Array(n) => n,
+        Token::Error(text) => {
+            let begin = pos - text.len() - 2;
+            return Ok(Some((Frame::Error((begin, begin + text.len())), pos)));
+        }
+        // The answer to a PING sent before anything was subscribed.
+        Token::Status(b"PONG") => return Ok(Some((Frame::Pong, pos))),
+        _ => return Err(Unexpected("a reply that is not a push frame")),
+    };
+    if !(2..=4).contains(&n) {
+        return Err(Unexpected("a push frame of an unexpected length"));
+    }
+    // Every element is a bulk string or (the subscription count) an integer.
+    let mut parts: [(usize, usize); 4] = [(0, 0); 4];
+    for part in parts.iter_mut().take(n) {
+        let Some((t, begin)) = token(buf, &mut pos)? else {
+            return Ok(None);
+        };
+        *part = match t {
+            Token::Bulk(b) => {
+                let end = pos - 2;
+                (end - b.len(), end)
+            }
+            Token::Int(_) => (begin, begin),
+            _ => return Err(Unexpected("a push frame element of an unexpected type")),
+        };
+    }
+    let kind = &buf[parts[0].0..parts[0].1];
+    let frame = match (kind, n) {
+        (b"message", 3) => Frame::Message {
+            channel: parts[1],
+            payload: parts[2],
+        },
+        (b"pmessage", 4) => Frame::Message {
+            channel: parts[2],
+            payload: parts[3],
+        },
+        (b"subscribe", 3) => Frame::Confirmed(Change::Subscribe),
+        (b"psubscribe", 3) => Frame::Confirmed(Change::PSubscribe),
+        (b"unsubscribe", 3) => Frame::Confirmed(Change::Unsubscribe),
+        (b"punsubscribe", 3) => Frame::Confirmed(Change::PUnsubscribe),
+        (b"pong", 2) => Frame::Pong,
+        _ => return Err(Unexpected("an unknown push frame")),
+    };
+    Ok(Some((frame, pos)))
+}
+
+/// The lean subscribing connection (plain TCP).
+pub(crate) struct LeanSub {
+    stream: TcpStream,
+    /// Bytes read; `buf[start..]` is not parsed yet.
+    buf: Vec<u8>,
+    start: usize,
+    /// Commands being written, reused.
+    out: Vec<u8>,
+    /// A liveness `PING` is unanswered.
+    probing: bool,
+    /// Its answer came while a subscription change was waiting.
+    answered: bool,
+}
+
+/// What one step of reading gave.
+enum Step {
+    Frame(Frame),
+    Closed,
+    Failed(String),
+}
+
+impl LeanSub {
+    async fn start_probe_now(&mut self) -> std::result::Result<(), String> {
+        self.out.clear();
+        lean::put_command(&mut self.out, &[b"PING"]);
+        self.stream
+            .write_all(&self.out)
+            .await
+            .map_err(|e| format!("PING: writing failed: {e}"))?;
+        self.probing = true;
+        Ok(())
+    }
+
+    /// The next frame from what is buffered, if complete.
+    fn parse_buffered(&mut self) -> Option<Step> {
+        match parse_frame(&self.buf, self.start) {
+            Ok(Some((frame, next))) => {
+                self.start = next;
+                Some(Step::Frame(frame))
+            }
+            Ok(None) => None,
+            Err(Unexpected(what)) => {
+                Some(Step::Failed(format!("unreadable frame from redis: {what}")))
+            }
+        }
+    }
+
+    /// The next frame, reading as needed. Cancel-safe.
+    async fn step(&mut self) -> Step {
+        loop {
+            if let Some(step) = self.parse_buffered() {
+                return step;
+            }
+            if self.start == self.buf.len() {
+                self.buf.clear();
+                self.start = 0;
+            } else if self.start >= READ_BUF {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(READ_BUF);
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => return Step::Closed,
+                Ok(_) => {}
+                Err(e) => return Step::Failed(format!("reading from redis: {e}")),
+            }
+        }
+    }
+
+    /// Turns a frame into what the loop sees.
+    fn incoming(&mut self, frame: Frame) -> Incoming<'_> {
+        match frame {
+            Frame::Message { channel, payload } => Incoming::Message {
+                channel: &self.buf[channel.0..channel.1],
+                payload: &self.buf[payload.0..payload.1],
+            },
+            Frame::Pong if self.probing => {
+                self.probing = false;
+                Incoming::ProbeAnswered
+            }
+            Frame::Pong => Incoming::Failed("an unexpected PING reply".into()),
+            Frame::Confirmed(c) => {
+                Incoming::Failed(format!("an unexpected {} confirmation", c.command()))
+            }
+            Frame::Error((a, b)) => Incoming::Failed(format!(
+                "redis answered with an error: {}",
+                String::from_utf8_lossy(&self.buf[a..b])
+            )),
+        }
+    }
+
+    async fn next(&mut self) -> Incoming<'_> {
+        if std::mem::take(&mut self.answered) {
+            self.probing = false;
+            return Incoming::ProbeAnswered;
+        }
+        match self.step().await {
+            Step::Frame(f) => self.incoming(f),
+            Step::Closed => Incoming::Closed,
+            Step::Failed(e) => Incoming::Failed(e),
+        }
+    }
+
+    fn next_buffered(&mut self) -> Option<Incoming<'_>> {
+        if std::mem::take(&mut self.answered) {
+            self.probing = false;
+            return Some(Incoming::ProbeAnswered);
+        }
+        match self.parse_buffered()? {
+            Step::Frame(f) => Some(self.incoming(f)),
+            Step::Closed => Some(Incoming::Closed),
+            Step::Failed(e) => Some(Incoming::Failed(e)),
+        }
+    }
+
+    async fn change(
+        &mut self,
+        change: Change,
+        names: &[String],
+        on_msg: &mut (dyn FnMut(&[u8], &[u8]) + Send),
+    ) -> std::result::Result<(), String> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.out.clear();
+        lean::put_array_header(&mut self.out, names.len() + 1);
+        lean::put_bulk(&mut self.out, change.command().as_bytes());
+        for n in names {
+            lean::put_bulk(&mut self.out, n.as_bytes());
+        }
+        self.stream
+            .write_all(&self.out)
+            .await
+            .map_err(|e| format!("writing failed: {e}"))?;
+        let mut confirmed = 0;
+        while confirmed < names.len() {
+            match self.step().await {
+                Step::Frame(Frame::Confirmed(c)) if c == change => confirmed += 1,
+                Step::Frame(Frame::Message { channel, payload }) => {
+                    on_msg(
+                        &self.buf[channel.0..channel.1],
+                        &self.buf[payload.0..payload.1],
+                    );
+                }
+                Step::Frame(Frame::Pong) if self.probing => self.answered = true,
+                Step::Frame(Frame::Error((a, b))) => {
+                    return Err(String::from_utf8_lossy(&self.buf[a..b]).into_owned());
+                }
+                Step::Frame(other) => return Err(format!("unexpected frame {other:?}")),
+                Step::Closed => return Err("the connection closed".into()),
+                Step::Failed(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(bytes: &[u8]) -> Option<(Frame, usize)> {
+        parse_frame(bytes, 0).unwrap()
+    }
+
+    #[test]
+    fn push_frames() {
+        let m = b"*3\r\n$7\r\nmessage\r\n$4\r\nns:a\r\n$3\r\nxyz\r\n";
+        let Some((Frame::Message { channel, payload }, used)) = frame(m) else {
+            panic!("not a message");
+        };
+        assert_eq!(&m[channel.0..channel.1], b"ns:a");
+        assert_eq!(&m[payload.0..payload.1], b"xyz");
+        assert_eq!(used, m.len());
+        for cut in 0..m.len() {
+            assert_eq!(parse_frame(&m[..cut], 0), Ok(None), "cut at {cut}");
+        }
+        let p = b"*4\r\n$8\r\npmessage\r\n$4\r\nns:*\r\n$4\r\nns:b\r\n$0\r\n\r\n";
+        let Some((Frame::Message { channel, payload }, _)) = frame(p) else {
+            panic!("not a pmessage");
+        };
+        assert_eq!(&p[channel.0..channel.1], b"ns:b");
+        assert_eq!(payload.0, payload.1);
+        assert_eq!(
+            frame(b"*3\r\n$9\r\nsubscribe\r\n$4\r\nns:a\r\n:1\r\n"),
+            Some((Frame::Confirmed(Change::Subscribe), 33))
+        );
+        assert_eq!(
+            frame(b"*3\r\n$12\r\npunsubscribe\r\n$4\r\nns:*\r\n:0\r\n").map(|f| f.0),
+            Some(Frame::Confirmed(Change::PUnsubscribe))
+        );
+        assert_eq!(
+            frame(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+            Some((Frame::Pong, 20))
+        );
+        assert_eq!(frame(b"+PONG\r\n"), Some((Frame::Pong, 7)));
+        let e = b"-NOPERM no\r\n";
+        assert_eq!(frame(e), Some((Frame::Error((1, 10)), 12)));
+        // Two frames back to back: the second starts where the first ended.
+        let mut two = m.to_vec();
+        two.extend_from_slice(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+        assert_eq!(
+            parse_frame(&two, m.len()).unwrap().map(|f| f.0),
+            Some(Frame::Pong)
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [
+            &b"+OK\r\n"[..],
+            b":1\r\n",
+            b"*5\r\n",
+            b"*1\r\n",
+            b"*3\r\n*1\r\n",
+            b"*3\r\n$3\r\nfoo\r\n$1\r\na\r\n$1\r\nb\r\n",
+            b"*2\r\n$7\r\nmessage\r\n$1\r\na\r\n",
+            b"*3\r\n$x\r\n",
+            b"!\r\n",
+        ] {
+            assert!(parse_frame(bad, 0).is_err(), "{bad:?}");
+        }
+    }
+}
