@@ -44,7 +44,8 @@
 //!   subscriber's own bounded buffer without waiting. `DropOldest` drops the
 //!   oldest; `DropNewest` and `Block` drop the new message (for remote
 //!   input `Block` cannot push back on other replicas) and count it in
-//!   `stats().dropped`. Local input keeps the memory hub's semantics (`Block`
+//!   `stats().dropped`; under `Block` the drop also reaches the subscriber
+//!   as an `Error::Lost` gap signal in the message's place. Local input keeps the memory hub's semantics (`Block`
 //!   makes local publishers wait).
 //!
 //! Delivery is **at-most-once** with gap signals: no message is delivered

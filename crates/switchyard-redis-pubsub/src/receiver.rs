@@ -364,6 +364,7 @@ fn handle(sh: &Shared, channel: &[u8], payload: &[u8], targets: &mut Vec<Arc<Rem
     }
     let id = MessageId::from_seq(env.topic_seq);
     let remote = Arc::new(RemoteMessage {
+        origin: env.origin.id,
         message: env.into_message(),
         id,
     });

@@ -12,6 +12,7 @@ use switchyard_core::{Error, Message, MessageId, Overflow, Pattern, Result, Topi
 use tokio::sync::Notify;
 
 use crate::config::channel_name;
+use crate::receiver::lost_origin;
 
 /// A message from another replica, shared by every queue it is pushed to
 /// (the `Delivery` is built when the subscriber takes it).
@@ -19,6 +20,8 @@ use crate::config::channel_name;
 pub(crate) struct RemoteMessage {
     pub(crate) message: Message,
     pub(crate) id: MessageId,
+    /// The sending replica's instance id.
+    pub(crate) origin: u64,
 }
 
 /// One item of a remote queue.
@@ -40,10 +43,13 @@ struct QueueState {
 /// The bounded queue of remote input of one local subscriber. Pushing never
 /// waits: when full, `DropOldest` drops the oldest message and every other
 /// policy (including `Block`) drops the new one; either way it is counted.
+/// Under `Block`, which promised not to lose anything, the dropped messages
+/// are also reported to the subscriber as a gap signal in their place.
 #[derive(Debug)]
 pub(crate) struct RemoteQueue {
     cap: usize,
     drop_oldest: bool,
+    report_drops: bool,
     state: Mutex<QueueState>,
     pub(crate) dropped: AtomicU64,
 }
@@ -53,6 +59,7 @@ impl RemoteQueue {
         RemoteQueue {
             cap: cap.max(1),
             drop_oldest: overflow == Overflow::DropOldest,
+            report_drops: overflow == Overflow::Block,
             state: Mutex::new(QueueState::default()),
             dropped: AtomicU64::new(0),
         }
@@ -70,6 +77,19 @@ impl RemoteQueue {
                 kept = false;
                 if !self.drop_oldest {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
+                    if !self.report_drops {
+                        return false;
+                    }
+                    let origin = lost_origin(msg.origin, msg.message.topic.as_str());
+                    let seq = msg.id.seq;
+                    if !self.lost_locked(&mut q, &origin, seq, seq) {
+                        return false;
+                    }
+                    let waker = q.waker.take();
+                    drop(q);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
                     return false;
                 }
                 if let Some(i) = q.items.iter().position(|it| matches!(it, Item::Message(_))) {
@@ -95,38 +115,57 @@ impl RemoteQueue {
     pub(crate) fn push_lost(&self, origin: &str, from: u64, to: u64) {
         let waker = {
             let mut q = self.state.lock();
-            if q.closed {
+            if q.closed || !self.lost_locked(&mut q, origin, from, to) {
                 return;
             }
-            if q.lost_items >= self.cap {
-                let merged = q.items.iter_mut().rev().find_map(|it| match it {
-                    Item::Lost {
-                        origin: o,
-                        from: f,
-                        to: t,
-                    } if o == origin => {
-                        *f = (*f).min(from);
-                        *t = (*t).max(to);
-                        Some(())
-                    }
-                    _ => None,
-                });
-                if merged.is_none() {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                return;
-            }
-            q.items.push_back(Item::Lost {
-                origin: origin.to_owned(),
-                from,
-                to,
-            });
-            q.lost_items += 1;
             q.waker.take()
         };
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// Queues a gap signal while the lock is held; returns whether a new
+    /// item was queued. A range right after the last item's (same origin)
+    /// widens that item instead.
+    fn lost_locked(&self, q: &mut QueueState, origin: &str, from: u64, to: u64) -> bool {
+        if let Some(Item::Lost {
+            origin: o,
+            from: f,
+            to: t,
+        }) = q.items.back_mut()
+            && o == origin
+            && from >= *f
+            && from <= t.saturating_add(1)
+        {
+            *t = (*t).max(to);
+            return false;
+        }
+        if q.lost_items >= self.cap {
+            let merged = q.items.iter_mut().rev().find_map(|it| match it {
+                Item::Lost {
+                    origin: o,
+                    from: f,
+                    to: t,
+                } if o == origin => {
+                    *f = (*f).min(from);
+                    *t = (*t).max(to);
+                    Some(())
+                }
+                _ => None,
+            });
+            if merged.is_none() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return false;
+        }
+        q.items.push_back(Item::Lost {
+            origin: origin.to_owned(),
+            from,
+            to,
+        });
+        q.lost_items += 1;
+        true
     }
 
     /// The next item; `Ready(None)` once closed and empty.
@@ -399,6 +438,7 @@ mod tests {
         Arc::new(RemoteMessage {
             message: Message::to("a", i.to_string()).unwrap(),
             id: MessageId::from_seq(i),
+            origin: 0xab,
         })
     }
 
@@ -435,13 +475,46 @@ mod tests {
         assert_eq!(drain(&q), ["1", "2", "lost 4-5"]);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
 
-        // Block never waits on remote input: it drops the new message.
+        // Block never waits on remote input: it drops the new message and
+        // reports what it dropped as one gap signal, in its place.
         let q = RemoteQueue::new(2, Overflow::Block);
         for i in 1..=5 {
             q.push(&msg(i));
         }
-        assert_eq!(drain(&q), ["1", "2"]);
+        assert_eq!(drain(&q), ["1", "2", "lost 3-5"]);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
+        q.push(&msg(6));
+        q.push(&msg(7));
+        q.push(&msg(8));
+        q.push(&msg(10));
+        let w = noop_waker();
+        let mut cx = Context::from_waker(&w);
+        assert!(matches!(
+            q.poll_pop(&mut cx),
+            Poll::Ready(Some(Item::Message(_)))
+        ));
+        q.push(&msg(11));
+        let mut items = Vec::new();
+        while let Poll::Ready(Some(item)) = q.poll_pop(&mut cx) {
+            items.push(item);
+        }
+        let described: Vec<String> = items
+            .iter()
+            .map(|it| match it {
+                Item::Message(m) => m.id.seq.to_string(),
+                Item::Lost { origin, from, to } => format!("{origin} {from}-{to}"),
+            })
+            .collect();
+        // 8 and 10 are not adjacent: two signals.
+        assert_eq!(
+            described,
+            [
+                "7",
+                "00000000000000ab/a 8-8",
+                "00000000000000ab/a 10-10",
+                "11"
+            ]
+        );
 
         let q = RemoteQueue::new(2, Overflow::DropOldest);
         q.push_lost("o", 1, 1);

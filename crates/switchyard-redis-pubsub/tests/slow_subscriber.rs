@@ -1,13 +1,14 @@
 //! A subscriber that stops reading while 100,000 messages flow from
 //! another replica: its memory stays bounded by its buffer, the other
-//! subscribers keep up, and its drops are counted exactly.
+//! subscribers keep up, and its drops are counted exactly (and, under
+//! `Block`, reported as a gap signal).
 
 mod support;
 
 use std::time::Duration;
 
 use anyhow::ensure;
-use switchyard_core::{Message, Overflow, Subscriber, Subscription, Topic, Transport};
+use switchyard_core::{Error, Message, Overflow, Subscriber, Subscription, Topic, Transport};
 use switchyard_testkit::RedisServer;
 use tokio::task::JoinHandle;
 
@@ -103,6 +104,24 @@ async fn a_stalled_subscriber_is_bounded_and_stalls_nobody() -> anyhow::Result<(
                 .ok_or_else(|| anyhow::anyhow!("{name}: ended"))??;
             let i: u64 = String::from_utf8_lossy(d.payload()).parse()?;
             ensure!(i == first + k, "{name}: expected {}, got {i}", first + k);
+        }
+        if name == "Block" {
+            // Block promised not to lose anything: what it had to drop is
+            // reported in its place, as one gap signal.
+            let item = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{name}: ended"))?;
+            let Err(Error::Lost { origin, from, to }) = item else {
+                anyhow::bail!("{name}: expected a gap signal, got {item:?}");
+            };
+            ensure!(
+                (from, to) == (SLOW_BUFFER as u64 + 1, N),
+                "{name}: gap {from}..={to}"
+            );
+            ensure!(
+                origin.ends_with("/feed.firehose"),
+                "{name}: gap origin {origin}"
+            );
         }
         ensure!(
             tokio::time::timeout(Duration::from_millis(300), sub.recv())
