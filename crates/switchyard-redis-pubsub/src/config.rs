@@ -28,7 +28,7 @@ pub const URL_PARAMS: &[&str] = &[
 /// ```text
 /// redis+pubsub://[user[:password]@]host[:port][/db]
 ///     ?namespace=chat&connect_timeout=2s&response_timeout=5s
-///     &outbox=10000&outbox_ttl=5s&outbox_wait=100ms&batch=256
+///     &outbox=10000&outbox_ttl=5s&outbox_wait=100ms&batch=1024
 ///     &probe_interval=1s&probe_timeout=1s
 ///     &reconnect_min=50ms&reconnect_max=1s&close_timeout=2s
 ///     &instance_id=00000000000000ff&warn_interval=10s
@@ -67,7 +67,9 @@ pub struct PubSubConfig {
     /// reachable, before dropping the message (`outbox_wait`, default
     /// 100 ms). While Redis is away, a full outbox drops at once.
     pub outbox_wait: Duration,
-    /// Most `PUBLISH` commands per pipeline (`batch`, default 256).
+    /// Most `PUBLISH` commands per pipeline (`batch`, default 1024). A
+    /// pipeline also stops growing past 1 MiB of frames (it always holds at
+    /// least one).
     pub batch: usize,
     /// How often the subscribing connection is probed with `PING`
     /// (`probe_interval`, default 1 s).
@@ -112,7 +114,7 @@ impl PubSubConfig {
             outbox_capacity: Self::DEFAULT_OUTBOX,
             outbox_ttl: Duration::from_secs(5),
             outbox_wait: Duration::from_millis(100),
-            batch: 256,
+            batch: 1024,
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(1),
             reconnect_min: Duration::from_millis(50),

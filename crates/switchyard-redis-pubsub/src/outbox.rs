@@ -26,6 +26,9 @@ use crate::publisher::PublishConn;
 use crate::shared::Shared;
 use crate::stats::{WarnKind, add, limited_warn};
 
+/// A pipeline stops growing past this many bytes of frames.
+pub(crate) const MAX_PIPELINE_BYTES: usize = 1 << 20;
+
 /// One frame waiting to be published.
 #[derive(Debug)]
 pub(crate) struct OutboxEntry {
@@ -113,10 +116,19 @@ impl Outbox {
         }
     }
 
-    /// Moves up to `max` frames into `batch`, oldest first.
+    /// Moves up to `max` frames into `batch`, oldest first, stopping once
+    /// they hold [`MAX_PIPELINE_BYTES`] (always at least one frame).
     fn take(&self, max: usize, batch: &mut Vec<OutboxEntry>) {
         let mut q = self.queue.lock();
-        let n = max.min(q.len());
+        let mut n = 0;
+        let mut bytes = 0;
+        for e in q.iter().take(max) {
+            if n > 0 && bytes + e.frame.len() > MAX_PIPELINE_BYTES {
+                break;
+            }
+            bytes += e.frame.len() + e.channel.len();
+            n += 1;
+        }
         batch.extend(q.drain(..n));
         self.in_flight.store(batch.len(), Ordering::Release);
         drop(q);
@@ -353,6 +365,31 @@ mod tests {
         batch.clear();
         o.done();
         assert!(o.drain(Duration::from_millis(10)).await);
+    }
+
+    #[tokio::test]
+    async fn pipelines_are_bounded_in_bytes() {
+        let o = Outbox::new(10);
+        let big = |n: usize| OutboxEntry {
+            channel: "ns:t".into(),
+            frame: Bytes::from(vec![0u8; n]),
+            enqueued: Instant::now(),
+        };
+        assert!(o.push(big(2 * MAX_PIPELINE_BYTES), Duration::ZERO).await);
+        assert!(o.push(big(MAX_PIPELINE_BYTES / 3), Duration::ZERO).await);
+        assert!(o.push(big(MAX_PIPELINE_BYTES / 3), Duration::ZERO).await);
+        assert!(o.push(big(MAX_PIPELINE_BYTES / 3), Duration::ZERO).await);
+        let mut batch = Vec::new();
+        // An oversized frame goes alone.
+        o.take(10, &mut batch);
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        // Three thirds (plus channel names) exceed the bound: two go.
+        o.take(10, &mut batch);
+        assert_eq!(batch.len(), 2);
+        batch.clear();
+        o.take(10, &mut batch);
+        assert_eq!(batch.len(), 1);
     }
 
     #[tokio::test]
