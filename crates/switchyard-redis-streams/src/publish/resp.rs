@@ -2,7 +2,7 @@
 //! publishing hot path (no `redis::Cmd`, no `redis::Value`).
 
 use switchyard_core::{Message, MessageId};
-use switchyard_redis::lean::{put_bulk, put_uint};
+use switchyard_redis::lean::{self, Token, put_bulk, put_uint};
 
 use crate::wire;
 
@@ -76,61 +76,25 @@ pub(crate) struct ProtocolError(pub(crate) &'static str);
 /// Largest bulk reply accepted (XADD ids are short).
 const MAX_BULK: usize = 1 << 20;
 
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
-}
-
-fn parse_len(b: &[u8]) -> Result<i64, ProtocolError> {
-    let s = std::str::from_utf8(b).map_err(|_| ProtocolError("length is not text"))?;
-    s.parse::<i64>()
-        .map_err(|_| ProtocolError("length is not a number"))
-}
-
 /// Parses one reply from the front of `buf`: `Ok(None)` when more bytes
 /// are needed, else the reply and how many bytes it took.
 pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError> {
-    let Some(&kind) = buf.first() else {
-        return Ok(None);
+    let (token, used) = match lean::next_token(buf, MAX_BULK) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Ok(None),
+        Err(p) => return Err(ProtocolError(p.0)),
     };
-    let Some(eol) = find_crlf(buf) else {
-        if buf.len() > MAX_BULK {
-            return Err(ProtocolError("reply line too long"));
-        }
-        return Ok(None);
+    let reply = match token {
+        Token::Status(_) => Reply::Status,
+        Token::Error(text) => Reply::Error(String::from_utf8_lossy(text).into_owned()),
+        Token::Int(_) | Token::Nil => Reply::Other,
+        Token::Bulk(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(wire::parse_id)
+            .map_or(Reply::Other, Reply::Id),
+        Token::Array(_) => return Err(ProtocolError("unexpected reply type")),
     };
-    let line = &buf[1..eol];
-    let after = eol + 2;
-    match kind {
-        b'+' => Ok(Some((Reply::Status, after))),
-        b'-' => Ok(Some((
-            Reply::Error(String::from_utf8_lossy(line).into_owned()),
-            after,
-        ))),
-        b':' => Ok(Some((Reply::Other, after))),
-        b'$' => {
-            let len = parse_len(line)?;
-            if len < 0 {
-                return Ok(Some((Reply::Other, after)));
-            }
-            let len = usize::try_from(len).map_err(|_| ProtocolError("bad bulk length"))?;
-            if len > MAX_BULK {
-                return Err(ProtocolError("bulk reply too large"));
-            }
-            let end = after + len;
-            if buf.len() < end + 2 {
-                return Ok(None);
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(ProtocolError("bulk reply not terminated"));
-            }
-            let reply = std::str::from_utf8(&buf[after..end])
-                .ok()
-                .and_then(wire::parse_id)
-                .map_or(Reply::Other, Reply::Id);
-            Ok(Some((reply, end + 2)))
-        }
-        _ => Err(ProtocolError("unexpected reply type")),
-    }
+    Ok(Some((reply, used)))
 }
 
 #[cfg(test)]
