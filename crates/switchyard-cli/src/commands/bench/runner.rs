@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use hdrhistogram::Histogram;
-use switchyard::{Subscriber, Subscription, Topic, TopicFilter, Transport};
+use switchyard::{Error, Subscriber, Subscription, Topic, TopicFilter, Transport};
 use tokio::task::JoinSet;
 
 use super::check::{Arrivals, Seen, decode, tally};
@@ -29,6 +29,10 @@ pub(super) struct Shared {
     pub(super) published: AtomicU64,
     /// Deliveries seen by all subscribers together (duplicates included).
     pub(super) arrivals: AtomicU64,
+    /// Messages the adapter announced as lost (`Error::Lost` ranges), over
+    /// all subscribers: they will not arrive, so the run stops waiting
+    /// for them.
+    pub(super) announced_lost: AtomicU64,
     /// Nanoseconds since `epoch` of the latest arrival.
     pub(super) last_arrival_ns: AtomicU64,
     /// Set to stop everything (an error, or the end of the run).
@@ -128,6 +132,7 @@ pub(super) async fn bench(
         next_seq: AtomicU64::new(0),
         published: AtomicU64::new(0),
         arrivals: AtomicU64::new(0),
+        announced_lost: AtomicU64::new(0),
         last_arrival_ns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         failure: Mutex::new(None),
@@ -175,7 +180,13 @@ pub(super) async fn bench(
     let mut last_count = shared.arrivals.load(Ordering::Relaxed);
     let mut last_change = Instant::now();
     let mut timed_out = false;
-    while shared.arrivals.load(Ordering::Relaxed) < target && !shared.stop.load(Ordering::SeqCst) {
+    let accounted = || {
+        shared
+            .arrivals
+            .load(Ordering::Relaxed)
+            .saturating_add(shared.announced_lost.load(Ordering::Relaxed))
+    };
+    while accounted() < target && !shared.stop.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let now = shared.arrivals.load(Ordering::Relaxed);
         if now != last_count {
@@ -219,6 +230,13 @@ pub(super) async fn bench(
             "bench run {run_id} failed its delivery check, no figures printed: {} missing, {} duplicated, {} foreign of {published} messages x {copies} expected deliveries, {} error items",
             t.missing, t.duplicates, t.foreign, t.errors
         );
+        let announced = shared.announced_lost.load(Ordering::Relaxed);
+        if announced > 0 {
+            let _ = write!(
+                why,
+                "; {announced} deliveries announced lost by gap signals (the subscribers fell behind: try fewer --publishers, or --mode latency with a --rate)"
+            );
+        }
         if timed_out {
             let _ = write!(why, "; nothing arrived for {}s", args.timeout);
         }
@@ -302,6 +320,10 @@ async fn subscriber(
                     }
                 }
                 Err(e) => {
+                    if let Error::Lost { from, to, .. } = &e {
+                        let n = to.saturating_sub(*from).saturating_add(1);
+                        shared.announced_lost.fetch_add(n, Ordering::Relaxed);
+                    }
                     report.arrivals.errors += 1;
                     report
                         .arrivals
