@@ -116,17 +116,19 @@ impl Outbox {
         }
     }
 
-    /// Moves up to `max` frames into `batch`, oldest first, stopping once
-    /// they hold [`MAX_PIPELINE_BYTES`] (always at least one frame).
+    /// Moves up to `max` frames into `batch`, oldest first, stopping before
+    /// frames and channel names exceed [`MAX_PIPELINE_BYTES`] (always at
+    /// least one frame).
     fn take(&self, max: usize, batch: &mut Vec<OutboxEntry>) {
         let mut q = self.queue.lock();
         let mut n = 0;
         let mut bytes = 0;
         for e in q.iter().take(max) {
-            if n > 0 && bytes + e.frame.len() > MAX_PIPELINE_BYTES {
+            let size = e.frame.len() + e.channel.len();
+            if n > 0 && bytes + size > MAX_PIPELINE_BYTES {
                 break;
             }
-            bytes += e.frame.len() + e.channel.len();
+            bytes += size;
             n += 1;
         }
         batch.extend(q.drain(..n));

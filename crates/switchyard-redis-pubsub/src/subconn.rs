@@ -26,6 +26,8 @@ use tokio::net::TcpStream;
 
 /// Initial read buffer of the lean connection.
 const READ_BUF: usize = 64 * 1024;
+/// Largest read buffer kept once everything in it was handled.
+const KEEP_BUF: usize = 1024 * 1024;
 /// Largest bulk string accepted in a push frame (Redis' own default
 /// `proto-max-bulk-len`).
 const MAX_BULK: usize = 512 * 1024 * 1024;
@@ -405,6 +407,10 @@ impl LeanSub {
                 return step;
             }
             if self.start == self.buf.len() {
+                if self.buf.capacity() > KEEP_BUF {
+                    // A large frame has been handled: give its memory back.
+                    self.buf = Vec::with_capacity(READ_BUF);
+                }
                 self.buf.clear();
                 self.start = 0;
             } else if self.start >= READ_BUF {
