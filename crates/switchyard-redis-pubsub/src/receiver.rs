@@ -384,3 +384,14 @@ pub(crate) fn lost_origin(id: u64, topic: &str) -> String {
     s.push_str(topic);
     s
 }
+
+/// Whether `origin` is [`lost_origin`]`(id, topic)`, without building it.
+pub(crate) fn is_lost_origin(origin: &str, id: u64, topic: &str) -> bool {
+    origin.len() == 17 + topic.len()
+        && origin.ends_with(topic)
+        && origin.as_bytes().get(16) == Some(&b'/')
+        && origin
+            .get(..16)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            == Some(id)
+}

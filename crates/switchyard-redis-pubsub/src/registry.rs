@@ -12,7 +12,7 @@ use switchyard_core::{Error, Message, MessageId, Overflow, Pattern, Result, Topi
 use tokio::sync::Notify;
 
 use crate::config::channel_name;
-use crate::receiver::lost_origin;
+use crate::receiver::{is_lost_origin, lost_origin};
 
 /// A message from another replica, shared by every queue it is pushed to
 /// (the `Delivery` is built when the subscriber takes it).
@@ -80,9 +80,17 @@ impl RemoteQueue {
                     if !self.report_drops {
                         return false;
                     }
-                    let origin = lost_origin(msg.origin, msg.message.topic.as_str());
-                    let seq = msg.id.seq;
-                    if !self.lost_locked(&mut q, &origin, seq, seq) {
+                    let (topic, seq) = (msg.message.topic.as_str(), msg.id.seq);
+                    // Most drops come in runs: widen the signal just queued
+                    // without building its origin string again.
+                    if let Some(Item::Lost { origin, from, to }) = q.items.back_mut()
+                        && is_lost_origin(origin, msg.origin, topic)
+                        && (*from..=to.saturating_add(1)).contains(&seq)
+                    {
+                        *to = (*to).max(seq);
+                        return false;
+                    }
+                    if !self.lost_locked(&mut q, &lost_origin(msg.origin, topic), seq, seq) {
                         return false;
                     }
                     let waker = q.waker.take();
@@ -505,6 +513,11 @@ mod tests {
                 Item::Lost { origin, from, to } => format!("{origin} {from}-{to}"),
             })
             .collect();
+        assert!(is_lost_origin("00000000000000ab/a", 0xab, "a"));
+        assert!(!is_lost_origin("00000000000000ac/a", 0xab, "a"));
+        assert!(!is_lost_origin("00000000000000ab/b", 0xab, "a"));
+        assert!(!is_lost_origin("00000000000000ab/ab", 0xab, "a"));
+        assert!(!is_lost_origin("é00000000000000a/a", 0xab, "a"));
         // 8 and 10 are not adjacent: two signals.
         assert_eq!(
             described,
