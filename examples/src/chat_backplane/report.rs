@@ -70,7 +70,7 @@ pub struct Summary {
     pub adapter: &'static str,
     /// Per replica.
     pub replicas: Vec<ReplicaReport>,
-    /// Per member, in the order of [`MEMBERS`].
+    /// Per member, in the order of [`MEMBERS`](super::MEMBERS).
     pub members: Vec<MemberReport>,
     /// The restart step.
     pub restart: RestartReport,
