@@ -375,6 +375,15 @@ async fn retention_trims_a_crashed_members_pending_entries() -> TestResult {
         std::mem::forget(next(&mut slow).await);
     }
     drop(slow); // fell behind for good: 20 pending
+    // A crashed process's blocked XREADGROUP dies with its socket; wait for
+    // that here, or it could still take one of the entries published next
+    // (under CPU starvation it did: 21 pending, 21 lost).
+    eventually("the dropped reader's blocking read is gone", || async {
+        server
+            .info("clients")
+            .is_ok_and(|i| i.contains("blocked_clients:0"))
+    })
+    .await;
 
     // 1,000 more: MAXLEN ~ 100 trims the 20 pending ones away.
     let more: Vec<Message> = (0..1000)
