@@ -317,6 +317,13 @@ async fn half_open_connection_is_noticed_within_the_probe_bound() -> anyhow::Res
     })
     .await?;
     publish_range(&a, &topic, "a", 5..10).await?;
+    // `publish` returns once a message is queued for Redis; make sure these
+    // reached Redis while b was cut off (a starved sender could otherwise
+    // send them after b subscribed again).
+    support::wait_until(WAIT, "a to hand messages 5..10 to redis", || async {
+        a.pubsub_stats().published >= 10
+    })
+    .await?;
     proxy.stall(false);
     wait_health(&b, WAIT, "b healthy after the stall", Health::is_ok).await?;
     publish_range(&a, &topic, "a", 10..15).await?;
