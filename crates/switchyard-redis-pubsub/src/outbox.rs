@@ -3,10 +3,10 @@
 //!
 //! `publish` delivers locally, then enqueues the encoded frame here and
 //! returns. The sender task takes up to `batch` frames at a time and sends
-//! them as one pipeline on its own connection (see `publisher`). A failed pipeline is retried
-//! (in order, before anything newer) with jittered backoff while its frames
-//! are younger than `outbox_ttl`; older frames are dropped and counted, and
-//! other replicas see them as a gap. When the outbox is full, `publish`
+//! them as one pipeline on its own connection (see `publisher`). A failed
+//! pipeline is retried (in order, before anything newer) with jittered
+//! backoff while its frames are younger than `outbox_ttl`; older frames are
+//! dropped and counted, and other replicas see them as a gap. When the outbox is full, `publish`
 //! waits up to `outbox_wait` for room while Redis is reachable (at once
 //! while it is not), then drops the message and counts it.
 

@@ -162,7 +162,7 @@ async fn serve(
                         probing = false;
                         last_rx = now;
                     }
-                    Some(Incoming::ProbeFailed(e) | Incoming::Failed(e)) => return End::Failed(e),
+                    Some(Incoming::Failed(e)) => return End::Failed(e),
                     Some(Incoming::Closed) => return End::Closed,
                     None => {}
                 }
@@ -201,7 +201,7 @@ async fn serve(
                         check_at = tokio::time::Instant::now() + cfg.probe_interval;
                         continue;
                     }
-                    Incoming::ProbeFailed(e) | Incoming::Failed(e) => return End::Failed(e),
+                    Incoming::Failed(e) => return End::Failed(e),
                     Incoming::Closed => return End::Closed,
                 }
                 for _ in 0..BURST {
@@ -211,7 +211,7 @@ async fn serve(
                             probing = false;
                             check_at = tokio::time::Instant::now() + cfg.probe_interval;
                         }
-                        Some(Incoming::ProbeFailed(e) | Incoming::Failed(e)) => return End::Failed(e),
+                        Some(Incoming::Failed(e)) => return End::Failed(e),
                         Some(Incoming::Closed) => return End::Closed,
                         None => break,
                     }

@@ -62,9 +62,6 @@ pub(crate) enum Incoming<'a> {
     },
     /// The liveness probe was answered.
     ProbeAnswered,
-    /// The liveness probe failed (redis-rs only; the lean connection then
-    /// fails as a whole).
-    ProbeFailed(String),
     /// Redis closed the connection.
     Closed,
     /// The connection is unusable.
@@ -113,7 +110,7 @@ impl SubConn {
                             Incoming::ProbeAnswered => return Ok(()),
                             Incoming::Message { .. } => {}
                             Incoming::Closed => return Err("the connection closed".to_string()),
-                            Incoming::Failed(e) | Incoming::ProbeFailed(e) => return Err(e),
+                            Incoming::Failed(e) => return Err(e),
                         }
                     }
                 })
@@ -237,7 +234,7 @@ impl RedisSub {
                 self.ping = None;
                 match reply {
                     Ok(_) => Incoming::ProbeAnswered,
-                    Err(e) => Incoming::ProbeFailed(format!("PING failed: {e}")),
+                    Err(e) => Incoming::Failed(format!("PING failed: {e}")),
                 }
             }
             Ok(None) => Incoming::Closed,

@@ -5,8 +5,6 @@
 //!
 //! TLS connections keep going through redis-rs; [`connect`] refuses them.
 
-use std::time::Duration;
-
 use switchyard_core::{Error, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -264,14 +262,6 @@ fn handshake_error(cfg: &RedisConfig, command: &str, text: &str) -> Error {
         Error::Transient(msg)
     } else {
         Error::Backend(msg)
-    }
-}
-
-/// The error for a reply that did not come within `after`.
-pub fn reply_timeout(what: &str, cfg: &RedisConfig, after: Duration) -> Error {
-    Error::Timeout {
-        operation: format!("redis {what} (reply from {})", cfg.addr()),
-        after,
     }
 }
 
