@@ -4,8 +4,11 @@
 //! A group does not copy messages into member queues: members pull from the
 //! topic's retained log under the topic lock when the application asks
 //! (`recv`), so a message is handed to exactly one member at a time and its
-//! ack deadline starts at hand-over. Redeliveries (nack, abandon, expired
-//! deadlines, released members) go first, then new messages in log order.
+//! ack deadline starts at hand-over. A message that comes back (nack,
+//! abandon, expired deadline, released member) is queued behind every
+//! message published before it came back: it is redelivered once the group
+//! has handed those out, before anything published later. So `a` nacked
+//! while `b` and `c` wait gives `a#1, b#1, c#1, a#2`, as on Redis Streams.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -65,7 +68,9 @@ pub(crate) struct GroupState {
     /// Next sequence number never handed out yet.
     cursor: u64,
     pending: HashMap<u64, Pending>,
-    retry: VecDeque<u64>,
+    /// Messages to redeliver, oldest first, each with the log end when it
+    /// came back: it waits until the cursor reached that point.
+    retry: VecDeque<(u64, u64)>,
     delayed: BinaryHeap<Reverse<(Instant, u64)>>,
     members: Vec<Arc<MemberShared>>,
     rr: usize,
@@ -98,14 +103,17 @@ impl GroupState {
     }
 
     /// Removes a member and sends everything it holds back to the group.
-    pub(crate) fn remove_member(&mut self, id: u64, wakers: &mut Wakers) {
+    ///
+    /// `log_end` is the topic's next sequence number: the released messages
+    /// come back behind everything published before.
+    pub(crate) fn remove_member(&mut self, id: u64, log_end: u64, wakers: &mut Wakers) {
         self.members.retain(|m| m.id != id);
         self.woken.retain(|(w, _)| *w != id);
         let mut released = 0;
         for (seq, p) in &mut self.pending {
             if matches!(&p.state, PendingState::Held { member, .. } if member.id == id) {
                 p.state = PendingState::Ready;
-                self.retry.push_back(*seq);
+                self.retry.push_back((*seq, log_end));
                 released += 1;
             }
         }
@@ -147,8 +155,9 @@ impl GroupState {
             .saturating_add(usize::try_from(unread).unwrap_or(usize::MAX))
     }
 
-    /// Hands the next message to `member`: a redelivery first, then the next
-    /// new one from the log. Messages whose redelivery would exceed the
+    /// Hands the next message to `member`: a redelivery whose turn has come
+    /// (every message published before it came back was handed out), else
+    /// the next new one from the log, else any redelivery. Messages whose redelivery would exceed the
     /// member's `max_attempts` go to `dead` instead.
     pub(crate) fn take(
         &mut self,
@@ -183,13 +192,31 @@ impl GroupState {
         now: Instant,
         dead: &mut Vec<DeadLetter>,
     ) -> Option<(Arc<Entry>, u32)> {
-        while let Some(seq) = self.retry.pop_front() {
+        let first = next_seq - log.len() as u64;
+        if self.cursor < first {
+            let lost = first - self.cursor;
+            member.lost_to_retention.fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(group = %self.name, lost, "messages trimmed by retention before the group read them");
+            self.cursor = first;
+        }
+        while let Some(&(seq, behind)) = self.retry.front() {
+            let ready = self
+                .pending
+                .get(&seq)
+                .is_some_and(|p| matches!(p.state, PendingState::Ready));
+            if !ready {
+                // Settled (or requeued again) since it was queued.
+                self.retry.pop_front();
+                continue;
+            }
+            if behind > self.cursor && self.cursor < next_seq {
+                // Messages published before it came back go first.
+                break;
+            }
+            self.retry.pop_front();
             let Some(p) = self.pending.get_mut(&seq) else {
                 continue;
             };
-            if !matches!(p.state, PendingState::Ready) {
-                continue;
-            }
             if p.attempt >= member.max_attempts {
                 let attempts = p.attempt;
                 if let Some(p) = self.pending.remove(&seq) {
@@ -208,16 +235,9 @@ impl GroupState {
             p.attempt += 1;
             p.state = PendingState::Held {
                 member: member.clone(),
-                deadline: now + member.ack_timeout,
+                deadline: deadline_after(now, member.ack_timeout),
             };
             return Some((p.entry.clone(), p.attempt));
-        }
-        let first = next_seq - log.len() as u64;
-        if self.cursor < first {
-            let lost = first - self.cursor;
-            member.lost_to_retention.fetch_add(lost, Ordering::Relaxed);
-            tracing::warn!(group = %self.name, lost, "messages trimmed by retention before the group read them");
-            self.cursor = first;
         }
         if self.cursor >= next_seq {
             return None;
@@ -232,7 +252,7 @@ impl GroupState {
                 attempt: 1,
                 state: PendingState::Held {
                     member: member.clone(),
-                    deadline: now + member.ack_timeout,
+                    deadline: deadline_after(now, member.ack_timeout),
                 },
             },
         );
@@ -252,6 +272,9 @@ impl GroupState {
     }
 
     /// Negatively acknowledges `seq` delivered to `member` as `attempt`.
+    /// `log_end` is the topic's next sequence number: a redelivery comes
+    /// after everything published before the nack.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn nack(
         &mut self,
         seq: u64,
@@ -259,6 +282,7 @@ impl GroupState {
         attempt: u32,
         retry: &Retry,
         now: Instant,
+        log_end: u64,
         wakers: &mut Wakers,
     ) -> NackOutcome {
         let Some(p) = self.held_by(seq, member, attempt) else {
@@ -285,13 +309,13 @@ impl GroupState {
         }
         match retry {
             Retry::After(delay) if !delay.is_zero() => {
-                let at = now + *delay;
+                let at = deadline_after(now, *delay);
                 p.state = PendingState::Delayed(at);
                 self.delayed.push(Reverse((at, seq)));
             }
             _ => {
                 p.state = PendingState::Ready;
-                self.retry.push_back(seq);
+                self.retry.push_back((seq, log_end));
                 self.wake_members(1, wakers);
             }
         }
@@ -312,7 +336,7 @@ impl GroupState {
                 state: PendingState::Held { deadline, .. },
                 ..
             }) => {
-                *deadline = now + timeout;
+                *deadline = deadline_after(now, timeout);
                 true
             }
             _ => false,
@@ -366,7 +390,7 @@ impl GroupState {
             } else {
                 tracing::debug!(group = %self.name, seq, consumer = %member.consumer, "ack timeout: redelivering");
                 p.state = PendingState::Ready;
-                self.retry.push_back(seq);
+                self.retry.push_back((seq, next_seq));
             }
         }
         while let Some(Reverse((at, seq))) = self.delayed.peek().copied() {
@@ -378,7 +402,7 @@ impl GroupState {
                 && matches!(p.state, PendingState::Delayed(t) if t == at)
             {
                 p.state = PendingState::Ready;
-                self.retry.push_back(seq);
+                self.retry.push_back((seq, next_seq));
             }
         }
         let spare = self
@@ -388,6 +412,16 @@ impl GroupState {
             self.wake_members(spare, wakers);
         }
     }
+}
+
+/// `now + d`, or a point about a century ahead when that overflows: a
+/// delay or timeout of `Duration::MAX` means "not in this process' life",
+/// never a panic.
+pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d.min(CENTURY))
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// Where a member is attached: a topic and the index of its group there.
@@ -500,11 +534,27 @@ impl MemberShared {
         for a in &topics {
             if let Some(topic) = a.topic.upgrade() {
                 let mut inner = topic.inner.lock();
+                let log_end = inner.next_seq;
                 if let Some(g) = inner.groups.get_mut(a.group) {
-                    g.remove_member(self.id, &mut wakers);
+                    g.remove_member(self.id, log_end, &mut wakers);
                 }
             }
         }
         wakers.wake_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_after_never_overflows() {
+        let now = Instant::now();
+        assert!(deadline_after(now, Duration::MAX) > now);
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
     }
 }

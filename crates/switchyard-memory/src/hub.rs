@@ -324,10 +324,11 @@ impl Hub {
                     g.add_member(member.clone());
                 }
                 member.attached(state, index);
+                let log_end = inner.next_seq;
                 if member.is_closed()
                     && let Some(g) = inner.groups.get_mut(index)
                 {
-                    g.remove_member(member.id, wakers);
+                    g.remove_member(member.id, log_end, wakers);
                 }
                 member.wake(wakers);
             }

@@ -29,14 +29,15 @@ impl GroupAcker {
     /// dead-letters what it asked for, outside the lock.
     fn with_group<R>(
         &self,
-        f: impl FnOnce(&mut crate::group::GroupState, &mut Wakers) -> (R, Option<DeadLetter>),
+        f: impl FnOnce(&mut crate::group::GroupState, u64, &mut Wakers) -> (R, Option<DeadLetter>),
     ) -> Option<R> {
         let topic = self.topic.upgrade()?;
         let mut wakers = Wakers::new();
         let (r, dead) = {
             let mut inner = topic.inner.lock();
+            let log_end = inner.next_seq;
             let group = inner.groups.get_mut(self.group)?;
-            f(group, &mut wakers)
+            f(group, log_end, &mut wakers)
         };
         wakers.wake_all();
         if let Some(dead) = dead
@@ -51,8 +52,8 @@ impl GroupAcker {
         let seq = delivery.id().seq;
         let attempt = delivery.attempt();
         let now = Instant::now();
-        self.with_group(
-            |g, wakers| match g.nack(seq, &self.member, attempt, retry, now, wakers) {
+        self.with_group(|g, log_end, wakers| {
+            match g.nack(seq, &self.member, attempt, retry, now, log_end, wakers) {
                 NackOutcome::Dead(d) => ((), Some(d)),
                 NackOutcome::Requeued => ((), None),
                 NackOutcome::Stale => {
@@ -63,8 +64,8 @@ impl GroupAcker {
                     );
                     ((), None)
                 }
-            },
-        );
+            }
+        });
     }
 }
 
@@ -73,7 +74,7 @@ impl Acknowledger for GroupAcker {
     async fn ack(&self, delivery: &Delivery) -> Result<()> {
         let seq = delivery.id().seq;
         self.member.acked.fetch_add(1, Ordering::Relaxed);
-        self.with_group(|g, _| (g.ack(seq), None));
+        self.with_group(|g, _, _| (g.ack(seq), None));
         Ok(())
     }
 
@@ -90,7 +91,7 @@ impl Acknowledger for GroupAcker {
         let seq = delivery.id().seq;
         let attempt = delivery.attempt();
         let now = Instant::now();
-        self.with_group(|g, _| (g.progress(seq, &self.member, attempt, now), None));
+        self.with_group(|g, _, _| (g.progress(seq, &self.member, attempt, now), None));
         Ok(())
     }
 

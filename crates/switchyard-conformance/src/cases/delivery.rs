@@ -130,6 +130,59 @@ pub async fn nack_now_redelivers(ctx: &Ctx) -> CaseResult {
     .await
 }
 
+/// A message nacked with `Retry::Now` comes back behind the messages that
+/// were already published when it was nacked: `a#1, b#1, c#1, a#2`.
+///
+/// Reproduction (memory before the fix): publish `a`, `b`, `c` to a group
+/// member, receive `a` and nack it: memory handed out `a#2` before `b#1`
+/// and `c#1`, while redis-streams (and docs/semantics.md) put it after them.
+pub async fn nack_now_redelivers_behind_waiting(ctx: &Ctx) -> CaseResult {
+    let tuning = ctx.tuning();
+    let t = ctx.connect().await?;
+    let topic = ctx.topic("nack-order")?;
+    let mut sub = subscribe(&t, member(ctx, &topic), "group member").await?;
+    crate::support::publish_range(&t, &topic, "m", 0..3).await?;
+    let a = next(&mut sub, tuning.recv_timeout, "first delivery").await?;
+    let (first, first_id) = (a.message().clone(), a.id());
+    ensure!(
+        a.attempt() == 1 && a.payload() == &crate::support::payload("m", 0),
+        "first delivery: expected m-000000 with attempt 1, got {}",
+        describe(&a)
+    );
+    a.nack(Retry::Now)
+        .await
+        .context("nack(Now) of the first message")?;
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        let d = next(
+            &mut sub,
+            tuning.recv_timeout,
+            &format!("delivery {} after the nack (seen so far: {seen:?})", i + 1),
+        )
+        .await?;
+        seen.push(describe(&d));
+        let expected = [(1, 1), (2, 1), (0, 2)][i];
+        let (index, attempt) = expected;
+        if index == 0 {
+            same_message(&first, first_id, &d, attempt)?;
+        } else {
+            ensure!(
+                d.payload() == &crate::support::payload("m", index) && d.attempt() == attempt,
+                "after nacking m-000000, expected m-{index:06} attempt {attempt} as delivery {}, got {} (order so far: {seen:?})",
+                i + 1,
+                describe(&d)
+            );
+        }
+        d.ack().await.context("ack")?;
+    }
+    quiet(
+        &mut sub,
+        tuning.quiet_period,
+        "group member after acking all three",
+    )
+    .await
+}
+
 /// `nack(Retry::After(d))` does not redeliver before `d`.
 pub async fn nack_after_delays(ctx: &Ctx) -> CaseResult {
     let tuning = ctx.tuning();

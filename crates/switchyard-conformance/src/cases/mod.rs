@@ -360,6 +360,12 @@ static CASES: &[Case] = &[
         "`nack(Retry::Now)` brings the same message (same id, payload, headers, dedup id) back with `attempt() == 2`; after its ack nothing more arrives."
     ),
     case!(
+        "nack_now_redelivers_behind_waiting",
+        GROUP_ACK,
+        delivery::nack_now_redelivers_behind_waiting,
+        "`a`, `b`, `c` published to a group member; `a` received and nacked with `Retry::Now`: the next three deliveries are `b` (attempt 1), `c` (attempt 1), then `a` (attempt 2, same id, payload and dedup id) — a redelivery comes behind the messages already waiting."
+    ),
+    case!(
         "nack_after_delays",
         GROUP_ACK,
         delivery::nack_after_delays,
