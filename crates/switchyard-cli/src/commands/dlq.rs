@@ -241,8 +241,8 @@ mod ops {
             Op::Purge => "purged",
         };
         let mut tally = Tally::default();
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
+        let stop = super::super::signal::stop();
+        tokio::pin!(stop);
         let work = async {
             if a.all {
                 all(dlq, a, op, &mut tally).await
@@ -255,8 +255,8 @@ mod ops {
         };
         let result = tokio::select! {
             biased;
-            _ = &mut ctrl_c => Err(anyhow!(
-                "interrupted (Ctrl-C): each dead letter was moved completely or not at all; run the command again to finish"
+            signal = &mut stop => Err(anyhow!(
+                "interrupted ({signal}): each dead letter was moved completely or not at all; run the command again to finish"
             )),
             r = work => r,
         };

@@ -160,8 +160,8 @@ async fn counted(transport: &Arc<dyn Transport>, args: &PubArgs) -> anyhow::Resu
     let started = Instant::now();
     let mut sent: u64 = 0;
     let (mut first, mut last) = (None, None);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = super::signal::stop();
+    tokio::pin!(stop);
     let mut interrupted = false;
     while sent < count {
         let n = args.batch.min(count - sent);
@@ -180,7 +180,7 @@ async fn counted(transport: &Arc<dyn Transport>, args: &PubArgs) -> anyhow::Resu
         };
         let ids = tokio::select! {
             biased;
-            _ = &mut ctrl_c => { interrupted = true; break; }
+            _ = &mut stop => { interrupted = true; break; }
             r = step => r.map_err(|e| anyhow!(e)).with_context(|| {
                 format!("could not publish message {} of {count} to {}", sent + 1, args.topic)
             })?,
@@ -226,7 +226,7 @@ async fn counted(transport: &Arc<dyn Transport>, args: &PubArgs) -> anyhow::Resu
     }
     if interrupted {
         return Err(anyhow!(
-            "interrupted (Ctrl-C) after publishing {sent} of {count} messages to {}",
+            "interrupted (Ctrl-C or SIGTERM) after publishing {sent} of {count} messages to {}",
             args.topic
         ));
     }
@@ -240,13 +240,13 @@ async fn from_stdin(transport: &Arc<dyn Transport>, args: &PubArgs) -> anyhow::R
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let started = Instant::now();
     let mut sent: u64 = 0;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = super::signal::stop();
+    tokio::pin!(stop);
     while sent < limit {
         let line = tokio::select! {
             biased;
-            _ = &mut ctrl_c => return Err(anyhow!(
-                "interrupted (Ctrl-C) after publishing {sent} lines to {}", args.topic
+            signal = &mut stop => return Err(anyhow!(
+                "interrupted ({signal}) after publishing {sent} lines to {}", args.topic
             )),
             l = lines.next_line() => l.context("could not read stdin")?,
         };

@@ -2,7 +2,8 @@
 //!
 //! Each delivery is printed first and acked after (unless `--no-ack`), so
 //! an interruption never acks a delivery that was not printed; unacked group
-//! deliveries come back to the group.
+//! deliveries come back to the group. Ctrl-C and SIGTERM both stop it
+//! cleanly: acks are flushed, fetched entries handed back, exit 0.
 
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,11 @@ async fn receive(
     transport: &std::sync::Arc<dyn switchyard::Transport>,
     args: &SubArgs,
 ) -> anyhow::Result<()> {
+    // Before subscribing: a SIGTERM from then on ends the loop below like
+    // Ctrl-C (hand back, flush acks, exit 0) instead of killing the process
+    // with fetched entries left pending until the ack timeout.
+    let stop = super::signal::stop();
+    tokio::pin!(stop);
     let mut subscription = Subscription::new(args.topic.clone()).start(args.from);
     if let Some(group) = &args.group {
         subscription = match &args.consumer {
@@ -99,11 +105,15 @@ async fn receive(
         .timeout
         .map(|t| tokio::time::Instant::from(started + t));
     let subscribing = transport.subscribe(subscription);
-    let mut sub = match deadline {
-        Some(d) => tokio::time::timeout_at(d, subscribing)
-            .await
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut sub = tokio::select! {
+        biased;
+        signal = &mut stop => {
+            tracing::debug!(signal, "stopped before the subscription started");
+            return Ok(());
+        }
+        r = tokio::time::timeout_at(deadline.unwrap_or(far), subscribing) => r
             .map_err(|_| anyhow!("could not subscribe to {} within --timeout", args.topic))?,
-        None => subscribing.await,
     }
     .map_err(|e| anyhow!(e))
     .with_context(|| format!("could not subscribe to {}", args.topic))?;
@@ -111,9 +121,6 @@ async fn receive(
 
     let bar = Bar::new(args.count, "received");
     let mut seen: u64 = 0;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let timer = tokio::time::sleep_until(deadline.unwrap_or(far));
     tokio::pin!(timer);
     let mut failure = None;
@@ -123,7 +130,10 @@ async fn receive(
         }
         let item = tokio::select! {
             biased;
-            _ = &mut ctrl_c => break End::Interrupted,
+            signal = &mut stop => {
+                tracing::debug!(signal, "stopping: handing back what was fetched");
+                break End::Interrupted;
+            }
             _ = &mut timer => break End::Timeout,
             item = sub.recv() => item,
         };
