@@ -9,6 +9,7 @@ use futures::Stream;
 
 use crate::delivery::Delivery;
 use crate::error::Result;
+use crate::limits::Limits;
 use crate::message::{Message, MessageId};
 use crate::subscription::Subscription;
 
@@ -39,6 +40,9 @@ pub struct Capabilities {
     pub at_least_once: bool,
     /// Losses on the way are reported as `Error::Lost` items (gap signals).
     pub gap_signals: bool,
+    /// The message limits `publish` enforces: [`Limits::DEFAULT`], or a
+    /// lower payload bound where the backend needs one.
+    pub limits: Limits,
 }
 
 /// The health of a transport.
