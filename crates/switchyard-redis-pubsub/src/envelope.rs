@@ -510,6 +510,24 @@ mod tests {
         assert_eq!(env.topic, m.topic);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any message within LIMITS (random Unicode keys and values,
+        /// random payloads) encodes and decodes back unchanged.
+        #[test]
+        fn messages_within_the_limits_round_trip(
+            pairs in proptest::collection::vec(("[a-z]\\PC{0,40}", "\\PC{0,300}"), 0..=64),
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            let m = Message::to("p.q", payload).unwrap().with_headers(pairs.into_iter().collect());
+            proptest::prop_assume!(LIMITS.check(&m).is_ok());
+            let env = decode(&frame(&m)).unwrap();
+            proptest::prop_assert_eq!(env.payload, m.payload);
+            proptest::prop_assert_eq!(env.headers, m.headers);
+            proptest::prop_assert_eq!(env.dedup_id, m.dedup_id);
+        }
+    }
+
     /// Prints the encode and decode cost of a typical small message
     /// (`cargo test -p switchyard-redis-pubsub --release envelope_cost -- --nocapture`).
     #[test]

@@ -465,6 +465,23 @@ mod tests {
         assert_eq!(decode_headers(&block).unwrap(), dead);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any message within the limits round-trips through the entry
+        /// format (random Unicode keys and values, random payloads).
+        #[test]
+        fn messages_within_the_limits_round_trip(
+            pairs in proptest::collection::vec(("\\PC{1,40}", "\\PC{0,300}"), 0..=64),
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            let t = Topic::new("p.q").unwrap();
+            let m = Message::new(t.clone(), payload).with_headers(pairs.into_iter().collect());
+            proptest::prop_assume!(m.check_limits().is_ok());
+            let back = decode(&t, MessageId::new(1, 0), fields(&m)).unwrap();
+            proptest::prop_assert_eq!(back, m);
+        }
+    }
+
     #[test]
     fn ids() {
         assert_eq!(parse_id("0-0"), Some(MessageId::new(0, 0)));
