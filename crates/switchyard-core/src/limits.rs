@@ -309,6 +309,18 @@ mod tests {
         assert!(!format!("{e:?}").contains("hunter2"));
     }
 
+    /// The example in docs/semantics.md, "Limits".
+    #[test]
+    fn the_documented_message() {
+        let m = msg(0).with_header("blob", "v".repeat(2 << 20));
+        assert_eq!(
+            m.check_limits().unwrap_err().to_string(),
+            "message refused: header size in bytes (all keys and values together) is 2097156, \
+             allowed 0 to 65536 (Limits::MAX_HEADER_BYTES); nothing was sent: make it smaller \
+             or carry large data out of band"
+        );
+    }
+
     #[test]
     fn adapters_can_only_lower_the_payload_bound() {
         let l = Limits::DEFAULT.with_max_payload(8 << 20, "backplane bound");

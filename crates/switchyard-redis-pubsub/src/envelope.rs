@@ -70,7 +70,7 @@ pub const LIMITS: Limits = Limits::DEFAULT.with_max_payload(
     "switchyard_redis_pubsub::MAX_PAYLOAD, the backplane's bound below Redis' 32 MB pub/sub output buffer limit",
 );
 
-/// Largest frame [`encode`] writes: the fixed part, the longest topic,
+/// Largest frame the backplane publishes: the fixed part, the longest topic,
 /// every header's length fields and bytes at their limits, and the payload
 /// at [`MAX_PAYLOAD`]: 8 454 842 bytes (about 8.06 MiB).
 pub const MAX_FRAME: usize = FIXED_LEN
