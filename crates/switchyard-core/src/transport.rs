@@ -123,9 +123,14 @@ pub trait Transport: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// Publishes one message; returns its id once the backend accepted it.
+    /// A message over [`Capabilities::limits`] is refused with
+    /// `Error::InvalidMessage` before anything of it is sent.
     async fn publish(&self, message: Message) -> Result<MessageId>;
 
     /// Publishes several messages in order, returning one id per message.
+    /// Every message is checked against [`Capabilities::limits`] first: one
+    /// over a limit fails the whole batch with `Error::InvalidMessage` and
+    /// nothing of it is sent.
     async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>>;
 
     /// Starts a subscription. When this returns, messages published
