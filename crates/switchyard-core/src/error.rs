@@ -121,6 +121,27 @@ pub enum Error {
         /// Last lost sequence number.
         to: u64,
     },
+    /// A message breaks one of the message limits ([`Limits`](crate::Limits),
+    /// or an adapter's lower payload bound) and was refused at publish:
+    /// nothing of it (nothing of its batch) was sent. Not transient: make
+    /// the message smaller, or carry large data out of band and publish a
+    /// reference to it.
+    #[error(
+        "message refused: {what} is {actual}, allowed {min} to {max} ({limit}); nothing was sent: make it smaller or carry large data out of band"
+    )]
+    InvalidMessage {
+        /// What was measured (`payload size in bytes`, `header count`, ...;
+        /// for a batch, which message). Never contains a header value.
+        what: String,
+        /// The message's value.
+        actual: usize,
+        /// Smallest value allowed.
+        min: usize,
+        /// Largest value allowed.
+        max: usize,
+        /// The limit broken, e.g. `Limits::MAX_HEADER_BYTES`.
+        limit: &'static str,
+    },
     /// A delivery that could not be turned into a message (malformed entry).
     /// The adapter has already moved it aside; the subscriber keeps going.
     #[error("malformed message {id}: {reason}")]

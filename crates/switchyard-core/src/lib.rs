@@ -8,6 +8,7 @@
 //!
 //! - [`Topic`], [`TopicFilter`], [`Pattern`]: validated names and filters;
 //! - [`Message`], [`Headers`], [`MessageId`], [`DedupId`]: what is published;
+//! - [`Limits`]: the message sizes every adapter accepts;
 //! - [`Delivery`], [`Retry`], [`Acknowledger`]: what is received and how it is settled;
 //! - [`Subscription`], [`Mode`], [`Start`], [`Overflow`]: how to subscribe;
 //! - [`Capabilities`], [`Health`], [`SubscriberStats`], [`TransportStats`];
@@ -21,6 +22,7 @@ mod bus;
 mod codec;
 mod delivery;
 mod error;
+mod limits;
 mod message;
 mod subscription;
 pub mod topic;
@@ -32,6 +34,7 @@ pub use bus::{Bus, Typed, TypedSubscriber};
 pub use codec::Codec;
 pub use delivery::{Acknowledger, Delivery, Retry};
 pub use error::{Error, Result, redact_url};
+pub use limits::Limits;
 pub use message::{DedupId, Headers, Message, MessageId, header};
 pub use subscription::{Mode, Overflow, Start, Subscription};
 pub use topic::{DEAD_LETTER_SUFFIX, Pattern, PatternToken, Topic, TopicFilter};

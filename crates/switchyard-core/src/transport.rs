@@ -9,6 +9,7 @@ use futures::Stream;
 
 use crate::delivery::Delivery;
 use crate::error::Result;
+use crate::limits::Limits;
 use crate::message::{Message, MessageId};
 use crate::subscription::Subscription;
 
@@ -39,6 +40,9 @@ pub struct Capabilities {
     pub at_least_once: bool,
     /// Losses on the way are reported as `Error::Lost` items (gap signals).
     pub gap_signals: bool,
+    /// The message limits `publish` enforces: [`Limits::DEFAULT`], or a
+    /// lower payload bound where the backend needs one.
+    pub limits: Limits,
 }
 
 /// The health of a transport.
@@ -119,9 +123,14 @@ pub trait Transport: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// Publishes one message; returns its id once the backend accepted it.
+    /// A message over [`Capabilities::limits`] is refused with
+    /// `Error::InvalidMessage` before anything of it is sent.
     async fn publish(&self, message: Message) -> Result<MessageId>;
 
     /// Publishes several messages in order, returning one id per message.
+    /// Every message is checked against [`Capabilities::limits`] first: one
+    /// over a limit fails the whole batch with `Error::InvalidMessage` and
+    /// nothing of it is sent.
     async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>>;
 
     /// Starts a subscription. When this returns, messages published

@@ -67,6 +67,12 @@
 //!   closes (or its transport closes or is dropped) everything it holds goes
 //!   back to the group at once; a late `ack` of such a delivery is still
 //!   honoured. Delivery is at-least-once.
+//! - **Limits**: `publish` refuses a message over
+//!   [`Limits::DEFAULT`](switchyard_core::Limits) (16 MiB payload, 64
+//!   headers, 64 KiB of header keys and values, keys of 1 to 256 bytes)
+//!   with `Error::InvalidMessage`; `publish_batch` checks every message
+//!   first and appends nothing when one is over. Dead letters add their
+//!   `sy-dlq-*` headers on top.
 //! - **Closing**: after [`close`](switchyard_core::Transport::close),
 //!   `publish` fails with `Error::Closed`, `health()` is `Down("closed")`
 //!   and the transport's subscribers return `None` (buffered fan-out
@@ -83,6 +89,9 @@
 //! [`MemoryHub::new`], publish local messages and messages arriving from
 //! outside through a [`MemoryTransport`] on it
 //! ([`MemoryHub::transport`]), and hand out that transport's subscribers.
+//! Such an adapter checks messages against its own limits and publishes
+//! with [`MemoryTransport::publish_prechecked`], so the reserved headers it
+//! adds are not counted again.
 //! Publishing is ordered per topic (each publish appends under the topic's
 //! lock before fan-out), so fan-out subscribers see the messages of a topic
 //! in the order the receive loop published them. Give the receive loop's

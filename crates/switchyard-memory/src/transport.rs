@@ -6,8 +6,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use switchyard_core::{
-    Capabilities, Error, Health, Message, MessageId, Mode, Result, Start, Subscriber, Subscription,
-    TopicFilter, Transport, TransportStats, async_trait,
+    Capabilities, Error, Health, Limits, Message, MessageId, Mode, Result, Start, Subscriber,
+    Subscription, TopicFilter, Transport, TransportStats, async_trait,
 };
 use tokio::sync::Notify;
 
@@ -225,6 +225,22 @@ impl MemoryTransport {
         }
     }
 
+    /// Publishes `message` like [`Transport::publish`] but without checking
+    /// it against [`Limits`]. For an adapter layered on a hub (the Redis
+    /// Pub/Sub backplane) that checked the message against its own limits
+    /// before adding a reserved header of its own (`sy-origin`), which the
+    /// limits do not count. Applications call [`Transport::publish`].
+    pub async fn publish_prechecked(&self, message: Message) -> Result<MessageId> {
+        self.refuse_if_closed()?;
+        let shared = self.shared();
+        let seq = match shared.hub.try_publish(message) {
+            Ok(seq) => seq,
+            Err(blocked) => Box::pin(self.wait_blocked(blocked)).await?,
+        };
+        shared.published.fetch_add(1, Ordering::Relaxed);
+        Ok(MessageId::from_seq(seq))
+    }
+
     /// Another independent transport on `hub`, with its own closed state:
     /// what a second process on the same broker would be.
     pub fn connect_to(hub: &MemoryHub) -> Self {
@@ -369,22 +385,23 @@ impl Transport for MemoryTransport {
         c.cross_process = false;
         c.at_least_once = true;
         c.gap_signals = false;
+        c.limits = Limits::DEFAULT;
         c
     }
 
+    /// Refuses a message over [`Limits::DEFAULT`] with
+    /// `Error::InvalidMessage` (nothing is appended), else appends it.
     async fn publish(&self, message: Message) -> Result<MessageId> {
         self.refuse_if_closed()?;
-        let shared = self.shared();
-        let seq = match shared.hub.try_publish(message) {
-            Ok(seq) => seq,
-            Err(blocked) => Box::pin(self.wait_blocked(blocked)).await?,
-        };
-        shared.published.fetch_add(1, Ordering::Relaxed);
-        Ok(MessageId::from_seq(seq))
+        Limits::DEFAULT.check(&message)?;
+        self.publish_prechecked(message).await
     }
 
+    /// Checks every message first: one over [`Limits::DEFAULT`] fails the
+    /// whole batch with `Error::InvalidMessage` and nothing is appended.
     async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
         self.refuse_if_closed()?;
+        Limits::DEFAULT.check_batch(&messages)?;
         let shared = self.shared();
         let mut ids = Vec::with_capacity(messages.len());
         let mut messages = messages.into_iter().peekable();

@@ -25,11 +25,16 @@
 //! Nothing may follow the payload. Decoding never panics and never
 //! allocates more than the frame it was given: every length is checked
 //! against its bound and against the bytes left.
+//!
+//! [`encode`] writes only messages within [`LIMITS`] (the core
+//! [`Limits`] with the payload bounded by [`MAX_PAYLOAD`]), all of which
+//! the decoder's bounds above accept (asserted at compile time), so a
+//! frame is at most [`MAX_FRAME`] bytes.
 
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchyard_core::{DedupId, Error, Headers, Message, Result, Topic, header};
+use switchyard_core::{DedupId, Headers, Limits, Message, Result, Topic, header};
 
 /// The two bytes every envelope starts with.
 pub(crate) const MAGIC: [u8; 2] = *b"SY";
@@ -43,6 +48,52 @@ pub(crate) const MAX_HEADERS: usize = 1024;
 pub(crate) const MAX_KEY_LEN: usize = 1024;
 /// Longest header value, in bytes.
 pub(crate) const MAX_VALUE_LEN: usize = 1 << 20;
+
+/// Largest payload the backplane publishes: 8 MiB (8 388 608 bytes), half
+/// of the 16 MiB every other adapter takes.
+///
+/// Redis disconnects a Pub/Sub subscriber whose output buffer passes
+/// `client-output-buffer-limit pubsub` (32 MB by default), and a message
+/// that does that is never delivered to anyone and reported as lost. With
+/// this bound a whole frame (payload, at most 64 KiB of headers, envelope)
+/// stays under [`MAX_FRAME`], about a quarter of that limit, so a
+/// subscriber can have three of the largest frames queued and still be
+/// connected. A larger message is refused at publish with
+/// `Error::InvalidMessage` naming this bound; nothing of it is delivered,
+/// locally or through Redis.
+pub const MAX_PAYLOAD: usize = 8 << 20;
+
+/// The backplane's message limits: [`Limits::DEFAULT`] with the payload
+/// bounded by [`MAX_PAYLOAD`]. Also its `Capabilities::limits`.
+pub const LIMITS: Limits = Limits::DEFAULT.with_max_payload(
+    MAX_PAYLOAD,
+    "switchyard_redis_pubsub::MAX_PAYLOAD, the backplane's bound below Redis' 32 MB pub/sub output buffer limit",
+);
+
+/// Largest frame the backplane publishes: the fixed part, the longest topic,
+/// every header's length fields and bytes at their limits, and the payload
+/// at [`MAX_PAYLOAD`]: 8 454 842 bytes (about 8.06 MiB).
+pub const MAX_FRAME: usize = FIXED_LEN
+    + 1
+    + 255
+    + 2
+    + Limits::MAX_HEADERS * (2 + 4)
+    + Limits::MAX_HEADER_BYTES
+    + 4
+    + MAX_PAYLOAD;
+
+/// Redis' default `client-output-buffer-limit pubsub` hard limit.
+const REDIS_PUBSUB_OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
+
+// The decoder accepts everything `encode` writes, and a frame stays well
+// below the limit that disconnects subscribers.
+const _: () = {
+    assert!(LIMITS.max_headers <= MAX_HEADERS);
+    assert!(LIMITS.max_header_key <= MAX_KEY_LEN);
+    assert!(LIMITS.max_header_bytes <= MAX_VALUE_LEN);
+    assert!(LIMITS.max_payload <= u32::MAX as usize);
+    assert!(MAX_FRAME * 3 < REDIS_PUBSUB_OUTPUT_LIMIT);
+};
 
 const SEQ_OFFSET: usize = 20;
 const TOPIC_SEQ_OFFSET: usize = 28;
@@ -108,41 +159,26 @@ impl fmt::Display for DecodeError {
 /// Encodes `message` for `origin` with both sequence numbers left at zero;
 /// [`set_seqs`] fills them in once they are assigned. The `sy-origin`
 /// header is not written (the origin is in the fixed part).
+///
+/// A message over [`LIMITS`] is refused with `Error::InvalidMessage`.
 pub(crate) fn encode(origin: Origin, message: &Message) -> Result<BytesMut> {
+    LIMITS.check(message)?;
     let topic = message.topic.as_str().as_bytes();
     let headers: Vec<(&str, &str)> = message
         .headers
         .iter()
         .filter(|(k, _)| *k != header::ORIGIN)
         .collect();
-    if headers.len() > MAX_HEADERS {
-        return Err(codec_error(format!(
-            "{} headers, at most {MAX_HEADERS} fit in an envelope",
-            headers.len()
-        )));
-    }
-    let mut size = FIXED_LEN + 1 + topic.len() + 2 + 4 + message.payload.len();
-    for (k, v) in &headers {
-        if k.is_empty() || k.len() > MAX_KEY_LEN {
-            return Err(codec_error(format!(
-                "header key of {} bytes: keys must be 1 to {MAX_KEY_LEN} bytes",
-                k.len()
-            )));
-        }
-        if v.len() > MAX_VALUE_LEN {
-            return Err(codec_error(format!(
-                "header {k:?} has a value of {} bytes, at most {MAX_VALUE_LEN}",
-                v.len()
-            )));
-        }
-        size += 2 + k.len() + 4 + v.len();
-    }
-    let payload_len = u32::try_from(message.payload.len()).map_err(|_| {
-        codec_error(format!(
-            "payload of {} bytes exceeds the 4 GiB envelope limit",
-            message.payload.len()
-        ))
-    })?;
+    let size = FIXED_LEN
+        + 1
+        + topic.len()
+        + 2
+        + headers
+            .iter()
+            .map(|(k, v)| 2 + k.len() + 4 + v.len())
+            .sum::<usize>()
+        + 4
+        + message.payload.len();
     let mut buf = BytesMut::with_capacity(size);
     buf.put_slice(&MAGIC);
     buf.put_u8(VERSION);
@@ -155,7 +191,8 @@ pub(crate) fn encode(origin: Origin, message: &Message) -> Result<BytesMut> {
     // Topic names are at most 255 bytes (Topic::MAX_LEN).
     buf.put_u8(u8::try_from(topic.len()).unwrap_or(u8::MAX));
     buf.put_slice(topic);
-    // Bounded by MAX_HEADERS, MAX_KEY_LEN and MAX_VALUE_LEN above.
+    // Bounded by LIMITS, checked above; the assertions next to LIMITS keep
+    // those within the field widths.
     buf.put_u16_le(headers.len() as u16);
     for (k, v) in &headers {
         buf.put_u16_le(k.len() as u16);
@@ -163,7 +200,7 @@ pub(crate) fn encode(origin: Origin, message: &Message) -> Result<BytesMut> {
         buf.put_u32_le(v.len() as u32);
         buf.put_slice(v.as_bytes());
     }
-    buf.put_u32_le(payload_len);
+    buf.put_u32_le(message.payload.len() as u32);
     buf.put_slice(&message.payload);
     Ok(buf)
 }
@@ -173,13 +210,6 @@ pub(crate) fn set_seqs(frame: &mut [u8], seq: u64, topic_seq: u64) {
     if frame.len() >= FIXED_LEN {
         frame[SEQ_OFFSET..SEQ_OFFSET + 8].copy_from_slice(&seq.to_le_bytes());
         frame[TOPIC_SEQ_OFFSET..TOPIC_SEQ_OFFSET + 8].copy_from_slice(&topic_seq.to_le_bytes());
-    }
-}
-
-fn codec_error(reason: String) -> Error {
-    Error::Codec {
-        codec: "redis-pubsub envelope",
-        reason,
     }
 }
 
@@ -424,17 +454,78 @@ mod tests {
         assert!(decode(&unpatched).is_err());
     }
 
+    /// Limits are checked before anything is encoded; the error names the
+    /// bound and the size. Before, `encode` accepted any payload up to
+    /// 4 GiB (a 32 MB one disconnected every subscriber) and reported
+    /// oversized headers as `Error::Codec`.
     #[test]
-    fn encode_refuses_oversized_headers() {
+    fn encode_refuses_messages_over_the_limits() {
+        let refused = |m: &Message| match encode(ORIGIN, m) {
+            Err(switchyard_core::Error::InvalidMessage {
+                actual, max, limit, ..
+            }) => (actual, max, limit),
+            other => panic!("expected InvalidMessage, got {other:?}"),
+        };
+        let m = Message::to("a", vec![0u8; MAX_PAYLOAD + 1]).unwrap();
+        let (actual, max, limit) = refused(&m);
+        assert_eq!((actual, max), (8_388_609, 8_388_608));
+        assert!(
+            limit.starts_with("switchyard_redis_pubsub::MAX_PAYLOAD"),
+            "{limit}"
+        );
         let m = Message::to("a", "x")
             .unwrap()
             .with_header("k", "v".repeat(MAX_VALUE_LEN + 1));
-        assert!(matches!(encode(ORIGIN, &m), Err(Error::Codec { .. })));
+        assert_eq!(refused(&m).2, "Limits::MAX_HEADER_BYTES");
         let m = Message::to("a", "x").unwrap().with_header("", "v");
-        assert!(encode(ORIGIN, &m).is_err());
+        assert_eq!(refused(&m).2, "Limits::MAX_HEADER_KEY");
         let many: Headers = (0..=MAX_HEADERS).map(|i| (format!("k{i}"), "v")).collect();
         let m = Message::to("a", "x").unwrap().with_headers(many);
-        assert!(encode(ORIGIN, &m).is_err());
+        assert_eq!(refused(&m).2, "Limits::MAX_HEADERS");
+    }
+
+    /// The largest message the backplane publishes (longest topic, every
+    /// header limit, payload at MAX_PAYLOAD) encodes to exactly MAX_FRAME
+    /// bytes and decodes back.
+    #[test]
+    fn the_largest_frame_round_trips() {
+        let mut h = Headers::new();
+        let long_key = "k".repeat(Limits::MAX_HEADER_KEY);
+        let mut used = long_key.len();
+        h.insert(long_key, "");
+        for i in 1..Limits::MAX_HEADERS - 1 {
+            let key = format!("h{i:02}");
+            used += key.len();
+            h.insert(key, "");
+        }
+        h.insert("zz", "v".repeat(Limits::MAX_HEADER_BYTES - used - 2));
+        let m = Message::to(&"t".repeat(255), vec![0x5a; MAX_PAYLOAD])
+            .unwrap()
+            .with_headers(h);
+        let f = frame(&m);
+        assert_eq!(f.len(), MAX_FRAME);
+        let env = decode(&f).unwrap();
+        assert_eq!(env.payload, m.payload);
+        assert_eq!(env.headers, m.headers);
+        assert_eq!(env.topic, m.topic);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any message within LIMITS (random Unicode keys and values,
+        /// random payloads) encodes and decodes back unchanged.
+        #[test]
+        fn messages_within_the_limits_round_trip(
+            pairs in proptest::collection::vec(("[a-z]\\PC{0,40}", "\\PC{0,300}"), 0..=64),
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            let m = Message::to("p.q", payload).unwrap().with_headers(pairs.into_iter().collect());
+            proptest::prop_assume!(LIMITS.check(&m).is_ok());
+            let env = decode(&frame(&m)).unwrap();
+            proptest::prop_assert_eq!(env.payload, m.payload);
+            proptest::prop_assert_eq!(env.headers, m.headers);
+            proptest::prop_assert_eq!(env.dedup_id, m.dedup_id);
+        }
     }
 
     /// Prints the encode and decode cost of a typical small message

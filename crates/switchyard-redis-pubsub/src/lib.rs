@@ -90,6 +90,7 @@ mod subscriber;
 mod transport;
 
 pub use config::{PubSubConfig, URL_PARAMS};
+pub use envelope::{LIMITS, MAX_FRAME, MAX_PAYLOAD};
 pub use stats::PubSubStats;
 pub use transport::{RedisPubSubTransport, capabilities, connect};
 

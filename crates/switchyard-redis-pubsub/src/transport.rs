@@ -172,7 +172,9 @@ impl RedisPubSubTransport {
         let _order = self.stripe(message.topic.as_str()).lock().await;
         // Local subscribers first; the hub's per-topic number is the topic
         // sequence number other replicas check for gaps.
-        let id = self.local.publish(message).await?;
+        // Checked against LIMITS by `encode`; the local hub must not count
+        // the `sy-origin` header added here.
+        let id = self.local.publish_prechecked(message).await?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         envelope::set_seqs(&mut frame, seq, id.seq);
         add(&shared.counters.publishes, 1);
@@ -243,6 +245,7 @@ pub fn capabilities() -> Capabilities {
     c.cross_process = true;
     c.at_least_once = false;
     c.gap_signals = true;
+    c.limits = envelope::LIMITS;
     c
 }
 
@@ -264,8 +267,11 @@ impl Transport for RedisPubSubTransport {
         self.publish_one(message).await
     }
 
+    /// Checks every message against [`LIMITS`](crate::LIMITS) first: one
+    /// over a limit fails the batch and none of it is published.
     async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
         self.check_open()?;
+        envelope::LIMITS.check_batch(&messages)?;
         let mut ids = Vec::with_capacity(messages.len());
         for m in messages {
             ids.push(self.publish_one(m).await?);

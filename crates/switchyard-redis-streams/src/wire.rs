@@ -12,12 +12,17 @@
 //!
 //! The entry id (`ms-seq`) already carries the publish time in
 //! milliseconds; origin, content type and trace context travel as headers.
+//!
+//! The publisher writes only messages within [`Limits`] (checked before
+//! they are queued); the decoder accepts header blocks up to 1 MiB, far
+//! more than those limits plus the headers dead-lettering adds, so every
+//! entry switchyard writes decodes.
 
 use std::fmt;
 
 use bytes::Bytes;
 use redis::Value;
-use switchyard_core::{DedupId, Headers, Message, MessageId, Topic};
+use switchyard_core::{DedupId, Headers, Limits, Message, MessageId, Topic};
 
 /// The format version written in field `v`.
 pub const FORMAT_VERSION: &str = "1";
@@ -30,8 +35,21 @@ pub const F_PAYLOAD: &str = "p";
 /// Field name of the headers.
 pub const F_HEADERS: &str = "h";
 
-/// Largest header block accepted when decoding (a sanity bound).
+/// Largest header block accepted when decoding (a sanity bound). It must
+/// hold everything the publisher can write: the headers a message may
+/// carry under [`Limits`] (each length as a varint of up to 5 bytes) plus
+/// the four `sy-dlq-*` headers a dead letter adds (the reason at most
+/// 1 KiB, the topic at most 255 bytes); the assertion below keeps it so.
 const MAX_HEADER_BLOCK: usize = 1 << 20;
+
+/// Room for the four `sy-dlq-*` headers of a dead letter, generously.
+const DEAD_LETTER_HEADERS: usize = 4 * 1024;
+
+const _: () = assert!(
+    Limits::MAX_HEADER_BYTES + (Limits::MAX_HEADERS + 4) * 2 * 5 + DEAD_LETTER_HEADERS
+        <= MAX_HEADER_BLOCK,
+    "the decoder must accept every header block the publisher (and dead-lettering) can write"
+);
 
 /// Why an entry could not be decoded. Never panics, never wedges a reader:
 /// the entry is skipped (fan-out) or dead-lettered (groups).
@@ -410,6 +428,57 @@ mod tests {
         ] {
             let e = decode(&t, id, bad).unwrap_err();
             assert!(e.reason.contains(why), "{why}: {e}");
+        }
+    }
+
+    /// Everything the publisher can write decodes: a message at every
+    /// limit, and its dead letter (four `sy-dlq-*` headers on top, the
+    /// reason at its 1 KiB bound, the longest topic).
+    #[test]
+    fn header_blocks_at_the_limits_decode() {
+        let t = Topic::new("a").unwrap();
+        let mut h = Headers::new();
+        let long_key = "k".repeat(Limits::MAX_HEADER_KEY);
+        let mut used = long_key.len();
+        h.insert(long_key, "é");
+        used += 2;
+        for i in 1..Limits::MAX_HEADERS - 1 {
+            let key = format!("h{i:02}");
+            used += key.len();
+            h.insert(key, "");
+        }
+        h.insert("zz", "v".repeat(Limits::MAX_HEADER_BYTES - used - 2));
+        let m = Message::new(t.clone(), "x").with_headers(h.clone());
+        m.check_limits().unwrap();
+        assert_eq!(decode(&t, MessageId::new(1, 0), fields(&m)).unwrap(), m);
+
+        let mut dead = h;
+        dead.insert(switchyard_core::header::DLQ_REASON, "r".repeat(1024));
+        dead.insert(switchyard_core::header::DLQ_TOPIC, "t".repeat(255));
+        dead.insert(
+            switchyard_core::header::DLQ_ID,
+            MessageId::new(u64::MAX, u64::MAX).to_string(),
+        );
+        dead.insert(switchyard_core::header::DLQ_ATTEMPTS, u32::MAX.to_string());
+        let block = encode_headers(&dead);
+        assert!(block.len() > Limits::MAX_HEADER_BYTES);
+        assert_eq!(decode_headers(&block).unwrap(), dead);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any message within the limits round-trips through the entry
+        /// format (random Unicode keys and values, random payloads).
+        #[test]
+        fn messages_within_the_limits_round_trip(
+            pairs in proptest::collection::vec(("\\PC{1,40}", "\\PC{0,300}"), 0..=64),
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            let t = Topic::new("p.q").unwrap();
+            let m = Message::new(t.clone(), payload).with_headers(pairs.into_iter().collect());
+            proptest::prop_assume!(m.check_limits().is_ok());
+            let back = decode(&t, MessageId::new(1, 0), fields(&m)).unwrap();
+            proptest::prop_assert_eq!(back, m);
         }
     }
 

@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod errors;
 pub mod flow;
 pub mod groups;
+pub mod limits;
 pub mod patterns;
 pub mod replay;
 pub mod typed;
@@ -469,6 +470,25 @@ static CASES: &[Case] = &[
         &[],
         errors::recv_after_close,
         "A subscriber's `recv()` returns `None` within the recv timeout once its transport is closed."
+    ),
+    // limits.rs
+    case!(
+        "limits_refused_at_publish",
+        &[],
+        limits::limits_refused_at_publish,
+        "One past each limit of `capabilities().limits` (payload bound + 1 byte, `Limits::MAX_HEADERS` + 1 headers, `Limits::MAX_HEADER_BYTES` + 1 header bytes, a key of `Limits::MAX_HEADER_KEY` + 1 bytes, an empty key) is refused by `publish` and, as the middle of 3 messages, by `publish_batch` with `Error::InvalidMessage` naming that limit, the actual size and the maximum (and the batch index); the adapter's limits equal the core's except a lower payload bound; a subscriber receives none of the 15 refused messages: its first delivery is a marker published afterwards, then nothing."
+    ),
+    case!(
+        "limits_at_bounds_delivered",
+        &[],
+        limits::limits_at_bounds_delivered,
+        "A message with a payload of exactly the adapter's bound, 64 headers of exactly 64 KiB and a 256-byte key (`publish`) and one with those headers and a short payload (`publish_batch`) both arrive exactly once with the ids returned, payload and dedup id unchanged and every header unchanged (extra headers only reserved `sy-` ones); nothing else arrives."
+    ),
+    case!(
+        "limits_at_bounds_dead_lettered",
+        DEAD,
+        limits::limits_at_bounds_dead_lettered,
+        "A group delivery of a message at the header limits (64 headers, 64 KiB) nacked with `Retry::DeadLetter` (a 1000-byte reason) arrives on `{topic}:dlq` with the same payload, dedup id and headers plus exactly the 4 `sy-dlq-*` ones (68 in all); nothing else arrives on either subscriber."
     ),
     // typed.rs
     case!(

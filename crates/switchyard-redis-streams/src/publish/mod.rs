@@ -23,7 +23,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use redis::Value;
 use redis::aio::{ConnectionLike, ConnectionManager};
-use switchyard_core::{CircuitBreaker, Error, Message, MessageId, Result, Topic};
+use switchyard_core::{CircuitBreaker, Error, Limits, Message, MessageId, Result, Topic};
 use switchyard_redis::RedisConfig;
 use tokio::sync::{mpsc, oneshot};
 
@@ -80,8 +80,12 @@ impl Writer {
         Writer { tx }
     }
 
-    /// Queues `message` (waiting while the queue is full) and waits for its id.
+    /// Queues `message` (waiting while the queue is full) and waits for its
+    /// id. A message over [`Limits::DEFAULT`] is refused with
+    /// `Error::InvalidMessage` before it is queued: consumers would drop
+    /// what the decoder does not accept (see [`wire`]).
     pub(crate) async fn publish(&self, message: Message) -> Result<MessageId> {
+        Limits::DEFAULT.check(&message)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::One(message, reply))
@@ -91,9 +95,12 @@ impl Writer {
     }
 
     /// Queues `messages` as one unit (one pipeline, in order) and waits for
-    /// their ids. An error for any of them fails the call; the others may
-    /// have been published.
+    /// their ids. Every message is checked against [`Limits::DEFAULT`]
+    /// first: one over a limit fails the call and nothing is queued. An
+    /// error from Redis for any of them fails the call; the others may have
+    /// been published.
     pub(crate) async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
+        Limits::DEFAULT.check_batch(&messages)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Batch(messages, reply))
