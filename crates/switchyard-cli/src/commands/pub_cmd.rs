@@ -32,9 +32,10 @@ pub(crate) struct PubArgs {
     count: Option<u64>,
 
     /// Payload of this many bytes (printable filler) instead of the default
-    /// `message <n>`
+    /// `message <n>`; at most 16 MiB (`Limits::MAX_PAYLOAD`; the backplane
+    /// refuses more than 8 MiB at publish)
     #[arg(long, value_name = "BYTES", conflicts_with = "data",
-          value_parser = clap::value_parser!(u64).range(0..=512 * 1024 * 1024))]
+          value_parser = clap::value_parser!(u64).range(0..=switchyard::Limits::MAX_PAYLOAD as u64))]
     size: Option<u64>,
 
     /// Payload text; `-` publishes each line of stdin as one message

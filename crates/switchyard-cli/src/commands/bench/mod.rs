@@ -98,9 +98,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     duration: Option<f64>,
 
-    /// Payload size in bytes (at least 16: sequence number and send time)
+    /// Payload size in bytes (at least 16: sequence number and send time;
+    /// at most 16 MiB, `Limits::MAX_PAYLOAD`)
     #[arg(long, value_name = "BYTES", default_value_t = 256,
-          value_parser = clap::value_parser!(u64).range(16..=64 * 1024 * 1024))]
+          value_parser = clap::value_parser!(u64).range(16..=switchyard::Limits::MAX_PAYLOAD as u64))]
     size: u64,
 
     /// Concurrent publishing tasks (latency mode: senders sharing the rate)
