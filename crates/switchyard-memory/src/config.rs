@@ -133,9 +133,11 @@ mod tests {
         assert_eq!(c.dead_letter_retention, 1);
         assert_eq!(c.redelivery_tick, MemoryConfig::MAX_REDELIVERY_TICK);
         assert!(c.validate().is_ok());
-        let mut raw = MemoryConfig::default();
-        raw.redelivery_tick = Duration::MAX;
-        raw.retention = 0;
+        let raw = MemoryConfig {
+            redelivery_tick: Duration::MAX,
+            retention: 0,
+            ..MemoryConfig::default()
+        };
         assert!(raw.validate().is_err());
         let n = raw.normalized();
         assert!(n.validate().is_ok());
