@@ -201,3 +201,50 @@ fn other_ways_of_giving_the_url() {
     cmd.args(["pub", "-t", "secrets.t", "-d", "x", &bad]);
     assert_eq!(run_clean(cmd, "stray URL").status.code(), Some(2));
 }
+
+/// `switchyard pub --url 'redis+streams://…?writer_queue=18446744073709551615'`
+/// exited 101 ("internal error", a panic in `connect`). Out-of-range settings
+/// now end with exit 1 and one error line naming the setting and its range,
+/// and the password of the same URL is not shown.
+#[test]
+fn out_of_range_settings_fail_cleanly_without_the_password() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let pw = percent_encode(&secret('#'));
+    for (url, needle) in [
+        (
+            format!("redis+streams://app:{pw}@{addr}?writer_queue=18446744073709551615"),
+            "writer_queue must be 1 to 1048576, got 18446744073709551615 (url parameter writer_queue)",
+        ),
+        (
+            format!("redis+streams://app:{pw}@{addr}?writer_batch=1000000000"),
+            "writer_batch must be 1 to 100000",
+        ),
+        (
+            format!("redis+streams://app:{pw}@{addr}?maxlen=18446744073709551615"),
+            "maxlen must be 1 to 9223372036854775807",
+        ),
+        (
+            format!("redis+pubsub://app:{pw}@{addr}?probe_interval=18446744073709551615s"),
+            "probe_interval must be 1ms to 1h",
+        ),
+        (
+            format!("redis+pubsub://app:{pw}@{addr}?close_timeout=18446744073709551615s"),
+            "close_timeout must be 0 to 1h",
+        ),
+        (
+            "memory://?redelivery_tick_ms=18446744073709551615".to_owned(),
+            "redelivery_tick must be 1ms to 1m",
+        ),
+    ] {
+        let mut cmd = switchyard();
+        cmd.env_remove("RUST_LOG")
+            .args(["pub", "-t", "secrets.t", "-d", "x", "--url", &url]);
+        let out = run_clean(cmd, needle);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+}
