@@ -19,6 +19,7 @@ mod config;
 mod connect;
 mod error;
 pub mod lean;
+mod parse;
 pub mod range;
 
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
