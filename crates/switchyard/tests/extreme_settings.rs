@@ -424,3 +424,103 @@ proptest! {
         });
     }
 }
+
+/// Any duration, with the extremes likely.
+fn any_duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::from_millis(1)),
+        Just(Duration::MAX),
+        Just(Duration::from_secs(u64::MAX)),
+        (0u64..=u64::MAX).prop_map(Duration::from_millis),
+        (0u64..=100 * DAY).prop_map(Duration::from_millis),
+    ]
+}
+
+/// Any count, with the extremes likely.
+fn any_count() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(u64::MAX),
+        Just(i64::MAX as u64),
+        Just(i64::MAX as u64 + 1),
+        0u64..=20_000_000,
+        any::<u64>(),
+    ]
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Any value through the builders: `validate` never panics, and accepts
+    /// exactly the documented ranges.
+    #[test]
+    fn builders_accept_exactly_their_ranges(
+        counts in proptest::collection::vec(any_count(), 8),
+        durations in proptest::collection::vec(any_duration(), 12),
+    ) {
+        let n = |i: usize| usize::try_from(counts[i]).unwrap_or(usize::MAX);
+        let streams = StreamsConfig::default()
+            .with_maxlen(Some(counts[0]))
+            .with_read_count(n(1))
+            .with_writer_queue(n(2))
+            .with_writer_batch(n(3))
+            .with_writer_in_flight(n(4))
+            .with_block(durations[0])
+            .with_claim_interval(Some(durations[1]))
+            .with_consumer_idle_cleanup(durations[2])
+            .with_pattern_rescan(durations[3])
+            .with_min_id_age(Some(durations[4]));
+        let in_ms = |d: Duration, min: u64, max: u64| (u128::from(min)..=u128::from(max)).contains(&ms(d))
+            && !(min > 0 && d < Duration::from_millis(min));
+        let expected = (1..=i64::MAX as u64).contains(&counts[0])
+            && (1..=100_000).contains(&counts[1])
+            && (1..=1 << 20).contains(&counts[2])
+            && (1..=100_000).contains(&counts[3])
+            && (1..=1024).contains(&counts[4])
+            && in_ms(durations[0], 1, 5 * MINUTE)
+            && in_ms(durations[1], 1, HOUR)
+            && in_ms(durations[2], 1, 30 * DAY)
+            && in_ms(durations[3], 1, HOUR)
+            && in_ms(durations[4], 1, 365 * DAY);
+        prop_assert_eq!(streams.validate().is_ok(), expected, "{:?}", streams);
+
+        let pubsub = PubSubConfig::default()
+            .with_outbox(n(5))
+            .with_batch(n(6))
+            .with_gap_tracker_capacity(n(7))
+            .with_outbox_ttl(durations[5])
+            .with_outbox_wait(durations[6])
+            .with_probe_interval(durations[7])
+            .with_probe_timeout(durations[8])
+            .with_reconnect(Duration::ZERO, durations[9])
+            .with_close_timeout(durations[10])
+            .with_warn_interval(durations[11]);
+        let within = |d: Duration, max: u64| ms(d) <= u128::from(max) && d <= Duration::from_millis(max);
+        let expected = (1..=10_000_000).contains(&counts[5])
+            && (1..=100_000).contains(&counts[6])
+            && (1..=10_000_000).contains(&counts[7])
+            && in_ms(durations[5], 1, HOUR)
+            && within(durations[6], MINUTE)
+            && in_ms(durations[7], 1, HOUR)
+            && in_ms(durations[8], 1, HOUR)
+            && in_ms(durations[9], 1, 10 * MINUTE)
+            && within(durations[10], HOUR)
+            && in_ms(durations[11], 1, DAY);
+        prop_assert_eq!(pubsub.validate().is_ok(), expected, "{:?}", pubsub);
+
+        let sub = Subscription::new(Topic::new("p.t").unwrap())
+            .buffer(n(0))
+            .max_attempts(u32::try_from(counts[1]).unwrap_or(u32::MAX))
+            .ack_timeout(durations[0]);
+        let expected = (1..=1 << 20).contains(&counts[0])
+            && (1..=1_000_000).contains(&counts[1])
+            && in_ms(durations[0], 1, DAY);
+        prop_assert_eq!(sub.validate().is_ok(), expected, "{:?}", sub);
+    }
+}
