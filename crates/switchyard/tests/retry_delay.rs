@@ -28,6 +28,24 @@ async fn too_long_a_retry_delay_is_refused_and_the_message_comes_back() {
     let transport = switchyard::connect("memory://?redelivery_tick_ms=10")
         .await
         .unwrap();
+    refused_then_redelivered(transport).await;
+}
+
+/// The same on Redis Streams, whose group code also computed `now + delay`.
+#[cfg(feature = "redis-streams")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_streams_too() {
+    let server = switchyard_testkit::RedisServer::start().expect("redis-server must be installed");
+    let url = format!(
+        "redis+streams://{}?namespace=retry-delay&block=100ms",
+        server.addr()
+    );
+    let transport = switchyard::connect(&url).await.unwrap();
+    refused_then_redelivered(transport.clone()).await;
+    transport.close().await.unwrap();
+}
+
+async fn refused_then_redelivered(transport: std::sync::Arc<dyn Transport>) {
     let topic = Topic::new("retry.delay").unwrap();
     let mut sub = transport
         .subscribe(
