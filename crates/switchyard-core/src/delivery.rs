@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::message::{DedupId, Headers, Message, MessageId};
 use crate::topic::Topic;
 
@@ -16,10 +16,34 @@ use crate::topic::Topic;
 pub enum Retry {
     /// Redeliver as soon as possible (counts as an attempt).
     Now,
-    /// Redeliver no earlier than this delay.
+    /// Redeliver no earlier than this delay: 0 to [`Retry::MAX_DELAY`]
+    /// (24 h). [`Delivery::nack`] refuses a longer one.
     After(Duration),
     /// Do not redeliver: move to the topic's dead-letter topic with this reason.
     DeadLetter(String),
+}
+
+impl Retry {
+    /// The longest delay [`Retry::After`] accepts: 24 hours.
+    pub const MAX_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// Checks the delay of [`Retry::After`] against [`Retry::MAX_DELAY`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchyard_core::Retry;
+    /// assert!(Retry::After(Retry::MAX_DELAY).validate().is_ok());
+    /// assert!(Retry::After(Duration::MAX).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Retry::After(delay) if *delay > Self::MAX_DELAY => Err(Error::InvalidConfig(format!(
+                "the delay of nack(Retry::After) must be 0 to 24h (Retry::MAX_DELAY), got {delay:?}: \
+                 the delivery was released unsettled and comes back like after nack(Retry::Now)"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// How a delivery is settled; adapters implement this for group
@@ -127,7 +151,13 @@ impl Delivery {
     }
 
     /// Negatively acknowledges: redeliver now, after a delay, or dead-letter.
+    ///
+    /// A [`Retry::After`] delay longer than [`Retry::MAX_DELAY`] fails with
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) before anything
+    /// is sent to the backend; the delivery is then dropped unsettled, so
+    /// the message comes back as after `nack(Retry::Now)`.
     pub async fn nack(mut self, retry: Retry) -> Result<()> {
+        retry.validate()?;
         if let Some(acker) = self.acker.clone() {
             acker.nack(&self, retry).await?;
         }
@@ -224,6 +254,29 @@ mod tests {
             1,
             Some(a),
         )
+    }
+
+    /// `nack(Retry::After(Duration::MAX))` used to reach the adapters, whose
+    /// `now + delay` panicked. It is refused first and the delivery is
+    /// abandoned (so it comes back), the acknowledger's nack never called.
+    #[tokio::test]
+    async fn too_long_a_retry_delay_is_refused_and_abandons() {
+        let c = Arc::new(Counting::default());
+        for delay in [
+            Retry::MAX_DELAY + Duration::from_nanos(1),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ] {
+            let e = delivery(&c).nack(Retry::After(delay)).await.unwrap_err();
+            assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+            assert!(e.to_string().contains("Retry::MAX_DELAY"), "{e}");
+        }
+        delivery(&c)
+            .nack(Retry::After(Retry::MAX_DELAY))
+            .await
+            .unwrap();
+        assert_eq!(c.nacks.load(Ordering::SeqCst), 1);
+        assert_eq!(c.abandons.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -187,43 +187,184 @@ impl Error {
         }
     }
 
-    /// Shorthand for an [`Error::InvalidUrl`]; the URL is redacted.
+    /// Shorthand for an [`Error::InvalidUrl`]; the URL is redacted (see
+    /// [`redact_url`]) and whatever the redaction hides is also scrubbed
+    /// from `reason`, in case the reason quotes part of the URL.
     pub fn invalid_url(url: &str, reason: impl Into<String>) -> Self {
         Error::InvalidUrl {
             url: redact_url(url),
-            reason: reason.into(),
+            reason: scrub_url_secret(&reason.into(), url),
         }
     }
 }
 
-/// Replaces the password of a URL (`scheme://user:password@host`) with `***`.
+/// Hides the credentials of a URL: `scheme://user:password@host` becomes
+/// `scheme://user:***@host`.
 ///
-/// Works on strings that do not parse as URLs too, so it is safe to call on
-/// anything a user typed.
+/// It works on any string, whether it parses as a URL or not, so it is safe
+/// to call on anything a user typed:
+///
+/// - everything between the scheme (`scheme://`, or `scheme:` when the `//`
+///   is missing) and the **last** `@` of the string is hidden, so a password
+///   with a raw `@`, `/`, `?` or `#` is hidden whole. Only a user name made
+///   of ASCII letters, digits, `-`, `.`, `_`, `~` and `%`, right after
+///   `scheme://` and followed by `:`, is kept; otherwise the whole part
+///   before the `@` becomes `***`;
+/// - without any `@`, a non-numeric "port" (`scheme://user:password` with
+///   the host forgotten) is hidden up to the end of the string.
 ///
 /// ```
 /// use switchyard_core::redact_url;
 /// assert_eq!(redact_url("redis://app:s3cret@db:6379/0"), "redis://app:***@db:6379/0");
 /// assert_eq!(redact_url("redis://:s3cret@db"), "redis://:***@db");
+/// assert_eq!(redact_url("redis://app:s3c#r/et@db"), "redis://app:***@db");
+/// assert_eq!(redact_url("redis:app:s3cret@db"), "redis:***@db");
+/// assert_eq!(redact_url("redis://app:s3cret"), "redis://app:***");
 /// assert_eq!(redact_url("memory://"), "memory://");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
+    match secret_span(url) {
+        Some((from, to)) => format!("{}***{}", &url[..from], &url[to..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The part of `url` that [`redact_url`] hides (the password, or the whole
+/// user information), if any.
+///
+/// ```
+/// use switchyard_core::url_secret;
+/// assert_eq!(url_secret("redis://app:s3cret@db"), Some("s3cret"));
+/// assert_eq!(url_secret("redis://db:6379"), None);
+/// ```
+pub fn url_secret(url: &str) -> Option<&str> {
+    secret_span(url).map(|(from, to)| &url[from..to])
+}
+
+/// Replaces in `text` every occurrence of what [`redact_url`] hides in `url`
+/// (as typed and percent-decoded) with `***`: a safety net for messages
+/// that may quote parts of a URL.
+///
+/// ```
+/// use switchyard_core::scrub_url_secret;
+/// let url = "redis://app:p%40ss@db";
+/// assert_eq!(scrub_url_secret("auth p@ss failed", url), "auth *** failed");
+/// ```
+pub fn scrub_url_secret(text: &str, url: &str) -> String {
+    let Some(secret) = url_secret(url) else {
+        return text.to_owned();
     };
-    let rest_start = scheme_end + 3;
-    let rest = &url[rest_start..];
+    // The hidden part may run past the real password when the URL has more
+    // `@`s (in a password or a path), or hold a user name the redaction
+    // could not tell apart: scrub every candidate, longest first.
+    // Cut-off prefixes shorter than 4 bytes are left alone: scrubbing
+    // them would garble the message and hide next to nothing.
+    let mut candidates: Vec<String> = secret
+        .match_indices(['@', '/', '?', '#'])
+        .map(|(i, _)| &secret[..i])
+        .filter(|c| c.len() >= 4)
+        .chain([secret])
+        .flat_map(|c| [c, c.split_once(':').map_or("", |(_, pw)| pw)])
+        .filter(|c| !c.is_empty())
+        .flat_map(|c| [c.to_owned(), percent_decoded(c)])
+        .collect();
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    candidates
+        .iter()
+        .fold(text.to_owned(), |out, c| out.replace(c.as_str(), "***"))
+}
+
+/// Byte range of the credentials in `url` (see [`redact_url`]).
+fn secret_span(url: &str) -> Option<(usize, usize)> {
+    let start = scheme_prefix_len(url);
+    let rest = &url[start..];
+    if let Some(at) = rest.rfind('@') {
+        let userinfo = &rest[..at];
+        if userinfo.is_empty() {
+            return None;
+        }
+        // Without the `//` what precedes the `:` may be the password itself.
+        let from = match userinfo.find(':') {
+            Some(colon)
+                if url[..start].ends_with("//")
+                    && userinfo[..colon].bytes().all(is_plain_user_byte) =>
+            {
+                colon + 1
+            }
+            _ => 0,
+        };
+        return (from < at).then_some((start + from, start + at));
+    }
+    // No `@`: a "port" that is not a number is most likely a password whose
+    // host was forgotten (`redis://app:s3cret`). Hide it and all after it.
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
+    // An IPv6 host is bracketed right at the start: `[::1]:6379`.
+    let after_bracket = match rest.starts_with('[') {
+        true => rest[..authority_end].find(']').map_or(0, |b| b + 1),
+        false => 0,
     };
-    let userinfo = &authority[..at];
-    let redacted_userinfo = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => userinfo.to_owned(),
-    };
-    format!("{}{}{}", &url[..rest_start], redacted_userinfo, &rest[at..])
+    let colon = after_bracket + rest[after_bracket..authority_end].find(':')?;
+    let after = &rest[colon + 1..];
+    let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+    let is_port = digits > 0
+        && after[digits..]
+            .chars()
+            .next()
+            .is_none_or(|c| matches!(c, '/' | '?' | '#'));
+    if after.is_empty() || is_port {
+        return None;
+    }
+    Some((start + colon + 1, url.len()))
+}
+
+/// Length of `scheme://` (or of `scheme:` when the `//` is missing) at the
+/// start of `url`, after any leading white space; 0 when it does not start
+/// with a scheme.
+fn scheme_prefix_len(url: &str) -> usize {
+    let lead = url.len() - url.trim_start().len();
+    let url = &url[lead..];
+    let bytes = url.as_bytes();
+    if !bytes.first().is_some_and(u8::is_ascii_alphabetic) {
+        return 0;
+    }
+    let scheme_len = bytes
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))
+        .unwrap_or(bytes.len());
+    if bytes.get(scheme_len) != Some(&b':') {
+        return 0;
+    }
+    if url[scheme_len + 1..].starts_with("//") {
+        lead + scheme_len + 3
+    } else {
+        lead + scheme_len + 1
+    }
+}
+
+/// A byte a user name may contain for `redact_url` to keep it.
+fn is_plain_user_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
+}
+
+/// `%XX` sequences decoded (invalid ones kept as they are).
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -281,13 +422,109 @@ mod tests {
             redact_url("redis://u:p@h:1/2?x=y"),
             "redis://u:***@h:1/2?x=y"
         );
-        assert_eq!(redact_url("redis://u@h"), "redis://u@h");
+        assert_eq!(redact_url("redis://u@h"), "redis://***@h");
         assert_eq!(redact_url("not a url"), "not a url");
-        assert_eq!(redact_url("redis://h/p@x"), "redis://h/p@x");
+        assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(redact_url("redis://[::1]:6379"), "redis://[::1]:6379");
+        assert_eq!(redact_url("redis://u:@h"), "redis://u:@h");
+        // An `@` after the authority still counts: over-hiding is safe.
+        assert_eq!(redact_url("redis://h/p@x"), "redis://***@x");
         assert_eq!(redact_url("redis://a:b:c@h"), "redis://a:***@h");
         let e = Error::invalid_url("redis://u:hunter2@h:x", "bad port");
         assert!(!e.to_string().contains("hunter2"));
         assert!(!format!("{e:?}").contains("hunter2"));
+    }
+
+    /// Every ASCII punctuation character, for the password tests.
+    fn punctuation() -> impl Iterator<Item = char> {
+        (0x21u8..0x7f)
+            .map(char::from)
+            .filter(char::is_ascii_punctuation)
+    }
+
+    fn percent_encode(s: &str) -> String {
+        s.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    /// The URL shapes a password ends up in, well formed or not. The first
+    /// used to print `redis+streams://app:S3cretPW#x@127.0.0.1:7441` whole:
+    /// the `#` ended the authority before the `@` was seen.
+    fn shapes(password: &str) -> Vec<String> {
+        [
+            "redis+streams://app:{pw}@127.0.0.1:7441",
+            "redis+streams://app:{pw}@127.0.0.1:7441/0?namespace=n",
+            "redis+streams://:{pw}@127.0.0.1",
+            "rediss+pubsub://app:{pw}@[::1]:1/x@y",
+            "redis+streams:app:{pw}@127.0.0.1:7441",
+            "redis+streams:/app:{pw}@127.0.0.1",
+            "redis+streams//app:{pw}@127.0.0.1",
+            "app:{pw}@127.0.0.1",
+            "  redis://app:{pw}@h",
+            "redis://{pw}@h",
+            "redis://app:{pw}",
+            "redis://app:{pw}/0",
+            "memory://app:{pw}@h?retention=1",
+        ]
+        .iter()
+        .map(|shape| shape.replace("{pw}", password))
+        .collect()
+    }
+
+    #[test]
+    fn passwords_with_any_punctuation_never_show() {
+        for p in punctuation() {
+            let secret = format!("S3cretPW{p}x");
+            for password in [secret.clone(), percent_encode(&secret)] {
+                for url in shapes(&password) {
+                    if url == format!("redis://{password}@h") && p == ':' && password == secret {
+                        // `redis://S3cretPW:x@h` is user `S3cretPW`, password `x`.
+                        assert_eq!(redact_url(&url), "redis://S3cretPW:***@h");
+                        continue;
+                    }
+                    let shown = redact_url(&url);
+                    for needle in [secret.as_str(), password.as_str(), "S3cretPW"] {
+                        assert!(!shown.contains(needle), "{url} -> {shown}");
+                    }
+                    let e = Error::invalid_url(&url, format!("quoting {url} and {password}"));
+                    let text = format!("{e} {e:?}");
+                    assert!(!text.contains("S3cretPW"), "{url} -> {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scrubbing_quoted_secrets() {
+        let url = "redis://app:p%40ss%2Fw@h";
+        assert_eq!(url_secret(url), Some("p%40ss%2Fw"));
+        assert_eq!(
+            scrub_url_secret("a p@ss/w b p%40ss%2Fw", url),
+            "a *** b ***"
+        );
+        assert_eq!(scrub_url_secret("nothing", "redis://h"), "nothing");
+        assert_eq!(percent_decoded("%+1%zz%4"), "%+1%zz%4");
+        assert_eq!(percent_decoded("a%20b"), "a b");
+    }
+
+    proptest::proptest! {
+        /// Any password in any shape. Its start has no `:` (which splits
+        /// user and password), no `@` and no leading digit: without a host,
+        /// `redis://app:x@S3cret` and `redis://app:123/S3cret` are a host
+        /// and a port plus a path to anyone. Raw `@`s are in the test above.: redaction never panics and never shows it.
+        #[test]
+        fn redaction_hides_any_password(pw in "[^:@0-9\u{0}][^:@\u{0}]{0,23}S3cretPW[ -~]{0,8}", shape in 0usize..13) {
+            let urls = shapes(&pw);
+            let url = &urls[shape % urls.len()];
+            let shown = redact_url(url);
+            proptest::prop_assert!(!shown.contains("S3cretPW"), "{} -> {}", url, shown);
+        }
+
+        /// Arbitrary text: never panics.
+        #[test]
+        fn redaction_never_panics(s in "\\PC{0,64}") {
+            let _ = redact_url(&s);
+            let _ = scrub_url_secret(&s, &s);
+        }
     }
 
     #[test]

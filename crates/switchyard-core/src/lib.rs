@@ -33,7 +33,7 @@ pub use breaker::{BreakerState, CircuitBreaker};
 pub use bus::{Bus, Typed, TypedSubscriber};
 pub use codec::Codec;
 pub use delivery::{Acknowledger, Delivery, Retry};
-pub use error::{Error, Result, redact_url};
+pub use error::{Error, Result, redact_url, scrub_url_secret, url_secret};
 pub use limits::Limits;
 pub use message::{DedupId, Headers, Message, MessageId, header};
 pub use subscription::{Mode, Overflow, Start, Subscription};

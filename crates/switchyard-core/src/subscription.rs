@@ -84,8 +84,14 @@ impl Subscription {
     pub const MAX_BUFFER: usize = 1 << 20;
     /// Default number of deliveries before a message is dead-lettered.
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    /// Largest accepted `max_attempts`.
+    pub const MAX_ATTEMPTS: u32 = 1_000_000;
     /// Default ack timeout.
     pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Shortest accepted ack timeout.
+    pub const MIN_ACK_TIMEOUT: Duration = Duration::from_millis(1);
+    /// Longest accepted ack timeout.
+    pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
     /// A fan-out subscription to `filter`, starting at `Latest`.
     pub fn new(filter: impl Into<TopicFilter>) -> Self {
@@ -132,7 +138,8 @@ impl Subscription {
         self
     }
 
-    /// Local buffer size in deliveries (1 to [`Subscription::MAX_BUFFER`]).
+    /// Local buffer size in deliveries (1 to [`Subscription::MAX_BUFFER`],
+    /// 1 048 576; default 1024).
     pub fn buffer(mut self, size: usize) -> Self {
         self.buffer = size;
         self
@@ -144,14 +151,17 @@ impl Subscription {
         self
     }
 
-    /// Deliveries before a message is dead-lettered (at least 1).
+    /// Deliveries before a message is dead-lettered (1 to
+    /// [`Subscription::MAX_ATTEMPTS`], one million; default 5).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
     }
 
     /// How long a group member may hold a message without settling it or
-    /// calling `in_progress` before it is handed to another member.
+    /// calling `in_progress` before it is handed to another member
+    /// ([`Subscription::MIN_ACK_TIMEOUT`] to [`Subscription::MAX_ACK_TIMEOUT`],
+    /// 1 ms to 24 h; default 30 s).
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.ack_timeout = timeout;
         self
@@ -200,22 +210,28 @@ impl Subscription {
         }
     }
 
-    /// Checks every setting; adapters call this first in `subscribe`.
+    /// Checks every setting against its documented range; adapters call
+    /// this first in `subscribe`.
     pub fn validate(&self) -> Result<()> {
-        if self.buffer == 0 || self.buffer > Self::MAX_BUFFER {
+        if !(1..=Self::MAX_BUFFER).contains(&self.buffer) {
             return Err(Error::InvalidConfig(format!(
-                "subscription buffer must be 1 to {}, got {}",
+                "buffer must be 1 to {}, got {} (set with Subscription::buffer)",
                 Self::MAX_BUFFER,
                 self.buffer
             )));
         }
-        if self.max_attempts == 0 {
-            return Err(Error::InvalidConfig(
-                "max_attempts must be at least 1".into(),
-            ));
+        if !(1..=Self::MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(Error::InvalidConfig(format!(
+                "max_attempts must be 1 to {}, got {} (set with Subscription::max_attempts)",
+                Self::MAX_ATTEMPTS,
+                self.max_attempts
+            )));
         }
-        if self.ack_timeout.is_zero() {
-            return Err(Error::InvalidConfig("ack_timeout must be positive".into()));
+        if !(Self::MIN_ACK_TIMEOUT..=Self::MAX_ACK_TIMEOUT).contains(&self.ack_timeout) {
+            return Err(Error::InvalidConfig(format!(
+                "ack_timeout must be 1ms to 24h, got {:?} (set with Subscription::ack_timeout)",
+                self.ack_timeout
+            )));
         }
         if let Mode::Group { group, consumer } = &self.mode {
             validate_name("group", group)?;
@@ -262,6 +278,7 @@ mod tests {
         );
         assert!(s.clone().max_attempts(0).validate().is_err());
         assert!(s.clone().ack_timeout(Duration::ZERO).validate().is_err());
+        assert!(s.clone().max_attempts(1).validate().is_ok());
         assert!(s.clone().group_member("g", "").validate().is_err());
         assert!(s.clone().group_member("g g", "c").validate().is_err());
         assert!(s.clone().group("workers").validate().is_ok());
@@ -274,5 +291,53 @@ mod tests {
         assert_eq!(g, "w");
         assert!(c.starts_with("c-"));
         assert!(Subscription::to("a..b").is_err());
+    }
+
+    /// `ack_timeout(Duration::MAX)` passed validation and then `recv()`
+    /// panicked computing `now + ack_timeout`. Every numeric setting is now
+    /// checked against its range: extremes are refused, bounds accepted.
+    #[test]
+    fn extreme_values_are_refused_with_their_range() {
+        let s = Subscription::to("a.b").unwrap();
+        for (sub, needle) in [
+            (
+                s.clone().ack_timeout(Duration::MAX),
+                "ack_timeout must be 1ms to 24h",
+            ),
+            (
+                s.clone().ack_timeout(Duration::from_secs(u64::MAX)),
+                "ack_timeout",
+            ),
+            (
+                s.clone().ack_timeout(Duration::from_micros(999)),
+                "ack_timeout",
+            ),
+            (
+                s.clone()
+                    .ack_timeout(Subscription::MAX_ACK_TIMEOUT + Duration::from_nanos(1)),
+                "ack_timeout",
+            ),
+            (
+                s.clone().max_attempts(u32::MAX),
+                "max_attempts must be 1 to 1000000, got 4294967295",
+            ),
+            (
+                s.clone().max_attempts(Subscription::MAX_ATTEMPTS + 1),
+                "max_attempts",
+            ),
+            (s.clone().buffer(usize::MAX), "buffer must be 1 to 1048576"),
+        ] {
+            let e = sub.validate().unwrap_err();
+            assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        for sub in [
+            s.clone().ack_timeout(Subscription::MAX_ACK_TIMEOUT),
+            s.clone().ack_timeout(Subscription::MIN_ACK_TIMEOUT),
+            s.clone().max_attempts(Subscription::MAX_ATTEMPTS),
+            s.clone().buffer(Subscription::MAX_BUFFER).buffer(1),
+        ] {
+            assert!(sub.validate().is_ok(), "{sub:?}");
+        }
     }
 }

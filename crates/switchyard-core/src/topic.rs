@@ -37,6 +37,15 @@ fn is_name_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b':' | b'@' | b'+' | b'=')
 }
 
+/// The whole character that starts at byte `i` of `s` (a non-ASCII one is
+/// several bytes; showing its first byte alone would garble it, `é` -> `Ã`).
+/// Falls back to U+FFFD when `i` is not a character boundary.
+fn char_at(s: &str, i: usize) -> char {
+    s.get(i..)
+        .and_then(|rest| rest.chars().next())
+        .unwrap_or(char::REPLACEMENT_CHARACTER)
+}
+
 fn is_separator(c: u8) -> bool {
     c == b'.' || c == b'/'
 }
@@ -128,7 +137,7 @@ fn validate_topic(name: &str) -> Result<()> {
                 name,
                 format!(
                     "character {:?} at byte {i} is not allowed: use ASCII letters, digits, '-', '_', ':', '@', '+', '=' and the separators '.' and '/'",
-                    char::from(c)
+                    char_at(name, i)
                 ),
             ));
         }
@@ -252,13 +261,12 @@ impl Pattern {
                                 "a wildcard must be a whole segment ('*', '>' or '**')",
                             ));
                         }
-                        if let Some(bad) = s.bytes().find(|&c| !is_name_char(c)) {
+                        if let Some(bad) =
+                            s.chars().find(|&c| !c.is_ascii() || !is_name_char(c as u8))
+                        {
                             return Err(Error::invalid_topic(
                                 source,
-                                format!(
-                                    "character {:?} is not allowed in a filter",
-                                    char::from(bad)
-                                ),
+                                format!("character {bad:?} is not allowed in a filter"),
                             ));
                         }
                         PatternToken::Literal(s.to_owned())
@@ -532,6 +540,25 @@ mod tests {
             assert!(matches!(e, Error::InvalidTopic { .. }), "{t}: {e}");
         }
         assert!(Topic::new("a".repeat(256)).is_err());
+    }
+
+    /// `Topic::new("ordérs")` used to report "character 'Ã' at byte 3": the
+    /// first byte of `é` shown as a Latin-1 character.
+    #[test]
+    fn non_ascii_characters_are_named_whole() {
+        for (name, shown) in [
+            ("ordérs", "character 'é' at byte 3"),
+            ("日本", "character '日' at byte 0"),
+            ("a.b🚀", "character '🚀' at byte 3"),
+        ] {
+            let e = Topic::new(name).unwrap_err().to_string();
+            assert!(e.contains(shown), "{name}: {e}");
+            assert!(!e.contains('Ã') && !e.contains('\u{fffd}'), "{name}: {e}");
+        }
+        for (filter, shown) in [("ordérs.*", "'é'"), ("*.日本", "'日'")] {
+            let e = TopicFilter::parse(filter).unwrap_err().to_string();
+            assert!(e.contains(&format!("character {shown}")), "{filter}: {e}");
+        }
     }
 
     #[test]

@@ -19,8 +19,8 @@ const MAX_NAME: usize = 128;
 /// Parses a memory URL. Accepted: `memory://` (a fresh private hub) and
 /// `memory://NAME` (the named hub `NAME`: ASCII letters, digits, `-`, `_`,
 /// `.`), optionally followed by `/` and by the query parameters
-/// `retention`, `dead_letter_retention` (positive integers) and
-/// `redelivery_tick_ms` (milliseconds, positive).
+/// `retention`, `dead_letter_retention` (1 to 100 000 000) and
+/// `redelivery_tick_ms` (milliseconds, 1 to 60 000).
 pub(crate) fn parse(url: &str) -> Result<MemoryUrl> {
     let bad = |reason: String| Error::invalid_url(url, reason);
     let (scheme, rest) = url
@@ -95,6 +95,10 @@ pub(crate) fn parse(url: &str) -> Result<MemoryUrl> {
             }
         }
     }
+    config.validate().map_err(|e| match e {
+        Error::InvalidConfig(reason) => bad(reason),
+        other => other,
+    })?;
     Ok(MemoryUrl {
         name: (!name.is_empty()).then(|| name.to_owned()),
         config,
@@ -125,6 +129,10 @@ mod tests {
         assert_eq!(u.config.dead_letter_retention, 5);
         assert_eq!(u.config.redelivery_tick, Duration::from_millis(7));
         assert_eq!(parse("memory://?retention=3").unwrap().config.retention, 3);
+        let u =
+            parse("memory://?retention=100000000&dead_letter_retention=1&redelivery_tick_ms=60000")
+                .unwrap();
+        assert_eq!(u.config.redelivery_tick, MemoryConfig::MAX_REDELIVERY_TICK);
     }
 
     #[test]
@@ -142,6 +150,21 @@ mod tests {
             ("memory://x?foo=1", "unknown query parameter"),
             ("memory://x?retention=1&retention=2", "twice"),
             ("memory://x#f", "fragments"),
+            // Used to be accepted, then a tick of u64::MAX ms panicked the
+            // hub's timer and a huge retention had no bound.
+            (
+                "memory://x?redelivery_tick_ms=18446744073709551615",
+                "redelivery_tick must be 1ms to 1m",
+            ),
+            ("memory://x?redelivery_tick_ms=60001", "redelivery_tick"),
+            (
+                "memory://x?retention=18446744073709551615",
+                "retention must be 1 to 100000000",
+            ),
+            (
+                "memory://x?dead_letter_retention=100000001",
+                "dead_letter_retention must be 1 to 100000000",
+            ),
         ] {
             let e = parse(url).unwrap_err();
             assert!(matches!(e, Error::InvalidUrl { .. }), "{url}: {e}");

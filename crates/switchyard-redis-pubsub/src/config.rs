@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use switchyard_core::{Error, Result};
 use switchyard_redis::RedisConfig;
+use switchyard_redis::range::{
+    DAY, HOUR, MILLISECOND, MINUTE, Origin, OutOfRange, check_count, check_duration,
+};
 
 /// The URL parameters this adapter reads (besides `namespace`,
 /// `connect_timeout` and `response_timeout`, which every Redis adapter reads).
@@ -58,42 +61,47 @@ pub const URL_PARAMS: &[&str] = &[
 pub struct PubSubConfig {
     /// Where Redis is, the namespace (channel prefix) and the timeouts.
     pub redis: RedisConfig,
-    /// Messages waiting to be sent to Redis, at most (`outbox`, default 10 000).
+    /// Messages waiting to be sent to Redis, at most (`outbox`): 1 to
+    /// 10 000 000, default 10 000.
     pub outbox_capacity: usize,
     /// A message not sent to Redis within this time is dropped and counted
-    /// (`outbox_ttl`, default 5 s); remote replicas see it as a gap.
+    /// (`outbox_ttl`: 1 ms to 1 h, default 5 s); remote replicas see it as a gap.
     pub outbox_ttl: Duration,
     /// How long `publish` waits for room in a full outbox while Redis is
-    /// reachable, before dropping the message (`outbox_wait`, default
-    /// 100 ms). While Redis is away, a full outbox drops at once.
+    /// reachable, before dropping the message (`outbox_wait`: 0 to 1 min,
+    /// default 100 ms). While Redis is away, a full outbox drops at once.
     pub outbox_wait: Duration,
-    /// Most `PUBLISH` commands per pipeline (`batch`, default 1024). A
+    /// Most `PUBLISH` commands per pipeline (`batch`: 1 to 100 000, default 1024). A
     /// pipeline also stops growing past 1 MiB of frames (it always holds at
     /// least one).
     pub batch: usize,
     /// How often the subscribing connection is probed with `PING`
-    /// (`probe_interval`, default 1 s).
+    /// (`probe_interval`: 1 ms to 1 h, default 1 s).
     pub probe_interval: Duration,
     /// How long a probe may take before the connection counts as dead and
-    /// is replaced (`probe_timeout`, default 1 s). A half-open connection
+    /// is replaced (`probe_timeout`: 1 ms to 1 h, default 1 s). A half-open connection
     /// is noticed within `probe_interval + probe_timeout`.
     pub probe_timeout: Duration,
-    /// First reconnect delay ceiling (`reconnect_min`, default 50 ms).
+    /// First reconnect delay ceiling (`reconnect_min`: 0 to 10 min and at
+    /// most `reconnect_max`, default 50 ms).
     pub reconnect_min: Duration,
-    /// Largest reconnect delay (`reconnect_max`, default 1 s); delays are
+    /// Largest reconnect delay (`reconnect_max`: 1 ms to 10 min, default 1 s); delays are
     /// drawn with full jitter below an exponentially growing ceiling.
     pub reconnect_max: Duration,
-    /// How long `close` waits for the outbox to drain (`close_timeout`,
-    /// default 2 s).
+    /// How long `close` waits for the outbox to drain (`close_timeout`:
+    /// 0 to 1 h, default 2 s).
     pub close_timeout: Duration,
-    /// This transport's origin id (`instance_id`, 16 hex digits). Random
+    /// This transport's origin id (`instance_id`, up to 16 hex digits: any
+    /// 64-bit value). Random
     /// when `None` (the default); if you set it, it must be unique among
     /// live transports of a namespace.
     pub instance_id: Option<u64>,
-    /// Most (origin, topic) pairs tracked for gap detection (default 100 000).
+    /// Most (origin, topic) pairs tracked for gap detection: 1 to
+    /// 10 000 000, default 100 000 (no URL parameter).
     pub gap_tracker_capacity: usize,
     /// At most one warning per kind (malformed frame, unknown version, ...)
-    /// per this interval (default 10 s); the others are logged at debug.
+    /// per this interval (`warn_interval`: 1 ms to 24 h, default 10 s); the
+    /// others are logged at debug.
     pub warn_interval: Duration,
 }
 
@@ -175,44 +183,104 @@ impl PubSubConfig {
         }
         redis.reject_unknown_params(URL_PARAMS)?;
         cfg.redis = redis;
-        cfg.validate()?;
+        cfg.validate_from(Origin::Url)?;
         Ok(cfg)
     }
 
-    /// Checks every value; [`RedisPubSubTransport::connect`](crate::RedisPubSubTransport::connect) calls it.
+    /// Largest `outbox` capacity.
+    pub const MAX_OUTBOX: usize = 10_000_000;
+    /// Largest `batch`.
+    pub const MAX_BATCH: usize = 100_000;
+    /// Largest `gap_tracker_capacity`.
+    pub const MAX_GAP_TRACKER: usize = 10_000_000;
+
+    /// Checks every value against its documented range (those of
+    /// [`RedisConfig`] included, with the same rules as redis-streams);
+    /// [`RedisPubSubTransport::connect`](crate::RedisPubSubTransport::connect)
+    /// calls it, and so does [`from_url`](Self::from_url). Errors say the
+    /// value was set in code.
     pub fn validate(&self) -> Result<()> {
-        let positive = [
-            ("outbox_ttl", self.outbox_ttl),
-            ("probe_interval", self.probe_interval),
-            ("probe_timeout", self.probe_timeout),
-            ("reconnect_max", self.reconnect_max),
-            ("connect_timeout", self.redis.connect_timeout),
-            ("response_timeout", self.redis.response_timeout),
-        ];
-        for (name, d) in positive {
-            if d.is_zero() {
-                return Err(Error::InvalidConfig(format!("{name} must be positive")));
-            }
-        }
-        if self.outbox_capacity == 0 || self.outbox_capacity > 10_000_000 {
-            return Err(Error::InvalidConfig(format!(
-                "outbox must be 1 to 10000000 messages, got {}",
-                self.outbox_capacity
-            )));
-        }
-        if self.batch == 0 || self.batch > 100_000 {
-            return Err(Error::InvalidConfig(format!(
-                "batch must be 1 to 100000, got {}",
-                self.batch
-            )));
-        }
+        self.validate_from(Origin::Builder)
+    }
+
+    /// [`validate`](Self::validate), naming `origin` in the error.
+    pub fn validate_from(&self, origin: Origin) -> Result<()> {
+        self.redis.validate_from(origin)?;
+        self.check_ranges().map_err(|e| e.into_error(origin))?;
         if self.reconnect_min > self.reconnect_max {
             return Err(Error::InvalidConfig(format!(
                 "reconnect_min ({:?}) exceeds reconnect_max ({:?})",
                 self.reconnect_min, self.reconnect_max
             )));
         }
-        switchyard_redis::validate_namespace(&self.redis.namespace).map_err(Error::InvalidConfig)
+        Ok(())
+    }
+
+    fn check_ranges(&self) -> std::result::Result<(), OutOfRange> {
+        check_count("outbox", self.outbox_capacity, 1, Self::MAX_OUTBOX)?;
+        check_duration(
+            "outbox_ttl",
+            self.outbox_ttl,
+            MILLISECOND,
+            HOUR,
+            "1ms to 1h (60m)",
+        )?;
+        check_duration(
+            "outbox_wait",
+            self.outbox_wait,
+            Duration::ZERO,
+            MINUTE,
+            "0 to 1m",
+        )?;
+        check_count("batch", self.batch, 1, Self::MAX_BATCH)?;
+        check_duration(
+            "probe_interval",
+            self.probe_interval,
+            MILLISECOND,
+            HOUR,
+            "1ms to 1h (60m)",
+        )?;
+        check_duration(
+            "probe_timeout",
+            self.probe_timeout,
+            MILLISECOND,
+            HOUR,
+            "1ms to 1h (60m)",
+        )?;
+        check_duration(
+            "reconnect_min",
+            self.reconnect_min,
+            Duration::ZERO,
+            10 * MINUTE,
+            "0 to 10m",
+        )?;
+        check_duration(
+            "reconnect_max",
+            self.reconnect_max,
+            MILLISECOND,
+            10 * MINUTE,
+            "1ms to 10m",
+        )?;
+        check_duration(
+            "close_timeout",
+            self.close_timeout,
+            Duration::ZERO,
+            HOUR,
+            "0 to 1h (60m)",
+        )?;
+        check_count(
+            "gap_tracker_capacity",
+            self.gap_tracker_capacity,
+            1,
+            Self::MAX_GAP_TRACKER,
+        )?;
+        check_duration(
+            "warn_interval",
+            self.warn_interval,
+            MILLISECOND,
+            DAY,
+            "1ms to 24h (1440m)",
+        )
     }
 
     /// Sets [`outbox_capacity`](Self::outbox_capacity).
@@ -352,7 +420,73 @@ mod tests {
             assert!(PubSubConfig::from_url(url).is_err(), "{url}");
         }
         assert!(PubSubConfig::from_url("redis://h").is_ok());
+        assert!(
+            PubSubConfig::from_url("redis://h?close_timeout=0&outbox_wait=0&reconnect_min=0")
+                .is_ok()
+        );
         assert!(PubSubConfig::from_url("REDIS+PUBSUB://h").is_ok());
         assert!(PubSubConfig::default().validate().is_ok());
+    }
+
+    /// `probe_interval=18446744073709551615s` panicked the receiving loop
+    /// (restarted by its supervisor, forever), `close_timeout` of the same
+    /// made `close()` panic; both were accepted. Now every duration and count
+    /// has a range, checked by `from_url` and the builder's `validate`.
+    #[test]
+    fn out_of_range_values_are_refused_with_their_range() {
+        let max = u64::MAX;
+        for (params, needle) in [
+            (
+                format!("probe_interval={max}s"),
+                "probe_interval must be 1ms to 1h (60m), got 18446744073709551615s (url parameter probe_interval)",
+            ),
+            (
+                format!("close_timeout={max}s"),
+                "close_timeout must be 0 to 1h (60m)",
+            ),
+            (format!("outbox={max}"), "outbox must be 1 to 10000000"),
+            (format!("batch={max}"), "batch must be 1 to 100000"),
+            (format!("outbox_ttl={max}m"), "outbox_ttl"),
+            ("outbox_ttl=0".to_owned(), "outbox_ttl"),
+            (
+                format!("outbox_wait={max}ms"),
+                "outbox_wait must be 0 to 1m",
+            ),
+            (format!("probe_timeout={max}s"), "probe_timeout"),
+            ("probe_timeout=0".to_owned(), "probe_timeout"),
+            (format!("reconnect_max={max}s"), "reconnect_max"),
+            (
+                format!("reconnect_min={max}s&reconnect_max=1s"),
+                "reconnect_min must be 0 to 10m",
+            ),
+            (format!("warn_interval={max}m"), "warn_interval"),
+            (
+                "connect_timeout=0".to_owned(),
+                "connect_timeout must be 1ms to 10m",
+            ),
+            (format!("response_timeout={max}s"), "response_timeout"),
+        ] {
+            let url = format!("redis+pubsub://h?{params}");
+            let e = PubSubConfig::from_url(&url).unwrap_err();
+            assert!(matches!(e, Error::InvalidConfig(_)), "{url}: {e}");
+            assert!(e.to_string().contains(needle), "{url}: {e}");
+        }
+        let upper = "redis+pubsub://h?outbox=10000000&batch=100000&outbox_ttl=60m&outbox_wait=1m\
+            &probe_interval=60m&probe_timeout=60m&reconnect_min=10m&reconnect_max=10m&close_timeout=60m\
+            &warn_interval=1440m&instance_id=ffffffffffffffff";
+        assert!(PubSubConfig::from_url(upper).is_ok());
+        let e = PubSubConfig::default()
+            .with_close_timeout(Duration::MAX)
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().ends_with("(set in code)"), "{e}");
+        for bad in [
+            PubSubConfig::default().with_gap_tracker_capacity(0),
+            PubSubConfig::default().with_gap_tracker_capacity(usize::MAX),
+            PubSubConfig::default().with_probe_interval(Duration::MAX),
+            PubSubConfig::default().with_batch(usize::MAX),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 }

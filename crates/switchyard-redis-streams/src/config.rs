@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use switchyard_core::{Error, Result};
 use switchyard_redis::RedisConfig;
+use switchyard_redis::range::{
+    DAY, HOUR, MILLISECOND, MINUTE, Origin, OutOfRange, check_count, check_duration,
+};
 
 /// URL parameters this adapter understands (beyond `namespace`,
 /// `connect_timeout` and `response_timeout`, which [`RedisConfig`] takes).
@@ -47,42 +50,49 @@ pub struct StreamsConfig {
     /// Where Redis is, credentials, namespace, connect and response timeouts.
     pub redis: RedisConfig,
     /// Approximate cap on each stream's length: `XADD ... MAXLEN ~ N`
-    /// (URL `maxlen`). `None` (default): no length cap.
+    /// (URL `maxlen`): 1 to 9223372036854775807 (`i64::MAX`, the largest
+    /// Redis accepts). `None` (default): no length cap.
     pub maxlen: Option<u64>,
     /// Approximate age cap: `XADD ... MINID ~ <now - age>` (URL `retention`,
-    /// e.g. `retention=1440m` for a day; units are `ms`, `s` and `m`).
-    /// Ignored when `maxlen` is set. `None` (default): no age cap.
+    /// e.g. `retention=1440m` for a day; units are `ms`, `s` and `m`):
+    /// 1 ms to 365 days (525600m). Ignored when `maxlen` is set. `None`
+    /// (default): no age cap.
     pub min_id_age: Option<Duration>,
     /// How long one `XREAD`/`XREADGROUP` blocks waiting for entries
-    /// (URL `block`, default 1 s). The dedicated reading connection's
+    /// (URL `block`): 1 ms to 5 min, default 1 s. The dedicated reading connection's
     /// response timeout is this plus 2 s. It also bounds how long a reader
     /// takes to notice `close`.
     pub block: Duration,
-    /// Entries fetched per read (`COUNT`, URL `read_count`, default 512).
+    /// Entries fetched per read (`COUNT`, URL `read_count`): 1 to 100000,
+    /// default 512.
     pub read_count: usize,
     /// Capacity of the bounded publish queue in front of the writer task
-    /// (URL `writer_queue`, default 8192). When full, `publish` waits.
+    /// (URL `writer_queue`): 1 to 1048576, default 8192. When full,
+    /// `publish` waits.
     pub writer_queue: usize,
-    /// Most `XADD`s in one pipeline (URL `writer_batch`, default 512).
+    /// Most `XADD`s in one pipeline (URL `writer_batch`): 1 to 100000,
+    /// default 512.
     pub writer_batch: usize,
-    /// Most pipelines in flight at once (URL `writer_in_flight`, default 4).
+    /// Most pipelines in flight at once (URL `writer_in_flight`): 1 to 1024,
+    /// default 4.
     pub writer_in_flight: usize,
     /// How often a group consumer looks for stale entries of crashed
-    /// members with `XAUTOCLAIM` (URL `claim_interval`). `None` (default):
-    /// half the subscription's ack timeout, at most 1 s.
+    /// members with `XAUTOCLAIM` (URL `claim_interval`): 1 ms to 1 h.
+    /// `None` (default): half the subscription's ack timeout, at most 1 s.
     pub claim_interval: Option<Duration>,
     /// Consumers with nothing pending that were idle longer than this are
-    /// removed from their group (URL `consumer_idle_cleanup`, default 1 h).
+    /// removed from their group (URL `consumer_idle_cleanup`): 1 ms to 30
+    /// days (43200m), default 1 h.
     pub consumer_idle_cleanup: Duration,
     /// How often pattern subscriptions rescan for new streams with `SCAN`
-    /// (URL `pattern_rescan`, default 1 s): a stream created after the
+    /// (URL `pattern_rescan`: 1 ms to 1 h, default 1 s): a stream created after the
     /// subscription is found within about this delay.
     pub pattern_rescan: Duration,
     /// Consecutive failed publish pipelines that open the circuit breaker
-    /// (URL `breaker_threshold`, default 5).
+    /// (URL `breaker_threshold`): 1 to 1000000, default 5.
     pub breaker_threshold: u32,
     /// How long the open breaker refuses publishes before a trial
-    /// (URL `breaker_cool_down`, default 1 s).
+    /// (URL `breaker_cool_down`): 1 ms to 1 h, default 1 s.
     pub breaker_cool_down: Duration,
 }
 
@@ -117,16 +127,16 @@ impl StreamsConfig {
             cfg.block = v;
         }
         if let Some(v) = redis.take_u64("read_count")? {
-            cfg.read_count = to_usize("read_count", v)?;
+            cfg.read_count = to_usize(v);
         }
         if let Some(v) = redis.take_u64("writer_queue")? {
-            cfg.writer_queue = to_usize("writer_queue", v)?;
+            cfg.writer_queue = to_usize(v);
         }
         if let Some(v) = redis.take_u64("writer_batch")? {
-            cfg.writer_batch = to_usize("writer_batch", v)?;
+            cfg.writer_batch = to_usize(v);
         }
         if let Some(v) = redis.take_u64("writer_in_flight")? {
-            cfg.writer_in_flight = to_usize("writer_in_flight", v)?;
+            cfg.writer_in_flight = to_usize(v);
         }
         cfg.claim_interval = redis.take_duration("claim_interval")?;
         if let Some(v) = redis.take_duration("consumer_idle_cleanup")? {
@@ -137,7 +147,17 @@ impl StreamsConfig {
         }
         if let Some(v) = redis.take_u64("breaker_threshold")? {
             cfg.breaker_threshold = u32::try_from(v).map_err(|_| {
-                Error::InvalidConfig(format!("url parameter breaker_threshold: {v} is too large"))
+                check_count(
+                    "breaker_threshold",
+                    v,
+                    1,
+                    u64::from(Self::MAX_BREAKER_THRESHOLD),
+                )
+                .err()
+                .map_or_else(
+                    || Error::InvalidConfig(format!("breaker_threshold: {v} is too large")),
+                    |e| e.into_error(Origin::Url),
+                )
             })?;
         }
         if let Some(v) = redis.take_duration("breaker_cool_down")? {
@@ -145,45 +165,84 @@ impl StreamsConfig {
         }
         redis.reject_unknown_params(URL_PARAMS)?;
         cfg.redis = redis;
-        cfg.validate()?;
+        cfg.validate_from(Origin::Url)?;
         Ok(cfg)
     }
 
-    /// Checks the settings; [`connect`](crate::RedisStreamsTransport::connect) calls it.
+    /// Largest `maxlen`: `i64::MAX`, the largest count Redis accepts.
+    pub const MAX_MAXLEN: u64 = i64::MAX as u64;
+    /// Largest `breaker_threshold`.
+    pub const MAX_BREAKER_THRESHOLD: u32 = 1_000_000;
+
+    /// Checks every setting against its documented range (those of
+    /// [`RedisConfig`] included, with the same rules as the backplane);
+    /// [`connect`](crate::RedisStreamsTransport::connect) calls it, and so
+    /// does [`from_url`](Self::from_url). Errors say the value was set in code.
     pub fn validate(&self) -> Result<()> {
-        let positive = |name: &str, v: usize| {
-            if v == 0 {
-                Err(Error::InvalidConfig(format!("{name} must be at least 1")))
-            } else {
-                Ok(())
-            }
-        };
-        positive("read_count", self.read_count)?;
-        positive("writer_queue", self.writer_queue)?;
-        positive("writer_batch", self.writer_batch)?;
-        positive("writer_in_flight", self.writer_in_flight)?;
-        if self.maxlen == Some(0) {
-            return Err(Error::InvalidConfig(
-                "maxlen must be at least 1 (leave it unset for no cap)".into(),
-            ));
+        self.validate_from(Origin::Builder)
+    }
+
+    /// [`validate`](Self::validate), naming `origin` in the error.
+    pub fn validate_from(&self, origin: Origin) -> Result<()> {
+        self.redis.validate_from(origin)?;
+        self.check_ranges().map_err(|e| e.into_error(origin))
+    }
+
+    fn check_ranges(&self) -> std::result::Result<(), OutOfRange> {
+        if let Some(maxlen) = self.maxlen {
+            check_count("maxlen", maxlen, 1, Self::MAX_MAXLEN)?;
         }
-        if self.block.is_zero() {
-            // BLOCK 0 means "forever" to Redis: the reader could never notice close.
-            return Err(Error::InvalidConfig("block must be positive".into()));
+        if let Some(age) = self.min_id_age {
+            check_duration(
+                "retention",
+                age,
+                MILLISECOND,
+                365 * DAY,
+                "1ms to 365 days (525600m)",
+            )?;
         }
-        if self.pattern_rescan.is_zero() {
-            return Err(Error::InvalidConfig(
-                "pattern_rescan must be positive".into(),
-            ));
+        // BLOCK 0 means "forever" to Redis: the reader could never notice close.
+        check_duration("block", self.block, MILLISECOND, 5 * MINUTE, "1ms to 5m")?;
+        check_count("read_count", self.read_count, 1, 100_000)?;
+        check_count("writer_queue", self.writer_queue, 1, 1 << 20)?;
+        check_count("writer_batch", self.writer_batch, 1, 100_000)?;
+        check_count("writer_in_flight", self.writer_in_flight, 1, 1024)?;
+        if let Some(every) = self.claim_interval {
+            check_duration(
+                "claim_interval",
+                every,
+                MILLISECOND,
+                HOUR,
+                "1ms to 1h (60m)",
+            )?;
         }
-        if self.claim_interval.is_some_and(|d| d.is_zero()) {
-            return Err(Error::InvalidConfig(
-                "claim_interval must be positive".into(),
-            ));
-        }
-        switchyard_redis::validate_namespace(&self.redis.namespace)
-            .map_err(Error::InvalidConfig)?;
-        Ok(())
+        check_duration(
+            "consumer_idle_cleanup",
+            self.consumer_idle_cleanup,
+            MILLISECOND,
+            30 * DAY,
+            "1ms to 30 days (43200m)",
+        )?;
+        check_duration(
+            "pattern_rescan",
+            self.pattern_rescan,
+            MILLISECOND,
+            HOUR,
+            "1ms to 1h (60m)",
+        )?;
+        check_count(
+            "breaker_threshold",
+            self.breaker_threshold,
+            1,
+            Self::MAX_BREAKER_THRESHOLD,
+        )?;
+        check_duration(
+            "breaker_cool_down",
+            self.breaker_cool_down,
+            MILLISECOND,
+            HOUR,
+            "1ms to 1h (60m)",
+        )
     }
 
     /// Sets the approximate length cap (`MAXLEN ~ N`).
@@ -273,9 +332,10 @@ impl Default for StreamsConfig {
     }
 }
 
-fn to_usize(name: &str, v: u64) -> Result<usize> {
-    usize::try_from(v)
-        .map_err(|_| Error::InvalidConfig(format!("url parameter {name}: {v} is too large")))
+/// A count from the URL as `usize`; a value past `usize::MAX` (only on
+/// 32-bit targets) saturates, and the range check then refuses it.
+fn to_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -318,6 +378,67 @@ mod tests {
         }
         let e = StreamsConfig::from_url("redis+streams://h?foo=1").unwrap_err();
         assert!(e.to_string().contains("foo"), "{e}");
+    }
+
+    /// Each of these used to be accepted and then panic, abort or fail every
+    /// call: `writer_queue=u64::MAX` panicked in `connect`,
+    /// `writer_batch=1000000000` aborted on a 112 GB allocation,
+    /// `writer_batch`/`writer_in_flight` of `u64::MAX` panicked the writer,
+    /// `maxlen=u64::MAX` made every XADD fail; zero `connect_timeout`,
+    /// `response_timeout`, `breaker_threshold`, `consumer_idle_cleanup`
+    /// were accepted here but refused by the backplane.
+    #[test]
+    fn out_of_range_values_are_refused_with_their_range() {
+        let max = u64::MAX;
+        for (params, needle) in [
+            (format!("writer_queue={max}"), "writer_queue must be 1 to 1048576, got 18446744073709551615 (url parameter writer_queue)".to_owned()),
+            ("writer_batch=1000000000".to_owned(), "writer_batch must be 1 to 100000, got 1000000000".to_owned()),
+            (format!("writer_batch={max}"), "writer_batch must be 1 to 100000".to_owned()),
+            (format!("writer_in_flight={max}"), "writer_in_flight must be 1 to 1024".to_owned()),
+            (format!("maxlen={max}"), "maxlen must be 1 to 9223372036854775807".to_owned()),
+            ("maxlen=9223372036854775808".to_owned(), "maxlen".to_owned()),
+            ("connect_timeout=0".to_owned(), "connect_timeout must be 1ms to 10m".to_owned()),
+            ("response_timeout=0".to_owned(), "response_timeout".to_owned()),
+            ("breaker_threshold=0".to_owned(), "breaker_threshold must be 1 to 1000000, got 0".to_owned()),
+            (format!("breaker_threshold={max}"), "breaker_threshold must be 1 to 1000000, got 18446744073709551615".to_owned()),
+            ("consumer_idle_cleanup=0".to_owned(), "consumer_idle_cleanup must be 1ms to 30 days".to_owned()),
+            (format!("block={max}s"), "block must be 1ms to 5m".to_owned()),
+            (format!("read_count={max}"), "read_count".to_owned()),
+            (format!("claim_interval={max}m"), "claim_interval".to_owned()),
+            (format!("pattern_rescan={max}ms"), "pattern_rescan".to_owned()),
+            (format!("breaker_cool_down={max}s"), "breaker_cool_down".to_owned()),
+            ("breaker_cool_down=0".to_owned(), "breaker_cool_down".to_owned()),
+            (format!("retention={max}m"), "retention must be 1ms to 365 days".to_owned()),
+        ] {
+            let url = format!("redis+streams://h?{params}");
+            let e = StreamsConfig::from_url(&url).unwrap_err();
+            assert!(matches!(e, Error::InvalidConfig(_)), "{url}: {e}");
+            assert!(e.to_string().contains(&needle), "{url}: {e}");
+        }
+        let upper = "redis+streams://h?maxlen=9223372036854775807&writer_queue=1048576&writer_batch=100000\
+            &writer_in_flight=1024&read_count=100000&block=5m&claim_interval=60m&pattern_rescan=60m\
+            &consumer_idle_cleanup=43200m&breaker_threshold=1000000&breaker_cool_down=60m&retention=525600m";
+        assert!(StreamsConfig::from_url(upper).is_ok());
+        let lower = "redis+streams://h?maxlen=1&writer_queue=1&writer_batch=1&writer_in_flight=1&read_count=1\
+            &block=1&claim_interval=1&pattern_rescan=1&consumer_idle_cleanup=1&breaker_threshold=1\
+            &breaker_cool_down=1&retention=1&connect_timeout=1&response_timeout=1";
+        assert!(StreamsConfig::from_url(lower).is_ok());
+        // The builder goes through the same check, and says so.
+        let e = StreamsConfig::default()
+            .with_writer_batch(1_000_000_000)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: writer_batch must be 1 to 100000, got 1000000000 (set in code)"
+        );
+        assert!(
+            StreamsConfig::default()
+                .with_breaker(0, Duration::from_secs(1))
+                .validate()
+                .is_err()
+        );
+        assert!(StreamsConfig::default().validate().is_ok());
     }
 
     #[test]

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use switchyard_core::{Error, Result, redact_url};
 
+use crate::parse::{check_shape, percent_decode};
+pub use crate::parse::{parse_duration, validate_namespace};
+use crate::range::{HOUR, MILLISECOND, MINUTE, Origin, check_count, check_duration};
+
 /// A password that never shows in `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -53,11 +57,11 @@ impl fmt::Debug for Secret {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// Host name or IP address.
+    /// Host name or IP address (not empty).
     pub host: String,
-    /// TCP port (default 6379).
+    /// TCP port: 1 to 65535 (default 6379).
     pub port: u16,
-    /// Database number (default 0).
+    /// Database number: 0 to 2147483647 (default 0; the URL path `/N`).
     pub db: i64,
     /// ACL user name.
     pub username: Option<String>,
@@ -67,9 +71,11 @@ pub struct RedisConfig {
     pub tls: bool,
     /// Prefix of every key and channel (default `switchyard`).
     pub namespace: String,
-    /// Bound on establishing a connection (default 2 s).
+    /// Bound on establishing a connection: 1 ms to 10 min (default 2 s;
+    /// URL `connect_timeout`).
     pub connect_timeout: Duration,
-    /// Bound on one command's reply on the shared connection (default 5 s).
+    /// Bound on one command's reply on the shared connection: 1 ms to 1 h
+    /// (default 5 s; URL `response_timeout`).
     pub response_timeout: Duration,
     /// Adapter-specific query parameters.
     pub params: BTreeMap<String, String>,
@@ -80,6 +86,46 @@ impl RedisConfig {
     pub const DEFAULT_PORT: u16 = 6379;
     /// Default namespace.
     pub const DEFAULT_NAMESPACE: &'static str = "switchyard";
+    /// Largest database number (Redis keeps the index in a C `int`).
+    pub const MAX_DB: i64 = i32::MAX as i64;
+
+    /// Checks every setting against its documented range; both Redis
+    /// adapters run it (through their own `validate`), so a value means
+    /// the same on both. Errors say the setting was set in code.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_from(Origin::Builder)
+    }
+
+    /// [`validate`](Self::validate), naming `origin` in the error (the URL
+    /// parameter, or "set in code").
+    pub fn validate_from(&self, origin: Origin) -> Result<()> {
+        if self.host.is_empty() {
+            return Err(Error::InvalidConfig(
+                "the redis host is empty: give a host name or IP address".into(),
+            ));
+        }
+        validate_namespace(&self.namespace).map_err(Error::InvalidConfig)?;
+        self.check_ranges().map_err(|e| e.into_error(origin))
+    }
+
+    fn check_ranges(&self) -> std::result::Result<(), crate::range::OutOfRange> {
+        check_count("port", self.port, 1, u16::MAX)?;
+        check_count("db", self.db, 0, Self::MAX_DB)?;
+        check_duration(
+            "connect_timeout",
+            self.connect_timeout,
+            MILLISECOND,
+            10 * MINUTE,
+            "1ms to 10m",
+        )?;
+        check_duration(
+            "response_timeout",
+            self.response_timeout,
+            MILLISECOND,
+            HOUR,
+            "1ms to 1h (60m)",
+        )
+    }
 
     /// Settings for `host:port` with every other value at its default.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
@@ -161,7 +207,13 @@ impl RedisConfig {
 
     /// Parses a URL. The scheme must be `redis`, `rediss`, or one of those
     /// followed by `+streams` / `+pubsub`; a leading `rediss` turns TLS on.
+    ///
+    /// The user name and password must be percent-encoded where they hold
+    /// `@`, `:`, `/`, `?`, `#` or `%`; a raw `/`, `?` or `#` before the
+    /// last `@` is refused with a message saying so (without the password),
+    /// and so is a URL without `//` after the scheme.
     pub fn from_url(input: &str) -> Result<Self> {
+        check_shape(input)?;
         let url = url::Url::parse(input).map_err(|e| Error::invalid_url(input, e.to_string()))?;
         let scheme = url.scheme();
         let base = scheme.split('+').next().unwrap_or(scheme);
@@ -190,11 +242,14 @@ impl RedisConfig {
             cfg.db = path
                 .parse::<i64>()
                 .ok()
-                .filter(|d| *d >= 0)
+                .filter(|d| (0..=Self::MAX_DB).contains(d))
                 .ok_or_else(|| {
                     Error::invalid_url(
                         input,
-                        format!("the path must be a database number, got {path:?}"),
+                        format!(
+                            "the path must be a database number 0 to {}, got {path:?}",
+                            Self::MAX_DB
+                        ),
                     )
                 })?;
         }
@@ -224,6 +279,7 @@ impl RedisConfig {
                 }
             }
         }
+        cfg.validate_from(Origin::Url)?;
         Ok(cfg)
     }
 
@@ -266,68 +322,6 @@ impl RedisConfig {
             if known.is_empty() { "" } else { ", " },
             known.join(", ")
         )))
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Checks a namespace: 1 to 64 bytes of ASCII letters, digits, `-`, `_`, `.`, `:`.
-pub fn validate_namespace(ns: &str) -> std::result::Result<(), String> {
-    if ns.is_empty() || ns.len() > 64 {
-        return Err(format!("namespace must be 1 to 64 bytes, got {}", ns.len()));
-    }
-    if let Some(c) = ns
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
-    {
-        return Err(format!(
-            "namespace {ns:?} contains {c:?}: use ASCII letters, digits, '-', '_', '.', ':'"
-        ));
-    }
-    Ok(())
-}
-
-/// Parses `250ms`, `2s`, `1m`, or a bare number of milliseconds.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "ms"),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration like 250ms, 2s or 1m, got {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(format!("unknown unit {unit:?} in {s:?}: use ms, s or m")),
     }
 }
 
@@ -394,6 +388,104 @@ mod tests {
             assert!(!text.contains("hunter2"), "{bad}: {text}");
             assert!(matches!(e, Error::InvalidUrl { .. }), "{bad}: {e}");
         }
+    }
+
+    /// `redis+streams://app:S3cretPW#x@127.0.0.1:7441` failed with
+    /// `invalid url "redis+streams://app:S3cretPW#x@127.0.0.1:7441": invalid
+    /// port number`: the `#` ended the authority, the redaction missed the
+    /// `@`. Every ASCII punctuation character, raw or percent-encoded, in
+    /// every shape: the password never shows; the percent-encoded one parses.
+    #[test]
+    fn passwords_with_punctuation_never_show() {
+        for p in (0x21u8..0x7f)
+            .map(char::from)
+            .filter(char::is_ascii_punctuation)
+        {
+            let secret = format!("S3cretPW{p}x");
+            let encoded: String = secret.bytes().map(|b| format!("%{b:02X}")).collect();
+            for shape in [
+                "redis+streams://app:{pw}@127.0.0.1:7441",
+                "redis+streams://app:{pw}@127.0.0.1:7441/0?namespace=n&connect_timeout=0",
+                "redis+pubsub://:{pw}@127.0.0.1/99999999999",
+                "redis+streams:app:{pw}@127.0.0.1",
+                "redis+streams:/app:{pw}@127.0.0.1",
+                "redis+streams://app:{pw}",
+                "redis+streams://app:{pw}/0",
+                "http://app:{pw}@h",
+            ] {
+                for pw in [secret.as_str(), encoded.as_str()] {
+                    let url = shape.replace("{pw}", pw);
+                    let shown = match RedisConfig::from_url(&url) {
+                        Ok(c) => format!("{c} {c:?}"),
+                        Err(e) => format!("{e} {e:?}"),
+                    };
+                    assert!(!shown.contains("S3cretPW"), "{url}: {shown}");
+                    assert!(!shown.contains(&encoded), "{url}: {shown}");
+                }
+            }
+            let url = format!("redis+streams://app:{encoded}@127.0.0.1:7441");
+            let c = RedisConfig::from_url(&url).unwrap();
+            assert_eq!(c.password.as_ref().unwrap().expose(), secret);
+            assert_eq!(c.port, 7441);
+        }
+        let e = RedisConfig::from_url("redis+streams://app:S3cretPW#x@127.0.0.1:7441").unwrap_err();
+        assert!(e.to_string().contains("percent-encode"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("redis+streams://app:***@127.0.0.1:7441"),
+            "{e}"
+        );
+    }
+
+    /// Zero timeouts were accepted by redis-streams and refused by the
+    /// backplane; now both run this one check.
+    #[test]
+    fn ranges() {
+        for (url, needle) in [
+            (
+                "redis://h?connect_timeout=0",
+                "connect_timeout must be 1ms to 10m, got 0ns (url parameter connect_timeout)",
+            ),
+            (
+                "redis://h?response_timeout=0",
+                "response_timeout must be 1ms to 1h",
+            ),
+            ("redis://h?connect_timeout=11m", "connect_timeout"),
+            (
+                "redis://h?response_timeout=18446744073709551615s",
+                "response_timeout",
+            ),
+            (
+                "redis://h?response_timeout=18446744073709551615m",
+                "response_timeout",
+            ),
+            ("redis://h:0", "port must be 1 to 65535, got 0"),
+        ] {
+            let e = RedisConfig::from_url(url).unwrap_err();
+            assert!(e.to_string().contains(needle), "{url}: {e}");
+        }
+        let e = RedisConfig::from_url("redis://h/2147483648").unwrap_err();
+        assert!(e.to_string().contains("0 to 2147483647"), "{e}");
+        let ok = RedisConfig::from_url(
+            "redis://h:65535/2147483647?connect_timeout=10m&response_timeout=60m&namespace=n",
+        )
+        .unwrap();
+        assert_eq!(ok.db, RedisConfig::MAX_DB);
+        assert!(RedisConfig::from_url("redis://h?connect_timeout=1&response_timeout=1ms").is_ok());
+        let e = RedisConfig::new("h", 1)
+            .with_connect_timeout(Duration::MAX)
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().ends_with("(set in code)"), "{e}");
+        assert!(RedisConfig::new("", 1).validate().is_err());
+        assert!(RedisConfig::new("h", 1).with_db(-1).validate().is_err());
+        assert!(
+            RedisConfig::new("h", 1)
+                .with_namespace("a b")
+                .validate()
+                .is_err()
+        );
+        assert!(RedisConfig::new("h", 1).validate().is_ok());
     }
 
     #[test]

@@ -19,6 +19,8 @@ mod config;
 mod connect;
 mod error;
 pub mod lean;
+mod parse;
+pub mod range;
 
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
 pub use connect::{RedisClient, ping_health};

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use switchyard_core::{Error, Result, Transport, redact_url};
+use switchyard_core::{Error, Result, Transport, redact_url, scrub_url_secret, url_secret};
 
 /// Opens a transport for a URL whose scheme belongs to the adapter.
 pub(crate) type ConnectFn = for<'a> fn(&'a str) -> BoxFuture<'a, Result<Arc<dyn Transport>>>;
@@ -195,22 +195,14 @@ fn known_schemes() -> String {
     parts.join(", ")
 }
 
-/// The password of `url`, if it has a non-empty one.
-fn password(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let (_, pw) = userinfo.split_once(':')?;
-    (!pw.is_empty()).then_some(pw)
-}
-
 /// A safety net under the adapters' own redaction: an error that would
-/// show the URL's password gets it replaced with `***`.
+/// show what [`redact_url`] hides in the URL (the password, as typed or
+/// percent-decoded, whatever the URL's shape) gets it replaced with `***`.
 fn scrub_password(error: Error, url: &str) -> Error {
-    let Some(pw) = password(url) else {
+    if url_secret(url).is_none() {
         return error;
-    };
-    let scrub = |s: String| s.replace(pw, "***");
+    }
+    let scrub = |s: String| scrub_url_secret(&s, url);
     let error = match error {
         Error::Connect {
             backend,
@@ -226,14 +218,24 @@ fn scrub_password(error: Error, url: &str) -> Error {
         Error::Transient(s) => Error::Transient(scrub(s)),
         Error::Backend(s) => Error::Backend(scrub(s)),
         Error::InvalidConfig(s) => Error::InvalidConfig(scrub(s)),
-        Error::InvalidUrl { url, reason } => Error::InvalidUrl {
-            url: scrub(url),
+        Error::InvalidUrl { url: shown, reason } => Error::InvalidUrl {
+            url: scrub(shown),
             reason: scrub(reason),
+        },
+        Error::InvalidTopic { topic, reason } => Error::InvalidTopic {
+            topic: scrub(topic),
+            reason: scrub(reason),
+        },
+        Error::Timeout { operation, after } => Error::Timeout {
+            operation: scrub(operation),
+            after,
         },
         other => other,
     };
-    if error.to_string().contains(pw) || format!("{error:?}").contains(pw) {
-        return Error::Backend(scrub(error.to_string()));
+    let text = error.to_string();
+    let debug = format!("{error:?}");
+    if scrub(text.clone()) != text || scrub(debug.clone()) != debug {
+        return Error::Backend(scrub(text));
     }
     error
 }
@@ -365,10 +367,6 @@ mod tests {
 
     #[test]
     fn scrubbing() {
-        assert_eq!(password("redis://u:pw@h/0"), Some("pw"));
-        assert_eq!(password("redis://u@h"), None);
-        assert_eq!(password("redis://:@h"), None);
-        assert_eq!(password("memory://"), None);
         let url = "redis+streams://u:hunter2@h";
         let e = scrub_password(Error::Backend("auth hunter2 failed".into()), url);
         assert_eq!(e.to_string(), "backend error: auth *** failed");
@@ -381,6 +379,14 @@ mod tests {
         );
         assert!(!e.to_string().contains("hunter2"));
         assert!(scrub_password(Error::Transient("x".into()), url).is_transient());
+        // A raw `#` in the password: the old scrubber cut the authority at
+        // it and found no password to scrub.
+        let url = "redis+streams://app:S3cret#x@127.0.0.1:7441";
+        let e = scrub_password(Error::Backend("auth S3cret#x failed".into()), url);
+        assert_eq!(e.to_string(), "backend error: auth *** failed");
+        let url = "redis+streams://app:S3cret%23x@127.0.0.1:7441";
+        let e = scrub_password(Error::Backend("auth S3cret#x failed".into()), url);
+        assert_eq!(e.to_string(), "backend error: auth *** failed");
     }
 
     #[test]
