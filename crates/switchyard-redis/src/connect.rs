@@ -82,8 +82,7 @@ impl RedisClient {
 
     /// The shared, multiplexed connection for ordinary commands. It
     /// reconnects by itself after a disconnect. Connecting and a first
-    /// `PING` finish within the connect timeout, or this fails (see the
-    /// [module docs](self)).
+    /// `PING` finish within the connect timeout, or this fails.
     pub async fn shared(&self) -> Result<ConnectionManager> {
         let timeout = self.config.connect_timeout;
         let cfg = ConnectionManagerConfig::new()
