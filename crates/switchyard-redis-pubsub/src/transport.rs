@@ -320,11 +320,13 @@ impl Transport for RedisPubSubTransport {
         let deadline = tokio::time::Instant::now() + bound;
         let mut refusals = seen_refusals;
         loop {
-            let waited = tokio::time::timeout_at(
-                deadline,
-                link.wait_for(|s| s.refusals > refusals || s.synced >= version),
-            )
-            .await;
+            let waited = tokio::select! {
+                () = self.cancel.cancelled() => return Err(Error::Closed),
+                w = tokio::time::timeout_at(
+                    deadline,
+                    link.wait_for(|s| s.refusals > refusals || s.synced >= version),
+                ) => w,
+            };
             let state = match waited {
                 Ok(Ok(state)) => *state,
                 // The sender lives as long as the transport.

@@ -326,3 +326,36 @@ async fn a_refused_channel_fails_its_subscribe_only() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// A `subscribe` waiting for a confirmation that cannot come ends with
+/// `Error::Closed` as soon as the transport is closed, not at its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_a_waiting_subscribe() -> anyhow::Result<()> {
+    support::init_tracing();
+    let server = RedisServer::start()?;
+    let t = replica(&url(server.addr(), "")).await?;
+    let _frozen = Frozen::new(&server)?;
+    let waiting = {
+        let t = t.clone();
+        tokio::spawn(async move { t.subscribe(Subscription::to("never.confirmed")?).await })
+    };
+    // Health needs a probe_timeout (500 ms) to see the freeze; by then the
+    // subscribe has long registered and waits for its confirmation.
+    support::wait_until(WAIT, "health to see the freeze", || async {
+        matches!(t.health().await, Health::Degraded(_))
+    })
+    .await?;
+    let started = Instant::now();
+    t.close().await?;
+    let result = tokio::time::timeout(WAIT, waiting).await??;
+    let took = started.elapsed();
+    ensure!(
+        matches!(result, Err(Error::Closed)),
+        "subscribe ended with {:?}",
+        result.map(|_| "a subscriber")
+    );
+    // Well before its bound, connect_timeout + response_timeout (2.8 s).
+    let bound = CONNECT + Duration::from_secs(2);
+    ensure!(took < bound / 2, "ended {took:?} after close");
+    Ok(())
+}
