@@ -6,10 +6,24 @@
 //! disconnected) shows up here as a jump. Numbering per topic means that
 //! traffic on a topic nobody here subscribes to never looks like a gap on
 //! the topics that are subscribed.
+//!
+//! Frames come from the network, so nothing here trusts them: a frame of
+//! an older boot epoch than the one tracked is stale and changes nothing,
+//! and a jump of more than [`MAX_PLAUSIBLE_GAP`] numbers (either way) is
+//! not a gap anything could have produced, so it restarts tracking like a
+//! new epoch instead of announcing billions of lost messages.
 
 use std::collections::HashMap;
 
 use switchyard_core::Topic;
+
+/// The largest jump in an origin's numbers on one topic that is taken for
+/// lost messages: 2^32 (4,294,967,296), more than a publisher sending
+/// 100,000 messages a second on one topic produces in 11 hours, far more
+/// than an outbox or an outage can lose while the tracker keeps its entry.
+/// A larger jump, forward or backward, restarts tracking at the new number
+/// ([`Verdict::Reset`]).
+pub(crate) const MAX_PLAUSIBLE_GAP: u64 = 1 << 32;
 
 /// What one received sequence number means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +38,14 @@ pub(crate) enum Verdict {
     /// Seen already (a retried publish, or the same message through both a
     /// channel and a pattern subscription): drop.
     Duplicate,
+    /// A frame of an older boot epoch of this origin than the one tracked
+    /// (a stale or forged frame, or two transports sharing an instance id):
+    /// drop; tracking is unchanged.
+    Stale,
+    /// A jump of more than [`MAX_PLAUSIBLE_GAP`] from the last number:
+    /// tracking restarts at this number, as for a new epoch; deliver, report
+    /// no gap.
+    Reset,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -57,24 +79,30 @@ impl GapTracker {
         }
     }
 
-    /// Records `seq` from `origin` (boot `epoch`) on `topic`.
+    /// Records `seq` from `origin` (boot `epoch`) on `topic`. Only a newer
+    /// epoch restarts the count; an older one is [`Verdict::Stale`].
     pub(crate) fn observe(&mut self, origin: u64, epoch: u64, topic: &Topic, seq: u64) -> Verdict {
         self.clock += 1;
         let now = self.clock;
         if let Some(track) = self.origins.get_mut(&origin).and_then(|t| t.get_mut(topic)) {
+            if epoch < track.epoch {
+                return Verdict::Stale;
+            }
             track.touched = now;
-            if track.epoch != epoch {
-                // The origin restarted (or a stale frame of an old run): start over.
-                *track = Track {
-                    epoch,
-                    last: seq,
-                    touched: now,
-                };
+            if epoch > track.epoch {
+                // The origin restarted with the same id: numbering starts over.
+                track.epoch = epoch;
+                track.last = seq;
                 return Verdict::First;
+            }
+            if seq.abs_diff(track.last) > MAX_PLAUSIBLE_GAP {
+                track.last = seq;
+                return Verdict::Reset;
             }
             if seq <= track.last {
                 return Verdict::Duplicate;
             }
+            // No overflow: seq > last.
             let expected = track.last + 1;
             track.last = seq;
             return if seq == expected {
@@ -189,6 +217,56 @@ mod tests {
         assert_eq!(g.observe(1, 11, &a, 1), Verdict::First);
         assert_eq!(g.observe(1, 11, &a, 2), Verdict::Next);
         assert_eq!(g.observe(1, 11, &a, 4), Verdict::Gap { from: 3, to: 3 });
+    }
+
+    /// Reproduction: with frames of epoch 10 tracked, one frame of epoch 9
+    /// reset tracking, after which a resent epoch-10 frame counted as the
+    /// first of a new epoch and was delivered a second time.
+    #[test]
+    fn an_older_epoch_is_stale_and_changes_nothing() {
+        let mut g = GapTracker::new(100);
+        let a = t("a");
+        assert_eq!(g.observe(1, 10, &a, 1), Verdict::First);
+        assert_eq!(g.observe(1, 9, &a, 1), Verdict::Stale);
+        assert_eq!(g.observe(1, 9, &a, 7), Verdict::Stale);
+        assert_eq!(g.observe(1, 10, &a, 1), Verdict::Duplicate);
+        assert_eq!(g.observe(1, 10, &a, 2), Verdict::Next);
+        assert_eq!(g.observe(1, 11, &a, 1), Verdict::First);
+        assert_eq!(g.observe(1, 10, &a, 3), Verdict::Stale);
+        assert_eq!(g.observe(1, 11, &a, 2), Verdict::Next);
+    }
+
+    /// Reproduction: after message 1, one forged frame numbered u64::MAX
+    /// announced messages 2..=u64::MAX-1 lost; and since every later real
+    /// number was below it, they were all dropped as duplicates.
+    #[test]
+    fn an_implausible_jump_resets_instead_of_reporting_a_gap() {
+        let mut g = GapTracker::new(100);
+        let a = t("a");
+        assert_eq!(g.observe(1, 10, &a, 1), Verdict::First);
+        assert_eq!(g.observe(1, 10, &a, u64::MAX), Verdict::Reset);
+        // Back to the real numbers: another reset, then in order again.
+        assert_eq!(g.observe(1, 10, &a, 2), Verdict::Reset);
+        assert_eq!(g.observe(1, 10, &a, 3), Verdict::Next);
+        // The largest plausible gap is still a gap.
+        let far = 3 + MAX_PLAUSIBLE_GAP;
+        assert_eq!(
+            g.observe(1, 10, &a, far),
+            Verdict::Gap {
+                from: 4,
+                to: far - 1
+            }
+        );
+        assert_eq!(
+            g.observe(1, 10, &a, far + 1 + MAX_PLAUSIBLE_GAP),
+            Verdict::Reset
+        );
+        // A first frame at u64::MAX cannot overflow anything either.
+        let b = t("b");
+        assert_eq!(g.observe(2, 1, &b, u64::MAX), Verdict::First);
+        assert_eq!(g.observe(2, 1, &b, u64::MAX), Verdict::Duplicate);
+        assert_eq!(g.observe(2, 1, &b, 1), Verdict::Reset);
+        assert_eq!(g.observe(2, 1, &b, 0), Verdict::Duplicate);
     }
 
     #[test]

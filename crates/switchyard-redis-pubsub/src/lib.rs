@@ -19,10 +19,18 @@
 //!   message for Redis (it was still delivered locally) and counts it.
 //! - **One subscribing connection per transport** carries every channel
 //!   (`{namespace}:{topic}`) and pattern (`PSUBSCRIBE`), reference-counted
-//!   across local subscribers. `subscribe` returns once Redis confirmed the
-//!   subscription; while Redis is away it returns at once, serves locally
-//!   and subscribes on Redis after the reconnect (`health()` is `Degraded`
-//!   until then).
+//!   across local subscribers. `subscribe` returns `Ok` only once Redis
+//!   confirmed the subscription; it fails with `Error::Backend` when Redis
+//!   refuses it (`NOPERM`) and with `Error::Timeout` when Redis does not
+//!   confirm within `connect_timeout + response_timeout` (Redis away).
+//!   Existing subscriptions are subscribed again after a reconnect.
+//! - **Strict start-up, probing health.** `connect` fails (naming the
+//!   address and the cause) unless both connections answer a `PING`, after
+//!   `AUTH`/`SELECT`, within `connect_timeout`: nothing listening, a port
+//!   that never answers, a frozen Redis, a peer that closes, a server that
+//!   is not Redis, `NOAUTH`, `WRONGPASS`, `NOPERM`. `health()` sends a
+//!   `PING` on the subscribing connection and waits at most
+//!   `probe_timeout` for it.
 //! - **A versioned envelope** carries origin instance id, boot epoch,
 //!   per-origin and per-(origin, topic) sequence numbers, topic, headers,
 //!   dedup id and payload. The receiving loop drops its own messages
@@ -34,7 +42,9 @@
 //!   `origin` is `"{instance id}/{topic}"` (see [`split_lost_origin`]) and
 //!   `from..=to` are that origin's sequence numbers on that topic, which are
 //!   also the message ids (`0-N`). Messages dropped from a publisher's
-//!   outbox during an outage show up this way on the other replicas.
+//!   outbox during an outage show up this way on the other replicas. Frames
+//!   are not trusted: an older boot epoch is dropped as stale, and a jump of
+//!   more than 2^32 restarts the count instead of reporting a gap.
 //! - **Reconnects** use full-jitter backoff and re-subscribe everything; a
 //!   `PING` probe every `probe_interval` on the subscribing connection
 //!   notices a half-open connection within `probe_interval +
@@ -45,8 +55,9 @@
 //!   oldest; `DropNewest` and `Block` drop the new message (for remote
 //!   input `Block` cannot push back on other replicas) and count it in
 //!   `stats().dropped`; under `Block` the drop also reaches the subscriber
-//!   as an `Error::Lost` gap signal in the message's place. Local input keeps the memory hub's semantics (`Block`
-//!   makes local publishers wait).
+//!   as an `Error::Lost` gap signal in the message's place (counted in
+//!   `dropped` only, not again in `lost`). Local input keeps the memory
+//!   hub's semantics (`Block` makes local publishers wait).
 //!
 //! Delivery is **at-most-once** with gap signals: no message is delivered
 //! twice, a lost one is reported. Per-topic order holds per origin.

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
 
 use switchyard_core::{Backoff, MessageId};
 use tokio_util::sync::CancellationToken;
@@ -13,14 +13,24 @@ use crate::envelope::{self, DecodeError, origin_hex};
 use crate::gaps::Verdict;
 use crate::outbox::sleep_or_cancel;
 use crate::registry::{RemoteMessage, RemoteQueue};
-use crate::shared::{LinkState, Shared};
+use crate::shared::{REFUSALS_KEPT, Refusal, Shared};
 use crate::stats::{WarnKind, add, limited_warn};
-use crate::subconn::{Change, Incoming, SubConn};
+use crate::subconn::{Change, ChangeError, Incoming, SubConn};
 
 /// Channels or patterns per SUBSCRIBE / UNSUBSCRIBE command.
 const CHUNK: usize = 256;
 /// Messages handled per wake-up before other events get a turn.
 const BURST: usize = 512;
+/// How far in the future an origin's boot epoch may lie (clock skew
+/// between hosts) before its frames are dropped as malformed: one day.
+const MAX_EPOCH_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// This host's clock in Unix milliseconds (0 if it is before 1970).
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Why a connection was given up.
 #[derive(Debug)]
@@ -56,6 +66,7 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
                         p
                     }
                     Err(e) => {
+                        *sh.last_failure.lock() = Some(e.to_string());
                         limited_warn!(sh.warn, WarnKind::Link, error = %e,
                             "redis pubsub: cannot reconnect the subscribing connection; delivering locally only");
                         if sleep_or_cancel(backoff.next_delay(), &cancel).await {
@@ -66,23 +77,19 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
                 }
             }
         };
+        // The connection answered a PING when it was opened (a connection
+        // through a black hole may look established without ever answering).
         let mut active = Active::default();
         let mut targets = Vec::new();
-        // A PING first: a connection through a black hole may look
-        // established without ever answering.
         let synced = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = async {
-                conn.ping(cfg.probe_timeout).await?;
-                reconcile(&sh, &mut conn, &mut active, &mut targets).await
-            } => r,
+            r = reconcile(&sh, &mut conn, &mut active, &mut targets) => r,
         };
         match synced {
             Ok(version) => {
-                *sh.last_alive.lock() = Instant::now();
-                sh.link.send_replace(LinkState {
-                    connected: true,
-                    synced: version,
+                sh.link.send_modify(|s| {
+                    s.connected = true;
+                    s.synced = version;
                 });
                 backoff.reset();
                 tracing::debug!(
@@ -92,6 +99,7 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
                 );
             }
             Err(e) => {
+                *sh.last_failure.lock() = Some(format!("re-subscribing: {e}"));
                 limited_warn!(sh.warn, WarnKind::Link, error = %e,
                     "redis pubsub: re-subscribing failed; retrying");
                 if sleep_or_cancel(backoff.next_delay(), &cancel).await {
@@ -109,8 +117,11 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
                 WarnKind::Link,
                 "redis pubsub: the subscribing connection closed; reconnecting (local delivery goes on)"
             ),
-            End::Failed(reason) => limited_warn!(sh.warn, WarnKind::Link, reason = %reason,
-                "redis pubsub: the subscribing connection failed; reconnecting (local delivery goes on)"),
+            End::Failed(reason) => {
+                limited_warn!(sh.warn, WarnKind::Link, reason = %reason,
+                    "redis pubsub: the subscribing connection failed; reconnecting (local delivery goes on)");
+                *sh.last_failure.lock() = Some(reason);
+            }
         }
         if sleep_or_cancel(backoff.next_delay(), &cancel).await {
             return;
@@ -121,11 +132,11 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
 /// Handles messages, subscription changes and probes until the connection
 /// ends or the transport is dropped.
 ///
-/// Liveness: after `probe_interval` without a probe, a `PING` is sent. The
-/// connection counts as dead when that `PING` is unanswered *and* nothing
-/// at all arrived for `probe_timeout`: under heavy load the reply queues
-/// behind the messages ahead of it, and a connection that delivers
-/// messages is alive.
+/// Liveness: after `probe_interval` without a probe, or when `health()`
+/// asks, a `PING` is sent. The connection counts as dead when that `PING`
+/// is unanswered *and* nothing at all arrived for `probe_timeout`: under
+/// heavy load the reply queues behind the messages ahead of it, and a
+/// connection that delivers messages is alive.
 async fn serve(
     sh: &Shared,
     cancel: &CancellationToken,
@@ -160,6 +171,7 @@ async fn serve(
                     }
                     Some(Incoming::ProbeAnswered) => {
                         probing = false;
+                        answered(sh);
                         last_rx = now;
                     }
                     Some(Incoming::Failed(e)) => return End::Failed(e),
@@ -167,7 +179,6 @@ async fn serve(
                     None => {}
                 }
                 if !probing {
-                    *sh.last_alive.lock() = Instant::now();
                     check_at = now + cfg.probe_interval;
                     continue;
                 }
@@ -192,12 +203,21 @@ async fn serve(
                     Err(e) => return End::Failed(format!("updating subscriptions: {e}")),
                 }
             }
+            _ = sh.probe.notified() => {
+                if !probing {
+                    if let Err(e) = conn.start_probe(cfg.probe_timeout).await {
+                        return End::Failed(e);
+                    }
+                    probing = true;
+                    check_at = tokio::time::Instant::now() + cfg.probe_timeout;
+                }
+            }
             incoming = conn.next() => {
                 match incoming {
                     Incoming::Message { channel, payload } => handle(sh, channel, payload, targets),
                     Incoming::ProbeAnswered => {
                         probing = false;
-                        *sh.last_alive.lock() = Instant::now();
+                        answered(sh);
                         check_at = tokio::time::Instant::now() + cfg.probe_interval;
                         continue;
                     }
@@ -209,6 +229,7 @@ async fn serve(
                         Some(Incoming::Message { channel, payload }) => handle(sh, channel, payload, targets),
                         Some(Incoming::ProbeAnswered) => {
                             probing = false;
+                            answered(sh);
                             check_at = tokio::time::Instant::now() + cfg.probe_interval;
                         }
                         Some(Incoming::Failed(e)) => return End::Failed(e),
@@ -217,16 +238,27 @@ async fn serve(
                     }
                 }
                 last_rx = tokio::time::Instant::now();
-                *sh.last_alive.lock() = Instant::now();
+                sh.rx_bursts.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// A liveness probe was answered: wakes `health()` calls waiting for one.
+fn answered(sh: &Shared) {
+    sh.link.send_modify(|s| s.pongs += 1);
 }
 
 /// Brings the connection's channels and patterns in line with the local
 /// subscribers; returns the version now confirmed. Every command waits for
 /// Redis's confirmation, at most `response_timeout`; messages arriving
 /// meanwhile are delivered.
+///
+/// A command Redis refuses (an error reply, such as `NOPERM` for a channel
+/// the ACL user may not use) is tried again name by name, and each name
+/// still refused is recorded as a [`Refusal`] (for its `subscribe` call to
+/// fail with) and left out; the connection goes on. Only a failure of the
+/// connection itself (no confirmation in time, I/O) is an error.
 async fn reconcile(
     sh: &Shared,
     conn: &mut SubConn,
@@ -249,28 +281,45 @@ async fn reconcile(
         let add_gl: Vec<String> = desired.globs.difference(&active.globs).cloned().collect();
         let del_gl: Vec<String> = active.globs.difference(&desired.globs).cloned().collect();
         let timeout = sh.config.redis.response_timeout;
-        for chunk in add_ch.chunks(CHUNK) {
-            conn.change(Change::Subscribe, chunk, timeout, &mut on_msg)
-                .await?;
-            active.channels.extend(chunk.iter().cloned());
-        }
-        for chunk in add_gl.chunks(CHUNK) {
-            conn.change(Change::PSubscribe, chunk, timeout, &mut on_msg)
-                .await?;
-            active.globs.extend(chunk.iter().cloned());
-        }
-        for chunk in del_ch.chunks(CHUNK) {
-            conn.change(Change::Unsubscribe, chunk, timeout, &mut on_msg)
-                .await?;
-            for c in chunk {
-                active.channels.remove(c);
-            }
-        }
-        for chunk in del_gl.chunks(CHUNK) {
-            conn.change(Change::PUnsubscribe, chunk, timeout, &mut on_msg)
-                .await?;
-            for g in chunk {
-                active.globs.remove(g);
+        let steps = [
+            (Change::Subscribe, &add_ch),
+            (Change::PSubscribe, &add_gl),
+            (Change::Unsubscribe, &del_ch),
+            (Change::PUnsubscribe, &del_gl),
+        ];
+        for (change, names) in steps {
+            for chunk in names.chunks(CHUNK) {
+                let done = match conn.change(change, chunk, timeout, &mut on_msg).await {
+                    Ok(()) => chunk.to_vec(),
+                    Err(ChangeError::Failed(e)) => return Err(e),
+                    Err(ChangeError::Refused(reply)) if chunk.len() == 1 => {
+                        refuse(sh, chunk, reply);
+                        Vec::new()
+                    }
+                    // Find out which names Redis refuses.
+                    Err(ChangeError::Refused(_)) => {
+                        let mut done = Vec::with_capacity(chunk.len());
+                        for name in chunk {
+                            let one = std::slice::from_ref(name);
+                            match conn.change(change, one, timeout, &mut on_msg).await {
+                                Ok(()) => done.push(name.clone()),
+                                Err(ChangeError::Failed(e)) => return Err(e),
+                                Err(ChangeError::Refused(reply)) => refuse(sh, one, reply),
+                            }
+                        }
+                        done
+                    }
+                };
+                let held = match change {
+                    Change::Subscribe | Change::Unsubscribe => &mut active.channels,
+                    Change::PSubscribe | Change::PUnsubscribe => &mut active.globs,
+                };
+                for name in done {
+                    match change {
+                        Change::Subscribe | Change::PSubscribe => held.insert(name),
+                        Change::Unsubscribe | Change::PUnsubscribe => held.remove(&name),
+                    };
+                }
             }
         }
         if !del_ch.is_empty() || !del_gl.is_empty() {
@@ -283,6 +332,27 @@ async fn reconcile(
             return Ok(desired.version);
         }
     }
+}
+
+/// Records that Redis refused `names` with `reply`, for the `subscribe`
+/// calls waiting on them.
+fn refuse(sh: &Shared, names: &[String], reply: String) {
+    limited_warn!(sh.warn, WarnKind::Link, reply = %reply, names = ?names,
+        "redis pubsub: redis refused a subscription change");
+    let mut kept = sh.refusals.lock();
+    let mut number = 0;
+    sh.link.send_modify(|s| {
+        s.refusals += 1;
+        number = s.refusals;
+    });
+    if kept.len() >= REFUSALS_KEPT {
+        kept.pop_front();
+    }
+    kept.push_back(Refusal {
+        number,
+        names: names.to_vec(),
+        reply,
+    });
 }
 
 /// Decodes one frame and hands it to the local subscribers it concerns.
@@ -335,6 +405,19 @@ fn handle(sh: &Shared, channel: &[u8], payload: &[u8], targets: &mut Vec<Arc<Rem
         add(&sh.counters.self_echoes, 1);
         return;
     }
+    if env.origin.epoch > now_millis().saturating_add(MAX_EPOCH_AHEAD_MS) {
+        // Tracking only moves to newer epochs: a forged epoch far in the
+        // future would make every real frame of that origin look stale.
+        add(&sh.counters.malformed, 1);
+        limited_warn!(
+            sh.warn,
+            WarnKind::Malformed,
+            channel,
+            epoch = env.origin.epoch,
+            "redis pubsub: dropping an envelope whose boot epoch lies more than a day in the future"
+        );
+        return;
+    }
     targets.clear();
     sh.registry.matching(&env.topic, targets);
     if targets.is_empty() {
@@ -349,8 +432,17 @@ fn handle(sh: &Shared, channel: &[u8], payload: &[u8], targets: &mut Vec<Arc<Rem
             add(&sh.counters.duplicates, 1);
             return;
         }
+        Verdict::Stale => {
+            add(&sh.counters.stale, 1);
+            return;
+        }
+        Verdict::Reset => {
+            add(&sh.counters.implausible_gaps, 1);
+            limited_warn!(sh.warn, WarnKind::Gap, origin = %origin_hex(env.origin.id), topic = %env.topic, seq = env.topic_seq,
+                "redis pubsub: a jump in another replica's sequence numbers too large to be a real gap; counting from this message on (no gap reported)");
+        }
         Verdict::Gap { from, to } => {
-            let n = to - from + 1;
+            let n = (to - from).saturating_add(1);
             add(&sh.counters.gaps, 1);
             add(&sh.counters.lost, n);
             let origin = lost_origin(env.origin.id, env.topic.as_str());

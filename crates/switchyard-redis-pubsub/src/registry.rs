@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::config::channel_name;
 use crate::receiver::{is_lost_origin, lost_origin};
+use crate::stats::add;
 
 /// A message from another replica, shared by every queue it is pushed to
 /// (the `Delivery` is built when the subscriber takes it).
@@ -28,7 +29,16 @@ pub(crate) struct RemoteMessage {
 #[derive(Debug)]
 pub(crate) enum Item {
     Message(Arc<RemoteMessage>),
-    Lost { origin: String, from: u64, to: u64 },
+    /// Messages `from..=to` of `origin` were not delivered. `gap` of them
+    /// were lost in transit (gap detection, counted in the subscriber's
+    /// `lost` when it takes the item); the others were dropped by this
+    /// queue's overflow policy (counted in `dropped` when dropped).
+    Lost {
+        origin: String,
+        from: u64,
+        to: u64,
+        gap: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -42,9 +52,14 @@ struct QueueState {
 
 /// The bounded queue of remote input of one local subscriber. Pushing never
 /// waits: when full, `DropOldest` drops the oldest message and every other
-/// policy (including `Block`) drops the new one; either way it is counted.
-/// Under `Block`, which promised not to lose anything, the dropped messages
-/// are also reported to the subscriber as a gap signal in their place.
+/// policy (including `Block`) drops the new one; either way it is counted
+/// in `dropped`. Under `Block`, which promised not to lose anything, the
+/// dropped messages are also reported to the subscriber as a gap signal in
+/// their place, which does not count them again.
+///
+/// Every message is counted once: in `dropped` when the overflow policy
+/// (or the bound on waiting gap signals) dropped it, in the subscriber's
+/// `lost` when a gap signal for it (from gap detection) was taken.
 #[derive(Debug)]
 pub(crate) struct RemoteQueue {
     cap: usize,
@@ -83,14 +98,16 @@ impl RemoteQueue {
                     let (topic, seq) = (msg.message.topic.as_str(), msg.id.seq);
                     // Most drops come in runs: widen the signal just queued
                     // without building its origin string again.
-                    if let Some(Item::Lost { origin, from, to }) = q.items.back_mut()
+                    if let Some(Item::Lost {
+                        origin, from, to, ..
+                    }) = q.items.back_mut()
                         && is_lost_origin(origin, msg.origin, topic)
                         && (*from..=to.saturating_add(1)).contains(&seq)
                     {
                         *to = (*to).max(seq);
                         return false;
                     }
-                    if !self.lost_locked(&mut q, &lost_origin(msg.origin, topic), seq, seq) {
+                    if !self.lost_locked(&mut q, &lost_origin(msg.origin, topic), seq, seq, 0) {
                         return false;
                     }
                     let waker = q.waker.take();
@@ -116,14 +133,16 @@ impl RemoteQueue {
         kept
     }
 
-    /// Queues a gap signal. Gap signals do not count against the message
-    /// capacity; at most `cap` of them wait at once, beyond that a new one
-    /// is merged into the last waiting signal of the same origin (widening
-    /// its range) or, if there is none, dropped and counted.
+    /// Queues a gap signal for messages `from..=to` lost in transit. Gap
+    /// signals do not count against the message capacity; at most `cap` of
+    /// them wait at once, beyond that a new one is merged into the last
+    /// waiting signal of the same origin (widening its range) or, if there
+    /// is none, dropped, its messages counted in `dropped`.
     pub(crate) fn push_lost(&self, origin: &str, from: u64, to: u64) {
+        let gap = to.saturating_sub(from).saturating_add(1);
         let waker = {
             let mut q = self.state.lock();
-            if q.closed || !self.lost_locked(&mut q, origin, from, to) {
+            if q.closed || !self.lost_locked(&mut q, origin, from, to, gap) {
                 return;
             }
             q.waker.take()
@@ -134,19 +153,22 @@ impl RemoteQueue {
     }
 
     /// Queues a gap signal while the lock is held; returns whether a new
-    /// item was queued. A range right after the last item's (same origin)
-    /// widens that item instead.
-    fn lost_locked(&self, q: &mut QueueState, origin: &str, from: u64, to: u64) -> bool {
+    /// item was queued. `gap` of its messages were lost in transit (the
+    /// rest were already counted as dropped). A range right after the last
+    /// item's (same origin) widens that item instead.
+    fn lost_locked(&self, q: &mut QueueState, origin: &str, from: u64, to: u64, gap: u64) -> bool {
         if let Some(Item::Lost {
             origin: o,
             from: f,
             to: t,
+            gap: g,
         }) = q.items.back_mut()
             && o == origin
             && from >= *f
             && from <= t.saturating_add(1)
         {
             *t = (*t).max(to);
+            *g = g.saturating_add(gap);
             return false;
         }
         if q.lost_items >= self.cap {
@@ -155,15 +177,18 @@ impl RemoteQueue {
                     origin: o,
                     from: f,
                     to: t,
+                    gap: g,
                 } if o == origin => {
                     *f = (*f).min(from);
                     *t = (*t).max(to);
+                    *g = g.saturating_add(gap);
                     Some(())
                 }
                 _ => None,
             });
             if merged.is_none() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                // Neither delivered nor reported: dropped.
+                add(&self.dropped, gap);
             }
             return false;
         }
@@ -171,6 +196,7 @@ impl RemoteQueue {
             origin: origin.to_owned(),
             from,
             to,
+            gap,
         });
         q.lost_items += 1;
         true
@@ -327,6 +353,21 @@ impl Registry {
         Ok((id, version))
     }
 
+    /// The channels or patterns the subscribing connection holds for
+    /// `filter`.
+    pub(crate) fn names(&self, filter: &TopicFilter) -> Vec<String> {
+        match filter.topics() {
+            Some(topics) => topics
+                .iter()
+                .map(|t| channel_name(&self.namespace, t.as_str()))
+                .collect(),
+            None => match filter {
+                TopicFilter::Pattern(p) => vec![pattern_glob(&self.namespace, p)],
+                _ => Vec::new(),
+            },
+        }
+    }
+
     /// Removes a subscriber (idempotent).
     pub(crate) fn deregister(&self, id: u64, filter: &TopicFilter) {
         let mut g = self.inner.lock();
@@ -457,7 +498,7 @@ mod tests {
         while let Poll::Ready(Some(item)) = q.poll_pop(&mut cx) {
             out.push(match item {
                 Item::Message(m) => String::from_utf8_lossy(&m.message.payload).into_owned(),
-                Item::Lost { from, to, .. } => format!("lost {from}-{to}"),
+                Item::Lost { from, to, gap, .. } => format!("lost {from}-{to} ({gap})"),
             });
         }
         out
@@ -480,16 +521,17 @@ mod tests {
         assert!(q.push(&msg(1)) && q.push(&msg(2)));
         assert!(!q.push(&msg(3)));
         q.push_lost("o", 4, 5);
-        assert_eq!(drain(&q), ["1", "2", "lost 4-5"]);
+        assert_eq!(drain(&q), ["1", "2", "lost 4-5 (2)"]);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
 
         // Block never waits on remote input: it drops the new message and
-        // reports what it dropped as one gap signal, in its place.
+        // reports what it dropped as one gap signal, in its place; those
+        // count as dropped, not as lost in transit (gap 0).
         let q = RemoteQueue::new(2, Overflow::Block);
         for i in 1..=5 {
             q.push(&msg(i));
         }
-        assert_eq!(drain(&q), ["1", "2", "lost 3-5"]);
+        assert_eq!(drain(&q), ["1", "2", "lost 3-5 (0)"]);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
         q.push(&msg(6));
         q.push(&msg(7));
@@ -510,7 +552,9 @@ mod tests {
             .iter()
             .map(|it| match it {
                 Item::Message(m) => m.id.seq.to_string(),
-                Item::Lost { origin, from, to } => format!("{origin} {from}-{to}"),
+                Item::Lost {
+                    origin, from, to, ..
+                } => format!("{origin} {from}-{to}"),
             })
             .collect();
         assert!(is_lost_origin("00000000000000ab/a", 0xab, "a"));
@@ -535,7 +579,7 @@ mod tests {
             q.push(&msg(i));
         }
         assert_eq!(q.len(), 2);
-        assert_eq!(drain(&q), ["lost 1-1", "4", "5"]);
+        assert_eq!(drain(&q), ["lost 1-1 (1)", "4", "5"]);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 2);
     }
 
@@ -545,9 +589,10 @@ mod tests {
         q.push_lost("o", 1, 1);
         q.push_lost("p", 3, 3);
         q.push_lost("o", 5, 6);
-        q.push_lost("x", 9, 9);
-        assert_eq!(drain(&q), ["lost 1-6", "lost 3-3"]);
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
+        q.push_lost("x", 9, 11);
+        assert_eq!(drain(&q), ["lost 1-6 (3)", "lost 3-3 (1)"]);
+        // The signal for 9..=11 had no room: its 3 messages count as dropped.
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
     }
 
     #[test]

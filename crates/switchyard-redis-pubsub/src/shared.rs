@@ -1,14 +1,15 @@
 //! State shared by a transport, its subscribers and its background tasks,
 //! and the supervisor that restarts a task that panicked.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
 use switchyard_core::Backoff;
 use switchyard_redis::RedisClient;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,9 +27,41 @@ pub(crate) struct LinkState {
     /// A subscribing connection is up.
     pub(crate) connected: bool,
     /// The version of the desired channels and patterns that Redis has
-    /// confirmed on it.
+    /// confirmed on it (refused names excepted, see [`Refusal`]).
     pub(crate) synced: u64,
+    /// Liveness probes answered so far.
+    pub(crate) pongs: u64,
+    /// Subscription changes Redis refused so far (the last few are in
+    /// [`Shared::refusals`]).
+    pub(crate) refusals: u64,
 }
+
+impl LinkState {
+    /// Up, nothing confirmed or answered yet.
+    pub(crate) fn up() -> Self {
+        LinkState {
+            connected: true,
+            synced: 0,
+            pongs: 0,
+            refusals: 0,
+        }
+    }
+}
+
+/// A subscription change Redis refused with an error reply (`NOPERM` for a
+/// channel the ACL user may not use, say).
+#[derive(Clone, Debug)]
+pub(crate) struct Refusal {
+    /// Its number: [`LinkState::refusals`] once it was recorded.
+    pub(crate) number: u64,
+    /// The channels or patterns refused.
+    pub(crate) names: Vec<String>,
+    /// The command and Redis' reply.
+    pub(crate) reply: String,
+}
+
+/// Refusals kept for `subscribe` calls to find theirs.
+pub(crate) const REFUSALS_KEPT: usize = 64;
 
 /// Everything the background tasks need. Holds no reference to the
 /// transport itself, so dropping the transport stops the tasks.
@@ -43,9 +76,16 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) warn: WarnLimiter,
     pub(crate) link: watch::Sender<LinkState>,
-    /// When the subscribing connection last showed it is alive: a probe
-    /// answered, a message received, or the connection set up.
-    pub(crate) last_alive: Mutex<Instant>,
+    /// `health()` asks the receiving loop for a liveness probe.
+    pub(crate) probe: Notify,
+    /// Bursts of frames the receiving loop has read: traffic proves the
+    /// connection alive when a probe's reply is queued behind it.
+    pub(crate) rx_bursts: AtomicU64,
+    /// The last subscription changes Redis refused, at most
+    /// [`REFUSALS_KEPT`], oldest first.
+    pub(crate) refusals: Mutex<VecDeque<Refusal>>,
+    /// Why the subscribing connection last failed or could not be opened.
+    pub(crate) last_failure: Mutex<Option<String>>,
     /// The connection opened by `connect`, handed to the receiving loop.
     pub(crate) initial: Mutex<Option<SubConn>>,
 }
@@ -88,7 +128,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::envelope::origin_hex;
@@ -97,7 +137,7 @@ mod tests {
         let config = PubSubConfig::default();
         let (link, _) = watch::channel(LinkState {
             connected: false,
-            synced: 0,
+            ..LinkState::up()
         });
         Arc::new(Shared {
             client: RedisClient::new(config.redis.clone()).unwrap(),
@@ -109,7 +149,10 @@ mod tests {
             counters: Counters::default(),
             warn: WarnLimiter::new(Duration::from_secs(10)),
             link,
-            last_alive: Mutex::new(Instant::now()),
+            probe: Notify::new(),
+            rx_bursts: AtomicU64::new(0),
+            refusals: Mutex::new(VecDeque::new()),
+            last_failure: Mutex::new(None),
             initial: Mutex::new(None),
             config,
         })

@@ -7,7 +7,8 @@ use parking_lot::Mutex;
 
 /// Counters of a backplane transport, from
 /// [`RedisPubSubTransport::pubsub_stats`](crate::RedisPubSubTransport::pubsub_stats).
-/// All counts since the transport started.
+/// All counts since the transport started; each saturates at `u64::MAX`
+/// instead of wrapping.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PubSubStats {
@@ -36,7 +37,16 @@ pub struct PubSubStats {
     /// Frames seen twice (a retried publish, or a channel and a pattern
     /// matching the same message), dropped.
     pub duplicates: u64,
-    /// Frames that were not valid envelopes, dropped.
+    /// Frames of an older boot epoch of an origin than one already seen
+    /// from it (a stale or forged frame, or two transports sharing an
+    /// instance id), dropped without touching gap tracking.
+    pub stale: u64,
+    /// Jumps in an origin's numbers on a topic too large to be real gaps
+    /// (more than 2^32, either way): no gap reported, counting restarted
+    /// there as for a new epoch; the frame is delivered.
+    pub implausible_gaps: u64,
+    /// Frames that were not valid envelopes (or whose boot epoch lies more
+    /// than a day in the future), dropped.
     pub malformed: u64,
     /// Envelopes of an unknown version, dropped.
     pub unknown_version: u64,
@@ -62,6 +72,8 @@ pub(crate) struct Counters {
     pub(crate) received: AtomicU64,
     pub(crate) self_echoes: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) implausible_gaps: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) unknown_version: AtomicU64,
     pub(crate) gaps: AtomicU64,
@@ -69,9 +81,12 @@ pub(crate) struct Counters {
     pub(crate) remote_dropped: AtomicU64,
 }
 
-/// Adds `n` to a counter.
+/// Adds `n` to a counter, saturating at `u64::MAX`.
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+    // Never fails: the closure always returns Some.
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_add(n))
+    });
 }
 
 fn get(counter: &AtomicU64) -> u64 {
@@ -93,6 +108,8 @@ impl Counters {
             received: get(&self.received),
             self_echoes: get(&self.self_echoes),
             duplicates: get(&self.duplicates),
+            stale: get(&self.stale),
+            implausible_gaps: get(&self.implausible_gaps),
             malformed: get(&self.malformed),
             unknown_version: get(&self.unknown_version),
             gaps: get(&self.gaps),
@@ -170,6 +187,19 @@ pub(crate) use limited_warn;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reproduction: forged frames announcing huge gaps wrapped `lost`
+    /// (13,596,533,905,323,207,646 after fuzzing).
+    #[test]
+    fn counters_saturate() {
+        let c = AtomicU64::new(u64::MAX - 2);
+        add(&c, 1);
+        assert_eq!(c.load(Ordering::Relaxed), u64::MAX - 1);
+        add(&c, u64::MAX - 5);
+        assert_eq!(c.load(Ordering::Relaxed), u64::MAX);
+        add(&c, 1);
+        assert_eq!(c.load(Ordering::Relaxed), u64::MAX);
+    }
 
     #[test]
     fn limiter() {

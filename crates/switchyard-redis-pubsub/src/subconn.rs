@@ -52,6 +52,24 @@ impl Change {
     }
 }
 
+/// Why a subscription change did not go through.
+#[derive(Debug)]
+pub(crate) enum ChangeError {
+    /// Redis answered with an error reply (e.g. `NOPERM` for a channel the
+    /// ACL user may not use); the connection stays usable.
+    Refused(String),
+    /// No confirmation in time, or the connection failed: it is unusable.
+    Failed(String),
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeError::Refused(e) | ChangeError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// What arrived on the connection.
 #[derive(Debug)]
 pub(crate) enum Incoming<'a> {
@@ -76,6 +94,8 @@ pub(crate) enum SubConn {
 
 impl SubConn {
     /// Opens the lean connection on plain TCP, a redis-rs one with TLS.
+    /// Either way the server has answered a `PING` (after `AUTH` and
+    /// `SELECT`) within the connect timeout, or this fails.
     pub(crate) async fn open(client: &RedisClient) -> Result<SubConn> {
         let cfg = client.config();
         if cfg.tls {
@@ -98,34 +118,6 @@ impl SubConn {
         })))
     }
 
-    /// Sends a `PING` and waits for its answer, at most `timeout`. Only
-    /// before anything is subscribed (no message can arrive yet).
-    pub(crate) async fn ping(&mut self, timeout: Duration) -> std::result::Result<(), String> {
-        match self {
-            SubConn::Lean(l) => {
-                l.start_probe_now().await?;
-                let answered = tokio::time::timeout(timeout, async {
-                    loop {
-                        match l.next().await {
-                            Incoming::ProbeAnswered => return Ok(()),
-                            Incoming::Message { .. } => {}
-                            Incoming::Closed => return Err("the connection closed".to_string()),
-                            Incoming::Failed(e) => return Err(e),
-                        }
-                    }
-                })
-                .await;
-                answered.unwrap_or_else(|_| Err(format!("PING: no reply within {timeout:?}")))
-            }
-            SubConn::Redis(r) => {
-                confirm("PING", timeout, async {
-                    r.sink.ping::<Value>().await.map(drop)
-                })
-                .await
-            }
-        }
-    }
-
     /// Changes subscriptions for `names` and waits until Redis confirmed
     /// each, at most `timeout`; messages arriving meanwhile go to `on_msg`.
     pub(crate) async fn change(
@@ -134,15 +126,23 @@ impl SubConn {
         names: &[String],
         timeout: Duration,
         on_msg: &mut (dyn FnMut(&[u8], &[u8]) + Send),
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), ChangeError> {
         let what = change.command();
         match self {
             SubConn::Lean(l) => {
                 let confirmed =
                     tokio::time::timeout(timeout, l.change(change, names, on_msg)).await;
                 match confirmed {
-                    Ok(r) => r.map_err(|e| format!("{what}: {e}")),
-                    Err(_) => Err(format!("{what}: not confirmed within {timeout:?}")),
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(ChangeError::Refused(e))) => {
+                        Err(ChangeError::Refused(format!("{what}: {e}")))
+                    }
+                    Ok(Err(ChangeError::Failed(e))) => {
+                        Err(ChangeError::Failed(format!("{what}: {e}")))
+                    }
+                    Err(_) => Err(ChangeError::Failed(format!(
+                        "{what}: not confirmed within {timeout:?}"
+                    ))),
                 }
             }
             SubConn::Redis(r) => {
@@ -199,11 +199,15 @@ async fn confirm(
     what: &str,
     timeout: Duration,
     fut: impl Future<Output = std::result::Result<(), RedisError>>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ChangeError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: not confirmed within {timeout:?}")),
+        // An error reply: Redis refused the change, the connection is fine.
+        Ok(Err(e)) if e.code().is_some() => Err(ChangeError::Refused(format!("{what}: {e}"))),
+        Ok(Err(e)) => Err(ChangeError::Failed(format!("{what}: {e}"))),
+        Err(_) => Err(ChangeError::Failed(format!(
+            "{what}: not confirmed within {timeout:?}"
+        ))),
     }
 }
 
@@ -476,7 +480,7 @@ impl LeanSub {
         change: Change,
         names: &[String],
         on_msg: &mut (dyn FnMut(&[u8], &[u8]) + Send),
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), ChangeError> {
         if names.is_empty() {
             return Ok(());
         }
@@ -489,7 +493,7 @@ impl LeanSub {
         self.stream
             .write_all(&self.out)
             .await
-            .map_err(|e| format!("writing failed: {e}"))?;
+            .map_err(|e| ChangeError::Failed(format!("writing failed: {e}")))?;
         let mut confirmed = 0;
         while confirmed < names.len() {
             match self.step().await {
@@ -502,11 +506,17 @@ impl LeanSub {
                 }
                 Step::Frame(Frame::Pong) if self.probing => self.answered = true,
                 Step::Frame(Frame::Error((a, b))) => {
-                    return Err(String::from_utf8_lossy(&self.buf[a..b]).into_owned());
+                    // Redis refuses a whole command (no name of it is
+                    // confirmed); the connection stays usable.
+                    return Err(ChangeError::Refused(
+                        String::from_utf8_lossy(&self.buf[a..b]).into_owned(),
+                    ));
                 }
-                Step::Frame(other) => return Err(format!("unexpected frame {other:?}")),
-                Step::Closed => return Err("the connection closed".into()),
-                Step::Failed(e) => return Err(e),
+                Step::Frame(other) => {
+                    return Err(ChangeError::Failed(format!("unexpected frame {other:?}")));
+                }
+                Step::Closed => return Err(ChangeError::Failed("the connection closed".into())),
+                Step::Failed(e) => return Err(ChangeError::Failed(e)),
             }
         }
         Ok(())

@@ -63,8 +63,15 @@ impl PubSubSubscriber {
                 self.received += 1;
                 Poll::Ready(Some(Ok(Delivery::new(m.message.clone(), m.id, 1, None))))
             }
-            Poll::Ready(Some(Item::Lost { origin, from, to })) => {
-                self.lost += to - from + 1;
+            Poll::Ready(Some(Item::Lost {
+                origin,
+                from,
+                to,
+                gap,
+            })) => {
+                // Only what was lost in transit: messages this subscriber's
+                // overflow policy dropped are already in `dropped`.
+                self.lost = self.lost.saturating_add(gap);
                 Poll::Ready(Some(Err(Error::Lost { origin, from, to })))
             }
             // The queue ends only when the transport closes or is dropped.
@@ -131,6 +138,12 @@ impl Subscriber for PubSubSubscriber {
         }
     }
 
+    /// `received`: messages handed over (local and remote). `dropped`:
+    /// messages its overflow policy dropped (local hub and remote queue),
+    /// including those reported under `Block` as a gap signal in their
+    /// place. `lost`: messages of other replicas lost in transit, as
+    /// reported by the gap signals taken so far. Each message counts in
+    /// one of them at most; all saturate at `u64::MAX`.
     fn stats(&self) -> SubscriberStats {
         let mut s = SubscriberStats::default();
         s.received = self.received;
@@ -139,7 +152,7 @@ impl Subscriber for PubSubSubscriber {
             Some(local) => local.stats().dropped,
             None => self.local_dropped,
         };
-        s.dropped = local_dropped + self.remote.dropped.load(Ordering::Relaxed);
+        s.dropped = local_dropped.saturating_add(self.remote.dropped.load(Ordering::Relaxed));
         s
     }
 

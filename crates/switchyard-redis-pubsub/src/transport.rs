@@ -1,6 +1,7 @@
 //! The backplane transport: publish locally first, then to Redis through
 //! the outbox; subscribe locally and, through the receiving loop, to Redis.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -15,7 +16,7 @@ use switchyard_core::{
 };
 use switchyard_memory::{MemoryConfig, MemoryTransport};
 use switchyard_redis::RedisClient;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -67,19 +68,30 @@ impl fmt::Debug for RedisPubSubTransport {
 
 impl RedisPubSubTransport {
     /// Connects to Redis: opens the subscribing connection and the
-    /// publishing connection, each within `connect_timeout`, and starts the
-    /// receiving and sending loops. Fails fast when Redis is unreachable
-    /// (`could not connect to redis at 127.0.0.1:6379 within 2s: connection
-    /// refused`); later outages only degrade the transport.
+    /// publishing connection side by side, each ending with a real round
+    /// trip (`PING`, after `AUTH` and `SELECT`), all within
+    /// `connect_timeout`, and starts the receiving and sending loops.
+    ///
+    /// Start-up is strict. It fails, naming the address and the cause, when
+    /// nothing listens (`could not connect to redis at 127.0.0.1:6379 within
+    /// 2s: connection refused`), when the port accepts but nothing answers
+    /// in time (a frozen or overloaded Redis), when the peer closes the
+    /// connection, when it does not answer like Redis (an HTTP server, say),
+    /// and when Redis refuses: a missing password (`NOAUTH`), wrong
+    /// credentials (`WRONGPASS`) or a user without the right (`NOPERM`).
+    /// Those three are [`Error::Backend`] (not transient) with a hint what
+    /// to fix; the others are transient. Later outages only degrade the
+    /// transport.
     ///
     /// Needs a Tokio runtime (with the timer enabled).
     pub async fn connect(config: PubSubConfig) -> Result<Self> {
         config.validate()?;
         let client = RedisClient::new(config.redis.clone())?;
-        let pubsub = SubConn::open(&client).await?;
-        // Proves the publishing side can connect too (and authenticate);
-        // the sender opens its own connection from here on.
-        drop(PublishConn::open(&client).await?);
+        // The publishing side must connect (and authenticate) too; the
+        // sender opens its own connection from here on.
+        let (pubsub, publisher) =
+            tokio::try_join!(SubConn::open(&client), PublishConn::open(&client))?;
+        drop(publisher);
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -89,10 +101,7 @@ impl RedisPubSubTransport {
         };
         // The subscribing connection is up (and holds nothing yet): the
         // receiving loop takes it over.
-        let (link, _) = watch::channel(LinkState {
-            connected: true,
-            synced: 0,
-        });
+        let (link, _) = watch::channel(LinkState::up());
         let shared = Arc::new(Shared {
             origin,
             origin_hex: origin_hex(origin.id),
@@ -102,7 +111,10 @@ impl RedisPubSubTransport {
             counters: Counters::default(),
             warn: WarnLimiter::new(config.warn_interval),
             link,
-            last_alive: Mutex::new(Instant::now()),
+            probe: Notify::new(),
+            rx_bursts: AtomicU64::new(0),
+            refusals: Mutex::new(VecDeque::new()),
+            last_failure: Mutex::new(None),
             initial: Mutex::new(Some(pubsub)),
             client,
             config,
@@ -280,9 +292,16 @@ impl Transport for RedisPubSubTransport {
     }
 
     /// Subscribes locally and on Redis; returns once Redis confirmed the
-    /// channel or pattern. While Redis is away it returns at once: the
-    /// subscription is served locally and set up on Redis on reconnect
-    /// (`health()` is `Degraded` until then).
+    /// channel or pattern, so a message published anywhere afterwards is
+    /// not missed.
+    ///
+    /// Never returns `Ok` without that confirmation. When Redis refuses the
+    /// subscription (`NOPERM`: the ACL user may not use that channel) it
+    /// fails with [`Error::Backend`]; when Redis does not confirm within
+    /// `connect_timeout + response_timeout` (Redis away, frozen, or the
+    /// subscribing connection being replaced) it fails with
+    /// [`Error::Timeout`], which is transient: retry later. Either way
+    /// nothing is left subscribed, locally or on Redis.
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {
         self.check_open()?;
         Self::check_subscription(&subscription)?;
@@ -293,56 +312,121 @@ impl Transport for RedisPubSubTransport {
             subscription.overflow_policy(),
         ));
         let filter = subscription.filter().clone();
+        let mut link = shared.link.subscribe();
+        let seen_refusals = link.borrow_and_update().refusals;
         let (id, version) = shared.registry.register(&filter, remote.clone())?;
         let registration = Registration {
             registry: shared.registry.clone(),
             id,
             filter,
         };
-        let mut link = shared.link.subscribe();
-        let wait = shared.config.probe_timeout + shared.config.redis.response_timeout;
-        let confirmed =
-            tokio::time::timeout(wait, link.wait_for(|s| !s.connected || s.synced >= version))
-                .await;
-        match confirmed {
-            Ok(Ok(state)) if state.connected => {}
-            _ => tracing::debug!(
-                filter = %subscription.filter(),
-                "redis pubsub: redis is away; subscription served locally and set up on redis on reconnect"
-            ),
+        let names = shared.registry.names(&registration.filter);
+        let cfg = &shared.config;
+        let bound = cfg.redis.connect_timeout + cfg.redis.response_timeout;
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut refusals = seen_refusals;
+        loop {
+            let waited = tokio::select! {
+                () = self.cancel.cancelled() => return Err(Error::Closed),
+                w = tokio::time::timeout_at(
+                    deadline,
+                    link.wait_for(|s| s.refusals > refusals || s.synced >= version),
+                ) => w,
+            };
+            let state = match waited {
+                Ok(Ok(state)) => *state,
+                // The sender lives as long as the transport.
+                Ok(Err(_)) => return Err(Error::Closed),
+                Err(_) => {
+                    self.check_open()?;
+                    let why = shared
+                        .last_failure
+                        .lock()
+                        .clone()
+                        .map(|f| format!(" (last failure: {f})"))
+                        .unwrap_or_default();
+                    return Err(Error::Timeout {
+                        operation: format!(
+                            "confirming the subscription to {} by redis at {}{why}; nothing was subscribed, retry later",
+                            subscription.filter(),
+                            cfg.redis.addr()
+                        ),
+                        after: bound,
+                    });
+                }
+            };
+            if let Some(reply) = refused(shared, refusals, &names) {
+                return Err(Error::Backend(format!(
+                    "redis at {} refused the subscription to {} ({reply}); allow the channel or pattern for the ACL user (ACL SETUSER <user> &<channel>) or subscribe to another one",
+                    cfg.redis.addr(),
+                    subscription.filter()
+                )));
+            }
+            refusals = state.refusals;
+            if state.synced >= version {
+                self.check_open()?;
+                return Ok(Box::new(PubSubSubscriber::new(local, remote, registration)));
+            }
         }
-        Ok(Box::new(PubSubSubscriber::new(local, remote, registration)))
     }
 
-    /// `Ok` when the subscribing connection is up, has confirmed every
-    /// subscription and answered its last probe, and the last publish to
-    /// Redis succeeded; `Degraded` (local delivery only, or publishing
-    /// failing) otherwise; `Down` once closed. Never waits on the network.
+    /// Probes the server: asks the receiving loop for a `PING` on the
+    /// subscribing connection and waits for the answer, at most
+    /// `probe_timeout` (traffic arriving meanwhile counts as an answer: the
+    /// reply may queue behind it). `Ok` when it came, Redis confirmed every
+    /// subscription and the last publish to Redis succeeded; `Degraded`
+    /// (local delivery only, or publishing failing) otherwise, with the
+    /// reason; `Down` once closed.
     async fn health(&self) -> Health {
         if self.closed.load(Ordering::Acquire) {
             return Health::Down("closed".into());
         }
         let shared = &self.shared;
-        let addr = shared.config.redis.addr();
-        let link = *shared.link.borrow();
-        if !link.connected {
-            return Health::Degraded(format!(
-                "redis at {addr} is unreachable: delivering locally only; {} channel(s)/pattern(s) will be subscribed again on reconnect; {} message(s) wait in the outbox",
+        let cfg = &shared.config;
+        let addr = cfg.redis.addr();
+        let unreachable = || {
+            let why = shared
+                .last_failure
+                .lock()
+                .clone()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default();
+            Health::Degraded(format!(
+                "redis at {addr} is unreachable{why}: delivering locally only; {} channel(s)/pattern(s) will be subscribed again on reconnect; {} message(s) wait in the outbox",
                 shared.registry.subscription_count(),
                 shared.outbox.len()
-            ));
+            ))
+        };
+        let mut link = shared.link.subscribe();
+        let before = *link.borrow_and_update();
+        if !before.connected {
+            return unreachable();
         }
-        if link.synced < shared.registry.version() {
+        let bursts = shared.rx_bursts.load(Ordering::Relaxed);
+        shared.probe.notify_one();
+        let answered = tokio::time::timeout(
+            cfg.probe_timeout,
+            link.wait_for(|s| s.pongs > before.pongs || !s.connected),
+        )
+        .await;
+        match answered {
+            Ok(Ok(s)) if s.connected => {}
+            Ok(Ok(_)) => return unreachable(),
+            Ok(Err(_)) => return Health::Down("closed".into()),
+            Err(_) if shared.rx_bursts.load(Ordering::Relaxed) != bursts => {}
+            Err(_) => {
+                return Health::Degraded(format!(
+                    "redis at {addr} did not answer a PING on the subscribing connection within {:?}: delivering locally only until it does",
+                    cfg.probe_timeout
+                ));
+            }
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Health::Down("closed".into());
+        }
+        if shared.link.borrow().synced < shared.registry.version() {
             return Health::Degraded(format!(
                 "redis at {addr} has not confirmed every subscription yet"
-            ));
-        }
-        let cfg = &shared.config;
-        let silent = shared.last_alive.lock().elapsed();
-        let bound = cfg.probe_interval * 2 + cfg.probe_timeout + Duration::from_millis(500);
-        if silent > bound {
-            return Health::Degraded(format!(
-                "the subscribing connection to redis at {addr} has not answered a probe for {silent:?}"
             ));
         }
         if !shared.outbox.is_healthy() {
@@ -390,6 +474,18 @@ impl Transport for RedisPubSubTransport {
         }
         Ok(())
     }
+}
+
+/// The reply with which Redis refused one of `names` after refusal number
+/// `after`, if it did.
+fn refused(shared: &Shared, after: u64, names: &[String]) -> Option<String> {
+    shared
+        .refusals
+        .lock()
+        .iter()
+        .filter(|r| r.number > after)
+        .find(|r| r.names.iter().any(|n| names.contains(n)))
+        .map(|r| r.reply.clone())
 }
 
 /// Opens a backplane transport from a `redis+pubsub://` or

@@ -312,9 +312,14 @@ async fn half_open_connection_is_noticed_within_the_probe_bound() -> anyhow::Res
     // receiving loop gives the connection up a little later (later still
     // when this process is starved of CPU). Publish only once it has, so
     // that what follows is surely lost for b.
-    support::wait_until(WAIT, "b to give up the half-open connection", || async {
-        b.pubsub_stats().reconnects >= 1
-    })
+    // (A new connection through the stalled proxy does not count as a
+    // reconnect: it never answers its PING.)
+    wait_health(
+        &b,
+        WAIT,
+        "b to give up the half-open connection",
+        |h| matches!(h, Health::Degraded(r) if r.contains("unreachable")),
+    )
     .await?;
     publish_range(&a, &topic, "a", 5..10).await?;
     // `publish` returns once a message is queued for Redis; make sure these

@@ -1,10 +1,17 @@
 //! Connections: a shared multiplexed one that reconnects by itself, and
 //! dedicated ones for blocking reads and subscriptions.
+//!
+//! Every connect is strict: it ends with a real round trip (`PING`, after
+//! `AUTH` and `SELECT`) within the connect timeout, so a port that accepts
+//! and never answers, a server that is not Redis, a proxy that closes at
+//! once, a frozen Redis and a missing or wrong password all fail here, with
+//! an error naming the address and the cause.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub};
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisError};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisError, Value};
 use switchyard_core::{Error, Health, Result};
 
 use crate::config::RedisConfig;
@@ -74,8 +81,8 @@ impl RedisClient {
     }
 
     /// The shared, multiplexed connection for ordinary commands. It
-    /// reconnects by itself after a disconnect. Fails within the connect
-    /// timeout when Redis is unreachable.
+    /// reconnects by itself after a disconnect. Connecting and a first
+    /// `PING` finish within the connect timeout, or this fails.
     pub async fn shared(&self) -> Result<ConnectionManager> {
         let timeout = self.config.connect_timeout;
         let cfg = ConnectionManagerConfig::new()
@@ -84,17 +91,18 @@ impl RedisClient {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(2));
-        let fut = self.client.get_connection_manager_with_config(cfg);
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(self.connect_error(&e)),
-            Err(_) => Err(self.connect_timeout_error()),
-        }
+        self.strict(async {
+            let mut conn = self.client.get_connection_manager_with_config(cfg).await?;
+            redis::cmd("PING").query_async::<Value>(&mut conn).await?;
+            Ok(conn)
+        })
+        .await
     }
 
     /// A connection of its own, for commands that block (XREAD BLOCK,
     /// XREADGROUP BLOCK): its response timeout must exceed the block time.
-    /// `None` disables the response timeout.
+    /// `None` disables the response timeout. Connecting and a first `PING`
+    /// finish within the connect timeout, or this fails.
     pub async fn dedicated(
         &self,
         response_timeout: Option<Duration>,
@@ -103,61 +111,136 @@ impl RedisClient {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(response_timeout);
-        let fut = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg);
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(self.connect_error(&e)),
-            Err(_) => Err(self.connect_timeout_error()),
-        }
+        self.strict(async {
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await?;
+            redis::cmd("PING").query_async::<Value>(&mut conn).await?;
+            Ok(conn)
+        })
+        .await
     }
 
-    /// A subscribing connection (SUBSCRIBE / PSUBSCRIBE).
+    /// A subscribing connection (SUBSCRIBE / PSUBSCRIBE). Connecting and a
+    /// first `PING` finish within the connect timeout, or this fails.
     pub async fn pubsub(&self) -> Result<PubSub> {
-        let timeout = self.config.connect_timeout;
-        match tokio::time::timeout(timeout, self.client.get_async_pubsub()).await {
+        self.strict(async {
+            let mut conn = self.client.get_async_pubsub().await?;
+            // An error reply comes back as a value here, not as an error.
+            if let Value::ServerError(e) = conn.ping::<Value>().await? {
+                return Err(e.into());
+            }
+            Ok(conn)
+        })
+        .await
+    }
+
+    /// Runs a connect-and-PING within the connect timeout and maps its
+    /// failure onto a clear error.
+    async fn strict<T>(
+        &self,
+        attempt: impl Future<Output = std::result::Result<T, RedisError>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.config.connect_timeout, attempt).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(self.connect_error(&e)),
-            Err(_) => Err(self.connect_timeout_error()),
+            Err(_) => Err(no_reply(&self.config, "the connection or PING")),
         }
     }
 
-    fn connect_timeout_error(&self) -> Error {
-        Error::Connect {
-            backend: "redis",
-            addr: self.config.addr(),
-            timeout: self.config.connect_timeout,
-            reason: "timed out".into(),
-        }
-    }
-
-    /// The error for a failed connection attempt, naming the address.
+    /// The error for a failed connection attempt, naming the address: the
+    /// credentials refused (`NOAUTH`, `WRONGPASS`) or a command not
+    /// permitted (`NOPERM`) are not transient and say what to do; a reply
+    /// that is not RESP says the server is not Redis; the rest (refused,
+    /// reset, closed) are [`Error::Connect`].
     pub fn connect_error(&self, e: &RedisError) -> Error {
-        if e.kind() == redis::ErrorKind::AuthenticationFailed
-            || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
-        {
-            return Error::Backend(format!(
-                "redis at {} refused the credentials{}: {e}; check the user and password in the URL",
-                self.config.addr(),
-                self.config
-                    .username
-                    .as_deref()
-                    .map(|u| format!(" of user {u:?}"))
-                    .unwrap_or_default()
-            ));
+        let cfg = &self.config;
+        if let Some(code) = e.code() {
+            let detail = e.detail().unwrap_or("");
+            return refused(cfg, "the connection set-up", &format!("{code} {detail}"));
+        }
+        if e.kind() == redis::ErrorKind::AuthenticationFailed {
+            return refused(cfg, "AUTH", &format!("WRONGPASS {e}"));
+        }
+        if e.kind() == redis::ErrorKind::Parse {
+            let text = e.to_string();
+            return not_redis(cfg, "PING", text.lines().next().unwrap_or_default());
+        }
+        if e.is_timeout() {
+            return no_reply(cfg, "the connection or PING");
         }
         let reason = if e.is_connection_refusal() {
             "connection refused".to_owned()
+        } else if e.is_connection_dropped() {
+            format!("the server closed the connection before answering ({e})")
         } else {
             e.to_string()
         };
-        Error::Connect {
-            backend: "redis",
-            addr: self.config.addr(),
-            timeout: self.config.connect_timeout,
-            reason,
+        connect_failed(cfg, reason)
+    }
+}
+
+/// [`Error::Connect`] for `cfg` with `reason`.
+pub(crate) fn connect_failed(cfg: &RedisConfig, reason: String) -> Error {
+    Error::Connect {
+        backend: "redis",
+        addr: cfg.addr(),
+        timeout: cfg.connect_timeout,
+        reason,
+    }
+}
+
+/// Nothing (or not all) came back within the connect timeout.
+pub(crate) fn no_reply(cfg: &RedisConfig, waiting_for: &str) -> Error {
+    connect_failed(
+        cfg,
+        format!(
+            "timed out waiting for {waiting_for}: the port accepted but nothing answered (a frozen or overloaded Redis, or not a Redis server?)"
+        ),
+    )
+}
+
+/// The server answered `command` with something that is not RESP, or not
+/// the reply Redis gives: probably not a Redis server.
+pub(crate) fn not_redis(cfg: &RedisConfig, command: &str, what: &str) -> Error {
+    Error::Backend(format!(
+        "{} does not answer like a Redis server (reply to {command}: {what}); check the host and port in the URL",
+        cfg.addr()
+    ))
+}
+
+/// The server answered `command` with the error reply `text` (its code
+/// first) during the connection set-up.
+pub(crate) fn refused(cfg: &RedisConfig, command: &str, text: &str) -> Error {
+    let addr = cfg.addr();
+    let code = text.split_whitespace().next().unwrap_or("");
+    let user = cfg
+        .username
+        .as_deref()
+        .map(|u| format!(" of user {u:?}"))
+        .unwrap_or_default();
+    let for_user = cfg.username.as_deref().map_or_else(
+        || " for the default user".to_owned(),
+        |u| format!(" for user {u:?}"),
+    );
+    match code {
+        "NOAUTH" => Error::Backend(format!(
+            "redis at {addr} requires authentication ({text}): put the password in the URL (redis://:password@host:port, or redis://user:password@host:port for an ACL user)"
+        )),
+        "WRONGPASS" => Error::Backend(format!(
+            "redis at {addr} refused the credentials{user} ({text}); check the user and password in the URL"
+        )),
+        "NOPERM" => Error::Backend(format!(
+            "redis at {addr} refused {command}{for_user} ({text}): grant the user that command (ACL SETUSER <user> +<command>) or connect as another user"
+        )),
+        _ if command == "AUTH" => Error::Backend(format!(
+            "redis at {addr} refused the credentials{user} ({text}); check the user and password in the URL"
+        )),
+        _ if crate::is_transient_code(code) || text.contains("max number of clients") => {
+            Error::Transient(format!("redis at {addr}: {command} failed: {text}"))
         }
+        _ => Error::Backend(format!("redis at {addr}: {command} failed: {text}")),
     }
 }
 
@@ -177,5 +260,209 @@ pub async fn ping_health<C: redis::aio::ConnectionLike + Send>(
             "redis at {addr} did not answer PING within {:?}",
             started.elapsed()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Strict connects against peers that are not a working Redis.
+    //! Reproduction of the defect these guard against: before connects
+    //! ended with a `PING`, `lean::connect` to a listener that accepts and
+    //! never answers (or answers `HTTP/1.1 400`, or closes at once, or is a
+    //! SIGSTOPped redis-server, or asks for a password that the URL lacks)
+    //! returned `Ok` in under a millisecond.
+
+    use std::net::SocketAddr;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use switchyard_testkit::{RedisOptions, RedisServer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::lean;
+
+    const CONNECT: Duration = Duration::from_millis(500);
+    /// Scheduling slack on a loaded machine.
+    const SLACK: Duration = Duration::from_millis(1500);
+
+    #[derive(Clone, Copy, Debug)]
+    enum Peer {
+        /// Accepts and never answers.
+        Silent,
+        /// Answers like a web server.
+        Http,
+        /// Accepts and closes at once.
+        Close,
+    }
+
+    /// A fake server on a free loopback port; serves at most 16 connections.
+    async fn fake(peer: Peer) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..16 {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                match peer {
+                    Peer::Silent => held.push(s),
+                    Peer::Close => drop(s),
+                    Peer::Http => {
+                        let mut b = [0u8; 512];
+                        let _ = s.read(&mut b).await;
+                        let _ = s
+                            .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                            .await;
+                        let _ = s.shutdown().await;
+                    }
+                }
+            }
+        });
+        (addr, task)
+    }
+
+    fn config(addr: SocketAddr, userinfo: &str) -> RedisConfig {
+        let mut cfg =
+            RedisConfig::from_url(&format!("redis://{userinfo}{addr}?connect_timeout=500ms"))
+                .unwrap();
+        cfg.connect_timeout = CONNECT;
+        cfg
+    }
+
+    /// Every way of connecting fails on `cfg`, each within the connect
+    /// timeout (plus slack); returns the errors.
+    async fn every_connect_fails(cfg: &RedisConfig) -> Vec<Error> {
+        let client = RedisClient::new(cfg.clone()).unwrap();
+        let mut errors = Vec::new();
+        let started = Instant::now();
+        errors.push(lean::connect(cfg).await.map(drop).unwrap_err());
+        errors.push(client.dedicated(None).await.map(drop).unwrap_err());
+        errors.push(client.pubsub().await.map(drop).unwrap_err());
+        errors.push(client.shared().await.map(drop).unwrap_err());
+        let bound = CONNECT * 4 + SLACK;
+        assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+        for e in &errors {
+            assert!(
+                e.to_string().contains(&cfg.addr()),
+                "the error does not name the address: {e}"
+            );
+        }
+        errors
+    }
+
+    fn is_timeout(e: &Error) -> bool {
+        matches!(e, Error::Connect { reason, .. } if reason.contains("timed out"))
+    }
+
+    #[tokio::test]
+    async fn a_silent_listener_times_out() {
+        let (addr, task) = fake(Peer::Silent).await;
+        for e in every_connect_fails(&config(addr, "")).await {
+            assert!(is_timeout(&e), "{e}");
+            assert!(e.is_transient());
+        }
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn an_http_server_is_not_redis() {
+        let (addr, task) = fake(Peer::Http).await;
+        for e in every_connect_fails(&config(addr, "")).await {
+            assert!(
+                matches!(&e, Error::Backend(t) if t.contains("does not answer like a Redis server")),
+                "{e}"
+            );
+            assert!(!e.is_transient());
+        }
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_at_once_is_reported() {
+        let (addr, task) = fake(Peer::Close).await;
+        for e in every_connect_fails(&config(addr, "")).await {
+            assert!(
+                matches!(&e, Error::Connect { reason, .. } if reason.contains("closed the connection")),
+                "{e}"
+            );
+        }
+        task.abort();
+    }
+
+    /// SIGSTOPs a redis-server; SIGCONTs it when dropped.
+    struct Frozen(u32);
+
+    impl Frozen {
+        fn new(server: &RedisServer) -> Frozen {
+            let pid = server.pid().unwrap();
+            let status = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            Frozen(pid)
+        }
+    }
+
+    impl Drop for Frozen {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frozen_redis_times_out() {
+        let server = RedisServer::start().unwrap();
+        let cfg = config(server.addr(), "");
+        let frozen = Frozen::new(&server);
+        for e in every_connect_fails(&cfg).await {
+            assert!(is_timeout(&e), "{e}");
+        }
+        drop(frozen);
+        // Thawed, the same settings connect.
+        lean::connect(&cfg).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_password_is_noauth_and_not_transient() {
+        let server = RedisServer::start_with(RedisOptions::default().password("pw-1")).unwrap();
+        for e in every_connect_fails(&config(server.addr(), "")).await {
+            let text = e.to_string();
+            assert!(matches!(e, Error::Backend(_)), "{text}");
+            assert!(!e.is_transient(), "{text}");
+            assert!(text.contains("NOAUTH"), "{text}");
+            assert!(text.contains("put the password in the URL"), "{text}");
+        }
+        for e in every_connect_fails(&config(server.addr(), ":wrong-pw@")).await {
+            let text = format!("{e} {e:?}");
+            assert!(!e.is_transient(), "{text}");
+            assert!(!text.contains("wrong-pw"), "{text}");
+            assert!(text.contains("check the user and password"), "{text}");
+        }
+        lean::connect(&config(server.addr(), ":pw-1@"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_user_without_ping_is_noperm_and_not_transient() {
+        let server = RedisServer::start().unwrap();
+        server
+            .cmd(&[
+                "ACL", "SETUSER", "noping", "on", ">pw", "~*", "&*", "+@all", "-ping",
+            ])
+            .unwrap();
+        for e in every_connect_fails(&config(server.addr(), "noping:pw@")).await {
+            let text = e.to_string();
+            assert!(!e.is_transient(), "{text}");
+            assert!(text.contains("NOPERM"), "{text}");
+            assert!(text.contains("grant the user"), "{text}");
+        }
     }
 }

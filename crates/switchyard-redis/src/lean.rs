@@ -1,7 +1,8 @@
 //! Lean RESP2 plumbing for the adapters' hot paths: commands encoded by
 //! hand into one buffer, replies read as flat tokens straight from the
 //! bytes (no `redis::Cmd`, no `redis::Value`), and a plain-TCP connect
-//! that authenticates and selects the database within the connect timeout.
+//! that authenticates, selects the database and checks the server answers
+//! `PING`, all within the connect timeout.
 //!
 //! TLS connections keep going through redis-rs; [`connect`] refuses them.
 
@@ -10,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::RedisConfig;
+use crate::connect::{connect_failed, no_reply, not_redis, refused};
 
 /// Appends the decimal digits of `n`.
 pub fn put_uint(out: &mut Vec<u8>, mut n: u64) {
@@ -148,43 +150,48 @@ pub fn next_token(
 }
 
 /// Opens a plain TCP connection to `cfg`'s host and port, with `TCP_NODELAY`,
-/// then sends `AUTH` and `SELECT` when the config asks for them; all within
-/// the connect timeout. Errors read like `could not connect to redis at
-/// 127.0.0.1:6390 within 2s: connection refused` and never show the password.
+/// sends `AUTH` and `SELECT` when the config asks for them, then `PING`, and
+/// reads every reply; all within the connect timeout. So a port that accepts
+/// and never answers, a server that is not Redis, a peer that closes at once,
+/// a frozen Redis, a missing password (`NOAUTH`), wrong credentials
+/// (`WRONGPASS`) and a user without the right (`NOPERM`) all fail here.
+/// Errors name the address and the cause, e.g. `could not connect to redis at
+/// 127.0.0.1:6390 within 2s: connection refused`, and never show the password.
 pub async fn connect(cfg: &RedisConfig) -> Result<TcpStream> {
-    let timeout = cfg.connect_timeout;
-    let connect_error = |reason: String| Error::Connect {
-        backend: "redis",
-        addr: cfg.addr(),
-        timeout,
-        reason,
-    };
     if cfg.tls {
         return Err(Error::InvalidConfig(
             "the lean redis connection is plain TCP; TLS goes through redis-rs".into(),
         ));
     }
+    let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let opened =
-        tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port))).await;
+        tokio::time::timeout_at(deadline, TcpStream::connect((cfg.host.as_str(), cfg.port))).await;
     let mut stream = match opened {
-        Err(_) => return Err(connect_error("timed out".into())),
+        Err(_) => return Err(connect_failed(cfg, "timed out".into())),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Err(connect_error("connection refused".into()));
+            return Err(connect_failed(cfg, "connection refused".into()));
         }
-        Ok(Err(e)) => return Err(connect_error(e.to_string())),
+        Ok(Err(e)) => return Err(connect_failed(cfg, e.to_string())),
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    match tokio::time::timeout(timeout, handshake(cfg, &mut stream)).await {
-        Err(_) => Err(connect_error("timed out during AUTH/SELECT".into())),
+    let mut waiting = "the reply to PING";
+    match tokio::time::timeout_at(deadline, handshake(cfg, &mut stream, &mut waiting)).await {
+        Err(_) => Err(no_reply(cfg, waiting)),
         Ok(Err(e)) => Err(e),
         Ok(Ok(())) => Ok(stream),
     }
 }
 
-async fn handshake(cfg: &RedisConfig, stream: &mut TcpStream) -> Result<()> {
+/// Sends `AUTH` (if configured), `SELECT` (if not db 0) and `PING` in one
+/// write and checks each reply; `waiting` names the reply still awaited.
+async fn handshake(
+    cfg: &RedisConfig,
+    stream: &mut TcpStream,
+    waiting: &mut &'static str,
+) -> Result<()> {
     let mut out = Vec::new();
-    let mut expected = Vec::new();
+    let mut expected: Vec<(&'static str, &'static str, &'static [u8])> = Vec::new();
     if let Some(pw) = &cfg.password {
         match &cfg.username {
             Some(user) => put_command(
@@ -193,76 +200,63 @@ async fn handshake(cfg: &RedisConfig, stream: &mut TcpStream) -> Result<()> {
             ),
             None => put_command(&mut out, &[b"AUTH", pw.expose().as_bytes()]),
         }
-        expected.push("AUTH");
+        expected.push(("AUTH", "the reply to AUTH", b"OK"));
     }
     if cfg.db != 0 {
         let db = cfg.db.to_string();
         put_command(&mut out, &[b"SELECT", db.as_bytes()]);
-        expected.push("SELECT");
+        expected.push(("SELECT", "the reply to SELECT", b"OK"));
     }
-    if expected.is_empty() {
-        return Ok(());
-    }
-    let io_err = |e: std::io::Error| Error::Connect {
-        backend: "redis",
-        addr: cfg.addr(),
-        timeout: cfg.connect_timeout,
-        reason: e.to_string(),
+    put_command(&mut out, &[b"PING"]);
+    expected.push(("PING", "the reply to PING", b"PONG"));
+    let closed = |command: &str, detail: &dyn std::fmt::Display| {
+        connect_failed(
+            cfg,
+            format!("the server closed the connection before answering {command} ({detail})"),
+        )
     };
-    stream.write_all(&out).await.map_err(io_err)?;
+    if let Err(e) = stream.write_all(&out).await {
+        return Err(closed(expected[0].0, &e));
+    }
     let mut buf = Vec::with_capacity(256);
-    let mut i = 0;
-    while i < expected.len() {
-        match next_token(&buf, 1024) {
-            Ok(Some((token, used))) => {
-                if let Token::Error(text) = token {
-                    return Err(handshake_error(
-                        cfg,
-                        expected[i],
-                        &String::from_utf8_lossy(text),
-                    ));
+    for &(command, what, ok) in &expected {
+        *waiting = what;
+        loop {
+            match next_token(&buf, 1024) {
+                Ok(Some((Token::Status(text), used))) if text == ok => {
+                    buf.drain(..used);
+                    break;
                 }
-                buf.drain(..used);
-                i += 1;
-            }
-            Ok(None) => {
-                let mut chunk = [0u8; 256];
-                let n = stream.read(&mut chunk).await.map_err(io_err)?;
-                if n == 0 {
-                    return Err(io_err(std::io::ErrorKind::UnexpectedEof.into()));
+                Ok(Some((Token::Error(text), _))) => {
+                    return Err(refused(cfg, command, &String::from_utf8_lossy(text)));
                 }
-                buf.extend_from_slice(&chunk[..n]);
+                Ok(Some((other, _))) => {
+                    return Err(not_redis(cfg, command, &format!("{other:?}")));
+                }
+                Ok(None) => {}
+                Err(p) => {
+                    return Err(not_redis(cfg, command, &format!("{p}: {}", snippet(&buf))));
+                }
             }
-            Err(p) => {
-                return Err(Error::Backend(format!(
-                    "redis at {}: unexpected reply to {}: {p}",
-                    cfg.addr(),
-                    expected[i],
-                )));
+            let mut chunk = [0u8; 256];
+            match stream.read(&mut chunk).await {
+                Ok(0) => return Err(closed(command, &"end of stream")),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(closed(command, &e)),
             }
         }
     }
     Ok(())
 }
 
-fn handshake_error(cfg: &RedisConfig, command: &str, text: &str) -> Error {
-    let code = text.split_whitespace().next().unwrap_or("");
-    if command == "AUTH" || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") {
-        return Error::Backend(format!(
-            "redis at {} refused the credentials{}: {text}; check the user and password in the URL",
-            cfg.addr(),
-            cfg.username
-                .as_deref()
-                .map(|u| format!(" of user {u:?}"))
-                .unwrap_or_default()
-        ));
+/// The first bytes of an unexpected reply, quoted and escaped.
+fn snippet(buf: &[u8]) -> String {
+    let shown = &buf[..buf.len().min(40)];
+    let mut s = format!("{:?}", String::from_utf8_lossy(shown));
+    if buf.len() > shown.len() {
+        s.push('…');
     }
-    let msg = format!("redis at {}: {command} failed: {text}", cfg.addr());
-    if crate::is_transient_code(code) {
-        Error::Transient(msg)
-    } else {
-        Error::Backend(msg)
-    }
+    s
 }
 
 #[cfg(test)]

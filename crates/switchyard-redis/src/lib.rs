@@ -6,14 +6,15 @@
 //!   or built in code;
 //! - [`RedisClient`]: the shared multiplexed connection that reconnects by
 //!   itself, dedicated connections for blocking reads, and subscribing
-//!   connections — each connect bounded by the connect timeout, with errors
-//!   such as `could not connect to redis at 127.0.0.1:6390 within 2s:
-//!   connection refused`;
+//!   connections — each connect ending with a `PING` and bounded by the
+//!   connect timeout, with errors such as `could not connect to redis at
+//!   127.0.0.1:6390 within 2s: connection refused` (`NOAUTH`, `WRONGPASS`
+//!   and `NOPERM` are not transient and say what to fix);
 //! - [`classify`]: redis-rs errors as transient (I/O, LOADING, BUSY, TRYAGAIN,
 //!   MASTERDOWN, MOVED, ASK, READONLY, CLUSTERDOWN, NOREPLICAS) or fatal;
 //! - [`ping_health`]: a bounded health probe on an existing connection;
 //! - [`lean`]: hand-encoded commands and flat RESP2 tokens for the hot
-//!   paths, and a plain-TCP connect with `AUTH`/`SELECT`.
+//!   paths, and a plain-TCP connect with `AUTH`/`SELECT`/`PING`.
 
 mod config;
 mod connect;
