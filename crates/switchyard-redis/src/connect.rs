@@ -33,8 +33,11 @@ impl std::fmt::Debug for RedisClient {
 }
 
 impl RedisClient {
-    /// Prepares a client; connects nothing yet.
+    /// Prepares a client; connects nothing yet. Checks `config` first
+    /// ([`RedisConfig::validate`]), so a config built in code and handed
+    /// here directly meets the same ranges as one parsed from a URL.
     pub fn new(config: RedisConfig) -> Result<Self> {
+        config.validate()?;
         let addr = if config.tls {
             if !cfg!(feature = "tls") {
                 return Err(Error::FeatureNotEnabled("tls"));
@@ -283,6 +286,21 @@ mod tests {
 
     use super::*;
     use crate::lean;
+
+    /// Before: `RedisClient::new` took a config built in code as it was, so
+    /// a zero connect timeout or port 0 slipped past the range checks that
+    /// `from_url` and the adapters' `connect` run.
+    #[test]
+    fn new_checks_the_config() {
+        let zero = RedisConfig::new("127.0.0.1", 6379).with_connect_timeout(Duration::ZERO);
+        let e = RedisClient::new(zero).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("connect_timeout")),
+            "{e:?}"
+        );
+        assert!(RedisClient::new(RedisConfig::new("127.0.0.1", 0)).is_err());
+        assert!(RedisClient::new(RedisConfig::new("127.0.0.1", 6379)).is_ok());
+    }
 
     const CONNECT: Duration = Duration::from_millis(500);
     /// Scheduling slack on a loaded machine.
