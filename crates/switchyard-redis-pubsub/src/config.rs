@@ -12,6 +12,7 @@ use switchyard_redis::range::{
 /// `connect_timeout` and `response_timeout`, which every Redis adapter reads).
 pub const URL_PARAMS: &[&str] = &[
     "outbox",
+    "outbox_bytes",
     "outbox_ttl",
     "outbox_wait",
     "batch",
@@ -64,6 +65,11 @@ pub struct PubSubConfig {
     /// Messages waiting to be sent to Redis, at most (`outbox`): 1 to
     /// 10 000 000, default 10 000.
     pub outbox_capacity: usize,
+    /// Bytes of frames (and channel names) waiting to be sent to Redis, at
+    /// most (`outbox_bytes`): 16 MiB to 4 GiB − 1, default 64 MiB. With
+    /// `outbox_capacity` it bounds the outbox's memory whatever the message
+    /// sizes; an empty outbox always takes one message.
+    pub outbox_bytes: usize,
     /// A message not sent to Redis within this time is dropped and counted
     /// (`outbox_ttl`: 1 ms to 1 h, default 5 s); remote replicas see it as a gap.
     pub outbox_ttl: Duration,
@@ -114,12 +120,19 @@ impl Default for PubSubConfig {
 impl PubSubConfig {
     /// Default outbox capacity.
     pub const DEFAULT_OUTBOX: usize = 10_000;
+    /// Default outbox byte bound (64 MiB).
+    pub const DEFAULT_OUTBOX_BYTES: usize = 64 << 20;
+    /// Smallest `outbox_bytes` (16 MiB: room for the largest frame, twice).
+    pub const MIN_OUTBOX_BYTES: usize = 16 << 20;
+    /// Largest `outbox_bytes` (4 GiB − 1).
+    pub const MAX_OUTBOX_BYTES: usize = u32::MAX as usize;
 
     /// The defaults, for the Redis at `redis`.
     pub fn new(redis: RedisConfig) -> Self {
         PubSubConfig {
             redis,
             outbox_capacity: Self::DEFAULT_OUTBOX,
+            outbox_bytes: Self::DEFAULT_OUTBOX_BYTES,
             outbox_ttl: Duration::from_secs(5),
             outbox_wait: Duration::from_millis(100),
             batch: 1024,
@@ -154,6 +167,9 @@ impl PubSubConfig {
         let mut cfg = PubSubConfig::new(RedisConfig::new(redis.host.clone(), redis.port));
         if let Some(n) = redis.take_u64("outbox")? {
             cfg.outbox_capacity = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = redis.take_u64("outbox_bytes")? {
+            cfg.outbox_bytes = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if let Some(n) = redis.take_u64("batch")? {
             cfg.batch = usize::try_from(n).unwrap_or(usize::MAX);
@@ -218,6 +234,12 @@ impl PubSubConfig {
 
     fn check_ranges(&self) -> std::result::Result<(), OutOfRange> {
         check_count("outbox", self.outbox_capacity, 1, Self::MAX_OUTBOX)?;
+        check_count(
+            "outbox_bytes",
+            self.outbox_bytes,
+            Self::MIN_OUTBOX_BYTES,
+            Self::MAX_OUTBOX_BYTES,
+        )?;
         check_duration(
             "outbox_ttl",
             self.outbox_ttl,
@@ -286,6 +308,12 @@ impl PubSubConfig {
     /// Sets [`outbox_capacity`](Self::outbox_capacity).
     pub fn with_outbox(mut self, messages: usize) -> Self {
         self.outbox_capacity = messages;
+        self
+    }
+
+    /// Sets [`outbox_bytes`](Self::outbox_bytes).
+    pub fn with_outbox_bytes(mut self, bytes: usize) -> Self {
+        self.outbox_bytes = bytes;
         self
     }
 

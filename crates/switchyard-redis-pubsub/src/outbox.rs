@@ -6,7 +6,9 @@
 //! them as one pipeline on its own connection (see `publisher`). A failed
 //! pipeline is retried (in order, before anything newer) with jittered
 //! backoff while its frames are younger than `outbox_ttl`; older frames are
-//! dropped and counted, and other replicas see them as a gap. When the outbox is full, `publish`
+//! dropped and counted, and other replicas see them as a gap. The outbox is
+//! bounded twice: in messages (`outbox`) and in bytes of frames and channel
+//! names (`outbox_bytes`). When it is full, `publish`
 //! waits up to `outbox_wait` for room while Redis is reachable (at once
 //! while it is not), then drops the message and counts it.
 
@@ -37,11 +39,35 @@ pub(crate) struct OutboxEntry {
     pub(crate) enqueued: Instant,
 }
 
+impl OutboxEntry {
+    /// What the entry weighs against the byte bound.
+    fn size(&self) -> usize {
+        self.frame.len() + self.channel.len()
+    }
+}
+
+/// The queued entries and their total size.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<OutboxEntry>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn pop_front(&mut self) -> Option<OutboxEntry> {
+        let e = self.items.pop_front()?;
+        self.bytes -= e.size();
+        Some(e)
+    }
+}
+
 /// The bounded queue of frames for Redis.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    queue: Mutex<VecDeque<OutboxEntry>>,
+    queue: Mutex<Queue>,
     cap: usize,
+    /// Most bytes of frames and channel names queued.
+    cap_bytes: usize,
     /// Wakes the sender.
     work: Notify,
     /// Wakes publishers waiting for room.
@@ -54,10 +80,13 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn new(cap: usize) -> Self {
+    /// An outbox of at most `cap` messages and `cap_bytes` bytes (one
+    /// message is always let in when the outbox is empty).
+    pub(crate) fn new(cap: usize, cap_bytes: usize) -> Self {
         Outbox {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             cap: cap.max(1),
+            cap_bytes,
             work: Notify::new(),
             space: Notify::new(),
             idle: Notify::new(),
@@ -68,7 +97,13 @@ impl Outbox {
 
     /// Frames waiting (not counting a batch in flight).
     pub(crate) fn len(&self) -> usize {
-        self.queue.lock().len()
+        self.queue.lock().items.len()
+    }
+
+    /// Bytes of frames and channel names waiting.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.queue.lock().bytes
     }
 
     /// Whether the sender reached Redis on its last attempt.
@@ -77,16 +112,19 @@ impl Outbox {
     }
 
     fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && self.queue.lock().is_empty()
+        self.in_flight.load(Ordering::Acquire) == 0 && self.queue.lock().items.is_empty()
     }
 
     fn try_push(&self, entry: OutboxEntry) -> Result<(), OutboxEntry> {
         {
             let mut q = self.queue.lock();
-            if q.len() >= self.cap {
+            let size = entry.size();
+            let over_bytes = !q.items.is_empty() && q.bytes.saturating_add(size) > self.cap_bytes;
+            if q.items.len() >= self.cap || over_bytes {
                 return Err(entry);
             }
-            q.push_back(entry);
+            q.bytes += size;
+            q.items.push_back(entry);
         }
         self.work.notify_one();
         Ok(())
@@ -123,15 +161,16 @@ impl Outbox {
         let mut q = self.queue.lock();
         let mut n = 0;
         let mut bytes = 0;
-        for e in q.iter().take(max) {
-            let size = e.frame.len() + e.channel.len();
+        for e in q.items.iter().take(max) {
+            let size = e.size();
             if n > 0 && bytes + size > MAX_PIPELINE_BYTES {
                 break;
             }
             bytes += size;
             n += 1;
         }
-        batch.extend(q.drain(..n));
+        q.bytes -= bytes;
+        batch.extend(q.items.drain(..n));
         self.in_flight.store(batch.len(), Ordering::Release);
         drop(q);
         if n > 0 {
@@ -143,14 +182,15 @@ impl Outbox {
     fn expire(&self, ttl: Duration) -> usize {
         let now = Instant::now();
         let mut q = self.queue.lock();
-        let before = q.len();
+        let before = q.items.len();
         while q
+            .items
             .front()
             .is_some_and(|e| now.duration_since(e.enqueued) >= ttl)
         {
             q.pop_front();
         }
-        let n = before - q.len();
+        let n = before - q.items.len();
         drop(q);
         if n > 0 {
             self.space.notify_waiters();
@@ -336,7 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_with_back_pressure() {
-        let o = Outbox::new(2);
+        let o = Outbox::new(2, usize::MAX);
         assert!(o.push(entry(1), Duration::ZERO).await);
         assert!(o.push(entry(2), Duration::ZERO).await);
         assert!(!o.push(entry(3), Duration::ZERO).await);
@@ -371,7 +411,7 @@ mod tests {
 
     #[tokio::test]
     async fn pipelines_are_bounded_in_bytes() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(10, usize::MAX);
         let big = |n: usize| OutboxEntry {
             channel: "ns:t".into(),
             frame: Bytes::from(vec![0u8; n]),
@@ -394,9 +434,39 @@ mod tests {
         assert_eq!(batch.len(), 1);
     }
 
+    /// Before: the outbox was bounded in messages only, so 10,000 queued
+    /// messages of 8 MiB (while Redis is slow or away) could hold 80 GB.
+    #[tokio::test]
+    async fn bounded_in_bytes() {
+        let o = Outbox::new(1000, 100);
+        let sized = |n: usize| OutboxEntry {
+            channel: "ns:t".into(),
+            frame: Bytes::from(vec![0u8; n]),
+            enqueued: Instant::now(),
+        };
+        // An empty outbox lets one message in whatever its size.
+        assert!(o.push(sized(500), Duration::ZERO).await);
+        assert!(!o.push(sized(1), Duration::ZERO).await);
+        let mut batch = Vec::new();
+        o.take(10, &mut batch);
+        assert_eq!((batch.len(), o.bytes()), (1, 0));
+        // 4 + 46 bytes each: two fit in 100, the third does not.
+        assert!(o.push(sized(46), Duration::ZERO).await);
+        assert!(o.push(sized(46), Duration::ZERO).await);
+        assert!(!o.push(sized(46), Duration::ZERO).await);
+        assert_eq!((o.len(), o.bytes()), (2, 100));
+        // Expiry and sending give the bytes back.
+        let mut old = sized(46);
+        old.enqueued = Instant::now() - Duration::from_secs(10);
+        let o = Outbox::new(1000, 100);
+        assert!(o.push(old, Duration::ZERO).await);
+        assert_eq!(o.expire(Duration::from_secs(5)), 1);
+        assert_eq!(o.bytes(), 0);
+    }
+
     #[tokio::test]
     async fn expiry() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(10, usize::MAX);
         let mut old = entry(1);
         old.enqueued = Instant::now() - Duration::from_secs(10);
         assert!(o.push(old, Duration::ZERO).await);

@@ -144,7 +144,7 @@ mod tests {
             origin: Origin { id: 1, epoch: 1 },
             origin_hex: origin_hex(1),
             registry: Arc::new(Registry::new("ns")),
-            outbox: Outbox::new(1),
+            outbox: Outbox::new(1, usize::MAX),
             tracker: Mutex::new(GapTracker::new(1)),
             counters: Counters::default(),
             warn: WarnLimiter::new(Duration::from_secs(10)),

@@ -106,7 +106,7 @@ impl RedisPubSubTransport {
             origin,
             origin_hex: origin_hex(origin.id),
             registry: Arc::new(Registry::new(&config.redis.namespace)),
-            outbox: Outbox::new(config.outbox_capacity),
+            outbox: Outbox::new(config.outbox_capacity, config.outbox_bytes),
             tracker: Mutex::new(GapTracker::new(config.gap_tracker_capacity)),
             counters: Counters::default(),
             warn: WarnLimiter::new(config.warn_interval),

@@ -110,6 +110,7 @@ const STREAMS: &[Param] = &[
 
 const PUBSUB: &[Param] = &[
     count("outbox", 1, 10_000_000),
+    count("outbox_bytes", 16 << 20, u32::MAX as u64),
     count("batch", 1, 100_000),
     timing(millis("outbox_ttl", 1, HOUR)),
     millis("outbox_wait", 0, MINUTE),
@@ -268,6 +269,22 @@ fn redis_base(server: &RedisServer, scheme: &str) -> String {
     format!("{scheme}://{}", server.addr())
 }
 
+/// Every numeric URL parameter an adapter reads is in the tables above, so
+/// a new one cannot skip these checks (`instance_id`, hex, is tried below).
+#[test]
+fn the_tables_cover_every_url_parameter() {
+    let listed = |params: &[Param], name: &str| params.iter().any(|p| p.name == name);
+    for name in switchyard::redis_streams::URL_PARAMS {
+        assert!(listed(STREAMS, name), "{name} missing from STREAMS");
+    }
+    for name in switchyard::redis_pubsub::URL_PARAMS {
+        assert!(
+            listed(PUBSUB, name) || *name == "instance_id",
+            "{name} missing from PUBSUB"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_url_parameter_at_its_extremes() {
     let server = RedisServer::start().expect("redis-server must be installed");
@@ -330,6 +347,8 @@ async fn builders_at_their_extremes() {
     }
     let pubsub = [
         PubSubConfig::default().with_outbox(usize::MAX),
+        PubSubConfig::default().with_outbox_bytes(usize::MAX),
+        PubSubConfig::default().with_outbox_bytes(0),
         PubSubConfig::default().with_batch(1_000_000_000),
         PubSubConfig::default().with_outbox_ttl(d),
         PubSubConfig::default().with_outbox_wait(d),
