@@ -192,12 +192,14 @@ pub fn redact_url(url: &str) -> String {
     };
     let rest_start = scheme_end + 3;
     let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    // The userinfo ends at the last '@', searched in the whole rest and not
+    // only in the authority: a password typed without percent-encoding may
+    // hold '/', '?' or '#', which end the authority early. An '@' in a path
+    // or query after a ':' hides more than the password, never less.
+    let Some(at) = rest.rfind('@') else {
         return url.to_owned();
     };
-    let userinfo = &authority[..at];
+    let userinfo = &rest[..at];
     let redacted_userinfo = match userinfo.find(':') {
         Some(colon) => format!("{}:***", &userinfo[..colon]),
         None => userinfo.to_owned(),
@@ -264,6 +266,14 @@ mod tests {
         assert_eq!(redact_url("not a url"), "not a url");
         assert_eq!(redact_url("redis://h/p@x"), "redis://h/p@x");
         assert_eq!(redact_url("redis://a:b:c@h"), "redis://a:***@h");
+        // Unencoded '/', '?', '#' or '@' in a password (found by the
+        // property test `raw_password_never_shows` of switchyard-redis:
+        // `redis+streams://app:Zq7?@127.0.0.1:6379` failed to parse and its
+        // error showed the password).
+        for pw in ["Zq7?", "p/w", "p#w", "p@w", "p?a/b#c@d"] {
+            let shown = redact_url(&format!("redis://u:{pw}@h:1/0"));
+            assert_eq!(shown, "redis://u:***@h:1/0", "{pw}");
+        }
         let e = Error::invalid_url("redis://u:hunter2@h:x", "bad port");
         assert!(!e.to_string().contains("hunter2"));
         assert!(!format!("{e:?}").contains("hunter2"));
