@@ -208,7 +208,13 @@ fn fuzz_target(
         } else {
             let a = rng.random_range(0..corpus.len());
             let b = rng.random_range(0..corpus.len());
-            mutate::mutate(&mut rng, &corpus[a], &corpus[b], target.dict)
+            mutate::mutate(
+                &mut rng,
+                &corpus[a],
+                &corpus[b],
+                target.dict,
+                target.max_len,
+            )
         };
         let accepted = execute(target, &input).map_err(|message| {
             Box::new(Failure {

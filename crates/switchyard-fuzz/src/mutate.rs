@@ -53,8 +53,15 @@ const DECIMALS: &[&str] = &[
 ];
 
 /// Applies one to four random mutations to a copy of `input`; `other` is a
-/// second corpus entry for splices and `dict` the target's tokens.
-pub fn mutate(rng: &mut SmallRng, input: &[u8], other: &[u8], dict: &[&[u8]]) -> Vec<u8> {
+/// second corpus entry for splices and `dict` the target's tokens. The
+/// result has at most `max_len` (and at most [`MAX_INPUT`]) bytes.
+pub fn mutate(
+    rng: &mut SmallRng,
+    input: &[u8],
+    other: &[u8],
+    dict: &[&[u8]],
+    max_len: usize,
+) -> Vec<u8> {
     let mut out = input.to_vec();
     let rounds = rng.random_range(1..=4);
     for _ in 0..rounds {
@@ -71,7 +78,7 @@ pub fn mutate(rng: &mut SmallRng, input: &[u8], other: &[u8], dict: &[&[u8]]) ->
             _ => overwrite_token(rng, &mut out, dict),
         }
     }
-    out.truncate(MAX_INPUT);
+    out.truncate(max_len.min(MAX_INPUT));
     out
 }
 
@@ -217,11 +224,14 @@ mod tests {
         let mut a = SmallRng::seed_from_u64(42);
         let mut b = SmallRng::seed_from_u64(42);
         for _ in 0..5_000 {
-            let x = mutate(&mut a, seed, &big, &[b"\r\n", b"$"]);
-            let y = mutate(&mut b, seed, &big, &[b"\r\n", b"$"]);
+            let x = mutate(&mut a, seed, &big, &[b"\r\n", b"$"], MAX_INPUT);
+            let y = mutate(&mut b, seed, &big, &[b"\r\n", b"$"], MAX_INPUT);
             assert!(x.len() <= MAX_INPUT);
             assert_eq!(x, y);
         }
-        assert!(mutate(&mut a, b"", b"", &[]).len() <= MAX_INPUT);
+        assert!(mutate(&mut a, b"", b"", &[], MAX_INPUT).len() <= MAX_INPUT);
+        for _ in 0..1_000 {
+            assert!(mutate(&mut a, seed, &big, &[], 40).len() <= 40);
+        }
     }
 }

@@ -16,6 +16,8 @@ use switchyard_redis_pubsub::fuzzing::{self as backplane, PushFrame};
 use switchyard_redis_streams::StreamsConfig;
 use switchyard_redis_streams::fuzzing as streams;
 
+use crate::mutate::MAX_INPUT;
+
 /// One fuzz target.
 pub struct Target {
     /// The name given to `--target`.
@@ -26,6 +28,9 @@ pub struct Target {
     pub seeds: fn() -> Vec<Vec<u8>>,
     /// Tokens the mutator inserts.
     pub dict: &'static [&'static [u8]],
+    /// Longest input the mutator makes for it (URLs need no 64 KiB: it
+    /// would only slow the target down).
+    pub max_len: usize,
     /// Runs one input; `true` when the input was accepted (decoded or
     /// parsed), so the fuzzer keeps it as a seed for further mutations.
     /// Panics when something that must hold does not.
@@ -36,6 +41,9 @@ pub struct Target {
 pub fn all() -> &'static [Target] {
     TARGETS
 }
+
+/// Longest mutated URL.
+const URL_MAX_LEN: usize = 4096;
 
 const RESP_DICT: &[&[u8]] = &[
     b"\r\n",
@@ -114,6 +122,7 @@ static TARGETS: &[Target] = &[
         about: "redis-streams wire::decode of an entry's field/value pairs",
         seeds: entry_seeds,
         dict: &[b"v", b"d", b"p", b"h", b"1", b"\x01\x00"],
+        max_len: MAX_INPUT,
         run: streams_entry,
     },
     Target {
@@ -121,6 +130,7 @@ static TARGETS: &[Target] = &[
         about: "redis-streams wire::decode_headers (varint-prefixed header block)",
         seeds: header_seeds,
         dict: &[b"\x80", b"\xff\xff\xff\xff\x0f", b"\x00"],
+        max_len: MAX_INPUT,
         run: streams_headers,
     },
     Target {
@@ -128,6 +138,7 @@ static TARGETS: &[Target] = &[
         about: "redis-streams wire::parse_id (ms-seq)",
         seeds: stream_id_seeds,
         dict: &[b"-", b"0", b"18446744073709551615"],
+        max_len: MAX_INPUT,
         run: stream_id,
     },
     Target {
@@ -135,6 +146,7 @@ static TARGETS: &[Target] = &[
         about: "redis-rs RESP parsing, then wire::parse_streams_reply / parse_entries / decode",
         seeds: reply_seeds,
         dict: RESP_DICT,
+        max_len: MAX_INPUT,
         run: streams_reply,
     },
     Target {
@@ -142,6 +154,7 @@ static TARGETS: &[Target] = &[
         about: "redis-pubsub envelope decode",
         seeds: frame_seeds,
         dict: &[b"SY\x01\x00", b"\x00\x00", b"\xff\xff"],
+        max_len: MAX_INPUT,
         run: backplane_frame,
     },
     Target {
@@ -149,6 +162,7 @@ static TARGETS: &[Target] = &[
         about: "switchyard-redis lean::next_token over a whole buffer",
         seeds: resp_seeds,
         dict: RESP_DICT,
+        max_len: MAX_INPUT,
         run: resp_tokens,
     },
     Target {
@@ -156,6 +170,7 @@ static TARGETS: &[Target] = &[
         about: "redis-pubsub lean push-frame parsing of the subscribing connection",
         seeds: resp_seeds,
         dict: RESP_DICT,
+        max_len: MAX_INPUT,
         run: push_frames,
     },
     Target {
@@ -163,6 +178,7 @@ static TARGETS: &[Target] = &[
         about: "core Topic::new, dead_letter, dead_letter_origin",
         seeds: topic_seeds,
         dict: TOPIC_DICT,
+        max_len: MAX_INPUT,
         run: topic,
     },
     Target {
@@ -170,6 +186,7 @@ static TARGETS: &[Target] = &[
         about: "core TopicFilter::parse, Pattern::new, matches, literal_prefix",
         seeds: filter_seeds,
         dict: TOPIC_DICT,
+        max_len: MAX_INPUT,
         run: filter,
     },
     Target {
@@ -177,6 +194,7 @@ static TARGETS: &[Target] = &[
         about: "switchyard-redis RedisConfig::from_url; no password in errors",
         seeds: redis_url_seeds,
         dict: URL_DICT,
+        max_len: URL_MAX_LEN,
         run: redis_url,
     },
     Target {
@@ -184,6 +202,7 @@ static TARGETS: &[Target] = &[
         about: "redis-streams StreamsConfig::from_url; no password in errors",
         seeds: streams_url_seeds,
         dict: URL_DICT,
+        max_len: URL_MAX_LEN,
         run: streams_url,
     },
     Target {
@@ -191,6 +210,7 @@ static TARGETS: &[Target] = &[
         about: "redis-pubsub PubSubConfig::from_url; no password in errors",
         seeds: pubsub_url_seeds,
         dict: URL_DICT,
+        max_len: URL_MAX_LEN,
         run: pubsub_url,
     },
     Target {
@@ -198,6 +218,7 @@ static TARGETS: &[Target] = &[
         about: "memory MemoryTransport::from_url",
         seeds: memory_url_seeds,
         dict: URL_DICT,
+        max_len: URL_MAX_LEN,
         run: memory_url,
     },
     Target {
@@ -205,6 +226,7 @@ static TARGETS: &[Target] = &[
         about: "facade switchyard::connect scheme parsing (Redis schemes: the adapter's from_url, never a dial)",
         seeds: facade_url_seeds,
         dict: URL_DICT,
+        max_len: URL_MAX_LEN,
         run: facade_url,
     },
     Target {
@@ -212,6 +234,7 @@ static TARGETS: &[Target] = &[
         about: "core MessageId::from_str",
         seeds: message_id_seeds,
         dict: &[b"-", b"+", b"0"],
+        max_len: MAX_INPUT,
         run: message_id,
     },
     Target {
@@ -219,6 +242,7 @@ static TARGETS: &[Target] = &[
         about: "core DedupId::from_str",
         seeds: dedup_id_seeds,
         dict: &[b"f", b"F", b"+", b"-", b"0"],
+        max_len: MAX_INPUT,
         run: dedup_id,
     },
 ];

@@ -54,6 +54,7 @@ fn a_failing_check_is_reported_with_its_input() {
         about: "test",
         seeds: || vec![b"seed".to_vec()],
         dict: &[],
+        max_len: 16,
         run: |input| panic!("boom on {} bytes", input.len()),
     };
     assert_eq!(execute(&target, b"abc"), Err("boom on 3 bytes".to_owned()));
