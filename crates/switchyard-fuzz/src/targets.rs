@@ -174,6 +174,14 @@ static TARGETS: &[Target] = &[
         run: push_frames,
     },
     Target {
+        name: "xadd-reply",
+        about: "redis-streams lean parsing of the publishing connection's replies",
+        seeds: xadd_reply_seeds,
+        dict: RESP_DICT,
+        max_len: MAX_INPUT,
+        run: xadd_replies,
+    },
+    Target {
         name: "topic",
         about: "core Topic::new, dead_letter, dead_letter_origin",
         seeds: topic_seeds,
@@ -551,6 +559,40 @@ fn push_frames(input: &[u8]) -> bool {
                     let _ = backplane::decode_frame(payload);
                 }
                 at = next;
+                accepted = true;
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    accepted
+}
+
+fn xadd_reply_seeds() -> Vec<Vec<u8>> {
+    let mut pipeline = Vec::new();
+    for i in 0..3u64 {
+        lean::put_bulk(&mut pipeline, format!("1700000000000-{i}").as_bytes());
+    }
+    pipeline.extend_from_slice(b"+OK\r\n-OOM command not allowed\r\n:1\r\n$-1\r\n");
+    let mut one = Vec::new();
+    lean::put_bulk(&mut one, b"18446744073709551615-18446744073709551615");
+    vec![pipeline, one]
+}
+
+fn xadd_replies(input: &[u8]) -> bool {
+    let mut pos = 0;
+    let mut accepted = false;
+    for _ in 0..=input.len() {
+        match streams::parse_publish_reply(&input[pos..]) {
+            Ok(Some((id, used))) => {
+                assert!(
+                    used >= 3 && used <= input.len() - pos,
+                    "reply used {used} of {} bytes",
+                    input.len() - pos
+                );
+                if let Some(id) = id {
+                    assert_eq!(streams::parse_id(&id.to_string()), Some(id));
+                }
+                pos += used;
                 accepted = true;
             }
             Ok(None) | Err(_) => break,

@@ -53,3 +53,17 @@ pub fn parse_entries(v: Value) -> Result<Vec<Entry>, Malformed> {
 pub fn dedup_hex(id: switchyard_core::DedupId) -> [u8; 32] {
     crate::wire::dedup_hex(id)
 }
+
+/// What one reply on the lean publishing connection was, as the writer
+/// reads it: `Ok(Some((Some(id), used)))` for an XADD id, `Ok(Some((None,
+/// used)))` for any other reply, `Ok(None)` when more bytes are needed, or
+/// the protocol error that makes the writer drop the connection.
+pub fn parse_publish_reply(buf: &[u8]) -> Result<Option<(Option<MessageId>, usize)>, &'static str> {
+    use crate::publish::resp::{Reply, parse_reply};
+    match parse_reply(buf) {
+        Ok(Some((Reply::Id(id), used))) => Ok(Some((Some(id), used))),
+        Ok(Some((_, used))) => Ok(Some((None, used))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.0),
+    }
+}

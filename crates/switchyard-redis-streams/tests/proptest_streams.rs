@@ -14,7 +14,7 @@ use switchyard_redis::redis::Value;
 use switchyard_redis_streams::StreamsConfig;
 use switchyard_redis_streams::fuzzing::{
     decode, decode_headers, dedup_hex, encode_headers, entry_fields, parse_entries, parse_id,
-    parse_streams_reply,
+    parse_publish_reply, parse_streams_reply,
 };
 
 fn topic() -> Topic {
@@ -216,6 +216,38 @@ proptest! {
             prop_assert_eq!(id, want_id);
             let m = decode(&topic(), *id, fields.clone().unwrap()).unwrap();
             prop_assert_eq!(&m, want);
+        }
+    }
+
+    /// The publishing connection's replies (bytes from Redis): no panic,
+    /// and a pipeline of XADD ids and other replies reads back in order.
+    #[test]
+    fn publish_replies_never_panic(b in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut pos = 0;
+        while let Ok(Some((_, used))) = parse_publish_reply(&b[pos..]) {
+            prop_assert!(used > 0 && used <= b.len() - pos);
+            pos += used;
+        }
+    }
+
+    #[test]
+    fn publish_replies_read_back(ids in proptest::collection::vec(proptest::option::of(any::<(u64, u64)>()), 1..16)) {
+        let mut buf = Vec::new();
+        for id in &ids {
+            match id {
+                Some((ms, seq)) => switchyard_redis::lean::put_bulk(&mut buf, MessageId::new(*ms, *seq).to_string().as_bytes()),
+                None => buf.extend_from_slice(b"-OOM command not allowed\r\n"),
+            }
+        }
+        let mut pos = 0;
+        for id in &ids {
+            let (got, used) = parse_publish_reply(&buf[pos..]).unwrap().unwrap();
+            prop_assert_eq!(got, id.map(|(ms, seq)| MessageId::new(ms, seq)));
+            pos += used;
+        }
+        prop_assert_eq!(pos, buf.len());
+        for cut in 0..buf.len() {
+            prop_assert!(parse_publish_reply(&buf[..cut]).is_ok());
         }
     }
 
