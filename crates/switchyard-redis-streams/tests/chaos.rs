@@ -59,7 +59,7 @@ struct Plan {
 
 /// One copy handed to the application.
 #[derive(Clone, Debug)]
-struct Copy {
+struct Received {
     index: usize,
     dedup: DedupId,
     id: String,
@@ -227,7 +227,7 @@ fn child_main(url: String, ledger: PathBuf, lifetime: Duration) {
 
 /// What the child's ledger holds: its copies, the indices it acked, and
 /// whether it said it was ready.
-fn read_child_ledger(path: &Path) -> (Vec<Copy>, BTreeSet<usize>, bool) {
+fn read_child_ledger(path: &Path) -> (Vec<Received>, BTreeSet<usize>, bool) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut copies = Vec::new();
     let mut acked = BTreeSet::new();
@@ -238,7 +238,7 @@ fn read_child_ledger(path: &Path) -> (Vec<Copy>, BTreeSet<usize>, bool) {
         let f: Vec<&str> = l.split(' ').collect();
         match f.as_slice() {
             ["R"] => ready = true,
-            ["D", i, dedup, id, _attempt] => copies.push(Copy {
+            ["D", i, dedup, id, _attempt] => copies.push(Received {
                 index: i.parse().expect("index"),
                 dedup: dedup.parse().expect("dedup id"),
                 id: (*id).to_owned(),
@@ -299,7 +299,7 @@ fn run(plan: Plan) {
     });
 
     // Two members in this process: record, then ack.
-    let ledger: Arc<Mutex<Vec<Copy>>> = Arc::default();
+    let ledger: Arc<Mutex<Vec<Received>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let received: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
     let mut members = Vec::new();
@@ -314,7 +314,7 @@ fn run(plan: Plan) {
                 match tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
                     Ok(Some(Ok(d))) => {
                         let index = index_of(&d).expect("a numbered payload");
-                        ledger.lock().push(Copy {
+                        ledger.lock().push(Received {
                             index,
                             dedup: d.dedup_id(),
                             id: d.id().to_string(),
@@ -476,9 +476,9 @@ fn run(plan: Plan) {
 
     // The ledger.
     let (child_copies, child_acked, _) = read_child_ledger(&child_ledger);
-    let mut all: Vec<Copy> = ledger.lock().clone();
+    let mut all: Vec<Received> = ledger.lock().clone();
     all.extend(child_copies.iter().cloned());
-    let mut copies_of: BTreeMap<usize, Vec<&Copy>> = BTreeMap::new();
+    let mut copies_of: BTreeMap<usize, Vec<&Received>> = BTreeMap::new();
     for c in &all {
         copies_of.entry(c.index).or_default().push(c);
     }
