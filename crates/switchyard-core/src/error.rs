@@ -188,7 +188,14 @@ impl Error {
 /// ```
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
+        // Not `scheme://` (a typo such as `redis:/u:pw@h`): hide everything
+        // from the first ':' to the last '@'.
+        return match (url.find(':'), url.rfind('@')) {
+            (Some(colon), Some(at)) if colon < at => {
+                format!("{}:***{}", &url[..colon], &url[at..])
+            }
+            _ => url.to_owned(),
+        };
     };
     let rest_start = scheme_end + 3;
     let rest = &url[rest_start..];
@@ -274,6 +281,12 @@ mod tests {
             let shown = redact_url(&format!("redis://u:{pw}@h:1/0"));
             assert_eq!(shown, "redis://u:***@h:1/0", "{pw}");
         }
+        // No `://` (found by `password_never_shows` of redis-pubsub:
+        // `redis+pubsub:/app:Zq7secret@127.0.0.1` was quoted whole).
+        assert_eq!(redact_url("redis:/u:pw@h"), "redis:***@h");
+        assert_eq!(redact_url("redis//u:pw@h"), "redis//u:***@h");
+        assert_eq!(redact_url("u:pw@h"), "u:***@h");
+        assert_eq!(redact_url("h:1@"), "h:***@");
         let e = Error::invalid_url("redis://u:hunter2@h:x", "bad port");
         assert!(!e.to_string().contains("hunter2"));
         assert!(!format!("{e:?}").contains("hunter2"));

@@ -260,4 +260,19 @@ proptest! {
         prop_assert!(!shown.contains(&password), "{} -> {}", url, shown);
         prop_assert_eq!(shown, format!("{scheme}://{user}:***@{rest}"));
     }
+
+    /// A URL missing its `//` (or its `:`) does not show the password either.
+    #[test]
+    fn mistyped_urls_hide_the_password(
+        scheme in "[a-z][a-z+]{0,12}",
+        sep in prop_oneof![Just(":"), Just(":/"), Just("//"), Just("/"), Just(""), Just(":///")],
+        user in "[a-z0-9_]{0,8}",
+        secret in "[!-~]{0,16}",
+        rest in "[a-z0-9.:\\[\\]]{1,20}(/[0-9]{0,3})?",
+    ) {
+        let password = format!("Zq7{secret}");
+        let url = format!("{scheme}{sep}{user}:{password}@{rest}");
+        let shown = redact_url(&url);
+        prop_assert!(!shown.contains(&password), "{} -> {}", url, shown);
+    }
 }

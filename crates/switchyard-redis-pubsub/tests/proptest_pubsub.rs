@@ -189,6 +189,7 @@ proptest! {
         broken in prop_oneof![Just(""), Just("/x"), Just("?outbox=0"), Just("?nope=1"),
             Just("?instance_id=xyz"), Just(":port"), Just("?reconnect_min=2s&reconnect_max=1s")],
         scheme in prop_oneof![Just("redis+pubsub"), Just("rediss+pubsub"), Just("redis+streams"), Just("http")],
+        sep in prop_oneof![Just("://"), Just("://"), Just(":/"), Just(":"), Just("//")],
     ) {
         let password = format!("Zq7{secret}");
         let written: String = if encoded {
@@ -196,7 +197,7 @@ proptest! {
         } else {
             password.clone()
         };
-        let url = format!("{scheme}://app:{written}@127.0.0.1:6379{broken}");
+        let url = format!("{scheme}{sep}app:{written}@127.0.0.1:6379{broken}");
         let shown = match PubSubConfig::from_url(&url) {
             Ok(cfg) => format!("{cfg:?}"),
             Err(e) => format!("{e} {e:?}"),
