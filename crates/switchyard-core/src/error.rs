@@ -430,6 +430,22 @@ mod tests {
         // An `@` after the authority still counts: over-hiding is safe.
         assert_eq!(redact_url("redis://h/p@x"), "redis://***@x");
         assert_eq!(redact_url("redis://a:b:c@h"), "redis://a:***@h");
+        // Unencoded '/', '?', '#' or '@' in a password (found by the
+        // property test `raw_password_never_shows` of switchyard-redis:
+        // `redis+streams://app:Zq7?@127.0.0.1:6379` failed to parse and its
+        // error showed the password).
+        for pw in ["Zq7?", "p/w", "p#w", "p@w", "p?a/b#c@d"] {
+            let shown = redact_url(&format!("redis://u:{pw}@h:1/0"));
+            assert_eq!(shown, "redis://u:***@h:1/0", "{pw}");
+        }
+        // No `://` (found by `password_never_shows` of redis-pubsub:
+        // `redis+pubsub:/app:Zq7secret@127.0.0.1` was quoted whole).
+        assert_eq!(redact_url("redis:/u:pw@h"), "redis:***@h");
+        // No scheme (or what looks like a one-letter scheme): everything
+        // before the last `@` after it is hidden.
+        assert_eq!(redact_url("redis//u:pw@h"), "***@h");
+        assert_eq!(redact_url("u:pw@h"), "u:***@h");
+        assert_eq!(redact_url("h:1@"), "h:***@");
         let e = Error::invalid_url("redis://u:hunter2@h:x", "bad port");
         assert!(!e.to_string().contains("hunter2"));
         assert!(!format!("{e:?}").contains("hunter2"));

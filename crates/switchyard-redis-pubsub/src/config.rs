@@ -151,7 +151,8 @@ impl PubSubConfig {
     /// `redis://` and `rediss://` are accepted too). Unknown parameters are
     /// an error listing the known ones.
     pub fn from_url(url: &str) -> Result<Self> {
-        let scheme = url.split("://").next().unwrap_or("").to_ascii_lowercase();
+        // Up to the first ':' only: without `://` the rest may hold a password.
+        let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
         if !matches!(
             scheme.as_str(),
             "redis+pubsub" | "rediss+pubsub" | "redis" | "rediss"

@@ -89,6 +89,8 @@
 
 mod config;
 mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gaps;
 mod outbox;
 mod publisher;

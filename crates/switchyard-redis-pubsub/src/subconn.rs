@@ -265,7 +265,7 @@ impl RedisSub {
 
 /// One parsed frame, as positions in the read buffer.
 #[derive(Debug, PartialEq, Eq)]
-enum Frame {
+pub(crate) enum Frame {
     Message {
         channel: (usize, usize),
         payload: (usize, usize),
@@ -280,7 +280,7 @@ enum Frame {
 
 /// The bytes are not what a subscribed connection sends.
 #[derive(Debug, PartialEq, Eq)]
-struct Unexpected(&'static str);
+pub(crate) struct Unexpected(pub(crate) &'static str);
 
 /// The next token of `buf` at `*pos` and where it began; moves `*pos` past it.
 fn token<'b>(
@@ -301,7 +301,10 @@ fn token<'b>(
 /// Parses one frame from `buf[at..]`: `Ok(None)` when more bytes are
 /// needed, else the frame (positions relative to `buf`) and the offset
 /// after it.
-fn parse_frame(buf: &[u8], at: usize) -> std::result::Result<Option<(Frame, usize)>, Unexpected> {
+pub(crate) fn parse_frame(
+    buf: &[u8],
+    at: usize,
+) -> std::result::Result<Option<(Frame, usize)>, Unexpected> {
     let mut pos = at;
     let Some((head, _)) = token(buf, &mut pos)? else {
         return Ok(None);

@@ -31,6 +31,8 @@ mod buffer;
 mod config;
 mod discovery;
 mod fanout;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod inner;
 pub mod keys;

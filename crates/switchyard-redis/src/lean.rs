@@ -113,7 +113,9 @@ pub fn next_token(
         }
         return Ok(None);
     };
-    let line = &buf[1..eol];
+    // Empty when the buffer starts with `\r\n` (eol 0): the type byte is
+    // then `\r`, refused below.
+    let line = buf.get(1..eol).unwrap_or_default();
     let after = eol + 2;
     match kind {
         b'+' => Ok(Some((Token::Status(line), after))),

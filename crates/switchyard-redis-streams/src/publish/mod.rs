@@ -12,7 +12,7 @@
 //! with TLS it sends redis-rs pipelines on the shared connection.
 
 mod lean;
-mod resp;
+pub(crate) mod resp;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -1,0 +1,69 @@
+//! Thin entry points into the crate-private parts of the entry format, for
+//! the property tests and the `switchyard-fuzz` binary. Not part of the
+//! supported API: names and signatures may change in any release.
+
+use redis::Value;
+use switchyard_core::{Message, MessageId};
+
+pub use crate::wire::{Malformed, decode, decode_headers, encode_headers, parse_id};
+
+/// One parsed entry: its id and its field/value pairs (`None` for an entry
+/// deleted while it was pending).
+pub type Entry = (MessageId, Option<Vec<(Vec<u8>, Vec<u8>)>>);
+
+/// The field/value pairs `publish` writes for `message` (`v d p [h]`), as
+/// XADD receives them.
+pub fn entry_fields(message: &Message) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut cmd = redis::cmd("XADD");
+    crate::wire::push_fields(&mut cmd, message);
+    let args: Vec<Vec<u8>> = cmd
+        .args_iter()
+        .skip(1)
+        .map(|a| match a {
+            redis::Arg::Simple(b) => b.to_vec(),
+            _ => Vec::new(),
+        })
+        .collect();
+    args.chunks(2)
+        .map(|c| match c {
+            [f, v] => (f.clone(), v.clone()),
+            [f] => (f.clone(), Vec::new()),
+            _ => (Vec::new(), Vec::new()),
+        })
+        .collect()
+}
+
+/// Parses an XREAD / XREADGROUP reply, as the readers do.
+pub fn parse_streams_reply(v: Value) -> Result<Vec<(String, Vec<Entry>)>, Malformed> {
+    Ok(crate::wire::parse_streams_reply(v)?
+        .into_iter()
+        .map(|(key, entries)| (key, entries.into_iter().map(|e| (e.id, e.fields)).collect()))
+        .collect())
+}
+
+/// Parses a list of entries (XRANGE, XCLAIM, XAUTOCLAIM), as the readers do.
+pub fn parse_entries(v: Value) -> Result<Vec<Entry>, Malformed> {
+    Ok(crate::wire::parse_entries(v)?
+        .into_iter()
+        .map(|e| (e.id, e.fields))
+        .collect())
+}
+
+/// The dedup id as the 32 lowercase hex digits of field `d`.
+pub fn dedup_hex(id: switchyard_core::DedupId) -> [u8; 32] {
+    crate::wire::dedup_hex(id)
+}
+
+/// What one reply on the lean publishing connection was, as the writer
+/// reads it: `Ok(Some((Some(id), used)))` for an XADD id, `Ok(Some((None,
+/// used)))` for any other reply, `Ok(None)` when more bytes are needed, or
+/// the protocol error that makes the writer drop the connection.
+pub fn parse_publish_reply(buf: &[u8]) -> Result<Option<(Option<MessageId>, usize)>, &'static str> {
+    use crate::publish::resp::{Reply, parse_reply};
+    match parse_reply(buf) {
+        Ok(Some((Reply::Id(id), used))) => Ok(Some((Some(id), used))),
+        Ok(Some((_, used))) => Ok(Some((None, used))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.0),
+    }
+}
