@@ -39,11 +39,11 @@ pub(crate) async fn accept(
         let mut t = g.tracker.lock();
         for e in entries {
             match e.fields {
+                // Held here (buffered or in the application's hands): its
+                // data is here, its settlement decides.
+                None if t.contains(stream.idx, e.id) => {}
                 // Trimmed while pending: nothing to deliver.
-                None => {
-                    t.remove(stream.idx, e.id);
-                    gone.push(e.id);
-                }
+                None => gone.push(e.id),
                 Some(fields) => {
                     if t.fetch(stream.idx, e.id, touched) {
                         fresh.push((e.id, fields));
@@ -72,6 +72,7 @@ pub(crate) async fn accept(
             // Missing only under concurrent changes: it was delivered before.
             Attempts::Lookup => counts.get(&id).copied().unwrap_or(2),
         };
+        g.tracker.lock().set_attempt(stream.idx, id, attempt);
         let decoded = wire::decode(&stream.topic, id, fields);
         if attempt > g.cfg.max_attempts {
             let reason = format!(
