@@ -64,9 +64,9 @@ pub(crate) struct Stream {
     pub(crate) topic: Topic,
     /// Its stream key.
     pub(crate) key: String,
-    /// The dead-letter stream key, `None` for a dead-letter topic itself
-    /// (dead letters are not dead-lettered again) or when the dead-letter
-    /// topic name would be too long.
+    /// The dead-letter stream key ([`crate::keys::dead_letter_key`], which
+    /// exists for every valid topic), `None` for a dead-letter topic itself
+    /// (dead letters are not dead-lettered again).
     pub(crate) dlq_key: Option<String>,
 }
 
@@ -147,7 +147,7 @@ impl Group {
         let dlq_key = if topic.is_dead_letter() {
             None
         } else {
-            topic.dead_letter().ok().map(|t| self.inner.key(&t))
+            Some(crate::keys::dead_letter_key(self.inner.namespace(), topic))
         };
         let s = Arc::new(Stream {
             idx: u32::try_from(streams.len()).unwrap_or(u32::MAX),
@@ -456,9 +456,14 @@ impl Subscriber for GroupSubscriber {
 
 impl Drop for GroupSubscriber {
     fn drop(&mut self) {
-        // Without close (or after it): stop the closer and the tasks so
-        // nothing keeps this consumer's entries alive any more; the flusher
-        // still drains queued acks. After `close` they have all ended.
+        if self.group.is_stopped() {
+            // Closed (by `close` or the transport's close): the closer runs
+            // or ran the close sequence; let it finish.
+            return;
+        }
+        // Dropped without close: stop the closer and the tasks so nothing
+        // keeps this consumer's entries alive any more (like a crash); the
+        // flusher still drains queued acks.
         for task in &self.aborts {
             task.abort();
         }
