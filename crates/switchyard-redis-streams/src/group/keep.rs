@@ -1,13 +1,19 @@
 //! The keeper task: keeps held entries from being claimed by other members,
-//! releases nacked entries, and runs the idle-consumer cleanup.
+//! releases nacked and given-back entries, and runs the idle-consumer
+//! cleanup.
 //!
 //! Every quarter of the ack timeout it refreshes the entries held here
-//! whose idle clock in Redis is at least that old, with
-//! `XCLAIM key group <self> <min-idle> id... JUSTID` (JUSTID leaves the
+//! whose idle clock in Redis is at least that old, through the hold script
+//! (`XCLAIM key group <self> <min-idle> id... JUSTID` on the entries still
+//! pending for this consumer and still in the stream; JUSTID leaves the
 //! delivery count alone and resets the idle time). `<min-idle>` is the
 //! youngest idle time this consumer can be sure of minus a margin: an entry
 //! another member claimed meanwhile has a smaller idle time and is not
 //! taken back.
+//!
+//! Releases go through the same script with `IDLE <ack timeout>` (claimable
+//! at once) and `RETRYCOUNT <deliveries the application received>`, so
+//! `attempt()` counts only deliveries that reached the application.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};

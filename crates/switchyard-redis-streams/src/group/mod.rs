@@ -13,7 +13,14 @@
 //!   buffer, handed out, or waiting for a `nack(After)` delay) from being
 //!   claimed by others, releases nacked entries, and removes idle consumers
 //!   ([`cleanup`]);
-//! - the **flusher** ([`acker`]) batches acks into one XACK per stream.
+//! - the **flusher** ([`acker`]) batches acks into one XACK per stream;
+//!
+//! and a **closer** ([`close`]) that, once the subscriber or its transport
+//! closes, gives back what was fetched but never handed out.
+//!
+//! `attempt()` counts the deliveries the application received: the
+//! delivery count of the pending list, set back (`RETRYCOUNT`) whenever an
+//! entry goes back to the group (see `docs/redis-streams.md`, "Attempts").
 //!
 //! Every entry this consumer holds is in the [`Tracker`],
 //! which is what the keeper refreshes and what dedupes entries that come

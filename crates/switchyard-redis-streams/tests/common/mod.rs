@@ -12,21 +12,21 @@ use switchyard_redis_streams::{RedisStreamsTransport, StreamsConfig, keys};
 use switchyard_testkit::{RedisServer, RespValue};
 
 /// A boxed subscriber.
-pub type Sub = Box<dyn Subscriber>;
+pub(crate) type Sub = Box<dyn Subscriber>;
 /// What the tests return.
-pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// The longest a test waits for one event (the machine may be loaded).
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A server and a namespace on it.
-pub struct Env {
-    pub server: RedisServer,
-    pub ns: String,
+pub(crate) struct Env {
+    pub(crate) server: RedisServer,
+    pub(crate) ns: String,
 }
 
 impl Env {
-    pub fn start(name: &str) -> Env {
+    pub(crate) fn start(name: &str) -> Env {
         let server = RedisServer::start().expect("redis-server starts");
         Env {
             server,
@@ -34,7 +34,7 @@ impl Env {
         }
     }
 
-    pub fn config(&self, extra: &str) -> StreamsConfig {
+    pub(crate) fn config(&self, extra: &str) -> StreamsConfig {
         let rest = self.server.url();
         let rest = rest.split_once("://").map_or(rest.as_str(), |(_, r)| r);
         StreamsConfig::from_url(&format!(
@@ -44,7 +44,7 @@ impl Env {
         .expect("valid url")
     }
 
-    pub async fn connect(&self, extra: &str) -> Arc<dyn Transport> {
+    pub(crate) async fn connect(&self, extra: &str) -> Arc<dyn Transport> {
         Arc::new(
             RedisStreamsTransport::connect(self.config(extra))
                 .await
@@ -52,16 +52,16 @@ impl Env {
         )
     }
 
-    pub fn key(&self, topic: &Topic) -> String {
+    pub(crate) fn key(&self, topic: &Topic) -> String {
         keys::stream_key(&self.ns, topic)
     }
 
-    pub fn cmd(&self, args: &[&str]) -> RespValue {
+    pub(crate) fn cmd(&self, args: &[&str]) -> RespValue {
         self.server.cmd(args).expect("command succeeds")
     }
 
     /// Entries pending in the group.
-    pub fn pending(&self, topic: &Topic, group: &str) -> i64 {
+    pub(crate) fn pending(&self, topic: &Topic, group: &str) -> i64 {
         let reply = self.cmd(&["XPENDING", &self.key(topic), group]);
         reply
             .as_array()
@@ -71,7 +71,7 @@ impl Env {
     }
 
     /// `(id, consumer, deliveries)` of every pending entry of the group.
-    pub fn pending_rows(&self, topic: &Topic, group: &str) -> Vec<(String, String, i64)> {
+    pub(crate) fn pending_rows(&self, topic: &Topic, group: &str) -> Vec<(String, String, i64)> {
         let reply = self.cmd(&["XPENDING", &self.key(topic), group, "-", "+", "100000"]);
         reply
             .as_array()
@@ -90,14 +90,14 @@ impl Env {
 
     /// Whether no client is blocked in a read (a dropped subscriber's
     /// blocking XREADGROUP is gone).
-    pub fn no_blocked_clients(&self) -> bool {
+    pub(crate) fn no_blocked_clients(&self) -> bool {
         self.server
             .info("clients")
             .is_ok_and(|i| i.contains("blocked_clients:0"))
     }
 }
 
-pub fn rand_u32() -> u32 {
+pub(crate) fn rand_u32() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -105,39 +105,44 @@ pub fn rand_u32() -> u32 {
     nanos ^ std::process::id().rotate_left(13)
 }
 
-pub fn topic(name: &str) -> Topic {
+pub(crate) fn topic(name: &str) -> Topic {
     Topic::new(name).expect("valid topic")
 }
 
-pub fn member(t: &Topic, group: &str, consumer: &str, ack_timeout: Duration) -> Subscription {
+pub(crate) fn member(
+    t: &Topic,
+    group: &str,
+    consumer: &str,
+    ack_timeout: Duration,
+) -> Subscription {
     Subscription::new(t.clone())
         .group_member(group, consumer)
         .ack_timeout(ack_timeout)
 }
 
 /// Publishes `n` messages `tag-000000`... in one batch.
-pub async fn publish_n(t: &Arc<dyn Transport>, topic: &Topic, tag: &str, n: usize) {
+pub(crate) async fn publish_n(t: &Arc<dyn Transport>, topic: &Topic, tag: &str, n: usize) {
     let batch: Vec<Message> = (0..n)
         .map(|i| Message::new(topic.clone(), format!("{tag}-{i:06}")))
         .collect();
     t.publish_batch(batch).await.expect("publish");
 }
 
-pub async fn next(sub: &mut Sub) -> Delivery {
+pub(crate) async fn next(sub: &mut Sub) -> Delivery {
     match tokio::time::timeout(WAIT, sub.recv()).await {
         Ok(Some(Ok(d))) => d,
         other => panic!("expected a delivery within {WAIT:?}, got {other:?}"),
     }
 }
 
-pub async fn nothing_within(sub: &mut Sub, period: Duration) {
+pub(crate) async fn nothing_within(sub: &mut Sub, period: Duration) {
     if let Ok(item) = tokio::time::timeout(period, sub.recv()).await {
         panic!("expected nothing within {period:?}, got {item:?}");
     }
 }
 
 /// Polls `check` every 20 ms until it holds or `WAIT` passes.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
