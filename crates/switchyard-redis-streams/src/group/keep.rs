@@ -255,6 +255,9 @@ pub(crate) async fn release_untracked(g: &Group) {
         }
     };
     let running = millis(g.started.elapsed());
+    // Already on their way back (with the count they should get).
+    let queued: std::collections::HashSet<(u32, MessageId)> =
+        g.releases.lock().iter().map(|r| (r.stream, r.id)).collect();
     for (s, reply) in streams.iter().zip(replies) {
         let redis::Value::Array(rows) = reply else {
             continue;
@@ -263,7 +266,7 @@ pub(crate) async fn release_untracked(g: &Group) {
             let Some((id, idle, count)) = parse_pending_row(&row) else {
                 continue;
             };
-            if g.tracker.lock().contains(s.idx, id) {
+            if queued.contains(&(s.idx, id)) || g.tracker.lock().contains(s.idx, id) {
                 continue;
             }
             let count = (idle < running).then(|| count.saturating_sub(1));
