@@ -295,6 +295,22 @@ mod tests {
     }
 
     #[test]
+    fn buffered_entries_are_taken_with_their_attempts() {
+        let mut t = Tracker::default();
+        let now = Instant::now();
+        t.fetch(0, id(1), now);
+        t.set_attempt(0, id(1), 3);
+        t.fetch(0, id(2), now);
+        t.set_attempt(0, id(2), 1);
+        t.hand_over(0, id(2), now + Duration::from_secs(60)); // in the application's hands
+        t.set_attempt(0, id(9), 7); // not held: ignored
+        assert_eq!(t.take_buffered(), vec![(0, id(1), 3)]);
+        assert_eq!(t.len(), 1);
+        t.extend(0, id(2), 1, now, now + Duration::from_secs(60));
+        assert!(t.take_buffered().is_empty());
+    }
+
+    #[test]
     fn delays_come_due_in_order_and_skip_settled() {
         let mut t = Tracker::default();
         let now = Instant::now();
