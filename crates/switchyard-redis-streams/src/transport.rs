@@ -172,7 +172,9 @@ impl Transport for RedisStreamsTransport {
         // the group at once (as on `Subscriber::close`).
         self.inner.shutdown.send_replace(true);
         self.inner.drain_group_flushers(timeout).await;
-        self.inner.drain_group_closers(timeout * 3).await;
+        self.inner
+            .drain_group_closers(timeout.saturating_mul(3))
+            .await;
         flushed
     }
 }
