@@ -151,3 +151,62 @@ async fn nacked_deliveries_have_contiguous_attempts() -> TestResult {
     }
     Ok(())
 }
+
+/// A late nack does not take back what another member claimed: `a` holds a
+/// delivery past its ack timeout (its full one-slot buffer keeps its own
+/// claimer from taking anything), `b` claims it (attempt 2), then `a` nacks.
+/// The entry stays with `b` (before: `a`'s release forced it back with
+/// `XCLAIM … 0`, and it was delivered a third time while `b` still worked
+/// on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_nack_leaves_another_members_claim_alone() -> TestResult {
+    let env = Env::start("late-nack");
+    let t = topic("jobs");
+    let bus = env.connect("").await;
+    let at = Duration::from_millis(300);
+    let mut a = bus
+        .subscribe(member(&t, "g", "a", at).start(Start::Earliest).buffer(1))
+        .await?;
+    publish_n(&bus, &t, "j", 2).await;
+    let held = next(&mut a).await;
+    assert_eq!(held.attempt(), 1);
+    // The second entry fills a's buffer.
+    eventually("a holds both", || async {
+        env.pending_rows(&t, "g")
+            .iter()
+            .filter(|r| r.1 == "a")
+            .count()
+            == 2
+    })
+    .await;
+    let mut b = bus
+        .subscribe(member(&t, "g", "b", at).start(Start::Earliest))
+        .await?;
+    let taken = next(&mut b).await;
+    let id = taken.id();
+    assert_eq!((id, taken.attempt()), (held.id(), 2));
+    held.nack(Retry::Now).await?;
+    // No third copy of it reaches anyone while `b` works on it (`b` keeps
+    // it alive until its own deadline).
+    nothing_within(&mut b, Duration::from_millis(250)).await;
+    let rows = env.pending_rows(&t, "g");
+    let row = rows
+        .iter()
+        .find(|r| r.0 == id.to_string())
+        .expect("still pending");
+    assert_eq!((row.1.as_str(), row.2), ("b", 2), "{rows:?}");
+    taken.ack().await?;
+    // a's second entry is still its own, delivered once it reads.
+    let second = next(&mut a).await;
+    assert_ne!(second.id(), id);
+    assert_eq!(second.attempt(), 1);
+    second.ack().await?;
+    eventually("nothing pending", || async { env.pending(&t, "g") == 0 }).await;
+    nothing_within(&mut a, Duration::from_millis(300)).await;
+    nothing_within(&mut b, Duration::from_millis(100)).await;
+    assert_eq!((a.stats().received, b.stats().received), (2, 1));
+    a.close().await?;
+    b.close().await?;
+    bus.close().await?;
+    Ok(())
+}
