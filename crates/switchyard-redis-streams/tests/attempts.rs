@@ -155,9 +155,10 @@ async fn nacked_deliveries_have_contiguous_attempts() -> TestResult {
 /// A late nack does not take back what another member claimed: `a` holds a
 /// delivery past its ack timeout (its full one-slot buffer keeps its own
 /// claimer from taking anything), `b` claims it (attempt 2), then `a` nacks.
-/// The entry stays with `b` (before: `a`'s release forced it back with
-/// `XCLAIM … 0`, and it was delivered a third time while `b` still worked
-/// on it).
+/// The entry stays with `b` with its count 2: the hand-back only touches
+/// entries still pending for the member that gives them back. (A guard for
+/// the hold script; before it, `b`'s keep-alive happened to pull the entry
+/// back, so this passed then too.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_nack_leaves_another_members_claim_alone() -> TestResult {
     let env = Env::start("late-nack");
