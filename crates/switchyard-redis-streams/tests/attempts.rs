@@ -211,3 +211,72 @@ async fn a_late_nack_leaves_another_members_claim_alone() -> TestResult {
     bus.close().await?;
     Ok(())
 }
+
+/// Reproduction (before: the re-read of its own pending entries after a
+/// reconnect raised the delivery count of every entry the member still
+/// held, so a crash afterwards showed them to the next member with attempt
+/// 3): member `a` holds 2 deliveries and 2 buffered entries (attempt 1);
+/// its connections are cut; once it reconnected and re-read them, it
+/// crashes. Member `b` gets all 4 with attempt 2 (the crash counts one,
+/// the reconnect none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_uses_up_no_attempts() -> TestResult {
+    let env = Env::start("reconnect");
+    let t = topic("jobs");
+    let proxy = switchyard_testkit::FaultProxy::start(env.server.addr()).await?;
+    let via_proxy = switchyard_redis_streams::StreamsConfig::from_url(&format!(
+        "redis+streams://{}?namespace={}&block=200ms",
+        proxy.addr(),
+        env.ns
+    ))
+    .expect("valid url");
+    let ta: std::sync::Arc<dyn switchyard_core::Transport> = std::sync::Arc::new(
+        switchyard_redis_streams::RedisStreamsTransport::connect(via_proxy).await?,
+    );
+    let at = Duration::from_secs(2);
+    let mut a = ta
+        .subscribe(member(&t, "g", "a", at).start(Start::Earliest).buffer(4))
+        .await?;
+    publish_n(&ta, &t, "j", 4).await;
+    let held = vec![next(&mut a).await, next(&mut a).await];
+    assert!(held.iter().all(|d| d.attempt() == 1));
+    eventually("a holds all 4", || async {
+        env.pending_rows(&t, "g")
+            .iter()
+            .filter(|r| r.1 == "a")
+            .count()
+            == 4
+    })
+    .await;
+    proxy.cut();
+    eventually("a reconnected and blocks for new entries again", || async {
+        ta.stats().reconnects >= 1
+            && env
+                .server
+                .info("clients")
+                .is_ok_and(|i| i.contains("blocked_clients:1"))
+    })
+    .await;
+    let rows = env.pending_rows(&t, "g");
+    assert!(
+        rows.iter().all(|r| r.1 == "a" && r.2 == 1),
+        "the re-read made no delivery: {rows:?}"
+    );
+    // A crash: nothing settled, nothing given back.
+    held.into_iter().for_each(std::mem::forget);
+    drop(a);
+    drop(ta);
+    let bus = env.connect("").await;
+    let mut b = bus.subscribe(member(&t, "g", "b", at)).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 4 {
+        let d = next(&mut b).await;
+        assert_eq!(d.attempt(), 2, "{d:?}");
+        assert!(seen.insert(d.id()));
+        d.ack().await?;
+    }
+    nothing_within(&mut b, Duration::from_millis(300)).await;
+    b.close().await?;
+    bus.close().await?;
+    Ok(())
+}

@@ -10,7 +10,7 @@ use redis::Value;
 use switchyard_core::MessageId;
 
 use super::dlq::{self, Content};
-use super::{Fetched, Group, Item, Stream, acker};
+use super::{Fetched, Group, Item, Stream, acker, keep};
 use crate::buffer::SubStats;
 use crate::wire::{self, RawEntry};
 
@@ -35,6 +35,10 @@ pub(crate) async fn accept(
 ) -> bool {
     let mut gone = Vec::new();
     let mut fresh = Vec::with_capacity(entries.len());
+    // Held entries fetched again (a re-read after a reconnect, a claim of
+    // an entry whose keep-alive failed): the fetch raised their delivery
+    // count although no new delivery is made; set it back.
+    let mut again = Vec::new();
     {
         let mut t = g.tracker.lock();
         for e in entries {
@@ -47,6 +51,10 @@ pub(crate) async fn accept(
                 Some(fields) => {
                     if t.fetch(stream.idx, e.id, touched) {
                         fresh.push((e.id, fields));
+                    } else if attempts == Attempts::Lookup
+                        && let Some(attempt) = t.attempt(stream.idx, e.id)
+                    {
+                        again.push((e.id, attempt));
                     }
                 }
             }
@@ -54,6 +62,9 @@ pub(crate) async fn accept(
     }
     if !gone.is_empty() {
         lost_to_retention(g, stream, &gone).await;
+    }
+    if !again.is_empty() {
+        keep::restore_counts(g, stream, &again).await;
     }
     if fresh.is_empty() {
         return true;

@@ -210,6 +210,42 @@ pub(crate) async fn release(g: &Group) {
     g.claim_now.notify_one();
 }
 
+/// Sets the delivery count of held entries fetched again back to the
+/// attempt of their delivery (`RETRYCOUNT`), so a re-read that made no new
+/// delivery costs no attempt. Best effort: on failure the count stays one
+/// higher until the entry is settled or given back (which sets it).
+pub(crate) async fn restore_counts(g: &Group, stream: &Stream, entries: &[(MessageId, u32)]) {
+    let mut by_count: BTreeMap<u32, Vec<MessageId>> = BTreeMap::new();
+    for (id, attempt) in entries {
+        by_count.entry(*attempt).or_default().push(*id);
+    }
+    for (count, ids) in by_count {
+        for chunk in ids.chunks(XCLAIM_MAX_IDS) {
+            let mode = HoldMode {
+                min_idle: Duration::ZERO,
+                idle: None,
+                count: Some(count),
+                ack_trimmed: false,
+            };
+            // One retry: right after a reconnect the shared connection may
+            // fail once before it reconnects too.
+            let mut result = hold(g, stream, chunk, mode).await;
+            if result.is_err() {
+                result = hold(g, stream, chunk, mode).await;
+            }
+            match result {
+                Ok(held) => g
+                    .tracker
+                    .lock()
+                    .touch(stream.idx, &held.kept, Instant::now()),
+                Err(e) => {
+                    tracing::debug!(topic = %stream.topic, error = %e, "redis-streams: restoring delivery counts failed");
+                }
+            }
+        }
+    }
+}
+
 /// Counts `n` entries of `stream` lost to retention.
 fn count_lost(g: &Group, stream: &Stream, n: usize) {
     let n = u64::try_from(n).unwrap_or(u64::MAX);

@@ -86,6 +86,14 @@ impl Tracker {
         }
     }
 
+    /// The attempt number of a held entry's delivery, once known.
+    pub(crate) fn attempt(&self, stream: u32, id: MessageId) -> Option<u32> {
+        self.map
+            .get(&(stream, id))
+            .map(|t| t.attempt)
+            .filter(|a| *a > 0)
+    }
+
     /// The entry was handed to the application, to be settled by `deadline`.
     pub(crate) fn hand_over(&mut self, stream: u32, id: MessageId, deadline: Instant) {
         if let Some(t) = self.map.get_mut(&(stream, id)) {
