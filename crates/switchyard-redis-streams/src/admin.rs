@@ -41,7 +41,7 @@ use switchyard_core::{Error, Message, MessageId, Result, Topic, header};
 use switchyard_redis::RedisClient;
 
 use crate::config::StreamsConfig;
-use crate::keys::stream_key;
+use crate::keys::{dead_letter_key, stream_key};
 use crate::wire::{self, Malformed};
 
 /// Most entries one [`DeadLetters::list`] call returns.
@@ -137,13 +137,10 @@ impl DeadLetters {
     }
 
     /// The dead-letter stream key of `topic` (`t` or `t:dlq` both name the
-    /// dead letters of `t`).
+    /// dead letters of `t`; every valid `t` has one, also when `t:dlq` would
+    /// be too long to be a topic name).
     fn dlq_key(&self, topic: &Topic) -> Result<String> {
-        let dlq = match topic.dead_letter_origin() {
-            Some(_) => topic.clone(),
-            None => topic.dead_letter()?,
-        };
-        Ok(stream_key(&self.namespace, &dlq))
+        Ok(dead_letter_key(&self.namespace, topic))
     }
 
     /// The stream key of the topic whose dead letters these are.

@@ -130,15 +130,20 @@ impl<T> LocalQueue<T> {
         }
     }
 
-    /// The application is gone: refuse pushes, wake a waiting reader, and
-    /// return what was still queued.
+    /// The subscriber is closing: refuse pushes, wake a waiting reader and
+    /// a waiting `poll_pop` (it returns `None` at once), and return what
+    /// was still queued.
     pub(crate) fn close_consumer(&self) -> Vec<T> {
         let mut st = self.state.lock();
         st.consumer_done = true;
         let left = st.items.drain(..).collect();
+        let waker = st.waker.take();
         drop(st);
         self.room.notify_waiters();
         self.room.notify_one();
+        if let Some(w) = waker {
+            w.wake();
+        }
         left
     }
 
@@ -238,6 +243,24 @@ mod tests {
         q.push(1).await;
         assert!(matches!(q.push(2).await, Pushed::DroppedNewest(2)));
         assert_eq!(pop_now(&q), Poll::Ready(Some(1)));
+    }
+
+    /// Reproduction: a `recv` waiting on an empty queue was not woken by
+    /// `close_consumer` (the transport's close), so it ended only when
+    /// something else polled it.
+    #[tokio::test]
+    async fn consumer_close_wakes_a_waiting_pop() {
+        let q = Arc::new(LocalQueue::<u32>::new(4, Overflow::Block));
+        let q2 = q.clone();
+        let popper = tokio::spawn(async move { std::future::poll_fn(|cx| q2.poll_pop(cx)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!popper.is_finished());
+        assert!(q.close_consumer().is_empty());
+        let got = tokio::time::timeout(Duration::from_secs(5), popper)
+            .await
+            .expect("woken at once")
+            .expect("no panic");
+        assert_eq!(got, None);
     }
 
     #[tokio::test]

@@ -39,6 +39,9 @@ pub(crate) struct Inner {
     pub(crate) writer: Writer,
     /// Ack flushers of group subscribers; `close` waits for them to drain.
     pub(crate) group_flushers: Mutex<Vec<JoinHandle<()>>>,
+    /// One per group subscriber: `true` once its closer handed back what it
+    /// fetched; `close` waits for them.
+    pub(crate) group_closers: Mutex<Vec<watch::Receiver<bool>>>,
 }
 
 impl Inner {
@@ -67,6 +70,25 @@ impl Inner {
         let mut tasks = self.group_flushers.lock();
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
+    }
+
+    /// Remembers a group subscriber's closer so `close` can wait until it
+    /// gave back what the subscriber fetched.
+    pub(crate) fn register_group_closer(&self, done: watch::Receiver<bool>) {
+        let mut closers = self.group_closers.lock();
+        // A closed sender means the subscriber is gone (dropped).
+        closers.retain(|d| !*d.borrow() && d.has_changed().is_ok());
+        closers.push(done);
+    }
+
+    /// Waits (up to `timeout`) until every group closer ran (or was
+    /// aborted by a drop); call after the shutdown signal.
+    pub(crate) async fn drain_group_closers(&self, timeout: Duration) {
+        let closers = std::mem::take(&mut *self.group_closers.lock());
+        let all = futures::future::join_all(closers.into_iter().map(|mut d| async move {
+            let _ = d.wait_for(|done| *done).await;
+        }));
+        let _ = tokio::time::timeout(timeout, all).await;
     }
 
     /// Waits (up to `timeout`) until the group flushers sent their queued

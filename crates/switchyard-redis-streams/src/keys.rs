@@ -37,8 +37,44 @@ pub fn stream_key(namespace: &str, topic: &Topic) -> String {
     key
 }
 
+/// The dead-letter stream key of `topic`: `"{ns}:{<topic>}:dlq"`, for every
+/// valid topic — also for topics longer than
+/// `Topic::MAX_LEN - ":dlq".len()` (251) bytes, whose dead-letter topic
+/// `<topic>:dlq` is too long to be a topic name. Those dead letters are
+/// reached through [`crate::admin::DeadLetters`] (and the CLI's `dlq`)
+/// with the topic itself; subscribing to them by name needs a topic of at
+/// most 251 bytes. For a dead-letter topic `t:dlq` it is that topic's own
+/// key (dead letters are not dead-lettered again).
+///
+/// ```
+/// use switchyard_core::Topic;
+/// use switchyard_redis_streams::keys::{dead_letter_key, stream_key};
+/// let t = Topic::new("orders")?;
+/// assert_eq!(dead_letter_key("app", &t), "app:{orders}:dlq");
+/// assert_eq!(dead_letter_key("app", &t), stream_key("app", &t.dead_letter()?));
+/// let long = Topic::new("x".repeat(255))?;
+/// assert!(long.dead_letter().is_err());
+/// assert_eq!(dead_letter_key("app", &long), format!("app:{{{}}}:dlq", "x".repeat(255)));
+/// # Ok::<(), switchyard_core::Error>(())
+/// ```
+pub fn dead_letter_key(namespace: &str, topic: &Topic) -> String {
+    if topic.is_dead_letter() {
+        return stream_key(namespace, topic);
+    }
+    let t = topic.as_str();
+    let suffix = switchyard_core::DEAD_LETTER_SUFFIX;
+    let mut key = String::with_capacity(namespace.len() + t.len() + suffix.len() + 3);
+    key.push_str(namespace);
+    key.push_str(":{");
+    key.push_str(t);
+    key.push('}');
+    key.push_str(suffix);
+    key
+}
+
 /// The topic a stream key belongs to (the inverse of [`stream_key`]);
-/// `None` for keys of another namespace or shape.
+/// `None` for keys of another namespace or shape, and for the dead-letter
+/// stream of a topic longer than 251 bytes (see [`dead_letter_key`]).
 ///
 /// ```
 /// use switchyard_redis_streams::keys::topic_of_key;
@@ -124,6 +160,24 @@ mod tests {
         assert!(topic_of_key("ns", "ns:{a").is_none());
         assert!(topic_of_key("ns", "ns:{a b}").is_none());
         assert!(topic_of_key("ns", "nsx:{a}").is_none());
+    }
+
+    #[test]
+    fn every_valid_topic_has_a_dead_letter_key() {
+        for len in [1, 200, 251, 252, 253, 254, 255] {
+            let topic = Topic::new("a".repeat(len)).unwrap();
+            let key = dead_letter_key("ns", &topic);
+            assert_eq!(key, format!("ns:{{{}}}:dlq", topic.as_str()));
+            if let Ok(dlq) = topic.dead_letter() {
+                assert_eq!(stream_key("ns", &dlq), key);
+                assert_eq!(topic_of_key("ns", &key), Some(dlq));
+            } else {
+                assert!(len > 251);
+                assert_eq!(topic_of_key("ns", &key), None);
+            }
+        }
+        let dlq = Topic::new("t:dlq").unwrap();
+        assert_eq!(dead_letter_key("ns", &dlq), "ns:{t}:dlq");
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl RedisStreamsTransport {
                 stats,
                 writer,
                 group_flushers: parking_lot::Mutex::new(Vec::new()),
+                group_closers: parking_lot::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -166,8 +167,14 @@ impl Transport for RedisStreamsTransport {
             .response_timeout
             .max(Duration::from_millis(100));
         let flushed = self.inner.writer.close(timeout).await;
+        // Every group subscriber ends: `recv` returns `None`, queued acks
+        // are sent, and what was fetched but never handed out goes back to
+        // the group at once (as on `Subscriber::close`).
         self.inner.shutdown.send_replace(true);
         self.inner.drain_group_flushers(timeout).await;
+        self.inner
+            .drain_group_closers(timeout.saturating_mul(3))
+            .await;
         flushed
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use switchyard_core::{DedupId, Error, Message, Subscription};
+use switchyard_core::{DedupId, Error, Message, Retry, Subscription};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -505,4 +505,102 @@ pub async fn restart_keeps_unacked(ctx: &Ctx) -> CaseResult {
         seen.len()
     );
     check_duplicates(ctx, &copies, "consumer after the restart")
+}
+
+/// Members that fetch but hand nothing to the application use up no
+/// attempts: 6 messages; 3 members in turn subscribe, take nothing for
+/// twice the quiet period and close; a 4th member then gets all 6 with
+/// `attempt() == 1`. A delivery the application did receive counts: the
+/// first one, nacked, comes back with `attempt() == 2`.
+pub async fn attempts_count_received_deliveries(ctx: &Ctx) -> CaseResult {
+    const N: usize = 6;
+    let tuning = ctx.tuning().clone();
+    let topic = ctx.topic("attempts")?;
+    let member = |name: &str| {
+        Subscription::new(topic.clone())
+            .group_member("counted", name)
+            .ack_timeout(tuning.ack_timeout)
+            .buffer(8)
+    };
+    let t = ctx.connect().await?;
+    // The group exists before the messages are published.
+    let first = subscribe(&t, member("idle-0"), "idle member 0").await?;
+    publish_range(&t, &topic, "a", 0..N).await?;
+    let mut idle = Some(first);
+    for i in 0..3 {
+        let what = format!("idle member {i}");
+        let sub = match idle.take() {
+            Some(s) => s,
+            None => subscribe(&t, member(&format!("idle-{i}")), &what).await?,
+        };
+        // The application takes nothing meanwhile; the member may fetch.
+        tokio::time::sleep(tuning.quiet_period * 2).await;
+        let received = sub.stats().received;
+        ensure!(
+            received == 0,
+            "{what}: the application called no recv, yet {received} deliveries are counted as received"
+        );
+        sub.close()
+            .await
+            .with_context(|| format!("closing {what}"))?;
+    }
+    let mut taker = subscribe(&t, member("taker"), "taking member").await?;
+    let mut seen = BTreeSet::new();
+    let mut nacked = None;
+    while seen.len() < N {
+        let d = next(
+            &mut taker,
+            tuning.ack_timeout + tuning.recv_timeout,
+            &format!("taking member, after {} of {N} messages", seen.len()),
+        )
+        .await?;
+        let i = index_of("a", &d)?;
+        if nacked == Some(i) {
+            ensure!(
+                d.attempt() == 2,
+                "message {i} was received once and nacked: its next delivery must have attempt 2, got {}",
+                d.attempt()
+            );
+            d.ack().await.context("taking member: ack")?;
+            nacked = None;
+            seen.insert(i);
+            continue;
+        }
+        ensure!(
+            d.attempt() == 1,
+            "message {i} never reached the application before (the idle members only held it), yet it arrives with attempt {} ({})",
+            d.attempt(),
+            describe(&d)
+        );
+        ensure!(
+            !seen.contains(&i),
+            "message {i} arrived again after its ack"
+        );
+        if seen.is_empty() && nacked.is_none() {
+            nacked = Some(i);
+            d.nack(Retry::Now)
+                .await
+                .context("taking member: nack of the first delivery")?;
+            continue;
+        }
+        seen.insert(i);
+        d.ack().await.context("taking member: ack")?;
+    }
+    quiet(
+        &mut taker,
+        tuning.ack_timeout + tuning.quiet_period,
+        "taking member after all 6 were acked",
+    )
+    .await?;
+    let s = taker.stats();
+    ensure!(
+        s.received == N as u64 + 1 && s.redelivered == 1 && s.dead_lettered == 0,
+        "taking member: expected {} received, 1 redelivered, 0 dead-lettered; got {} received, {} redelivered, {} dead-lettered",
+        N + 1,
+        s.received,
+        s.redelivered,
+        s.dead_lettered
+    );
+    taker.close().await.context("closing the taking member")?;
+    Ok(())
 }

@@ -347,6 +347,12 @@ static CASES: &[Case] = &[
         groups::restart_keeps_unacked,
         "100 messages on a group topic; a consumer reads 40, acks 30 and closes; the backend restarts; a new transport's consumer (same group and name) receives exactly the 70 others (10 unsettled + 60 unread) and none of the 30 acked; duplicates only when `at_least_once` and with the same dedup id."
     ),
+    case!(
+        "attempts_count_received_deliveries",
+        GROUP_ACK,
+        groups::attempts_count_received_deliveries,
+        "6 messages; 3 members of one group in turn subscribe, take nothing for twice the quiet period and close; a 4th member gets all 6 with `attempt() == 1` (fetched-but-never-received deliveries use up no attempt); the first, nacked, comes back with `attempt() == 2`; stats: 7 received, 1 redelivered, 0 dead-lettered."
+    ),
     // delivery.rs
     case!(
         "ack_removes",

@@ -86,42 +86,62 @@ impl Acknowledger for StreamAcker {
         }
         match retry {
             Retry::After(delay) if !delay.is_zero() => {
-                let due = Instant::now() + delay;
-                if !g.tracker.lock().delay(idx, id, due, MAX_DELAYED) {
+                let due = keep::later(Instant::now(), delay);
+                if !g.tracker.lock().delay(idx, id, attempt, due, MAX_DELAYED) {
                     return Err(Error::Transient(format!(
                         "too many delayed nacks waiting ({MAX_DELAYED}); the message comes back after the ack timeout"
                     )));
                 }
                 g.keep_now.notify_one();
             }
-            _ => g.release(idx, id),
+            // Delivered with `attempt`: the next delivery is `attempt + 1`.
+            _ => g.release(idx, id, Some(attempt)),
         }
         Ok(())
     }
 
     async fn in_progress(&self, delivery: &Delivery) -> Result<()> {
-        keep::extend(&self.group, &self.stream, delivery.id()).await
+        keep::extend(&self.group, &self.stream, delivery.id(), delivery.attempt()).await
     }
 
     fn abandon(&self, delivery: &Delivery) {
-        self.group.release(self.stream.idx, delivery.id());
+        self.group
+            .release(self.stream.idx, delivery.id(), Some(delivery.attempt()));
     }
+}
+
+/// An entry given back to the group, waiting for the keeper.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Release {
+    pub(crate) stream: u32,
+    pub(crate) id: MessageId,
+    /// The delivery count to set (`RETRYCOUNT`): the deliveries the
+    /// application received. `None` leaves the count as it is.
+    pub(crate) count: Option<u32>,
 }
 
 impl Group {
     /// Gives an entry back to the group at once: the keeper marks it idle
-    /// for the ack timeout (`XCLAIM ... IDLE`), and the next claim round
-    /// — here, triggered right away, or of any other member — takes it.
-    pub(crate) fn release(&self, stream: u32, id: MessageId) {
+    /// for the ack timeout (`XCLAIM ... IDLE`) and sets its delivery count
+    /// to `count` (`RETRYCOUNT`, the deliveries the application received),
+    /// and the next claim round — here, triggered right away, or of any
+    /// other member — takes it.
+    pub(crate) fn release(&self, stream: u32, id: MessageId, count: Option<u32>) {
         self.tracker.lock().remove(stream, id);
         {
             let mut r = self.releases.lock();
             if r.len() >= MAX_RELEASES {
                 return;
             }
-            r.push((stream, id));
+            r.push(Release { stream, id, count });
         }
         self.keep_now.notify_one();
+    }
+
+    /// Gives back an entry fetched for a delivery with `attempt` that
+    /// never reached the application: its count goes back by one.
+    pub(crate) fn give_back_unseen(&self, stream: u32, id: MessageId, attempt: u32) {
+        self.release(stream, id, Some(attempt.saturating_sub(1)));
     }
 }
 

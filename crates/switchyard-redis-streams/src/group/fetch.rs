@@ -10,7 +10,7 @@ use redis::Value;
 use switchyard_core::MessageId;
 
 use super::dlq::{self, Content};
-use super::{Fetched, Group, Item, Stream, acker};
+use super::{Fetched, Group, Item, Stream, acker, keep};
 use crate::buffer::SubStats;
 use crate::wire::{self, RawEntry};
 
@@ -35,18 +35,26 @@ pub(crate) async fn accept(
 ) -> bool {
     let mut gone = Vec::new();
     let mut fresh = Vec::with_capacity(entries.len());
+    // Held entries fetched again (a re-read after a reconnect, a claim of
+    // an entry whose keep-alive failed): the fetch raised their delivery
+    // count although no new delivery is made; set it back.
+    let mut again = Vec::new();
     {
         let mut t = g.tracker.lock();
         for e in entries {
             match e.fields {
+                // Held here (buffered or in the application's hands): its
+                // data is here, its settlement decides.
+                None if t.contains(stream.idx, e.id) => {}
                 // Trimmed while pending: nothing to deliver.
-                None => {
-                    t.remove(stream.idx, e.id);
-                    gone.push(e.id);
-                }
+                None => gone.push(e.id),
                 Some(fields) => {
                     if t.fetch(stream.idx, e.id, touched) {
                         fresh.push((e.id, fields));
+                    } else if attempts == Attempts::Lookup
+                        && let Some(attempt) = t.attempt(stream.idx, e.id)
+                    {
+                        again.push((e.id, attempt));
                     }
                 }
             }
@@ -54,6 +62,9 @@ pub(crate) async fn accept(
     }
     if !gone.is_empty() {
         lost_to_retention(g, stream, &gone).await;
+    }
+    if !again.is_empty() {
+        keep::restore_counts(g, stream, &again).await;
     }
     if fresh.is_empty() {
         return true;
@@ -72,6 +83,7 @@ pub(crate) async fn accept(
             // Missing only under concurrent changes: it was delivered before.
             Attempts::Lookup => counts.get(&id).copied().unwrap_or(2),
         };
+        g.tracker.lock().set_attempt(stream.idx, id, attempt);
         let decoded = wire::decode(&stream.topic, id, fields);
         if attempt > g.cfg.max_attempts {
             let reason = format!(

@@ -13,7 +13,14 @@
 //!   buffer, handed out, or waiting for a `nack(After)` delay) from being
 //!   claimed by others, releases nacked entries, and removes idle consumers
 //!   ([`cleanup`]);
-//! - the **flusher** ([`acker`]) batches acks into one XACK per stream.
+//! - the **flusher** ([`acker`]) batches acks into one XACK per stream;
+//!
+//! and a **closer** ([`close`]) that, once the subscriber or its transport
+//! closes, gives back what was fetched but never handed out.
+//!
+//! `attempt()` counts the deliveries the application received: the
+//! delivery count of the pending list, set back (`RETRYCOUNT`) whenever an
+//! entry goes back to the group (see `docs/redis-streams.md`, "Attempts").
 //!
 //! Every entry this consumer holds is in the [`Tracker`],
 //! which is what the keeper refreshes and what dedupes entries that come
@@ -23,6 +30,7 @@
 mod acker;
 mod claim;
 mod cleanup;
+mod close;
 mod dlq;
 mod fetch;
 mod keep;
@@ -40,13 +48,13 @@ use switchyard_core::{
     SubscriberStats, Subscription, Topic,
 };
 use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::buffer::{LocalQueue, Pushed, SubStats};
 use crate::discovery::TopicSource;
 use crate::inner::{Inner, WarnLimiter, wait_shutdown};
 
-use self::acker::{AckOp, StreamAcker};
+use self::acker::{AckOp, Release, StreamAcker};
 use self::track::Tracker;
 
 /// Capacity of the ack queue between `ack()` callers and the flusher.
@@ -63,9 +71,9 @@ pub(crate) struct Stream {
     pub(crate) topic: Topic,
     /// Its stream key.
     pub(crate) key: String,
-    /// The dead-letter stream key, `None` for a dead-letter topic itself
-    /// (dead letters are not dead-lettered again) or when the dead-letter
-    /// topic name would be too long.
+    /// The dead-letter stream key ([`crate::keys::dead_letter_key`], which
+    /// exists for every valid topic), `None` for a dead-letter topic itself
+    /// (dead letters are not dead-lettered again).
     pub(crate) dlq_key: Option<String>,
 }
 
@@ -113,9 +121,13 @@ pub(crate) struct Group {
     pub(crate) claim_now: Notify,
     /// Wakes the keeper (releases or an earlier delay are waiting).
     pub(crate) keep_now: Notify,
-    /// Entries given back by `nack(Now)`, a due `nack(After)` or a dropped
-    /// delivery, for the keeper to make claimable at once.
-    pub(crate) releases: Mutex<Vec<(u32, MessageId)>>,
+    /// Entries given back by `nack(Now)`, a due `nack(After)`, a dropped
+    /// delivery, an overflow drop or a close, for the keeper to make
+    /// claimable at once.
+    pub(crate) releases: Mutex<Vec<Release>>,
+    /// When the subscriber started (entries delivered to this consumer
+    /// since then are told apart from those of an earlier run on close).
+    pub(crate) started: Instant,
     /// `true` once the flusher has drained the ack queue and ended.
     pub(crate) flushed: watch::Sender<bool>,
     stop: watch::Sender<bool>,
@@ -142,7 +154,7 @@ impl Group {
         let dlq_key = if topic.is_dead_letter() {
             None
         } else {
-            topic.dead_letter().ok().map(|t| self.inner.key(&t))
+            Some(crate::keys::dead_letter_key(self.inner.namespace(), topic))
         };
         let s = Arc::new(Stream {
             idx: u32::try_from(streams.len()).unwrap_or(u32::MAX),
@@ -182,11 +194,12 @@ impl Group {
         }
     }
 
-    /// Asks every task to stop and queues the buffered entries (fetched,
-    /// never handed out) for release. `close` then releases them so other
-    /// members take them at once; after a drop without `close` they stay
-    /// pending in Redis and come back after the ack timeout (or to this
-    /// consumer name when it subscribes again).
+    /// Asks every task to stop, ends `recv` (it returns `None` at once),
+    /// and queues the buffered entries (fetched, never handed out) for
+    /// release. The closer (after `close` or the transport's close) then
+    /// releases them so other members take them at once; after a drop
+    /// without `close` they stay pending in Redis and come back after the
+    /// ack timeout (or to this consumer name when it subscribes again).
     pub(crate) fn stop(&self) {
         self.stop.send_replace(true);
         for item in self.queue.close_consumer() {
@@ -197,7 +210,7 @@ impl Group {
     /// Queues a fetched entry that was never handed out for release.
     fn give_back(&self, item: &Item) {
         if let Item::Entry(f) = item {
-            self.release(f.stream, f.id);
+            self.give_back_unseen(f.stream, f.id, f.attempt);
         }
     }
 
@@ -209,14 +222,14 @@ impl Group {
         let mut items = items.into_iter();
         while let Some(item) = items.next() {
             let held = match &item {
-                Item::Entry(f) => Some((f.stream, f.id)),
+                Item::Entry(f) => Some((f.stream, f.id, f.attempt)),
                 Item::Malformed { .. } => None,
             };
             let pushed = tokio::select! {
                 p = self.queue.push(item) => p,
                 () = self.stopped() => {
-                    if let Some((stream, id)) = held {
-                        self.release(stream, id);
+                    if let Some((stream, id, attempt)) = held {
+                        self.give_back_unseen(stream, id, attempt);
                     }
                     items.for_each(|rest| self.give_back(&rest));
                     return false;
@@ -225,8 +238,11 @@ impl Group {
             match pushed {
                 Pushed::Queued => {}
                 Pushed::DroppedOldest(old) | Pushed::DroppedNewest(old) => {
-                    // Still pending in Redis: it comes back after the ack timeout.
-                    self.forget(&old);
+                    // Given back to the group at once, its delivery count
+                    // lowered again: a drop uses up no attempt. This member
+                    // claims it again when its buffer has room (or another
+                    // member does).
+                    self.give_back(&old);
                     SubStats::bump(&self.stats.dropped);
                 }
                 Pushed::Closed(item) => {
@@ -237,13 +253,6 @@ impl Group {
             }
         }
         true
-    }
-
-    /// Stops keeping `item` alive: it is no longer held here.
-    fn forget(&self, item: &Item) {
-        if let Item::Entry(f) = item {
-            self.tracker.lock().remove(f.stream, f.id);
-        }
     }
 
     /// Entries to fetch in one read: what fits the buffer under `Block`
@@ -339,6 +348,7 @@ pub(crate) async fn subscribe(
         claim_now: Notify::new(),
         keep_now: Notify::new(),
         releases: Mutex::new(Vec::new()),
+        started: Instant::now(),
         flushed: watch::channel(false).0,
         stop,
         warn: WarnLimiter::default(),
@@ -359,10 +369,18 @@ pub(crate) async fn subscribe(
         tokio::spawn(claim::run(group.clone())),
         tokio::spawn(keep::run(group.clone())),
     ];
+    let mut aborts: Vec<AbortHandle> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let (done_tx, done) = watch::channel(false);
+    let closer = tokio::spawn(close::run(group.clone(), tasks, done_tx));
+    // The closer goes first on a drop, so a dropped subscriber releases
+    // nothing (like a crash).
+    aborts.insert(0, closer.abort_handle());
+    inner.register_group_closer(done.clone());
     Ok(Box::new(GroupSubscriber {
         group,
         ackers: Vec::new(),
-        tasks,
+        aborts,
+        done,
     }))
 }
 
@@ -371,7 +389,10 @@ struct GroupSubscriber {
     group: Arc<Group>,
     /// One acknowledger per stream, made on first use.
     ackers: Vec<Arc<dyn Acknowledger>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The closer, then the reader, claimer and keeper (aborted on drop).
+    aborts: Vec<AbortHandle>,
+    /// `true` once the closer ran the close sequence.
+    done: watch::Receiver<bool>,
 }
 
 impl GroupSubscriber {
@@ -406,7 +427,7 @@ impl Subscriber for GroupSubscriber {
                 }
             };
             // The ack timeout counts from here, not from the read.
-            let deadline = Instant::now() + self.group.cfg.ack_timeout;
+            let deadline = keep::later(Instant::now(), self.group.cfg.ack_timeout);
             self.group
                 .tracker
                 .lock()
@@ -433,41 +454,26 @@ impl Subscriber for GroupSubscriber {
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {
+        // The closer does the work (the same as on the transport's close).
         self.group.stop();
-        for task in self.tasks.drain(..) {
-            // The tasks end at their next await point; bound the wait anyway.
-            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, task).await;
-        }
-        // Acks first: an acked entry must be out of the pending list before
-        // the pending list is scanned for entries to give back.
-        acker::drain(&self.group, CLOSE_FLUSH_TIMEOUT).await;
-        if !self.group.inner.is_closed() {
-            // Buffered entries go back to the group now, not after the ack
-            // timeout: those of the local queue (queued by `stop`), any a
-            // task still held when it ended, and any a read cut short by
-            // `stop` fetched without handing them here.
-            let buffered = self.group.tracker.lock().take_buffered();
-            for (stream, id) in buffered {
-                self.group.release(stream, id);
-            }
-            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, keep::release_untracked(&self.group))
-                .await;
-            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, keep::release(&self.group)).await;
-        }
-        if !self.group.inner.is_closed() {
-            cleanup::remove_self(&self.group).await;
-        }
+        close::wait(&mut self.done, close::CLOSE_BOUND).await;
         Ok(())
     }
 }
 
 impl Drop for GroupSubscriber {
     fn drop(&mut self) {
-        // Without close: stop the tasks so nothing keeps this consumer's
-        // entries alive any more; the flusher still drains queued acks.
-        self.group.stop();
-        for task in &self.tasks {
+        if self.group.is_stopped() {
+            // Closed (by `close` or the transport's close): the closer runs
+            // or ran the close sequence; let it finish.
+            return;
+        }
+        // Dropped without close: stop the closer and the tasks so nothing
+        // keeps this consumer's entries alive any more (like a crash); the
+        // flusher still drains queued acks.
+        for task in &self.aborts {
             task.abort();
         }
+        self.group.stop();
     }
 }

@@ -31,6 +31,10 @@ pub(crate) struct Track {
     /// time the reply arrived, so the real idle time is at least
     /// `now - touched`).
     pub(crate) touched: Instant,
+    /// The attempt number of the delivery made of it (`0` until known):
+    /// the delivery count its pending entry has once handed out. Given
+    /// back without reaching the application, the count is set to one less.
+    pub(crate) attempt: u32,
 }
 
 /// An entry due for a keep-alive: stream, id, last touch.
@@ -67,11 +71,27 @@ impl Tracker {
                     Track {
                         state: State::Buffered,
                         touched,
+                        attempt: 0,
                     },
                 );
                 true
             }
         }
+    }
+
+    /// Records the attempt number of a fetched entry's delivery.
+    pub(crate) fn set_attempt(&mut self, stream: u32, id: MessageId, attempt: u32) {
+        if let Some(t) = self.map.get_mut(&(stream, id)) {
+            t.attempt = attempt;
+        }
+    }
+
+    /// The attempt number of a held entry's delivery, once known.
+    pub(crate) fn attempt(&self, stream: u32, id: MessageId) -> Option<u32> {
+        self.map
+            .get(&(stream, id))
+            .map(|t| t.attempt)
+            .filter(|a| *a > 0)
     }
 
     /// The entry was handed to the application, to be settled by `deadline`.
@@ -86,12 +106,14 @@ impl Tracker {
         self.map.get(&(stream, id)).map(|t| t.touched)
     }
 
-    /// `in_progress`: the entry was just refreshed at `touched` and is
-    /// handed out until `deadline` (held again if it was not).
+    /// `in_progress`: the entry (delivered with `attempt`) was just
+    /// refreshed at `touched` and is handed out until `deadline` (held
+    /// again if it was not).
     pub(crate) fn extend(
         &mut self,
         stream: u32,
         id: MessageId,
+        attempt: u32,
         touched: Instant,
         deadline: Instant,
     ) {
@@ -100,6 +122,7 @@ impl Tracker {
             Track {
                 state: State::HandedOut { deadline },
                 touched,
+                attempt,
             },
         );
     }
@@ -110,16 +133,17 @@ impl Tracker {
     }
 
     /// Stops holding every buffered entry (fetched, never handed out) and
-    /// returns them, for release when the subscriber closes.
-    pub(crate) fn take_buffered(&mut self) -> Vec<(u32, MessageId)> {
-        let ids: Vec<(u32, MessageId)> = self
+    /// returns them with their attempt numbers, for release when the
+    /// subscriber closes.
+    pub(crate) fn take_buffered(&mut self) -> Vec<(u32, MessageId, u32)> {
+        let ids: Vec<(u32, MessageId, u32)> = self
             .map
             .iter()
             .filter(|(_, t)| t.state == State::Buffered)
-            .map(|(k, _)| *k)
+            .map(|(k, t)| (k.0, k.1, t.attempt))
             .collect();
-        for k in &ids {
-            self.map.remove(k);
+        for (s, id, _) in &ids {
+            self.map.remove(&(*s, *id));
         }
         ids
     }
@@ -129,9 +153,16 @@ impl Tracker {
         self.map.contains_key(&(stream, id))
     }
 
-    /// Holds the entry until `due` (a `nack(After)`); `false` when too
-    /// many delays are waiting already.
-    pub(crate) fn delay(&mut self, stream: u32, id: MessageId, due: Instant, max: usize) -> bool {
+    /// Holds the entry (delivered with `attempt`) until `due` (a
+    /// `nack(After)`); `false` when too many delays are waiting already.
+    pub(crate) fn delay(
+        &mut self,
+        stream: u32,
+        id: MessageId,
+        attempt: u32,
+        due: Instant,
+        max: usize,
+    ) -> bool {
         if self.delayed.len() >= max {
             return false;
         }
@@ -140,8 +171,10 @@ impl Tracker {
             // Not held (unusual): its real idle time is unknown; now is a
             // lower bound, which keeps the keep-alive's guard correct.
             touched: Instant::now(),
+            attempt,
         });
         t.state = State::Delayed { due };
+        t.attempt = attempt;
         self.delayed.push(Reverse((due, stream, id)));
         true
     }
@@ -151,9 +184,9 @@ impl Tracker {
         self.delayed.peek().map(|Reverse((due, _, _))| *due)
     }
 
-    /// Removes and returns the delayed entries due by `now` (still held as
-    /// delayed; stale heap items of settled entries are skipped).
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<(u32, MessageId)> {
+    /// Removes and returns the delayed entries due by `now` with their
+    /// attempt numbers (stale heap items of settled entries are skipped).
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<(u32, MessageId, u32)> {
         let mut out = Vec::new();
         while let Some(Reverse((due, stream, id))) = self.delayed.peek().copied() {
             if due > now {
@@ -164,9 +197,8 @@ impl Tracker {
                 self.map.get(&(stream, id)),
                 Some(Track { state: State::Delayed { due: d }, .. }) if *d == due
             );
-            if is_due {
-                self.map.remove(&(stream, id));
-                out.push((stream, id));
+            if is_due && let Some(t) = self.map.remove(&(stream, id)) {
+                out.push((stream, id, t.attempt));
             }
         }
         out
@@ -189,7 +221,7 @@ impl Tracker {
             let keep = match t.state {
                 State::Buffered | State::Delayed { .. } => true,
                 State::HandedOut { deadline } => {
-                    deadline > now && t.touched + ack_timeout < deadline
+                    deadline > now && super::keep::later(t.touched, ack_timeout) < deadline
                 }
             };
             if keep {
@@ -271,19 +303,35 @@ mod tests {
     }
 
     #[test]
+    fn buffered_entries_are_taken_with_their_attempts() {
+        let mut t = Tracker::default();
+        let now = Instant::now();
+        t.fetch(0, id(1), now);
+        t.set_attempt(0, id(1), 3);
+        t.fetch(0, id(2), now);
+        t.set_attempt(0, id(2), 1);
+        t.hand_over(0, id(2), now + Duration::from_secs(60)); // in the application's hands
+        t.set_attempt(0, id(9), 7); // not held: ignored
+        assert_eq!(t.take_buffered(), vec![(0, id(1), 3)]);
+        assert_eq!(t.len(), 1);
+        t.extend(0, id(2), 1, now, now + Duration::from_secs(60));
+        assert!(t.take_buffered().is_empty());
+    }
+
+    #[test]
     fn delays_come_due_in_order_and_skip_settled() {
         let mut t = Tracker::default();
         let now = Instant::now();
         t.fetch(0, id(1), now);
-        assert!(t.delay(0, id(1), now + Duration::from_millis(20), 10));
-        assert!(t.delay(0, id(2), now + Duration::from_millis(10), 10));
-        assert!(t.delay(0, id(3), now + Duration::from_millis(5), 10));
+        assert!(t.delay(0, id(1), 1, now + Duration::from_millis(20), 10));
+        assert!(t.delay(0, id(2), 2, now + Duration::from_millis(10), 10));
+        assert!(t.delay(0, id(3), 3, now + Duration::from_millis(5), 10));
         t.remove(0, id(3)); // settled meanwhile
         assert_eq!(t.next_due(), Some(now + Duration::from_millis(5)));
         assert!(t.take_due(now).is_empty());
         let due = t.take_due(now + Duration::from_millis(30));
-        assert_eq!(due, vec![(0, id(2)), (0, id(1))]);
+        assert_eq!(due, vec![(0, id(2), 2), (0, id(1), 1)]);
         assert_eq!(t.len(), 0);
-        assert!(!t.delay(0, id(9), now, 0), "bounded");
+        assert!(!t.delay(0, id(9), 1, now, 0), "bounded");
     }
 }
