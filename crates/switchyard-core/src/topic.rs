@@ -10,7 +10,9 @@
 //! any other character are rejected with [`Error::InvalidTopic`].
 //!
 //! A topic ending in [`DEAD_LETTER_SUFFIX`] (`:dlq`) is a dead-letter topic;
-//! [`Topic::dead_letter`] names the dead-letter topic of a topic.
+//! [`Topic::dead_letter`] names the dead-letter topic of a topic. A
+//! dead-letter topic may be up to [`Topic::MAX_DEAD_LETTER_LEN`] (259) bytes,
+//! so every valid topic, even one of 255 bytes, has one.
 //!
 //! # Filters
 //!
@@ -67,6 +69,11 @@ impl Topic {
     /// Longest topic name accepted, in bytes.
     pub const MAX_LEN: usize = 255;
 
+    /// Longest dead-letter topic name (`{topic}:dlq`), in bytes:
+    /// [`MAX_LEN`](Self::MAX_LEN) plus the suffix, so that every topic has
+    /// a dead-letter topic and dead-lettering never fails on a name.
+    pub const MAX_DEAD_LETTER_LEN: usize = Self::MAX_LEN + DEAD_LETTER_SUFFIX.len();
+
     /// Validates and creates a topic name.
     pub fn new(name: impl AsRef<str>) -> Result<Self> {
         let name = name.as_ref();
@@ -86,7 +93,9 @@ impl Topic {
 
     /// The dead-letter topic of this topic: `{topic}:dlq`.
     ///
-    /// Fails only when the result would exceed [`Topic::MAX_LEN`].
+    /// Fails only for a dead-letter topic of [`MAX_LEN`](Self::MAX_LEN)
+    /// bytes or more (the dead letters of dead letters of the longest
+    /// topics); for every other topic it succeeds.
     pub fn dead_letter(&self) -> Result<Topic> {
         Topic::new(format!("{}{}", self.0, DEAD_LETTER_SUFFIX))
     }
@@ -102,12 +111,17 @@ fn validate_topic(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid_topic(name, "topic names may not be empty"));
     }
-    if name.len() > Topic::MAX_LEN {
+    let max = match name.strip_suffix(DEAD_LETTER_SUFFIX) {
+        Some(origin) if !origin.is_empty() => Topic::MAX_DEAD_LETTER_LEN,
+        _ => Topic::MAX_LEN,
+    };
+    if name.len() > max {
         return Err(Error::invalid_topic(
             name,
             format!(
-                "topic names are at most {} bytes, this one has {}",
+                "topic names are at most {} bytes ({} for a dead-letter topic ending in {DEAD_LETTER_SUFFIX}), this one has {}",
                 Topic::MAX_LEN,
+                Topic::MAX_DEAD_LETTER_LEN,
                 name.len()
             ),
         ));
@@ -568,7 +582,24 @@ mod tests {
         assert_eq!(d.as_str(), "orders:dlq");
         assert!(d.is_dead_letter());
         assert_eq!(d.dead_letter_origin().unwrap(), t);
-        assert!(Topic::new("a".repeat(253)).unwrap().dead_letter().is_err());
+        // Every topic has a dead-letter topic, the longest too (before,
+        // topics of 252 to 255 bytes had none and their dead letters were
+        // lost on memory).
+        for len in [251, 252, 255] {
+            let t = Topic::new("a".repeat(len)).unwrap();
+            let d = t.dead_letter().unwrap();
+            assert_eq!(d.as_str().len(), len + 4);
+            assert_eq!(d.dead_letter_origin().unwrap(), t);
+        }
+        assert!(Topic::new("a".repeat(256)).is_err());
+        assert!(Topic::new(format!("{}:dlq", "a".repeat(256))).is_err());
+        assert_eq!(
+            Topic::new(format!("{}:dlq", "a".repeat(255)))
+                .unwrap()
+                .as_str()
+                .len(),
+            259
+        );
     }
 
     fn pat(s: &str) -> Pattern {

@@ -20,11 +20,16 @@ fn is_sep(c: char) -> bool {
     c == '.' || c == '/'
 }
 
-/// Topic names: 1 to 255 bytes of name characters in non-empty segments
-/// separated by `.` or `/`.
+/// Topic names: 1 to 255 bytes (259 for a dead-letter topic `t:dlq`) of
+/// name characters in non-empty segments separated by `.` or `/`.
 fn reference_topic_ok(s: &str) -> bool {
+    let max = if s.len() > 4 && s.ends_with(":dlq") {
+        259
+    } else {
+        255
+    };
     !s.is_empty()
-        && s.len() <= 255
+        && s.len() <= max
         && s.chars().all(|c| is_name_char(c) || is_sep(c))
         && s.split(is_sep).all(|seg| !seg.is_empty())
 }

@@ -128,7 +128,9 @@ impl Hub {
     pub(crate) fn dead_letter(self: &Arc<Self>, dead: DeadLetter) {
         let original = &dead.entry.message;
         let Ok(dlq) = original.topic.dead_letter() else {
-            tracing::error!(topic = %original.topic, seq = dead.entry.seq, "dead-letter topic name too long: message discarded");
+            // Only a dead-letter topic of 255 bytes or more has no
+            // dead-letter topic of its own; the message stays in its log.
+            tracing::warn!(topic = %original.topic, seq = dead.entry.seq, "a dead letter of the longest dead-letter topics is not dead-lettered again: it stays in its topic");
             return;
         };
         let mut headers = original.headers.clone();

@@ -29,9 +29,9 @@ proptest! {
     #[test]
     fn components_round_trip(
         name in proptest::option::of("[a-zA-Z0-9._\\-]{1,40}"),
-        retention in proptest::option::of(1u64..u64::MAX),
-        dead in proptest::option::of(1u64..1_000_000),
-        tick in proptest::option::of(1u64..1_000_000),
+        retention in proptest::option::of(1u64..=100_000_000),
+        dead in proptest::option::of(1u64..=100_000_000),
+        tick in proptest::option::of(1u64..=60_000),
         case in any::<u64>(),
         slash in any::<bool>(),
     ) {

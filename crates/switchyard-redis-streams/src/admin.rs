@@ -137,8 +137,7 @@ impl DeadLetters {
     }
 
     /// The dead-letter stream key of `topic` (`t` or `t:dlq` both name the
-    /// dead letters of `t`; every valid `t` has one, also when `t:dlq` would
-    /// be too long to be a topic name).
+    /// dead letters of `t`; every valid `t` has one).
     fn dlq_key(&self, topic: &Topic) -> Result<String> {
         Ok(dead_letter_key(&self.namespace, topic))
     }

@@ -37,14 +37,11 @@ pub fn stream_key(namespace: &str, topic: &Topic) -> String {
     key
 }
 
-/// The dead-letter stream key of `topic`: `"{ns}:{<topic>}:dlq"`, for every
-/// valid topic — also for topics longer than
-/// `Topic::MAX_LEN - ":dlq".len()` (251) bytes, whose dead-letter topic
-/// `<topic>:dlq` is too long to be a topic name. Those dead letters are
-/// reached through [`crate::admin::DeadLetters`] (and the CLI's `dlq`)
-/// with the topic itself; subscribing to them by name needs a topic of at
-/// most 251 bytes. For a dead-letter topic `t:dlq` it is that topic's own
-/// key (dead letters are not dead-lettered again).
+/// The dead-letter stream key of `topic`: `"{ns}:{<topic>}:dlq"`, the key
+/// of its dead-letter topic `<topic>:dlq` (which exists for every topic, the
+/// longest too: see `Topic::MAX_DEAD_LETTER_LEN`). For a dead-letter topic
+/// `t:dlq` it is that topic's own key (dead letters are not dead-lettered
+/// again).
 ///
 /// ```
 /// use switchyard_core::Topic;
@@ -53,8 +50,7 @@ pub fn stream_key(namespace: &str, topic: &Topic) -> String {
 /// assert_eq!(dead_letter_key("app", &t), "app:{orders}:dlq");
 /// assert_eq!(dead_letter_key("app", &t), stream_key("app", &t.dead_letter()?));
 /// let long = Topic::new("x".repeat(255))?;
-/// assert!(long.dead_letter().is_err());
-/// assert_eq!(dead_letter_key("app", &long), format!("app:{{{}}}:dlq", "x".repeat(255)));
+/// assert_eq!(dead_letter_key("app", &long), stream_key("app", &long.dead_letter()?));
 /// # Ok::<(), switchyard_core::Error>(())
 /// ```
 pub fn dead_letter_key(namespace: &str, topic: &Topic) -> String {
@@ -73,8 +69,7 @@ pub fn dead_letter_key(namespace: &str, topic: &Topic) -> String {
 }
 
 /// The topic a stream key belongs to (the inverse of [`stream_key`]);
-/// `None` for keys of another namespace or shape, and for the dead-letter
-/// stream of a topic longer than 251 bytes (see [`dead_letter_key`]).
+/// `None` for keys of another namespace or shape.
 ///
 /// ```
 /// use switchyard_redis_streams::keys::topic_of_key;
@@ -168,13 +163,9 @@ mod tests {
             let topic = Topic::new("a".repeat(len)).unwrap();
             let key = dead_letter_key("ns", &topic);
             assert_eq!(key, format!("ns:{{{}}}:dlq", topic.as_str()));
-            if let Ok(dlq) = topic.dead_letter() {
-                assert_eq!(stream_key("ns", &dlq), key);
-                assert_eq!(topic_of_key("ns", &key), Some(dlq));
-            } else {
-                assert!(len > 251);
-                assert_eq!(topic_of_key("ns", &key), None);
-            }
+            let dlq = topic.dead_letter().unwrap();
+            assert_eq!(stream_key("ns", &dlq), key);
+            assert_eq!(topic_of_key("ns", &key), Some(dlq));
         }
         let dlq = Topic::new("t:dlq").unwrap();
         assert_eq!(dead_letter_key("ns", &dlq), "ns:{t}:dlq");

@@ -256,8 +256,8 @@ proptest! {
         let _ = StreamsConfig::from_url(&s);
     }
 
-    /// Numeric parameters: accepted in range, refused (with their name)
-    /// out of it, never a panic.
+    /// Numeric parameters: accepted exactly within their documented range,
+    /// refused (with their name) outside it, never a panic.
     #[test]
     fn numeric_parameters_are_validated(
         name in prop_oneof![
@@ -265,20 +265,29 @@ proptest! {
             Just("writer_in_flight"), Just("breaker_threshold"),
         ],
         value in prop_oneof![Just("0".to_owned()), Just("18446744073709551616".to_owned()),
-            Just("-1".to_owned()), Just("x".to_owned()), any::<u64>().prop_map(|n| n.to_string())],
+            Just("-1".to_owned()), Just("x".to_owned()), any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..200_000).prop_map(|n| n.to_string())],
     ) {
         let url = format!("redis+streams://127.0.0.1:6379?{name}={value}");
+        let max = match name {
+            "maxlen" => i64::MAX as u64,
+            "read_count" | "writer_batch" => 100_000,
+            "writer_queue" => 1 << 20,
+            "writer_in_flight" => 1024,
+            _ => 1_000_000,
+        };
+        let inside = value.parse::<u64>().is_ok_and(|n| (1..=max).contains(&n));
         match StreamsConfig::from_url(&url) {
-            Ok(_) => {
-                let n: u64 = value.parse().unwrap();
-                prop_assert!(n >= 1 || name == "breaker_threshold", "{} accepted", url);
+            Ok(_) => prop_assert!(inside, "{} accepted", url),
+            Err(e) => {
+                prop_assert!(!inside, "{}: {}", url, e);
+                prop_assert!(e.to_string().contains(name), "{}: {}", url, e);
             }
-            Err(e) => prop_assert!(e.to_string().contains(name), "{}: {}", url, e),
         }
     }
 
-    /// Durations: accepted as `N`, `Nms`, `Ns`, `Nm`; `block`,
-    /// `pattern_rescan` and `claim_interval` must be positive.
+    /// Durations: written `N` (milliseconds), `Nms`, `Ns` or `Nm`; accepted
+    /// exactly within each parameter's documented range.
     #[test]
     fn duration_parameters_are_validated(
         name in prop_oneof![Just("block"), Just("pattern_rescan"), Just("claim_interval"),
@@ -286,14 +295,23 @@ proptest! {
         n in prop_oneof![Just(0u64), 1u64..100_000, Just(u64::MAX)],
         unit in prop_oneof![Just(""), Just("ms"), Just("s"), Just("m"), Just("h")],
     ) {
+        const MINUTE: u128 = 60_000;
         let url = format!("redis+streams://127.0.0.1:6379?{name}={n}{unit}");
         let r = StreamsConfig::from_url(&url);
-        let must_be_positive = matches!(name, "block" | "pattern_rescan" | "claim_interval");
-        if unit == "h" || (n == 0 && must_be_positive) {
-            prop_assert!(r.is_err(), "{} accepted", url);
-        } else if n != u64::MAX {
-            prop_assert!(r.is_ok(), "{}: {:?}", url, r.err());
-        }
+        let ms = match unit {
+            "" | "ms" => Some(u128::from(n)),
+            "s" => Some(u128::from(n) * 1000),
+            "m" => Some(u128::from(n) * MINUTE),
+            _ => None,
+        };
+        let max = match name {
+            "block" => 5 * MINUTE,
+            "retention" => 365 * 24 * 60 * MINUTE,
+            "consumer_idle_cleanup" => 30 * 24 * 60 * MINUTE,
+            _ => 60 * MINUTE,
+        };
+        let inside = ms.is_some_and(|ms| (1..=max).contains(&ms));
+        prop_assert_eq!(r.is_ok(), inside, "{}: {:?}", url, r.err());
     }
 
     #[test]
