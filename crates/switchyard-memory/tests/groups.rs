@@ -595,3 +595,28 @@ fn no_member_is_starved_by_busy_ones() {
         });
     }
 }
+
+/// Reproduction (before `Topic::MAX_DEAD_LETTER_LEN`): on a topic of 252 to
+/// 255 bytes, `nack(DeadLetter)` logged "dead-letter topic name too long:
+/// message discarded" and the message was gone.
+#[tokio::test]
+async fn dead_letters_of_the_longest_topics_are_kept() {
+    let t = fast();
+    for len in [252, 255] {
+        let tp = Topic::new("d".repeat(len)).unwrap();
+        let dlq = tp.dead_letter().unwrap();
+        let mut dead = t
+            .subscribe(Subscription::new(dlq.clone()).start(Start::Earliest))
+            .await
+            .unwrap();
+        let mut sub = t.subscribe(member(&tp, "c")).await.unwrap();
+        t.publish(Message::new(tp.clone(), "poison")).await.unwrap();
+        let d = recv(&mut sub).await;
+        d.nack(Retry::DeadLetter("bad".into())).await.unwrap();
+        let letter = recv(&mut dead).await;
+        assert_eq!(letter.topic(), &dlq, "{len}");
+        assert_eq!(&letter.payload()[..], b"poison");
+        assert_eq!(letter.headers().get(header::DLQ_TOPIC), Some(tp.as_str()));
+        assert_eq!(sub.stats().dead_lettered, 1, "{len}");
+    }
+}
