@@ -50,11 +50,20 @@
 //! ```
 
 mod error;
+mod options;
+mod process;
 mod proxy;
 mod resp;
+mod sentinel;
 mod server;
+mod tls;
+mod tls_client;
 
 pub use error::TestkitError;
+pub use options::{Persistence, RedisOptions, ServerKind};
 pub use proxy::FaultProxy;
 pub use resp::{DEFAULT_IO_TIMEOUT, RespConnection, RespValue};
-pub use server::{Persistence, RedisOptions, RedisServer, redis_server_available};
+pub use sentinel::{SentinelGroup, SentinelOptions};
+pub use server::{RedisServer, redis_server_available};
+pub use tls::{CertKeyPaths, ServerCertificate, TestPki, TlsClientAuth, TlsOptions};
+pub use tls_client::TlsConnect;

@@ -1,11 +1,8 @@
-//! Real `redis-server` processes on free loopback ports.
+//! Real `redis-server` (or `valkey-server`) processes on free loopback ports.
 
-use std::env;
-use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::fs::{self, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -14,10 +11,15 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::error::TestkitError;
-use crate::resp::{RespConnection, RespValue};
+use crate::options::{Persistence, RedisOptions, ServerKind};
+use crate::process::{
+    POLL_INTERVAL, find_on_path, free_port, info_field, kill_child, log_tail, percent_encode,
+    quote, wait_for_exit,
+};
+use crate::resp::{DEFAULT_IO_TIMEOUT, RespConnection, RespValue};
+use crate::tls::{CertKeyPaths, TestPki};
+use crate::tls_client::TlsConnect;
 
-/// How often readiness and exit are polled.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How long a graceful `SHUTDOWN` may take before the process is killed.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many fresh ports are tried when the chosen one was taken meanwhile.
@@ -28,176 +30,24 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const LOG_FILE: &str = "redis-server.log";
 /// Name of the generated configuration file inside the data dir.
 const CONF_FILE: &str = "redis.conf";
-
-/// How the server persists its data across [`RedisServer::restart`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Persistence {
-    /// No persistence: `save ""`, `appendonly no`. A restart loses all data.
-    #[default]
-    None,
-    /// Append-only file (`appendonly yes`, no RDB snapshots).
-    Aof,
-    /// RDB snapshots with Redis' default save points; `stop`/`restart`
-    /// use `SHUTDOWN SAVE`.
-    Rdb,
-}
-
-/// Options for [`RedisServer::start_with`].
-///
-/// Build it with struct-update syntax
-/// (`RedisOptions { persistence: Persistence::Aof, ..Default::default() }`)
-/// or with the chained setters.
-#[derive(Debug, Clone)]
-pub struct RedisOptions {
-    /// Persistence mode (default [`Persistence::None`]).
-    pub persistence: Persistence,
-    /// Password of the default user (`requirepass`).
-    pub password: Option<String>,
-    /// An extra ACL user `(name, password)` with full permissions
-    /// (`on >password ~* &* +@all`). When set, [`RedisServer::cmd`],
-    /// [`RedisServer::url`] and readiness probes authenticate as this user.
-    pub acl_user: Option<(String, String)>,
-    /// `maxmemory-policy` (e.g. `"noeviction"`, `"allkeys-lru"`).
-    pub maxmemory_policy: Option<String>,
-    /// Further configuration directives, written as `name "value"` lines of
-    /// the generated config file (the same as `--name value` on the command
-    /// line; multi-argument directives such as `save` accept one
-    /// space-separated value).
-    pub extra_args: Vec<(String, String)>,
-    /// How long to wait for the server to answer `PING` (default 10 s).
-    pub startup_timeout: Duration,
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        RedisOptions {
-            persistence: Persistence::None,
-            password: None,
-            acl_user: None,
-            maxmemory_policy: None,
-            extra_args: Vec::new(),
-            startup_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RedisOptions {
-    /// Sets [`persistence`](Self::persistence).
-    #[must_use]
-    pub fn persistence(mut self, persistence: Persistence) -> Self {
-        self.persistence = persistence;
-        self
-    }
-
-    /// Sets [`password`](Self::password) (`requirepass`).
-    #[must_use]
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
-        self
-    }
-
-    /// Sets [`acl_user`](Self::acl_user).
-    #[must_use]
-    pub fn acl_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
-        self.acl_user = Some((user.into(), password.into()));
-        self
-    }
-
-    /// Sets [`maxmemory_policy`](Self::maxmemory_policy).
-    #[must_use]
-    pub fn maxmemory_policy(mut self, policy: impl Into<String>) -> Self {
-        self.maxmemory_policy = Some(policy.into());
-        self
-    }
-
-    /// Appends one configuration directive to [`extra_args`](Self::extra_args).
-    #[must_use]
-    pub fn arg(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.extra_args.push((name.into(), value.into()));
-        self
-    }
-
-    /// Sets [`startup_timeout`](Self::startup_timeout).
-    #[must_use]
-    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
-        self.startup_timeout = timeout;
-        self
-    }
-
-    /// The credentials clients must use: `(Some(user), password)` for the
-    /// ACL user, `(None, password)` for `requirepass`.
-    fn credentials(&self) -> Option<(Option<&str>, &str)> {
-        if let Some((user, pass)) = &self.acl_user {
-            Some((Some(user.as_str()), pass.as_str()))
-        } else {
-            self.password.as_deref().map(|p| (None, p))
-        }
-    }
-}
+/// Subdirectory of the data dir that holds a TLS server's [`TestPki`].
+const TLS_DIR: &str = "tls";
 
 /// Whether `redis-server` can be found on `PATH`.
 pub fn redis_server_available() -> bool {
     find_on_path("redis-server").is_some()
 }
 
-/// Looks up an executable on `PATH`.
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    find_in(name, &env::var_os("PATH")?)
-}
-
-/// Looks up an executable in a `PATH`-style list of directories.
-fn find_in(name: &str, path: &OsStr) -> Option<PathBuf> {
-    env::split_paths(path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    let Ok(meta) = fs::metadata(path) else {
-        return false;
-    };
-    if !meta.is_file() {
-        return false;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        meta.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        true
-    }
-}
-
-/// Picks a free loopback port by binding port 0 and releasing it.
-fn free_port() -> Result<u16, TestkitError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| TestkitError::io("binding 127.0.0.1:0 to pick a free port", e))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| TestkitError::io("reading the picked port", e))?
-        .port();
-    Ok(port)
-}
-
-/// Quotes a config value the way `sdssplitargs` (Redis' config parser) reads
-/// it back.
-fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for byte in value.bytes() {
-        match byte {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(char::from(byte)),
-            other => {
-                let _ = write!(out, "\\x{other:02x}");
-            }
-        }
-    }
-    out.push('"');
-    out
+/// What the process is: a data server, or a sentinel with its own config.
+#[derive(Debug)]
+pub(crate) enum Mode {
+    /// A data server; its config is regenerated from the options at every
+    /// start.
+    Server,
+    /// `--sentinel`; `conf` holds the `sentinel ...` directives. The config
+    /// file is written once: the sentinel rewrites it with what it learns,
+    /// and a restarted sentinel must find that state again.
+    Sentinel { conf: String },
 }
 
 /// The outcome of one attempt to spawn the server.
@@ -206,7 +56,8 @@ enum Attempt {
     PortTaken(String),
 }
 
-/// A `redis-server` process that this test owns.
+/// A `redis-server` (or `valkey-server`, see [`ServerKind`]) process that
+/// this test owns.
 ///
 /// It listens on `127.0.0.1` on a port that was free when it started, keeps
 /// its data, config and log in a fresh temporary directory, and is killed
@@ -215,8 +66,12 @@ enum Attempt {
 #[derive(Debug)]
 pub struct RedisServer {
     binary: PathBuf,
+    kind: ServerKind,
     opts: RedisOptions,
+    mode: Mode,
     port: u16,
+    tls_port: Option<u16>,
+    pki: Option<TestPki>,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -229,29 +84,57 @@ impl RedisServer {
 
     /// Starts a server with `opts`.
     ///
-    /// Returns once the server answers `PING` with `PONG` (not `-LOADING`),
-    /// or fails after [`RedisOptions::startup_timeout`] with the tail of the
-    /// server's log in the error.
+    /// The binary is `redis-server` or `valkey-server` after
+    /// [`RedisOptions::kind`] (default: [`ServerKind::from_env`]). Returns
+    /// once the server answers `PING` with `PONG` (not `-LOADING`), or fails
+    /// after [`RedisOptions::startup_timeout`] with the tail of the server's
+    /// log in the error.
     pub fn start_with(opts: RedisOptions) -> Result<RedisServer, TestkitError> {
-        let binary = find_on_path("redis-server").ok_or(TestkitError::RedisServerNotFound)?;
+        Self::start_mode(opts, Mode::Server)
+    }
+
+    /// Starts a server or a sentinel.
+    pub(crate) fn start_mode(opts: RedisOptions, mode: Mode) -> Result<RedisServer, TestkitError> {
+        opts.validate()?;
+        let kind = opts.resolve_kind()?;
+        let binary = kind.find_server()?;
         let dir = tempfile::Builder::new()
-            .prefix("switchyard-redis-")
+            .prefix(&format!("switchyard-{}-", kind.name()))
             .tempdir()
             .map_err(|e| TestkitError::io("creating the temporary data directory", e))?;
+        let pki = match opts.tls {
+            Some(_) => Some(TestPki::generate_in(&dir.path().join(TLS_DIR))?),
+            None => None,
+        };
         let mut server = RedisServer {
             binary,
+            kind,
             opts,
+            mode,
             port: 0,
+            tls_port: None,
+            pki,
             dir,
             child: None,
         };
         let mut last_reason = String::new();
         for attempt in 1..=PORT_ATTEMPTS {
             server.port = free_port()?;
+            if server.opts.tls_only() {
+                server.tls_port = Some(server.port);
+            } else if server.pki.is_some() {
+                server.tls_port = Some(server.second_free_port()?);
+            }
             match server.spawn_and_wait()? {
                 Attempt::Ready(child) => {
                     server.child = Some(child);
-                    tracing::debug!(port = server.port, dir = %server.dir().display(), "redis-server started");
+                    tracing::debug!(
+                        kind = %server.kind,
+                        port = server.port,
+                        tls_port = ?server.tls_port,
+                        dir = %server.dir().display(),
+                        "server started"
+                    );
                     return Ok(server);
                 }
                 Attempt::PortTaken(reason) => {
@@ -266,14 +149,42 @@ impl RedisServer {
         })
     }
 
-    /// The `redis-server` binary used.
+    /// A free port other than the plain one.
+    fn second_free_port(&self) -> Result<u16, TestkitError> {
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            if port != self.port {
+                return Ok(port);
+            }
+        }
+        Err(TestkitError::io(
+            "picking a second free port for TLS",
+            std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "the system kept handing out the same port",
+            ),
+        ))
+    }
+
+    /// The server binary used (`redis-server` or `valkey-server`).
     pub fn binary(&self) -> &Path {
         &self.binary
+    }
+
+    /// Which server this is.
+    pub fn kind(&self) -> ServerKind {
+        self.kind
     }
 
     /// Path of `redis-cli`, if it is on `PATH`.
     pub fn cli_path() -> Option<PathBuf> {
         find_on_path("redis-cli")
+    }
+
+    /// Path of the command-line client of `kind` (`redis-cli` or
+    /// `valkey-cli`), if it is on `PATH`.
+    pub fn cli_path_for(kind: ServerKind) -> Option<PathBuf> {
+        find_on_path(kind.cli_binary())
     }
 
     /// Path of `redis-benchmark`, if it is on `PATH`.
@@ -298,7 +209,7 @@ impl RedisServer {
 
     /// The socket address, `127.0.0.1:PORT`.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+        loopback(self.port)
     }
 
     /// The connection URL, `redis://127.0.0.1:PORT`, with credentials when
@@ -311,18 +222,72 @@ impl RedisServer {
     /// Like [`url`](Self::url) but pointing at another address with the same
     /// credentials, e.g. a [`FaultProxy`](crate::FaultProxy) in front of this
     /// server.
+    ///
+    /// With [`TlsOptions::tls_only`](crate::TlsOptions::tls_only) the scheme
+    /// is `rediss`.
     pub fn url_for(&self, addr: SocketAddr) -> String {
+        let scheme = if self.opts.tls_only() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        self.url_with_scheme(scheme, addr)
+    }
+
+    fn url_with_scheme(&self, scheme: &str, addr: SocketAddr) -> String {
         match self.opts.credentials() {
             Some((Some(user), pass)) => {
                 format!(
-                    "redis://{}:{}@{addr}",
+                    "{scheme}://{}:{}@{addr}",
                     percent_encode(user),
                     percent_encode(pass)
                 )
             }
-            Some((None, pass)) => format!("redis://:{}@{addr}", percent_encode(pass)),
-            None => format!("redis://{addr}"),
+            Some((None, pass)) => format!("{scheme}://:{}@{addr}", percent_encode(pass)),
+            None => format!("{scheme}://{addr}"),
         }
+    }
+
+    /// The TLS port, when started with [`RedisOptions::tls`] (stays the same
+    /// across restarts).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// The TLS socket address, `127.0.0.1:TLS_PORT`.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_port.map(loopback)
+    }
+
+    /// The TLS connection URL, `rediss://127.0.0.1:TLS_PORT`, with the same
+    /// credentials as [`url`](Self::url).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_addr()
+            .map(|addr| self.url_with_scheme("rediss", addr))
+    }
+
+    /// The PKI of a TLS server (CA, server and client certificates, and the
+    /// "wrong CA", expired and wrong-name variants); the files live in
+    /// `dir()/tls` and stay the same across restarts.
+    pub fn pki(&self) -> Option<&TestPki> {
+        self.pki.as_ref()
+    }
+
+    /// The CA certificate clients of a TLS server trust.
+    pub fn tls_ca_cert_path(&self) -> Option<&Path> {
+        self.pki.as_ref().map(TestPki::ca_cert)
+    }
+
+    /// The client certificate and key (signed by the CA) of a TLS server.
+    pub fn tls_client_paths(&self) -> Option<&CertKeyPaths> {
+        self.pki.as_ref().map(TestPki::client)
+    }
+
+    /// The certificate and key the TLS server presents (after
+    /// [`TlsOptions::server_certificate`](crate::TlsOptions::server_certificate)).
+    pub fn tls_server_paths(&self) -> Option<&CertKeyPaths> {
+        let choice = self.opts.tls.as_ref()?.server_certificate;
+        self.pki.as_ref().map(|pki| pki.server_certificate(choice))
     }
 
     /// The data directory (also holds `redis.conf` and `redis-server.log`).
@@ -350,8 +315,49 @@ impl RedisServer {
 
     /// Opens a new connection to the server, authenticated if the server has
     /// a password or ACL user. Connect, read and write are bounded by 5 s.
+    ///
+    /// With [`TlsOptions::tls_only`](crate::TlsOptions::tls_only) this is a
+    /// TLS connection, as [`connect_tls`](Self::connect_tls).
     pub fn connect(&self) -> Result<RespConnection, TestkitError> {
-        let mut conn = RespConnection::connect(self.addr())?;
+        self.open(DEFAULT_IO_TIMEOUT)
+    }
+
+    /// Opens a new TLS connection to the TLS port, trusting the CA and
+    /// presenting the client certificate of [`pki`](Self::pki),
+    /// authenticated like [`connect`](Self::connect).
+    ///
+    /// Fails with [`TestkitError::InvalidSetting`] when the server was
+    /// started without [`RedisOptions::tls`].
+    pub fn connect_tls(&self) -> Result<RespConnection, TestkitError> {
+        let mut conn = RespConnection::connect_tls(self.require_tls_addr()?, &self.tls_connect()?)?;
+        if let Some((user, pass)) = self.opts.credentials() {
+            conn.auth(user, pass)?;
+        }
+        Ok(conn)
+    }
+
+    /// What [`connect_tls`](Self::connect_tls) trusts and presents: the CA
+    /// and client certificate of [`pki`](Self::pki), server name
+    /// `127.0.0.1`. Change it to try other certificates.
+    pub fn tls_connect(&self) -> Result<TlsConnect, TestkitError> {
+        self.pki
+            .as_ref()
+            .map(TlsConnect::from_pki)
+            .ok_or_else(not_tls)
+    }
+
+    fn require_tls_addr(&self) -> Result<SocketAddr, TestkitError> {
+        self.tls_addr().ok_or_else(not_tls)
+    }
+
+    /// An authenticated connection whose I/O is bounded by `timeout`: TLS in
+    /// TLS-only mode, plain TCP otherwise.
+    fn open(&self, timeout: Duration) -> Result<RespConnection, TestkitError> {
+        let mut conn = if self.opts.tls_only() {
+            RespConnection::connect_tls_timeout(self.addr(), &self.tls_connect()?, timeout)?
+        } else {
+            RespConnection::connect_timeout(self.addr(), timeout)?
+        };
         if let Some((user, pass)) = self.opts.credentials() {
             conn.auth(user, pass)?;
         }
@@ -381,7 +387,9 @@ impl RedisServer {
             .ok_or_else(|| TestkitError::Protocol(format!("unexpected INFO reply {reply:?}")))
     }
 
-    /// The server version, `redis_version` of `INFO server` (e.g. `"7.0.15"`).
+    /// The server version, `redis_version` of `INFO server` (e.g. `"7.0.15"`;
+    /// Valkey reports the Redis version it is compatible with, `"7.2.4"`, and
+    /// its own in `valkey_version`).
     pub fn redis_version(&self) -> Result<String, TestkitError> {
         let info = self.info("server")?;
         info_field(&info, "redis_version")
@@ -480,21 +488,42 @@ impl RedisServer {
         self.start_again()
     }
 
-    /// Writes the config file for the current port.
+    /// Writes the config file for the current ports.
     fn write_config(&self) -> Result<PathBuf, TestkitError> {
-        let mut conf = String::new();
-        let mut line = |name: &str, value: &str| {
-            conf.push_str(name);
-            conf.push(' ');
-            conf.push_str(&quote(value));
-            conf.push('\n');
+        let path = self.dir().join(CONF_FILE);
+        let conf = match &self.mode {
+            Mode::Server => self.server_config(),
+            // Written once: the sentinel keeps what it learned in this file.
+            Mode::Sentinel { .. } if path.exists() => return Ok(path),
+            Mode::Sentinel { conf } => {
+                let mut text = self.common_config();
+                text.push_str(conf);
+                text
+            }
         };
-        line("port", &self.port.to_string());
+        fs::write(&path, conf)
+            .map_err(|e| TestkitError::io(format!("writing {}", path.display()), e))?;
+        Ok(path)
+    }
+
+    /// The directives of both modes: ports, address, directory, logging.
+    fn common_config(&self) -> String {
+        let mut conf = String::new();
+        let mut line = |name: &str, value: &str| config_line(&mut conf, name, value);
+        let plain_port = if self.opts.tls_only() { 0 } else { self.port };
+        line("port", &plain_port.to_string());
         line("bind", "127.0.0.1");
         line("dir", &self.dir().to_string_lossy());
         line("daemonize", "no");
         line("protected-mode", "no");
         line("logfile", "");
+        conf
+    }
+
+    /// The config of a data server, from the options.
+    fn server_config(&self) -> String {
+        let mut conf = self.common_config();
+        let mut line = |name: &str, value: &str| config_line(&mut conf, name, value);
         match self.opts.persistence {
             Persistence::None => {
                 line("save", "");
@@ -514,8 +543,30 @@ impl RedisServer {
         if let Some(policy) = &self.opts.maxmemory_policy {
             line("maxmemory-policy", policy);
         }
+        if let (Some(tls), Some(tls_port), Some(pki)) = (&self.opts.tls, self.tls_port, &self.pki) {
+            let server = pki.server_certificate(tls.server_certificate);
+            line("tls-port", &tls_port.to_string());
+            line("tls-cert-file", &server.cert.to_string_lossy());
+            line("tls-key-file", &server.key.to_string_lossy());
+            line("tls-ca-cert-file", &pki.ca_cert().to_string_lossy());
+            line("tls-auth-clients", tls.client_auth.directive());
+        }
+        if let (Some(_), Some((user, pass))) = (self.opts.replica_of, self.opts.credentials()) {
+            if let Some(user) = user {
+                line("masteruser", user);
+            }
+            line("masterauth", pass);
+        }
         for (name, value) in &self.opts.extra_args {
             line(name, value);
+        }
+        if let Some(primary) = self.opts.replica_of {
+            let _ = writeln!(
+                conf,
+                "replicaof {} {}",
+                quote(&primary.ip().to_string()),
+                primary.port()
+            );
         }
         if let Some((user, pass)) = &self.opts.acl_user {
             let _ = writeln!(
@@ -525,10 +576,7 @@ impl RedisServer {
                 quote(&format!(">{pass}"))
             );
         }
-        let path = self.dir().join(CONF_FILE);
-        fs::write(&path, conf)
-            .map_err(|e| TestkitError::io(format!("writing {}", path.display()), e))?;
-        Ok(path)
+        conf
     }
 
     /// Spawns the process on `self.port` and waits until it is ready, it
@@ -545,8 +593,12 @@ impl RedisServer {
         let log_err = log
             .try_clone()
             .map_err(|e| TestkitError::io("duplicating the log file handle", e))?;
-        let mut child = Command::new(&self.binary)
-            .arg(&conf)
+        let mut command = Command::new(&self.binary);
+        command.arg(&conf);
+        if matches!(self.mode, Mode::Sentinel { .. }) {
+            command.arg("--sentinel");
+        }
+        let mut child = command
             .current_dir(self.dir())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -608,10 +660,7 @@ impl RedisServer {
     /// (with the `process_id` of the server that answered), `Ok(None)` while
     /// it is loading, `Err` when it is not reachable yet.
     fn probe(&self) -> Result<Option<u32>, TestkitError> {
-        let mut conn = RespConnection::connect_timeout(self.addr(), PROBE_TIMEOUT)?;
-        if let Some((user, pass)) = self.opts.credentials() {
-            conn.auth(user, pass)?;
-        }
+        let mut conn = self.open(PROBE_TIMEOUT)?;
         match conn.command_raw(&["PING"])? {
             RespValue::Simple(s) if s == "PONG" => {}
             RespValue::Error(e) if e.starts_with("LOADING") => return Ok(None),
@@ -630,24 +679,8 @@ impl RedisServer {
     }
 
     /// The last lines of the log file written since byte `from`.
-    fn log_tail(&self, from: u64) -> String {
-        const TAIL_BYTES: u64 = 4096;
-        let Ok(mut file) = File::open(self.log_path()) else {
-            return "(no log file)".into();
-        };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let start = from.max(len.saturating_sub(TAIL_BYTES));
-        let mut buf = Vec::new();
-        if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut buf).is_err() {
-            return "(log file unreadable)".into();
-        }
-        let text = String::from_utf8_lossy(&buf);
-        let text = text.trim_end();
-        if text.is_empty() {
-            "(log is empty)".into()
-        } else {
-            text.to_owned()
-        }
+    pub(crate) fn log_tail(&self, from: u64) -> String {
+        log_tail(&self.log_path(), from)
     }
 }
 
@@ -658,79 +691,31 @@ impl Drop for RedisServer {
     }
 }
 
-/// Kills the child (SIGKILL) and reaps it.
-fn kill_child(child: &mut Child) {
-    if let Err(e) = child.kill() {
-        tracing::debug!(error = %e, "killing redis-server");
-    }
-    if let Err(e) = child.wait() {
-        tracing::debug!(error = %e, "waiting for redis-server");
-    }
+/// `127.0.0.1:port`.
+pub(crate) fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
 }
 
-/// Polls for the child's exit until `timeout`; true if it exited.
-fn wait_for_exit(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return true,
-            Ok(None) => {}
-            Err(_) => return false,
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(POLL_INTERVAL);
-    }
+/// The error of TLS accessors on a server started without TLS.
+fn not_tls() -> TestkitError {
+    TestkitError::InvalidSetting(
+        "this server was started without TLS: start it with RedisOptions::tls(..)".into(),
+    )
 }
 
-/// The value of `name:value` in an `INFO` reply.
-fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines().find_map(|line| {
-        line.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .map(str::trim)
-    })
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for byte in s.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
+/// Appends `name "value"` to a config file's text.
+fn config_line(conf: &mut String, name: &str, value: &str) {
+    conf.push_str(name);
+    conf.push(' ');
+    conf.push_str(&quote(value));
+    conf.push('\n');
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting_round_trips_special_characters() {
-        assert_eq!(quote(""), "\"\"");
-        assert_eq!(quote("a b\"c\\"), "\"a b\\\"c\\\\\"");
-        assert_eq!(quote("x\ny"), "\"x\\x0ay\"");
-    }
-
-    #[test]
-    fn percent_encoding() {
-        assert_eq!(percent_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
-        assert_eq!(percent_encode("plain-1.2_~"), "plain-1.2_~");
-    }
-
-    #[test]
-    fn info_fields() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nprocess_id:42\r\n";
-        assert_eq!(info_field(info, "redis_version"), Some("7.0.15"));
-        assert_eq!(info_field(info, "process_id"), Some("42"));
-        assert_eq!(info_field(info, "redis"), None);
-    }
+    use crate::process::find_in;
 
     #[test]
     fn missing_binary_gives_the_install_hint() {
@@ -743,22 +728,5 @@ mod tests {
         ));
         assert!(text.contains("scripts/test"));
         assert_eq!(format!("{err:?}"), text);
-    }
-
-    #[test]
-    fn finds_only_executables() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("redis-server");
-        fs::write(&file, "#!/bin/sh\n").unwrap();
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(find_in("redis-server", dir.path().as_os_str()), None);
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(find_in("redis-server", dir.path().as_os_str()), Some(file));
-    }
-
-    #[test]
-    fn free_ports_are_loopback_and_nonzero() {
-        assert_ne!(free_port().unwrap(), 0);
     }
 }
