@@ -194,9 +194,12 @@ impl SentinelGroup {
             Some(kind) => kind,
             None => ServerKind::from_env()?,
         };
+        // Either node may be the primary a replica syncs from: start the
+        // (diskless) full sync at once instead of after the default 5 s.
         let mut node_opts = RedisOptions::default()
             .kind(kind)
-            .startup_timeout(opts.startup_timeout);
+            .startup_timeout(opts.startup_timeout)
+            .arg("repl-diskless-sync-delay", "0");
         if let Some(password) = &opts.password {
             node_opts = node_opts.password(password.clone());
         }
