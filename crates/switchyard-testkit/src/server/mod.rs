@@ -1,10 +1,16 @@
 //! Real `redis-server` (or `valkey-server`) processes on free loopback ports.
+//!
+//! This module holds the handle and its accessors; `config` writes the
+//! configuration file, `spawn` starts the process and waits until it is ready.
 
-use std::fmt::Write as _;
-use std::fs::{self, OpenOptions};
+mod config;
+mod spawn;
+
+use self::spawn::Attempt;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,8 +19,7 @@ use tempfile::TempDir;
 use crate::error::TestkitError;
 use crate::options::{Persistence, RedisOptions, ServerKind};
 use crate::process::{
-    POLL_INTERVAL, find_on_path, free_port, info_field, kill_child, log_tail, percent_encode,
-    quote, wait_for_exit,
+    find_on_path, free_port, info_field, kill_child, log_tail, percent_encode, wait_for_exit,
 };
 use crate::resp::{DEFAULT_IO_TIMEOUT, RespConnection, RespValue};
 use crate::tls::{CertKeyPaths, TestPki};
@@ -48,12 +53,6 @@ pub(crate) enum Mode {
     /// file is written once: the sentinel rewrites it with what it learns,
     /// and a restarted sentinel must find that state again.
     Sentinel { conf: String },
-}
-
-/// The outcome of one attempt to spawn the server.
-enum Attempt {
-    Ready(Child),
-    PortTaken(String),
 }
 
 /// A `redis-server` (or `valkey-server`, see [`ServerKind`]) process that
@@ -488,196 +487,6 @@ impl RedisServer {
         self.start_again()
     }
 
-    /// Writes the config file for the current ports.
-    fn write_config(&self) -> Result<PathBuf, TestkitError> {
-        let path = self.dir().join(CONF_FILE);
-        let conf = match &self.mode {
-            Mode::Server => self.server_config(),
-            // Written once: the sentinel keeps what it learned in this file.
-            Mode::Sentinel { .. } if path.exists() => return Ok(path),
-            Mode::Sentinel { conf } => {
-                let mut text = self.common_config();
-                text.push_str(conf);
-                text
-            }
-        };
-        fs::write(&path, conf)
-            .map_err(|e| TestkitError::io(format!("writing {}", path.display()), e))?;
-        Ok(path)
-    }
-
-    /// The directives of both modes: ports, address, directory, logging.
-    fn common_config(&self) -> String {
-        let mut conf = String::new();
-        let mut line = |name: &str, value: &str| config_line(&mut conf, name, value);
-        let plain_port = if self.opts.tls_only() { 0 } else { self.port };
-        line("port", &plain_port.to_string());
-        line("bind", "127.0.0.1");
-        line("dir", &self.dir().to_string_lossy());
-        line("daemonize", "no");
-        line("protected-mode", "no");
-        line("logfile", "");
-        conf
-    }
-
-    /// The config of a data server, from the options.
-    fn server_config(&self) -> String {
-        let mut conf = self.common_config();
-        let mut line = |name: &str, value: &str| config_line(&mut conf, name, value);
-        match self.opts.persistence {
-            Persistence::None => {
-                line("save", "");
-                line("appendonly", "no");
-            }
-            Persistence::Aof => {
-                line("save", "");
-                line("appendonly", "yes");
-            }
-            Persistence::Rdb => {
-                line("appendonly", "no");
-            }
-        }
-        if let Some(password) = &self.opts.password {
-            line("requirepass", password);
-        }
-        if let Some(policy) = &self.opts.maxmemory_policy {
-            line("maxmemory-policy", policy);
-        }
-        if let (Some(tls), Some(tls_port), Some(pki)) = (&self.opts.tls, self.tls_port, &self.pki) {
-            let server = pki.server_certificate(tls.server_certificate);
-            line("tls-port", &tls_port.to_string());
-            line("tls-cert-file", &server.cert.to_string_lossy());
-            line("tls-key-file", &server.key.to_string_lossy());
-            line("tls-ca-cert-file", &pki.ca_cert().to_string_lossy());
-            line("tls-auth-clients", tls.client_auth.directive());
-        }
-        if let (Some(_), Some((user, pass))) = (self.opts.replica_of, self.opts.credentials()) {
-            if let Some(user) = user {
-                line("masteruser", user);
-            }
-            line("masterauth", pass);
-        }
-        for (name, value) in &self.opts.extra_args {
-            line(name, value);
-        }
-        if let Some(primary) = self.opts.replica_of {
-            let _ = writeln!(
-                conf,
-                "replicaof {} {}",
-                quote(&primary.ip().to_string()),
-                primary.port()
-            );
-        }
-        if let Some((user, pass)) = &self.opts.acl_user {
-            let _ = writeln!(
-                conf,
-                "user {} on {} ~* &* +@all",
-                quote(user),
-                quote(&format!(">{pass}"))
-            );
-        }
-        conf
-    }
-
-    /// Spawns the process on `self.port` and waits until it is ready, it
-    /// exits, or the startup deadline passes.
-    fn spawn_and_wait(&self) -> Result<Attempt, TestkitError> {
-        let conf = self.write_config()?;
-        let log_path = self.log_path();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| TestkitError::io(format!("opening {}", log_path.display()), e))?;
-        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let log_err = log
-            .try_clone()
-            .map_err(|e| TestkitError::io("duplicating the log file handle", e))?;
-        let mut command = Command::new(&self.binary);
-        command.arg(&conf);
-        if matches!(self.mode, Mode::Sentinel { .. }) {
-            command.arg("--sentinel");
-        }
-        let mut child = command
-            .current_dir(self.dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| TestkitError::io(format!("spawning {}", self.binary.display()), e))?;
-        let pid = child.id();
-        tracing::debug!(port = self.port, pid, "spawned redis-server");
-
-        let deadline = Instant::now() + self.opts.startup_timeout;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    let tail = self.log_tail(log_start);
-                    if tail.contains("Address already in use") {
-                        return Ok(Attempt::PortTaken(format!(
-                            "redis-server exited ({status})"
-                        )));
-                    }
-                    return Err(TestkitError::Startup {
-                        message: format!("redis-server exited during startup ({status})"),
-                        log_tail: tail,
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    kill_child(&mut child);
-                    return Err(TestkitError::io("checking the redis-server process", e));
-                }
-            }
-            let last_probe = match self.probe() {
-                Ok(Some(server_pid)) if server_pid == pid => return Ok(Attempt::Ready(child)),
-                Ok(Some(other)) => {
-                    // Someone else's server answers on this port.
-                    kill_child(&mut child);
-                    return Ok(Attempt::PortTaken(format!(
-                        "port {} answered by another redis-server (pid {other})",
-                        self.port
-                    )));
-                }
-                Ok(None) => String::from("server is loading"),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                kill_child(&mut child);
-                return Err(TestkitError::Startup {
-                    message: format!(
-                        "no PONG within {:?} on port {} (last probe: {last_probe})",
-                        self.opts.startup_timeout, self.port
-                    ),
-                    log_tail: self.log_tail(log_start),
-                });
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
-    }
-
-    /// One readiness probe: `Ok(Some(pid))` once `PING` answers `PONG`
-    /// (with the `process_id` of the server that answered), `Ok(None)` while
-    /// it is loading, `Err` when it is not reachable yet.
-    fn probe(&self) -> Result<Option<u32>, TestkitError> {
-        let mut conn = self.open(PROBE_TIMEOUT)?;
-        match conn.command_raw(&["PING"])? {
-            RespValue::Simple(s) if s == "PONG" => {}
-            RespValue::Error(e) if e.starts_with("LOADING") => return Ok(None),
-            other => {
-                return Err(TestkitError::Protocol(format!(
-                    "unexpected PING reply {other:?}"
-                )));
-            }
-        }
-        let info = conn.command(&["INFO", "server"])?;
-        info.as_str()
-            .and_then(|text| info_field(text, "process_id"))
-            .and_then(|pid| pid.parse().ok())
-            .map(Some)
-            .ok_or_else(|| TestkitError::Protocol("INFO server has no process_id".into()))
-    }
-
     /// The last lines of the log file written since byte `from`.
     pub(crate) fn log_tail(&self, from: u64) -> String {
         log_tail(&self.log_path(), from)
@@ -701,14 +510,6 @@ fn not_tls() -> TestkitError {
     TestkitError::InvalidSetting(
         "this server was started without TLS: start it with RedisOptions::tls(..)".into(),
     )
-}
-
-/// Appends `name "value"` to a config file's text.
-fn config_line(conf: &mut String, name: &str, value: &str) {
-    conf.push_str(name);
-    conf.push(' ');
-    conf.push_str(&quote(value));
-    conf.push('\n');
 }
 
 #[cfg(test)]
