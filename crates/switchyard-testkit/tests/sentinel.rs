@@ -77,6 +77,33 @@ fn group_starts_with_a_replica_in_sync_and_three_sentinels() {
 }
 
 #[test]
+fn a_restarted_sentinel_keeps_what_it_learned() {
+    let mut group = SentinelGroup::start(SentinelOptions::default()).unwrap();
+    let primary = group.current_primary_addr().unwrap();
+    let sentinel = group.sentinel_mut(2).unwrap();
+    let (port, pid) = (sentinel.port(), sentinel.pid());
+    let started = Instant::now();
+    sentinel.stop().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    sentinel.start_again().unwrap();
+    assert_eq!(sentinel.port(), port);
+    assert_ne!(sentinel.pid(), pid);
+    // Its rewritten config still names the group's primary and peers.
+    let conf = std::fs::read_to_string(sentinel.dir().join("redis.conf")).unwrap();
+    assert!(conf.contains("sentinel known-sentinel"), "{conf}");
+    let mut conn = RespConnection::connect(sentinel.addr()).unwrap();
+    let reply = conn
+        .command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "switchyard"])
+        .unwrap();
+    let port = reply.as_array().unwrap()[1].as_int().unwrap();
+    assert_eq!(port, i64::from(primary.port()));
+}
+
+#[test]
 fn sentinel_failover_moves_the_primary() {
     let group = SentinelGroup::start(SentinelOptions::default()).unwrap();
     let old = group.current_primary_addr().unwrap();
