@@ -46,8 +46,14 @@ pub struct SentinelOptions {
     /// no password.
     pub password: Option<String>,
     /// `sentinel down-after-milliseconds`: how long the primary must be
-    /// unreachable before a sentinel considers it down (default 1 s; range
+    /// unreachable before a sentinel considers it down (default 2 s; range
     /// 100 ms to 60 s, whole milliseconds).
+    ///
+    /// Sentinels ping every second (or every `down_after` when shorter). At
+    /// 1 s, one late reply on a loaded machine is enough for a sentinel to
+    /// mark the freshly promoted primary down and fail over again (seen
+    /// here: the primary flipped back to a restarted, empty node); 2 s
+    /// leaves room for one missed ping and costs a second per failover.
     pub down_after: Duration,
     /// `sentinel failover-timeout` (default 5 s; range 1 s to 10 min, whole
     /// milliseconds). A failed leader election is retried after twice this.
@@ -65,7 +71,7 @@ impl Default for SentinelOptions {
             master_name: "switchyard".into(),
             kind: None,
             password: None,
-            down_after: Duration::from_secs(1),
+            down_after: Duration::from_secs(2),
             failover_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(30),
         }
@@ -283,6 +289,33 @@ impl SentinelGroup {
         RespConnection::connect_timeout(sentinel.addr(), ASK_TIMEOUT)
     }
 
+    /// The last lines of every process' log (nodes, then sentinels), each
+    /// under a header naming the process and its address: for the message
+    /// of a failed assertion.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        let named = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("node {i}"), n))
+            .chain(
+                self.sentinels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("sentinel {i}"), s)),
+            );
+        for (name, process) in named {
+            let _ = writeln!(
+                out,
+                "--- {name} ({}) ---\n{}",
+                process.addr(),
+                process.log_tail(0)
+            );
+        }
+        out
+    }
+
     /// The name the sentinels monitor the primary under.
     pub fn master_name(&self) -> &str {
         &self.master_name
@@ -423,7 +456,9 @@ impl SentinelGroup {
     }
 
     /// Polls until every running sentinel names the same primary, other
-    /// than `old`, and that node reports `role:master`; returns its address.
+    /// than `old`, and sees it as a healthy master (`SENTINEL MASTER` flags
+    /// exactly `master`: not down, no failover in progress), and that node
+    /// reports `role:master`; returns its address.
     ///
     /// Fails with [`TestkitError::Timeout`] after `timeout`, saying what the
     /// sentinels reported last.
@@ -444,6 +479,17 @@ impl SentinelGroup {
                 if addr == old || agreed.is_some_and(|a| a != addr) {
                     return Err(TestkitError::Protocol(format!(
                         "sentinel {index} names {addr}"
+                    )));
+                }
+                let mut conn = self.ask(index)?;
+                let master = conn.command(&["SENTINEL", "MASTER", &self.master_name])?;
+                let flags = Fields::new(&master)?
+                    .get("flags")
+                    .unwrap_or_default()
+                    .to_owned();
+                if flags != "master" {
+                    return Err(TestkitError::Protocol(format!(
+                        "sentinel {index} names {addr} with flags {flags:?}"
                     )));
                 }
                 agreed = Some(addr);
@@ -561,7 +607,7 @@ mod tests {
         let opts = SentinelOptions::default().password("p \"w\"");
         let conf = sentinel_config(&opts, 7000);
         assert!(conf.starts_with("sentinel monitor switchyard 127.0.0.1 7000 2\n"));
-        assert!(conf.contains("sentinel down-after-milliseconds switchyard 1000\n"));
+        assert!(conf.contains("sentinel down-after-milliseconds switchyard 2000\n"));
         assert!(conf.contains("sentinel failover-timeout switchyard 5000\n"));
         assert!(conf.contains("sentinel auth-pass switchyard \"p \\\"w\\\"\"\n"));
     }

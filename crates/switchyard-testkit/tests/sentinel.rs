@@ -10,7 +10,7 @@ use switchyard_testkit::{
 };
 
 /// Generous: the machine running the tests may be loaded. A failover after
-/// SIGKILL takes `down_after` (1 s) plus an election, usually 2 to 5 s.
+/// SIGKILL takes `down_after` (2 s) plus an election, usually 3 to 6 s.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(60);
 
 fn role(node: &RedisServer) -> String {
@@ -121,7 +121,8 @@ fn sentinel_failover_moves_the_primary() {
     // The old primary follows the new one.
     assert!(
         wait_until(FAILOVER_DEADLINE, || role(&group.nodes()[0]) == "slave"),
-        "the old primary did not become a replica"
+        "the old primary did not become a replica\n{}",
+        group.log_tails()
     );
 }
 
@@ -145,7 +146,8 @@ fn killing_the_primary_moves_it_to_the_replica() {
                 info.contains("role:slave") && info.contains("master_link_status:up")
             })
         }),
-        "the restarted node did not follow the new primary"
+        "the restarted node did not follow the new primary\n{}",
+        group.log_tails()
     );
     assert_eq!(
         group.nodes()[0].cmd(&["GET", "after"]).unwrap().as_str(),
@@ -182,7 +184,8 @@ fn password_protected_group_fails_over() {
                 info.contains("role:slave") && info.contains("master_link_status:up")
             })
         }),
-        "the old primary did not authenticate to the new one"
+        "the old primary did not authenticate to the new one\n{}",
+        group.log_tails()
     );
 }
 
