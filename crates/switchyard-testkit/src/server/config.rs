@@ -28,6 +28,17 @@ impl RedisServer {
         Ok(path)
     }
 
+    /// Removes a sentinel's config file (written for a port that turned
+    /// out to be taken), so that the next start writes it for a new one.
+    pub(super) fn remove_sentinel_config(&self) -> Result<(), TestkitError> {
+        let path = self.dir().join(CONF_FILE);
+        if !matches!(self.mode, Mode::Sentinel { .. }) || !path.exists() {
+            return Ok(());
+        }
+        fs::remove_file(&path)
+            .map_err(|e| TestkitError::io(format!("removing {}", path.display()), e))
+    }
+
     /// The directives of both modes: ports, address, directory, logging.
     fn common_config(&self) -> String {
         let mut conf = String::new();

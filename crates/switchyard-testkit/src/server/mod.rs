@@ -138,6 +138,9 @@ impl RedisServer {
                 }
                 Attempt::PortTaken(reason) => {
                     tracing::debug!(port = server.port, attempt, %reason, "port taken, retrying with a fresh one");
+                    // A sentinel's config is written once; the next port
+                    // needs a fresh one.
+                    server.remove_sentinel_config()?;
                     last_reason = reason;
                 }
             }
@@ -517,6 +520,38 @@ fn not_tls() -> TestkitError {
 mod tests {
     use super::*;
     use crate::process::find_in;
+
+    /// A sentinel's config is written once (the sentinel rewrites it with
+    /// what it learns), but a start retried on a new port after
+    /// "Address already in use" must write it again: before, the retry
+    /// reused the file naming the taken port, five times over.
+    #[test]
+    fn sentinel_config_is_written_once_but_again_for_a_new_port() {
+        let mut server = RedisServer {
+            binary: PathBuf::from("/bin/false"),
+            kind: ServerKind::Redis,
+            opts: RedisOptions::default(),
+            mode: Mode::Sentinel {
+                conf: "sentinel monitor m 127.0.0.1 1 2\n".into(),
+            },
+            port: 1111,
+            tls_port: None,
+            pki: None,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        let read = |server: &RedisServer| std::fs::read_to_string(server.write_config().unwrap());
+        assert!(read(&server).unwrap().starts_with("port \"1111\"\n"));
+        server.port = 2222;
+        assert!(read(&server).unwrap().starts_with("port \"1111\"\n"));
+        server.remove_sentinel_config().unwrap();
+        let conf = read(&server).unwrap();
+        assert!(conf.starts_with("port \"2222\"\n"), "{conf}");
+        assert!(
+            conf.ends_with("sentinel monitor m 127.0.0.1 1 2\n"),
+            "{conf}"
+        );
+    }
 
     #[test]
     fn missing_binary_gives_the_install_hint() {
