@@ -45,6 +45,12 @@ pub struct SentinelOptions {
     /// `sentinel auth-pass` (default `None`). The sentinels themselves take
     /// no password.
     pub password: Option<String>,
+    /// An ACL user `(name, password)` with full permissions on the two data
+    /// nodes (as [`RedisOptions::acl_user`]); when set, the nodes replicate
+    /// from each other (`masteruser`/`masterauth`) and the sentinels log in
+    /// (`sentinel auth-user`/`auth-pass`) as this user, and
+    /// [`RedisServer::cmd`] on a node uses it (default `None`).
+    pub acl_user: Option<(String, String)>,
     /// `sentinel down-after-milliseconds`: how long the primary must be
     /// unreachable before a sentinel considers it down (default 2 s; range
     /// 100 ms to 60 s, whole milliseconds).
@@ -71,6 +77,7 @@ impl Default for SentinelOptions {
             master_name: "switchyard".into(),
             kind: None,
             password: None,
+            acl_user: None,
             down_after: Duration::from_secs(2),
             failover_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(30),
@@ -98,6 +105,23 @@ impl SentinelOptions {
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
         self
+    }
+
+    /// Sets [`acl_user`](Self::acl_user).
+    #[must_use]
+    pub fn acl_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.acl_user = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The credentials the nodes, their replication and the sentinels use:
+    /// the ACL user, else the default user's password.
+    fn credentials(&self) -> Option<(Option<&str>, &str)> {
+        match (&self.acl_user, &self.password) {
+            (Some((user, pass)), _) => Some((Some(user.as_str()), pass.as_str())),
+            (None, Some(pass)) => Some((None, pass.as_str())),
+            (None, None) => None,
+        }
     }
 
     /// Sets [`down_after`](Self::down_after).
@@ -209,10 +233,17 @@ impl SentinelGroup {
         if let Some(password) = &opts.password {
             node_opts = node_opts.password(password.clone());
         }
+        if let Some((user, password)) = &opts.acl_user {
+            node_opts = node_opts.acl_user(user.clone(), password.clone());
+        }
         let mut primary_opts = node_opts.clone();
-        if let Some(password) = &opts.password {
-            // So that it can follow the new primary after a failover.
-            primary_opts = primary_opts.arg("masterauth", password.clone());
+        // So that it can follow the new primary after a failover (the
+        // replica gets these from `replica_of`).
+        if let Some((user, password)) = opts.credentials() {
+            if let Some(user) = user {
+                primary_opts = primary_opts.arg("masteruser", user);
+            }
+            primary_opts = primary_opts.arg("masterauth", password);
         }
         let primary = RedisServer::start_with(primary_opts)?;
         let replica = RedisServer::start_with(node_opts.replica_of(primary.addr()))?;
@@ -542,7 +573,10 @@ fn sentinel_config(opts: &SentinelOptions, primary_port: u16) -> String {
         opts.failover_timeout.as_millis()
     );
     let _ = writeln!(conf, "sentinel parallel-syncs {name} 1");
-    if let Some(password) = &opts.password {
+    if let Some((user, password)) = opts.credentials() {
+        if let Some(user) = user {
+            let _ = writeln!(conf, "sentinel auth-user {name} {}", quote(user));
+        }
         let _ = writeln!(conf, "sentinel auth-pass {name} {}", quote(password));
     }
     conf
@@ -610,6 +644,19 @@ mod tests {
         assert!(conf.contains("sentinel down-after-milliseconds switchyard 2000\n"));
         assert!(conf.contains("sentinel failover-timeout switchyard 5000\n"));
         assert!(conf.contains("sentinel auth-pass switchyard \"p \\\"w\\\"\"\n"));
+        assert!(!conf.contains("auth-user"));
+        let acl = SentinelOptions::default()
+            .password("default pw")
+            .acl_user("app", "app pw");
+        let conf = sentinel_config(&acl, 7000);
+        assert!(
+            conf.contains("sentinel auth-user switchyard \"app\"\n"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("sentinel auth-pass switchyard \"app pw\"\n"),
+            "{conf}"
+        );
     }
 
     #[test]

@@ -190,6 +190,34 @@ fn password_protected_group_fails_over() {
 }
 
 #[test]
+fn acl_user_group_fails_over() {
+    let mut group = SentinelGroup::start(
+        SentinelOptions::default()
+            .password("default pw")
+            .acl_user("app", "app pw"),
+    )
+    .unwrap();
+    assert_eq!(
+        group.nodes()[1].cmd(&["ACL", "WHOAMI"]).unwrap().as_str(),
+        Some("app")
+    );
+    let old = group.kill_primary().unwrap();
+    let new = group.wait_for_new_primary(old, FAILOVER_DEADLINE).unwrap();
+    assert_eq!(new, group.nodes()[1].addr());
+    // The restarted node replicates from the new primary as the ACL user.
+    group.node_mut(0).unwrap().start_again().unwrap();
+    assert!(
+        wait_until(FAILOVER_DEADLINE, || {
+            group.nodes()[0].info("replication").is_ok_and(|info| {
+                info.contains("role:slave") && info.contains("master_link_status:up")
+            })
+        }),
+        "the restarted node did not follow the new primary\n{}",
+        group.log_tails()
+    );
+}
+
+#[test]
 fn valkey_group_fails_over_after_kill() {
     let mut group =
         SentinelGroup::start(SentinelOptions::default().kind(ServerKind::Valkey)).unwrap();
