@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::TestkitError;
 use crate::options::{RedisOptions, ServerKind};
@@ -64,10 +64,10 @@ pub struct SentinelOptions {
     /// `sentinel failover-timeout` (default 5 s; range 1 s to 10 min, whole
     /// milliseconds). A failed leader election is retried after twice this.
     pub failover_timeout: Duration,
-    /// How long [`SentinelGroup::start`] may take until the replica is in
-    /// sync and every sentinel knows the primary, the replica and the other
-    /// sentinels (default 30 s; range 1 s to 10 min). Each process also gets
-    /// this long to answer `PING`.
+    /// How long [`SentinelGroup::start`] waits, once the nodes run, until
+    /// the replica is in sync and every sentinel knows the primary, the
+    /// replica and the other sentinels (default 30 s; range 1 s to 10 min).
+    /// Each process also gets this long to answer `PING`.
     pub startup_timeout: Duration,
 }
 
@@ -253,7 +253,11 @@ impl SentinelGroup {
             nodes: vec![primary, replica],
             sentinels: Vec::with_capacity(SENTINELS),
         };
-        poll_until(opts.startup_timeout, "the replica in sync", || {
+        // One deadline for the whole readiness wait (each process' own
+        // start is bounded by the same timeout).
+        let ready_by = Instant::now() + opts.startup_timeout;
+        let left = || ready_by.saturating_duration_since(Instant::now());
+        poll_until(left(), "the replica in sync", || {
             group.nodes[1]
                 .info("replication")
                 .map(|info| (info_field(&info, "master_link_status") == Some("up")).then_some(()))
@@ -274,7 +278,7 @@ impl SentinelGroup {
                 "sentinel {index} knowing the primary, its replica and {} other sentinels",
                 SENTINELS - 1
             );
-            poll_until(opts.startup_timeout, &what, || {
+            poll_until(left(), &what, || {
                 group.sentinel_is_ready(index, replica_addr)
             })?;
         }
