@@ -60,6 +60,33 @@ pub enum TestkitError {
     /// `start_again` was called while the server is still running.
     #[error("the redis-server process is already running")]
     AlreadyRunning,
+
+    /// A server binary other than `redis-server` (for example
+    /// `valkey-server`) is not installed (not found on `PATH`).
+    #[error("{binary} not found on PATH: {hint}")]
+    ServerNotFound {
+        /// The executable that was looked for (`"valkey-server"`).
+        binary: String,
+        /// How to install it.
+        hint: String,
+    },
+
+    /// A testkit setting is invalid: an option out of its documented range,
+    /// or an unknown value of an environment variable such as
+    /// `SWITCHYARD_TEST_SERVER`. The message names the setting, the value
+    /// and the accepted values.
+    #[error("invalid testkit setting: {0}")]
+    InvalidSetting(String),
+
+    /// Generating or writing the test certificates failed.
+    #[error("test certificates: {0}")]
+    Tls(String),
+
+    /// A condition awaited with a deadline (a replica in sync, sentinels
+    /// agreeing on a new primary, ...) was not reached in time. The message
+    /// says what was awaited and what the last check saw.
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 impl fmt::Debug for TestkitError {

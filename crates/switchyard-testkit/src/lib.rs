@@ -1,16 +1,43 @@
-//! Test-only helpers for switchyard: real `redis-server` processes and a
+//! Test-only helpers for switchyard: real `redis-server` (or
+//! `valkey-server`) processes, plain, with TLS or watched by Sentinel, and a
 //! fault-injecting TCP proxy. Nothing here mocks Redis.
 //!
-//! * [`RedisServer`] spawns `redis-server` on a free `127.0.0.1` port with
-//!   its data, config and log in a fresh temporary directory, waits until it
+//! * [`RedisServer`] spawns a server on a free `127.0.0.1` port with its
+//!   data, config and log in a fresh temporary directory, waits until it
 //!   answers `PING`, and kills it (and removes the directory) on drop. It can
-//!   be stopped, killed, started again and restarted on the same port, with
-//!   or without persistence ([`Persistence`]), password or ACL user
-//!   ([`RedisOptions`]). Its API is blocking (`std::process`), so it works in
-//!   plain `#[test]`s, async tests and `Drop`.
+//!   be stopped, killed, started again and restarted on the same port(s),
+//!   with or without persistence ([`Persistence`]), password or ACL user,
+//!   as a replica of another server ([`RedisOptions`]). Its API is blocking
+//!   (`std::process`), so it works in plain `#[test]`s, async tests and
+//!   `Drop`.
+//! * [`ServerKind`] picks the binary: `redis-server` or `valkey-server`
+//!   ([`RedisOptions::kind`]); by default the environment variable
+//!   `SWITCHYARD_TEST_SERVER` (`redis` | `valkey`, unset = `redis`) decides,
+//!   so a whole test suite runs against Valkey with
+//!   `SWITCHYARD_TEST_SERVER=valkey`. An unknown value is a
+//!   [`TestkitError::InvalidSetting`].
+//! * TLS ([`RedisOptions::tls`], [`TlsOptions`]): the server also listens
+//!   with TLS on a second free port ([`RedisServer::tls_port`],
+//!   [`tls_url`](RedisServer::tls_url) `rediss://...`), with a [`TestPki`]
+//!   generated in-process for it: a CA, a server certificate for
+//!   `127.0.0.1` and `localhost`, a client certificate, and for negative
+//!   tests an unrelated CA (with a client certificate), an expired and a
+//!   wrong-name server certificate ([`ServerCertificate`]). Client
+//!   certificates are required, optional or not asked for
+//!   ([`TlsClientAuth`]). The plain port stays open for the testkit's probes
+//!   and [`RedisServer::cmd`], unless [`TlsOptions::tls_only`] closes it;
+//!   then the testkit itself talks TLS.
+//! * [`SentinelGroup`] starts a primary, a replica and three sentinels
+//!   ([`SentinelOptions`]), waits until they know each other, and moves the
+//!   primary with [`failover`](SentinelGroup::failover) (`SENTINEL
+//!   FAILOVER`) or [`kill_primary`](SentinelGroup::kill_primary) (SIGKILL);
+//!   [`wait_for_new_primary`](SentinelGroup::wait_for_new_primary) polls
+//!   with a deadline until the sentinels agree on the new one.
 //! * [`RedisServer::cmd`] runs one command over a tiny RESP2 client
 //!   ([`RespConnection`], [`RespValue`]) — handy for `CONFIG SET`,
 //!   `CLIENT KILL`, `XADD` of foreign entries or `INFO` from a test.
+//!   [`RespConnection::connect_tls`] ([`TlsConnect`]) speaks TLS through
+//!   rustls and verifies the server as a real client does.
 //! * [`FaultProxy`] sits between a client and a server and can
 //!   [`cut`](FaultProxy::cut) every connection, [`stall`](FaultProxy::stall)
 //!   all traffic, or [`refuse`](FaultProxy::set_refuse) new connections.
@@ -18,7 +45,9 @@
 //! `redis-server` must be on `PATH` (Debian/Ubuntu:
 //! `apt-get install -y redis-server`); otherwise starting fails with
 //! [`TestkitError::RedisServerNotFound`]. [`redis_server_available`] tells
-//! whether it is there.
+//! whether it is there. Valkey needs `valkey-server` (Debian 12:
+//! `valkey-server` and `valkey-tools` from bookworm-backports;
+//! `scripts/install-deps` installs them).
 //!
 //! # Example
 //!
@@ -48,13 +77,57 @@
 //! # let _ = (url, proxied_url);
 //! # Ok(()) }
 //! ```
+//!
+//! # TLS
+//!
+//! ```no_run
+//! use switchyard_testkit::{RedisOptions, RedisServer, TlsClientAuth, TlsOptions};
+//!
+//! # fn example() -> Result<(), switchyard_testkit::TestkitError> {
+//! let redis = RedisServer::start_with(
+//!     RedisOptions::default().tls(TlsOptions::default().client_auth(TlsClientAuth::Required)),
+//! )?;
+//! let url = redis.tls_url(); // Some("rediss://127.0.0.1:TLS_PORT")
+//! let pki = redis.pki().ok_or(switchyard_testkit::TestkitError::NotRunning)?;
+//! // Give the client under test pki.ca_cert(), pki.client().cert and
+//! // pki.client().key; pki.other_ca_cert() for a "wrong CA" case.
+//! let mut conn = redis.connect_tls()?; // rustls, verified against the CA
+//! assert_eq!(conn.command(&["PING"])?.as_str(), Some("PONG"));
+//! # let _ = url;
+//! # Ok(()) }
+//! ```
+//!
+//! # Sentinel
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use switchyard_testkit::{SentinelGroup, SentinelOptions};
+//!
+//! # fn example() -> Result<(), switchyard_testkit::TestkitError> {
+//! let mut group = SentinelGroup::start(SentinelOptions::default())?;
+//! let sentinels = group.sentinel_addrs(); // give these and
+//! let name = group.master_name().to_owned(); // this to the client under test
+//! let old = group.kill_primary()?; // or group.failover()?
+//! let new = group.wait_for_new_primary(old, Duration::from_secs(60))?;
+//! # let _ = (sentinels, name, new);
+//! # Ok(()) }
+//! ```
 
 mod error;
+mod options;
+mod process;
 mod proxy;
 mod resp;
+mod sentinel;
 mod server;
+mod tls;
+mod tls_client;
 
 pub use error::TestkitError;
+pub use options::{Persistence, RedisOptions, ServerKind};
 pub use proxy::FaultProxy;
 pub use resp::{DEFAULT_IO_TIMEOUT, RespConnection, RespValue};
-pub use server::{Persistence, RedisOptions, RedisServer, redis_server_available};
+pub use sentinel::{SentinelGroup, SentinelOptions};
+pub use server::{RedisServer, redis_server_available};
+pub use tls::{CertKeyPaths, ServerCertificate, TestPki, TlsClientAuth, TlsOptions};
+pub use tls_client::TlsConnect;

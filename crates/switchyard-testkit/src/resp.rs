@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::error::TestkitError;
+use crate::tls_client::{self, TlsConnect, TlsStream};
 
 /// Default connect/read/write timeout of a [`RespConnection`].
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -259,16 +260,57 @@ fn read_value_at<R: BufRead>(reader: &mut R, depth: usize) -> Result<RespValue, 
     }
 }
 
+/// The byte stream under a [`RespConnection`]: plain TCP or TLS.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => tls_client::socket(s),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// A blocking RESP2 connection to a Redis server (or anything else that
-/// speaks RESP, such as a [`FaultProxy`](crate::FaultProxy) in front of one).
+/// speaks RESP, such as a [`FaultProxy`](crate::FaultProxy) in front of one),
+/// over plain TCP or TLS ([`connect_tls`](Self::connect_tls)).
 ///
 /// Every connect, read and write is bounded by a timeout
 /// ([`DEFAULT_IO_TIMEOUT`] unless changed with
 /// [`set_timeout`](Self::set_timeout)).
 #[derive(Debug)]
 pub struct RespConnection {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    stream: BufReader<Stream>,
     peer: SocketAddr,
 }
 
@@ -284,20 +326,54 @@ impl RespConnection {
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<RespConnection, TestkitError> {
-        let timeout = nonzero(timeout);
-        let stream = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|e| TestkitError::io(format!("connecting to {addr}"), e))?;
-        let _ = stream.set_nodelay(true);
-        let writer = stream
-            .try_clone()
-            .map_err(|e| TestkitError::io("cloning socket", e))?;
+        let tcp = tcp_connect(addr, timeout)?;
+        Self::over(Stream::Plain(tcp), addr, timeout)
+    }
+
+    /// Connects to `addr` with TLS as `tls` says, with the default 5 s
+    /// timeout. The handshake is done before this returns: an untrusted,
+    /// expired or wrong-name server certificate fails here (an I/O error of
+    /// kind `InvalidData` naming the reason). A server that refuses the
+    /// client's certificate (or its absence) may only say so on the first
+    /// reply (TLS 1.3).
+    pub fn connect_tls(addr: SocketAddr, tls: &TlsConnect) -> Result<RespConnection, TestkitError> {
+        Self::connect_tls_timeout(addr, tls, DEFAULT_IO_TIMEOUT)
+    }
+
+    /// Like [`connect_tls`](Self::connect_tls); `timeout` bounds the
+    /// connect, the handshake and every later read and write.
+    pub fn connect_tls_timeout(
+        addr: SocketAddr,
+        tls: &TlsConnect,
+        timeout: Duration,
+    ) -> Result<RespConnection, TestkitError> {
+        let tcp = tcp_connect(addr, timeout)?;
+        let stream = tls_client::handshake(tcp, tls).map_err(|e| match e {
+            TestkitError::Io { context, source } => TestkitError::Io {
+                context: format!("{context} with {addr}"),
+                source,
+            },
+            other => other,
+        })?;
+        Self::over(Stream::Tls(Box::new(stream)), addr, timeout)
+    }
+
+    fn over(
+        stream: Stream,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> Result<RespConnection, TestkitError> {
         let conn = RespConnection {
-            reader: BufReader::new(stream),
-            writer,
-            peer: addr,
+            stream: BufReader::new(stream),
+            peer,
         };
         conn.set_timeout(timeout)?;
         Ok(conn)
+    }
+
+    /// Whether this connection is encrypted with TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream.get_ref(), Stream::Tls(_))
     }
 
     /// The address this connection was opened to.
@@ -309,9 +385,10 @@ impl RespConnection {
     /// treated as 1 ms).
     pub fn set_timeout(&self, timeout: Duration) -> Result<(), TestkitError> {
         let timeout = Some(nonzero(timeout));
-        self.writer
+        let socket = self.stream.get_ref().socket();
+        socket
             .set_read_timeout(timeout)
-            .and_then(|()| self.writer.set_write_timeout(timeout))
+            .and_then(|()| socket.set_write_timeout(timeout))
             .map_err(|e| TestkitError::io("setting socket timeout", e))
     }
 
@@ -336,15 +413,16 @@ impl RespConnection {
             return Err(protocol("empty command"));
         }
         let bytes = encode_command(args);
-        self.writer
+        let writer = self.stream.get_mut();
+        writer
             .write_all(&bytes)
-            .and_then(|()| self.writer.flush())
+            .and_then(|()| writer.flush())
             .map_err(|e| TestkitError::io("sending command", e))
     }
 
     /// Reads the next reply (error replies are returned as values).
     pub fn read_reply(&mut self) -> Result<RespValue, TestkitError> {
-        read_value(&mut self.reader)
+        read_value(&mut self.stream)
     }
 
     /// Authenticates: `AUTH password` when `user` is `None`, else
@@ -356,6 +434,19 @@ impl RespConnection {
         };
         Ok(())
     }
+}
+
+/// Opens a TCP connection with `timeout` and `TCP_NODELAY`.
+fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, TestkitError> {
+    let tcp = TcpStream::connect_timeout(&addr, nonzero(timeout))
+        .map_err(|e| TestkitError::io(format!("connecting to {addr}"), e))?;
+    let _ = tcp.set_nodelay(true);
+    // Bounds the TLS handshake too; `over` sets the same again.
+    let timeout = Some(nonzero(timeout));
+    tcp.set_read_timeout(timeout)
+        .and_then(|()| tcp.set_write_timeout(timeout))
+        .map_err(|e| TestkitError::io("setting socket timeout", e))?;
+    Ok(tcp)
 }
 
 fn nonzero(d: Duration) -> Duration {
