@@ -92,9 +92,7 @@ impl RedisPubSubTransport {
         let (pubsub, publisher) =
             tokio::try_join!(SubConn::open(&client), PublishConn::open(&client))?;
         drop(publisher);
-        let epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let epoch = next_epoch();
         let origin = Origin {
             id: config.instance_id.unwrap_or_else(rand::random),
             epoch,
@@ -493,4 +491,45 @@ fn refused(shared: &Shared, after: u64, names: &[String]) -> Option<String> {
 pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
     let config = PubSubConfig::from_url(url)?;
     Ok(Arc::new(RedisPubSubTransport::connect(config).await?))
+}
+
+/// The boot epoch of a new transport: Unix milliseconds now, but always
+/// above the epoch of any transport started before in this process. Two
+/// transports of one origin id started within the same millisecond (a
+/// quick close and reconnect) would otherwise share an epoch, and the
+/// second one's frames would be taken for the first one's (duplicates or a
+/// false gap).
+fn next_epoch() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(1));
+        match LAST.compare_exchange_weak(
+            last,
+            next,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Before: the epoch was the wall clock's milliseconds alone, so a
+    /// transport closed and reopened with the same instance id within one
+    /// millisecond got the same epoch (`accounting.rs`'s older-epoch test
+    /// failed in CI with "the second run's epoch is not newer").
+    #[test]
+    fn epochs_increase_within_a_process() {
+        let epochs: Vec<u64> = (0..1000).map(|_| next_epoch()).collect();
+        assert!(epochs.windows(2).all(|w| w[1] > w[0]));
+    }
 }
