@@ -56,6 +56,7 @@ mod support;
 
 pub mod cases;
 
+pub use cases::limits::headers_at_bounds;
 pub use cases::{Case, Flag, Requirement};
 pub use context::Ctx;
 pub use harness::{CaseInfo, Harness, Namespace, Tuning};

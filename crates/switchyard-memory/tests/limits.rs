@@ -33,24 +33,6 @@ fn refused(
     }
 }
 
-/// 64 headers whose keys and values add up to exactly 64 KiB, one key of
-/// the longest length.
-fn headers_at_bounds() -> Headers {
-    let mut h = Headers::new();
-    let long_key = "k".repeat(Limits::MAX_HEADER_KEY);
-    let mut used = long_key.len();
-    h.insert(long_key, "");
-    for i in 1..Limits::MAX_HEADERS - 1 {
-        let key = format!("h{i:02}");
-        used += key.len();
-        h.insert(key, "");
-    }
-    let key = "zz".to_owned();
-    used += key.len();
-    h.insert(key, "v".repeat(Limits::MAX_HEADER_BYTES - used));
-    h
-}
-
 #[tokio::test]
 async fn over_limit_publishes_are_refused_and_nothing_is_appended() {
     let t = MemoryTransport::new();
@@ -142,7 +124,8 @@ async fn a_message_at_every_bound_arrives_intact() {
     let tp = topic("at-bounds");
     let mut sub = t.subscribe(Subscription::new(tp.clone())).await.unwrap();
     let payload = Bytes::from(vec![0xa5u8; Limits::MAX_PAYLOAD]);
-    let m = Message::new(tp.clone(), payload).with_headers(headers_at_bounds());
+    let m =
+        Message::new(tp.clone(), payload).with_headers(switchyard_conformance::headers_at_bounds());
     m.check_limits().unwrap();
     assert_eq!(m.headers.len(), Limits::MAX_HEADERS);
     t.publish_batch(vec![m.clone()]).await.unwrap();

@@ -489,16 +489,7 @@ mod tests {
     /// bytes and decodes back.
     #[test]
     fn the_largest_frame_round_trips() {
-        let mut h = Headers::new();
-        let long_key = "k".repeat(Limits::MAX_HEADER_KEY);
-        let mut used = long_key.len();
-        h.insert(long_key, "");
-        for i in 1..Limits::MAX_HEADERS - 1 {
-            let key = format!("h{i:02}");
-            used += key.len();
-            h.insert(key, "");
-        }
-        h.insert("zz", "v".repeat(Limits::MAX_HEADER_BYTES - used - 2));
+        let h = switchyard_conformance::headers_at_bounds();
         let m = Message::to(&"t".repeat(255), vec![0x5a; MAX_PAYLOAD])
             .unwrap()
             .with_headers(h);

@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use support::{init_tracing, namespace, pubsub_url, replica, wait_until};
 use switchyard_core::{
-    Bytes, Delivery, Error, Headers, Limits, Message, Subscriber, Subscription, Topic, Transport,
-    header,
+    Bytes, Delivery, Error, Limits, Message, Subscriber, Subscription, Topic, Transport, header,
 };
 use switchyard_redis_pubsub::{LIMITS, MAX_FRAME, MAX_PAYLOAD};
 use switchyard_testkit::RedisServer;
@@ -60,20 +59,6 @@ fn refused<T: std::fmt::Debug>(
     }
 }
 
-/// 64 headers whose keys and values add up to exactly 64 KiB.
-fn headers_at_bounds() -> Headers {
-    let mut h = Headers::new();
-    let mut used = 0;
-    for i in 0..Limits::MAX_HEADERS - 1 {
-        let key = format!("h{i:02}");
-        used += key.len();
-        h.insert(key, "");
-    }
-    used += 2;
-    h.insert("zz", "v".repeat(Limits::MAX_HEADER_BYTES - used));
-    h
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_bound_is_enforced_at_publish_and_a_payload_at_it_crosses_replicas() {
     init_tracing();
@@ -106,7 +91,8 @@ async fn payload_bound_is_enforced_at_publish_and_a_payload_at_it_crosses_replic
     // At the bound, with every header limit reached too: both replicas
     // receive it intact.
     let payload = Bytes::from(vec![0x5au8; MAX_PAYLOAD]);
-    let at = Message::new(topic.clone(), payload).with_headers(headers_at_bounds());
+    let at = Message::new(topic.clone(), payload)
+        .with_headers(switchyard_conformance::headers_at_bounds());
     LIMITS.check(&at).unwrap();
     const { assert!(MAX_FRAME < 32 << 20) };
     let id = a.publish(at.clone()).await.unwrap();

@@ -64,23 +64,6 @@ fn refused<T: std::fmt::Debug>(
     }
 }
 
-/// 64 headers whose keys and values add up to exactly 64 KiB, one key of
-/// the longest length.
-fn headers_at_bounds() -> Headers {
-    let mut h = Headers::new();
-    let long_key = "k".repeat(Limits::MAX_HEADER_KEY);
-    let mut used = long_key.len();
-    h.insert(long_key, "");
-    for i in 1..Limits::MAX_HEADERS - 1 {
-        let key = format!("h{i:02}");
-        used += key.len();
-        h.insert(key, "");
-    }
-    used += 2;
-    h.insert("zz", "v".repeat(Limits::MAX_HEADER_BYTES - used));
-    h
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_over_a_mebibyte_are_refused_at_publish_and_never_written() {
     let server = RedisServer::start().expect("redis-server");
@@ -173,7 +156,8 @@ async fn a_message_at_every_bound_reaches_fanout_group_and_dead_letters() {
         .unwrap();
 
     let payload = Bytes::from(vec![0x5au8; Limits::MAX_PAYLOAD]);
-    let m = Message::new(topic.clone(), payload).with_headers(headers_at_bounds());
+    let m = Message::new(topic.clone(), payload)
+        .with_headers(switchyard_conformance::headers_at_bounds());
     m.check_limits().unwrap();
     let id = t.publish(m.clone()).await.unwrap();
 

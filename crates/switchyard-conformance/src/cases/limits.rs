@@ -32,8 +32,10 @@ fn adapter_limits(t: &dyn Transport) -> anyhow::Result<Limits> {
 }
 
 /// `MAX_HEADERS` headers whose keys and values add up to exactly
-/// `MAX_HEADER_BYTES`, one of them with a key of `MAX_HEADER_KEY` bytes.
-fn headers_at_bounds() -> Headers {
+/// `MAX_HEADER_BYTES`, one of them with a key of `MAX_HEADER_KEY` bytes:
+/// every header limit reached at once, none passed. Adapter tests use it
+/// for their own limit checks.
+pub fn headers_at_bounds() -> Headers {
     let mut h = Headers::new();
     let long_key = "k".repeat(Limits::MAX_HEADER_KEY);
     let mut used = long_key.len();
