@@ -365,19 +365,7 @@ mod tests {
     use super::*;
 
     fn fields(m: &Message) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut cmd = redis::cmd("XADD");
-        push_fields(&mut cmd, m);
-        let args: Vec<Vec<u8>> = cmd
-            .args_iter()
-            .skip(1)
-            .map(|a| match a {
-                redis::Arg::Simple(b) => b.to_vec(),
-                _ => Vec::new(),
-            })
-            .collect();
-        args.chunks(2)
-            .map(|c| (c[0].clone(), c[1].clone()))
-            .collect()
+        crate::fuzzing::entry_fields(m)
     }
 
     #[test]

@@ -192,47 +192,9 @@ pub(crate) async fn pending_counts(
         }
     };
     for row in rows {
-        if let Some((id, n)) = parse_pending_row(row) {
+        if let Some((id, _idle, n)) = super::keep::parse_pending_row(&row) {
             out.insert(id, n);
         }
     }
     out
-}
-
-/// One row `[id, consumer, idle, count]` of extended XPENDING.
-fn parse_pending_row(row: Value) -> Option<(MessageId, u32)> {
-    let Value::Array(parts) = row else {
-        return None;
-    };
-    let id = match parts.first()? {
-        Value::BulkString(b) => wire::parse_id(std::str::from_utf8(b).ok()?)?,
-        Value::SimpleString(s) => wire::parse_id(s)?,
-        _ => return None,
-    };
-    let count = match parts.get(3)? {
-        Value::Int(n) => u32::try_from(*n).ok()?,
-        _ => return None,
-    };
-    Some((id, count))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pending_rows() {
-        let row = Value::Array(vec![
-            Value::BulkString(b"5-1".to_vec()),
-            Value::BulkString(b"c".to_vec()),
-            Value::Int(10),
-            Value::Int(3),
-        ]);
-        assert_eq!(parse_pending_row(row), Some((MessageId::new(5, 1), 3)));
-        assert_eq!(parse_pending_row(Value::Int(1)), None);
-        assert_eq!(
-            parse_pending_row(Value::Array(vec![Value::BulkString(b"x".to_vec())])),
-            None
-        );
-    }
 }

@@ -311,8 +311,9 @@ pub(crate) async fn release_untracked(g: &Group) {
     }
 }
 
-/// One row `[id, consumer, idle ms, deliveries]` of extended XPENDING.
-fn parse_pending_row(row: &redis::Value) -> Option<(MessageId, u64, u32)> {
+/// One row `[id, consumer, idle ms, deliveries]` of extended XPENDING
+/// (also read by `fetch` for the delivery counts of re-read entries).
+pub(super) fn parse_pending_row(row: &redis::Value) -> Option<(MessageId, u64, u32)> {
     let redis::Value::Array(fields) = row else {
         return None;
     };
@@ -495,5 +496,9 @@ mod tests {
         ]);
         assert_eq!(parse_pending_row(&row), Some((MessageId::new(5, 1), 10, 3)));
         assert_eq!(parse_pending_row(&Value::Int(1)), None);
+        assert_eq!(
+            parse_pending_row(&Value::Array(vec![Value::BulkString(b"x".to_vec())])),
+            None
+        );
     }
 }
