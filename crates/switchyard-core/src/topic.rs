@@ -5,9 +5,14 @@
 //! A [`Topic`] is 1 to [`Topic::MAX_LEN`] (255) bytes of ASCII letters, digits
 //! and `- _ : @ + =`, split into segments by the separators `.` and `/`.
 //! So `orders.created`, `robot-1/camera/rgb` and `fleet-a/robot-1.scan` are all
-//! valid. Segments may not be empty (no leading, trailing or doubled
-//! separators). Wildcards (`*`, `>`), spaces, control characters, braces and
+//! valid. Segments may not be empty (no trailing or doubled separators, no
+//! leading `.`). Wildcards (`*`, `>`), spaces, control characters, braces and
 //! any other character are rejected with [`Error::InvalidTopic`].
+//!
+//! A topic may start with one `/`, as ROS-style absolute names do (`/scan`,
+//! `/robot-1/camera/rgb`). The `/` is part of the name: `/scan` and `scan`
+//! are two topics (with their own stream keys and channels), and `//scan`
+//! is refused like any empty segment.
 //!
 //! A topic ending in [`DEAD_LETTER_SUFFIX`] (`:dlq`) is a dead-letter topic;
 //! [`Topic::dead_letter`] names the dead-letter topic of a topic. A
@@ -23,6 +28,11 @@
 //! `orders.eu.created` nor `orders/created`; `*/camera/rgb` matches
 //! `robot-7/camera/rgb`; `robot-1/>` matches `robot-1/scan` and
 //! `robot-1/camera/rgb`.
+//!
+//! A pattern matches topics rooted like itself: `/*/camera/rgb` matches
+//! `/robot-7/camera/rgb` but not `robot-7/camera/rgb`, `*/camera/rgb` only
+//! the latter, and `/>` every topic that starts with `/` (`>` alone every
+//! topic that does not).
 //!
 //! Wildcards never match dead-letter topics: subscribe to those by name.
 
@@ -127,14 +137,16 @@ fn validate_topic(name: &str) -> Result<()> {
         ));
     }
     let bytes = name.as_bytes();
+    // One leading `/` roots the name (`/scan`); it opens no empty segment.
+    let rooted = usize::from(bytes.first() == Some(&b'/'));
     let mut prev_sep = true;
-    for (i, &c) in bytes.iter().enumerate() {
+    for (i, &c) in bytes.iter().enumerate().skip(rooted) {
         if is_separator(c) {
             if prev_sep {
                 return Err(Error::invalid_topic(
                     name,
                     format!(
-                        "empty segment at byte {i}: separators ('.' and '/') may not lead, trail or repeat"
+                        "empty segment at byte {i}: separators ('.' and '/') may not trail or repeat, and only '/' may lead"
                     ),
                 ));
             }
@@ -233,6 +245,8 @@ pub enum PatternToken {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {
     source: Arc<str>,
+    /// Whether it starts with `/` (matches only topics that do).
+    rooted: bool,
     tokens: Vec<PatternToken>,
     /// Separator after token i (None for the last token).
     seps: Vec<u8>,
@@ -253,8 +267,9 @@ impl Pattern {
         let mut tokens = Vec::new();
         let mut seps = Vec::new();
         let bytes = source.as_bytes();
-        let mut start = 0;
-        let mut i = 0;
+        let rooted = bytes.first() == Some(&b'/');
+        let mut start = usize::from(rooted);
+        let mut i = start;
         loop {
             let at_end = i == bytes.len();
             if at_end || is_separator(bytes[i]) {
@@ -263,7 +278,7 @@ impl Pattern {
                     "" => {
                         return Err(Error::invalid_topic(
                             source,
-                            "empty segment: separators ('.' and '/') may not lead, trail or repeat",
+                            "empty segment: separators ('.' and '/') may not trail or repeat, and only '/' may lead",
                         ));
                     }
                     "*" => PatternToken::One,
@@ -303,6 +318,7 @@ impl Pattern {
         }
         Ok(Pattern {
             source: Arc::from(source),
+            rooted,
             tokens,
             seps,
         })
@@ -313,7 +329,13 @@ impl Pattern {
         &self.source
     }
 
-    /// The parsed tokens.
+    /// Whether the pattern starts with `/`: it then matches only topics
+    /// that start with `/`, and [`tokens`](Self::tokens) are those after it.
+    pub fn is_rooted(&self) -> bool {
+        self.rooted
+    }
+
+    /// The parsed tokens (after a leading `/`).
     pub fn tokens(&self) -> &[PatternToken] {
         &self.tokens
     }
@@ -328,7 +350,7 @@ impl Pattern {
     /// The literal prefix before the first wildcard, including its trailing
     /// separator (`robot-1/` for `robot-1/*/rgb`); useful to narrow a scan.
     pub fn literal_prefix(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::from(if self.rooted { "/" } else { "" });
         for (i, t) in self.tokens.iter().enumerate() {
             match t {
                 PatternToken::Literal(s) => {
@@ -346,6 +368,13 @@ impl Pattern {
     /// Whether `topic` matches. Wildcards never match dead-letter topics.
     pub fn matches(&self, topic: &str) -> bool {
         if self.has_wildcards() && topic.ends_with(DEAD_LETTER_SUFFIX) {
+            return false;
+        }
+        let (rooted, topic) = match topic.strip_prefix('/') {
+            Some(rest) => (true, rest),
+            None => (false, topic),
+        };
+        if rooted != self.rooted {
             return false;
         }
         let bytes = topic.as_bytes();
@@ -547,8 +576,8 @@ mod tests {
     #[test]
     fn invalid_topics() {
         for t in [
-            "", ".a", "a.", "a..b", "a//b", "/a", "a/", "a b", "a*", "*", "a.>", "a\n", "a{b}",
-            "é", "a\0b", "a\tb",
+            "", ".a", "a.", "a..b", "a//b", "//a", "/", "a/", "a b", "a*", "*", "a.>", "a\n",
+            "a{b}", "é", "a\0b", "a\tb",
         ] {
             let e = Topic::new(t).unwrap_err();
             assert!(matches!(e, Error::InvalidTopic { .. }), "{t}: {e}");
@@ -604,6 +633,33 @@ mod tests {
 
     fn pat(s: &str) -> Pattern {
         Pattern::new(s).unwrap()
+    }
+
+    /// Reproduction: `/scan` and `/robot-1/camera/rgb` were refused with
+    /// "empty segment at byte 0"; ROS-style absolute names start with `/`.
+    #[test]
+    fn rooted_names_and_patterns() {
+        for ok in ["/scan", "/robot-1/camera/rgb", "/a.b", "/scan:dlq"] {
+            assert_eq!(Topic::new(ok).unwrap().as_str(), ok);
+        }
+        for bad in ["/", "//scan", "/scan/", "./scan", "/.scan", "/a//b"] {
+            assert!(Topic::new(bad).is_err(), "{bad}");
+        }
+        let rgb = pat("/*/camera/rgb");
+        assert!(rgb.is_rooted());
+        assert!(rgb.matches("/robot-1/camera/rgb"));
+        assert!(!rgb.matches("robot-1/camera/rgb"));
+        assert!(!pat("*/camera/rgb").matches("/robot-1/camera/rgb"));
+        assert!(pat("*/camera/rgb").matches("robot-1/camera/rgb"));
+        assert!(pat("/>").matches("/scan") && pat("/>").matches("/a/b.c"));
+        assert!(!pat("/>").matches("scan"));
+        assert!(!pat(">").matches("/scan"));
+        assert!(pat("/scan").matches("/scan") && !pat("/scan").matches("scan"));
+        assert_eq!(rgb.literal_prefix(), "/");
+        assert_eq!(pat("/robot-1/*").literal_prefix(), "/robot-1/");
+        assert!(Pattern::new("/").is_err() && Pattern::new("//*").is_err());
+        let f: TopicFilter = "/scan, /odom".parse().unwrap();
+        assert!(f.matches("/odom") && !f.matches("odom"));
     }
 
     #[test]

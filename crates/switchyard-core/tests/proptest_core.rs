@@ -21,24 +21,34 @@ fn is_sep(c: char) -> bool {
 }
 
 /// Topic names: 1 to 255 bytes (259 for a dead-letter topic `t:dlq`) of
-/// name characters in non-empty segments separated by `.` or `/`.
+/// name characters in non-empty segments separated by `.` or `/`, after an
+/// optional leading `/`.
 fn reference_topic_ok(s: &str) -> bool {
     let max = if s.len() > 4 && s.ends_with(":dlq") {
         259
     } else {
         255
     };
-    !s.is_empty()
+    let body = s.strip_prefix('/').unwrap_or(s);
+    !body.is_empty()
         && s.len() <= max
         && s.chars().all(|c| is_name_char(c) || is_sep(c))
-        && s.split(is_sep).all(|seg| !seg.is_empty())
+        && body.split(is_sep).all(|seg| !seg.is_empty())
 }
 
 /// A pattern matches a topic when segments pair up with the same
 /// separators: a literal equals its segment, `*` is any one segment, and a
 /// trailing `>`/`**` is one or more segments. Wildcards never match
-/// dead-letter topics.
+/// dead-letter topics. A pattern with a leading `/` matches only topics
+/// with one, and one without only topics without.
 fn reference_matches(pattern: &str, topic: &str) -> bool {
+    if pattern.starts_with('/') != topic.starts_with('/') {
+        return false;
+    }
+    let (pattern, topic) = (
+        pattern.trim_start_matches('/'),
+        topic.trim_start_matches('/'),
+    );
     fn split(s: &str) -> (Vec<&str>, Vec<char>) {
         (
             s.split(is_sep).collect(),
@@ -81,27 +91,31 @@ fn separator() -> impl Strategy<Value = char> {
     prop_oneof![Just('.'), Just('/')]
 }
 
-/// Valid topic names, up to 255 bytes.
+/// Valid topic names, up to 255 bytes, some rooted (`/scan`).
 fn valid_topic() -> impl Strategy<Value = String> {
-    proptest::collection::vec((segment(), separator()), 1..8).prop_map(|parts| {
-        let mut s = String::new();
-        for (i, (seg, sep)) in parts.iter().enumerate() {
-            if i > 0 {
-                s.push(*sep);
+    (
+        proptest::collection::vec((segment(), separator()), 1..8),
+        any::<bool>(),
+    )
+        .prop_map(|(parts, rooted)| {
+            let mut s = String::from(if rooted { "/" } else { "" });
+            for (i, (seg, sep)) in parts.iter().enumerate() {
+                if i > 0 {
+                    s.push(*sep);
+                }
+                s.push_str(seg);
             }
-            s.push_str(seg);
-        }
-        s
-    })
+            s
+        })
 }
 
 /// Short topic names over a small alphabet, so patterns and topics meet.
 fn small_topic() -> impl Strategy<Value = String> {
-    "[ab]{1,2}([./][ab]{1,2}){0,3}(:dlq)?"
+    "/?[ab]{1,2}([./][ab]{1,2}){0,3}(:dlq)?"
 }
 
 fn small_pattern() -> impl Strategy<Value = String> {
-    "([ab]{1,2}|\\*)([./]([ab]{1,2}|\\*)){0,3}([./](>|\\*\\*))?"
+    "/?([ab]{1,2}|\\*)([./]([ab]{1,2}|\\*)){0,3}([./](>|\\*\\*))?"
 }
 
 proptest! {
@@ -163,9 +177,14 @@ proptest! {
     /// pattern that matches it (unless it is a dead-letter topic).
     #[test]
     fn generalised_topics_match(s in valid_topic(), stars in any::<u64>(), tail in any::<bool>()) {
-        let mut pattern = String::new();
+        // A leading `/` roots the name: the pattern keeps it.
+        let (root, body) = match s.strip_prefix('/') {
+            Some(body) => ("/", body),
+            None => ("", s.as_str()),
+        };
+        let mut pattern = String::from(root);
         let mut segs = 0;
-        let mut it = s.split_inclusive(is_sep).peekable();
+        let mut it = body.split_inclusive(is_sep).peekable();
         while let Some(part) = it.next() {
             let (seg, sep) = match part.chars().last() {
                 Some(c) if is_sep(c) => (&part[..part.len() - 1], Some(c)),

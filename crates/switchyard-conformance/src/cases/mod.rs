@@ -428,6 +428,12 @@ static CASES: &[Case] = &[
         "`<prefix>.*` and `<prefix>.>` subscriptions made before any topic exists receive the topics created afterwards: `*` gets exactly t1's 3 and t2's 4 messages, `>` also `t1.deep`'s 1 (8); neither gets the 2 messages on the dead-letter topic `<prefix>.t3:dlq` nor the 1 outside the prefix."
     ),
     case!(
+        "rooted_topics",
+        &[Has(Patterns)],
+        patterns::rooted_topics,
+        "ROS-style rooted topics: `/<p>/*/camera/rgb` gets exactly the 2 + 3 messages of `/<p>/robot-1/camera/rgb` and `/<p>/robot-2/camera/rgb`, `<p>/*/camera/rgb` exactly the 1 of `<p>/robot-3/camera/rgb`, and an exact `/<p>/scan` subscriber its 1 message but none of the 2 on `<p>/scan`."
+    ),
+    case!(
         "patterns_unsupported",
         &[Lacks(Patterns)],
         patterns::patterns_unsupported,

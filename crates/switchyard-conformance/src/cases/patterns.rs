@@ -18,6 +18,87 @@ async fn topics_of(sub: &mut Sub, n: usize, ctx: &Ctx, what: &str) -> anyhow::Re
     Ok(seen)
 }
 
+/// ROS-style rooted topics (`/robot-1/camera/rgb`): a rooted pattern
+/// (`/*/camera/rgb`) gets exactly the rooted topics, an unrooted one exactly
+/// the unrooted ones, and `/scan` and `scan` are two topics.
+///
+/// Reproduction (before): `Topic::new("/scan")` failed with "empty segment
+/// at byte 0", so robot software had to rename every topic.
+pub async fn rooted_topics(ctx: &Ctx) -> CaseResult {
+    let tuning = ctx.tuning();
+    let t = ctx.connect().await?;
+    let p = ctx.prefix();
+    let mut rooted = subscribe(
+        &t,
+        Subscription::to(&format!("/{p}/*/camera/rgb"))?,
+        "`/<p>/*/camera/rgb` subscriber",
+    )
+    .await?;
+    let mut plain = subscribe(
+        &t,
+        Subscription::to(&format!("{p}/*/camera/rgb"))?,
+        "`<p>/*/camera/rgb` subscriber",
+    )
+    .await?;
+    let scan = Topic::new(format!("/{p}/scan"))?;
+    let mut exact = subscribe(
+        &t,
+        Subscription::new(scan.clone()),
+        "`/<p>/scan` subscriber",
+    )
+    .await?;
+
+    let r1 = Topic::new(format!("/{p}/robot-1/camera/rgb"))?;
+    let r2 = Topic::new(format!("/{p}/robot-2/camera/rgb"))?;
+    let r3 = Topic::new(format!("{p}/robot-3/camera/rgb"))?;
+    publish_range(&t, &r1, "f", 0..2).await?;
+    publish_range(&t, &r2, "f", 0..3).await?;
+    publish_range(&t, &r3, "f", 0..1).await?;
+    publish_range(&t, &Topic::new(format!("{p}/scan"))?, "s", 0..2).await?;
+    publish_range(&t, &scan, "s", 0..1).await?;
+
+    let mut want: Vec<String> = (0..2)
+        .map(|i| format!("{r1}:f-{i:06}"))
+        .chain((0..3).map(|i| format!("{r2}:f-{i:06}")))
+        .collect();
+    want.sort();
+    let got = topics_of(&mut rooted, want.len(), ctx, "rooted pattern subscriber").await?;
+    ensure!(
+        got == want,
+        "`/{p}/*/camera/rgb`: expected {want:?}, got {got:?}"
+    );
+    let want_plain = vec![format!("{r3}:f-000000")];
+    let got = topics_of(&mut plain, 1, ctx, "unrooted pattern subscriber").await?;
+    ensure!(
+        got == want_plain,
+        "`{p}/*/camera/rgb`: expected {want_plain:?}, got {got:?}"
+    );
+    let want_scan = vec![format!("{scan}:s-000000")];
+    let got = topics_of(&mut exact, 1, ctx, "`/<p>/scan` subscriber").await?;
+    ensure!(
+        got == want_scan,
+        "`{scan}`: expected {want_scan:?}, got {got:?}"
+    );
+    quiet(
+        &mut rooted,
+        tuning.quiet_period,
+        "rooted pattern subscriber after its 5",
+    )
+    .await?;
+    quiet(
+        &mut plain,
+        tuning.quiet_period,
+        "unrooted pattern subscriber after its 1",
+    )
+    .await?;
+    quiet(
+        &mut exact,
+        tuning.quiet_period,
+        "`/<p>/scan` subscriber after its 1 (`<p>/scan` is another topic)",
+    )
+    .await
+}
+
 /// `prefix.*` and `prefix.>` follow topics created after subscribing, with
 /// exact counts, and skip dead-letter topics.
 pub async fn pattern_follows_new_topics(ctx: &Ctx) -> CaseResult {
