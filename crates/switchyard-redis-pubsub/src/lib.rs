@@ -105,6 +105,9 @@ mod transport;
 pub use config::{PubSubConfig, URL_PARAMS};
 pub use envelope::{LIMITS, MAX_FRAME, MAX_PAYLOAD};
 pub use stats::PubSubStats;
+/// The connection settings both Redis adapters share, re-exported so a
+/// typed config can be built through this crate (and the facade's module).
+pub use switchyard_redis::{RedisConfig, Secret};
 pub use transport::{RedisPubSubTransport, capabilities, connect};
 
 /// The URL schemes this adapter serves.

@@ -43,6 +43,9 @@ pub mod wire;
 use std::sync::Arc;
 
 pub use config::{StreamsConfig, URL_PARAMS};
+/// The connection settings both Redis adapters share, re-exported so a
+/// typed config can be built through this crate (and the facade's module).
+pub use switchyard_redis::{RedisConfig, Secret};
 pub use transport::{NAME, RedisStreamsTransport, capabilities};
 
 use switchyard_core::{Result, Transport};

@@ -78,6 +78,20 @@ pub mod memory {
 
 /// The Redis Streams adapter (`redis+streams://`, `rediss+streams://`):
 /// re-export of `switchyard-redis-streams`.
+///
+/// A typed config, built through the facade alone:
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard::redis_streams::{RedisConfig, StreamsConfig};
+///
+/// let cfg = StreamsConfig::new(RedisConfig::new("127.0.0.1", 6379).with_namespace("app"))
+///     .with_maxlen(Some(100_000))
+///     .with_block(Duration::from_millis(500));
+/// cfg.validate()?;
+/// // let transport = switchyard::redis_streams::RedisStreamsTransport::connect(cfg).await?;
+/// # Ok::<(), switchyard::Error>(())
+/// ```
 #[cfg(feature = "redis-streams")]
 pub mod redis_streams {
     pub use switchyard_redis_streams::*;
@@ -85,6 +99,17 @@ pub mod redis_streams {
 
 /// The Redis Pub/Sub backplane (`redis+pubsub://`, `rediss+pubsub://`):
 /// re-export of `switchyard-redis-pubsub`.
+///
+/// A typed config, built through the facade alone:
+///
+/// ```
+/// use switchyard::redis_pubsub::{PubSubConfig, RedisConfig};
+///
+/// let cfg = PubSubConfig::new(RedisConfig::new("127.0.0.1", 6379).with_namespace("chat"))
+///     .with_outbox(50_000);
+/// cfg.validate()?;
+/// # Ok::<(), switchyard::Error>(())
+/// ```
 #[cfg(feature = "redis-pubsub")]
 pub mod redis_pubsub {
     pub use switchyard_redis_pubsub::*;
