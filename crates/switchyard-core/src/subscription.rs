@@ -112,12 +112,32 @@ impl Subscription {
     }
 
     /// Joins group `group` under a generated, unique consumer name.
+    ///
+    /// **Where a new group starts:** a group that does not exist yet is
+    /// created by its first subscriber at that subscription's
+    /// [`start`](Self::start) position, `Start::Latest` by default. Messages
+    /// published before the first worker came up are then never processed
+    /// by the group. For a work queue that must see them (the usual case
+    /// when workers may start after the producers), add
+    /// `.start(Start::Earliest)`:
+    ///
+    /// ```
+    /// use switchyard_core::{Start, Subscription, Topic};
+    /// let jobs = Subscription::new(Topic::new("jobs")?)
+    ///     .group("workers")
+    ///     .start(Start::Earliest);
+    /// assert_eq!(jobs.start_at(), Start::Earliest);
+    /// # Ok::<(), switchyard_core::Error>(())
+    /// ```
+    ///
+    /// An existing group keeps its position; `start` no longer matters then.
     pub fn group(self, group: impl Into<String>) -> Self {
         let consumer = format!("c-{}-{:08x}", std::process::id(), rand::random::<u32>());
         self.group_member(group, consumer)
     }
 
-    /// Joins group `group` as consumer `consumer`.
+    /// Joins group `group` as consumer `consumer` (see [`group`](Self::group)
+    /// for where a new group starts).
     pub fn group_member(mut self, group: impl Into<String>, consumer: impl Into<String>) -> Self {
         self.mode = Mode::Group {
             group: group.into(),
