@@ -119,6 +119,17 @@ fn small_pattern() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    /// Any id encodes to one valid segment that decodes back to it; any
+    /// text either decodes or is refused, without a panic.
+    #[test]
+    fn segments_round_trip(id in "\\PC{1,60}", junk in "\\PC{0,40}") {
+        let seg = switchyard_core::topic::encode_segment(&id).unwrap();
+        let topic = Topic::new(format!("rooms.{seg}")).unwrap();
+        prop_assert_eq!(topic.as_str().matches(['.', '/']).count(), 1);
+        prop_assert_eq!(switchyard_core::topic::decode_segment(&seg).unwrap(), id);
+        let _ = switchyard_core::topic::decode_segment(&junk);
+    }
+
     #[test]
     fn topic_validation_matches_the_grammar(s in "\\PC{0,40}") {
         let r = Topic::new(&s);
