@@ -122,9 +122,10 @@ proptest! {
     /// Any id encodes to one valid segment that decodes back to it; any
     /// text either decodes or is refused, without a panic.
     #[test]
-    fn segments_round_trip(id in "\\PC{1,60}", junk in "\\PC{0,40}") {
+    fn segments_round_trip(id in "\\PC{1,20}", junk in "\\PC{0,40}") {
+        // At most 20 characters of 4 bytes, 3 bytes each encoded: 240.
         let seg = switchyard_core::topic::encode_segment(&id).unwrap();
-        let topic = Topic::new(format!("rooms.{seg}")).unwrap();
+        let topic = Topic::new(format!("r.{seg}")).unwrap();
         prop_assert_eq!(topic.as_str().matches(['.', '/']).count(), 1);
         prop_assert_eq!(switchyard_core::topic::decode_segment(&seg).unwrap(), id);
         let _ = switchyard_core::topic::decode_segment(&junk);
