@@ -1,7 +1,7 @@
 //! A circuit breaker for calls to a failing backend.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
@@ -15,6 +15,38 @@ pub enum BreakerState {
     Open,
     /// One trial call is going through; its outcome closes or reopens the breaker.
     HalfOpen,
+}
+
+/// A snapshot of a [`CircuitBreaker`]: what the events library's breaker
+/// showed, in [`TransportStats::breaker`](crate::TransportStats::breaker).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerStats {
+    /// Closed, open or half-open.
+    pub state: BreakerState,
+    /// Failures in a row since the last success.
+    pub consecutive_failures: u32,
+    /// Calls that asked the breaker (let through or refused).
+    pub total_requests: u64,
+    /// Calls refused while it was open (or half-open with a trial running).
+    pub rejected_requests: u64,
+    /// How many times it opened.
+    pub times_opened: u64,
+    /// When the state last changed; `None` while it never did.
+    pub last_state_change: Option<SystemTime>,
+}
+
+impl Default for BreakerStats {
+    fn default() -> Self {
+        BreakerStats {
+            state: BreakerState::Closed,
+            consecutive_failures: 0,
+            total_requests: 0,
+            rejected_requests: 0,
+            times_opened: 0,
+            last_state_change: None,
+        }
+    }
 }
 
 const CLOSED: u8 = 0;
@@ -45,6 +77,9 @@ pub struct CircuitBreaker {
     opened_at_nanos: AtomicU64,
     rejections: AtomicU64,
     opened: AtomicU64,
+    requests: AtomicU64,
+    /// Unix milliseconds of the last state change; 0 while there was none.
+    changed_at_ms: AtomicU64,
 }
 
 impl CircuitBreaker {
@@ -61,7 +96,16 @@ impl CircuitBreaker {
             opened_at_nanos: AtomicU64::new(0),
             rejections: AtomicU64::new(0),
             opened: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            changed_at_ms: AtomicU64::new(0),
         }
+    }
+
+    fn changed(&self) {
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.changed_at_ms.store(ms, Ordering::Relaxed);
     }
 
     fn now_nanos(&self) -> u64 {
@@ -74,6 +118,7 @@ impl CircuitBreaker {
 
     /// Whether a call may go through now; `Err(Error::CircuitOpen)` if not.
     pub fn check(&self) -> Result<()> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         match self.state.load(Ordering::Acquire) {
             CLOSED => Ok(()),
             OPEN => {
@@ -87,6 +132,7 @@ impl CircuitBreaker {
                         .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
+                    self.changed();
                     return Ok(());
                 }
                 self.reject(Duration::from_nanos(cool.saturating_sub(since)))
@@ -108,8 +154,10 @@ impl CircuitBreaker {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
-        if self.state.load(Ordering::Acquire) != CLOSED {
-            self.state.store(CLOSED, Ordering::Release);
+        if self.state.load(Ordering::Acquire) != CLOSED
+            && self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED
+        {
+            self.changed();
         }
     }
 
@@ -124,6 +172,7 @@ impl CircuitBreaker {
             self.opened_at_nanos
                 .store(self.now_nanos(), Ordering::Release);
             if self.state.swap(OPEN, Ordering::AcqRel) != OPEN {
+                self.changed();
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     backend = self.backend,
@@ -152,6 +201,19 @@ impl CircuitBreaker {
     /// How many times the breaker opened.
     pub fn times_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of its state and counters.
+    pub fn stats(&self) -> BreakerStats {
+        let changed = self.changed_at_ms.load(Ordering::Relaxed);
+        BreakerStats {
+            state: self.state(),
+            consecutive_failures: self.failures.load(Ordering::Relaxed),
+            total_requests: self.requests.load(Ordering::Relaxed),
+            rejected_requests: self.rejections(),
+            times_opened: self.times_opened(),
+            last_state_change: (changed != 0).then(|| UNIX_EPOCH + Duration::from_millis(changed)),
+        }
     }
 }
 
@@ -192,5 +254,37 @@ mod tests {
         b.record_success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.check().is_ok());
+    }
+
+    /// The events library's breaker showed state, consecutive failures,
+    /// total and rejected requests and the time of the last state change;
+    /// before, only rejections and "open or not" were visible.
+    #[test]
+    fn stats_follow_every_change() {
+        let b = CircuitBreaker::new("t", 2, Duration::from_secs(60));
+        assert_eq!(b.stats(), BreakerStats::default());
+        assert!(b.check().is_ok());
+        b.record_failure();
+        let s = b.stats();
+        assert_eq!(
+            (s.state, s.consecutive_failures, s.total_requests),
+            (BreakerState::Closed, 1, 1)
+        );
+        assert_eq!(s.last_state_change, None);
+        let before = SystemTime::now() - Duration::from_secs(1);
+        b.record_failure();
+        assert!(b.check().is_err());
+        assert!(b.check().is_err());
+        let s = b.stats();
+        assert_eq!(s.state, BreakerState::Open);
+        assert_eq!(s.consecutive_failures, 2);
+        assert_eq!(
+            (s.total_requests, s.rejected_requests, s.times_opened),
+            (3, 2, 1)
+        );
+        assert!(s.last_state_change.is_some_and(|t| t >= before));
+        b.record_success();
+        let s = b.stats();
+        assert_eq!((s.state, s.consecutive_failures), (BreakerState::Closed, 0));
     }
 }

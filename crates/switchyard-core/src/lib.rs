@@ -29,7 +29,7 @@ pub mod topic;
 mod transport;
 
 pub use backoff::Backoff;
-pub use breaker::{BreakerState, CircuitBreaker};
+pub use breaker::{BreakerState, BreakerStats, CircuitBreaker};
 pub use bus::{Bus, Typed, TypedSubscriber};
 pub use codec::Codec;
 pub use delivery::{Acknowledger, Delivery, Retry};

@@ -107,6 +107,9 @@ pub struct TransportStats {
     pub breaker_rejections: u64,
     /// Whether the circuit breaker is open now.
     pub breaker_open: bool,
+    /// The circuit breaker's state and counters, for adapters that have one
+    /// (redis-streams guards its publishes with one); `None` otherwise.
+    pub breaker: Option<crate::BreakerStats>,
 }
 
 /// A backend: publishes messages and creates subscribers.

@@ -107,6 +107,7 @@ impl Inner {
         s.reconnects = self.stats.reconnects.load(Ordering::Relaxed);
         s.breaker_rejections = self.breaker.rejections();
         s.breaker_open = self.breaker.state() != switchyard_core::BreakerState::Closed;
+        s.breaker = Some(self.breaker.stats());
         s
     }
 }

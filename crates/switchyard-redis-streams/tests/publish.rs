@@ -274,6 +274,14 @@ async fn breaker_opens_when_redis_is_down_and_recovers() {
     assert!(stats.breaker_open);
     assert!(stats.breaker_rejections >= 1);
     assert!(stats.publish_errors >= 3, "{stats:?}");
+    // The breaker's own view: state, failures in a row, requests, rejected
+    // requests, when it changed.
+    let b = stats.breaker.expect("redis-streams reports its breaker");
+    assert_ne!(b.state, switchyard_core::BreakerState::Closed, "{b:?}");
+    assert!(b.consecutive_failures >= 3, "{b:?}");
+    assert_eq!(b.rejected_requests, stats.breaker_rejections, "{b:?}");
+    assert!(b.total_requests > b.rejected_requests, "{b:?}");
+    assert!(b.times_opened >= 1 && b.last_state_change.is_some(), "{b:?}");
     assert!(!t.health().await.is_ok());
 
     tokio::task::block_in_place(|| server.start_again()).expect("start again");
@@ -289,6 +297,12 @@ async fn breaker_opens_when_redis_is_down_and_recovers() {
         }
     }
     assert!(!t.stats().breaker_open);
+    let b = t.stats().breaker.expect("breaker stats");
+    assert_eq!(
+        (b.state, b.consecutive_failures),
+        (switchyard_core::BreakerState::Closed, 0),
+        "{b:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while t.health().await != Health::Ok {
         assert!(Instant::now() < deadline, "health never recovered");
