@@ -113,6 +113,33 @@ impl DedupId {
     pub fn random() -> Self {
         DedupId(rand::random())
     }
+
+    /// The id derived from a producer's own key (`"{nonce}:{shard}:{seq}"`,
+    /// an order number, ...): the 128-bit FNV-1a hash of its UTF-8 bytes.
+    /// The same key gives the same id in every process, version and
+    /// platform (the derivation is part of the wire contract and never
+    /// changes), so a producer that rebuilds a message after a crash keeps
+    /// its dedup id. It is not a cryptographic hash: keys chosen to collide
+    /// can collide; ordinary keys collide with odds of about n²/2¹²⁹.
+    ///
+    /// ```
+    /// use switchyard_core::{DedupId, Message, Topic};
+    /// let id = DedupId::from_key("n-7f3a:shard-2:seq-41");
+    /// assert_eq!(id, DedupId::from_key("n-7f3a:shard-2:seq-41"));
+    /// let m = Message::new(Topic::new("events")?, "payload").with_dedup_id(id);
+    /// assert_eq!(m.dedup_id, id);
+    /// # Ok::<(), switchyard_core::Error>(())
+    /// ```
+    pub fn from_key(key: &str) -> Self {
+        const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+        let mut h = OFFSET;
+        for &b in key.as_bytes() {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+        DedupId(h)
+    }
 }
 
 impl fmt::Display for DedupId {
@@ -299,6 +326,26 @@ impl<'de> serde::Deserialize<'de> for MessageId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Producers that derive ids from their own keys had to hash them by
+    /// hand; `from_key` is FNV-1a 128, checked against its published
+    /// vectors so the derivation can never drift.
+    #[test]
+    fn dedup_ids_from_keys_are_stable() {
+        assert_eq!(
+            DedupId::from_key(""),
+            DedupId(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d)
+        );
+        assert_eq!(
+            DedupId::from_key("a"),
+            DedupId(0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964)
+        );
+        assert_eq!(
+            DedupId::from_key("foobar"),
+            DedupId(0x343e_1662_793c_64bf_6f0d_3597_ba44_6f18)
+        );
+        assert_ne!(DedupId::from_key("n:1:41"), DedupId::from_key("n:1:42"));
+    }
 
     #[test]
     fn ids_parse_and_order() {
