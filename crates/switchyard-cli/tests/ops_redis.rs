@@ -241,6 +241,43 @@ fn dead_letter(url: &str, topic: &str, payloads: &[&str]) {
     });
 }
 
+/// Reproduction (before): dead letters could only be listed one topic at a
+/// time (`--topic` was required); a namespace-wide view needed a SCAN by
+/// hand.
+#[test]
+fn dlq_list_without_a_topic_shows_every_topic() {
+    let server = server();
+    let url = url(&server, "redis+streams");
+    let out = switchyard(&url).args(["dlq", "list"]).output().unwrap();
+    assert_eq!(ok(&out), "no dead letters in this namespace\n");
+    dead_letter(&url, "orders", &["a", "b"]);
+    dead_letter(&url, "/robot-1/scan", &["s"]);
+    let out = switchyard(&url)
+        .args(["dlq", "list", "--json"])
+        .output()
+        .unwrap();
+    let letters = json_lines(&ok(&out));
+    let topics: Vec<&str> = letters
+        .iter()
+        .map(|l| l["dead_letter_topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, ["/robot-1/scan:dlq", "orders:dlq", "orders:dlq"]);
+    let out = switchyard(&url)
+        .args(["dlq", "list", "-n", "1"])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.contains("== orders:dlq (2 dead letter(s))"), "{text}");
+    assert!(
+        text.contains("showing 1 of 2; more with --topic orders:dlq --after"),
+        "{text}"
+    );
+    assert!(
+        text.contains("== /robot-1/scan:dlq (1 dead letter(s))"),
+        "{text}"
+    );
+}
+
 #[test]
 fn dlq_list_replay_and_purge() {
     let server = server();

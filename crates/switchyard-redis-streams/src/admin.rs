@@ -148,6 +148,30 @@ impl DeadLetters {
         stream_key(&self.namespace, &origin)
     }
 
+    /// Every topic of the namespace that has dead letters: its dead-letter
+    /// topic (`T:dlq`) and how many it holds, sorted by topic. One `SCAN`
+    /// pass over the namespace, then one `XLEN` per dead-letter stream.
+    pub async fn topics(&mut self) -> Result<Vec<(Topic, u64)>> {
+        let glob = crate::keys::scan_dead_letters(&self.namespace);
+        let keys = crate::discovery::scan_stream_keys(&mut self.conn, &glob).await?;
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(topic) = crate::keys::topic_of_key(&self.namespace, &key) else {
+                continue;
+            };
+            if !topic.is_dead_letter() {
+                continue;
+            }
+            let n = self.count(&topic).await?;
+            if n > 0 {
+                out.push((topic, n));
+            }
+        }
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        Ok(out)
+    }
+
     /// How many dead letters `topic` has (XLEN).
     pub async fn count(&mut self, topic: &Topic) -> Result<u64> {
         let key = self.dlq_key(topic)?;

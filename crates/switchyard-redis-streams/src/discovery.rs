@@ -123,14 +123,27 @@ impl TopicSource {
 
 /// One full `SCAN ... MATCH ... TYPE stream` pass: the matching topics.
 async fn scan(conn: &mut ConnectionManager, ns: &str, pattern: &Pattern) -> Result<Vec<Topic>> {
-    let glob = keys::scan_match(ns, pattern);
+    let keys = scan_stream_keys(conn, &keys::scan_match(ns, pattern)).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| keys::topic_of_key(ns, k))
+        .filter(|t| pattern.matches(t.as_str()))
+        .collect())
+}
+
+/// Every stream key matching the SCAN glob `glob`, in one full pass (at
+/// most `MAX_SCAN_CALLS` round trips).
+pub(crate) async fn scan_stream_keys<C>(conn: &mut C, glob: &str) -> Result<Vec<String>>
+where
+    C: redis::aio::ConnectionLike + Send,
+{
     let mut cursor: u64 = 0;
     let mut out = Vec::new();
     for _ in 0..MAX_SCAN_CALLS {
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(&glob)
+            .arg(glob)
             .arg("COUNT")
             .arg(1000)
             .arg("TYPE")
@@ -138,12 +151,7 @@ async fn scan(conn: &mut ConnectionManager, ns: &str, pattern: &Pattern) -> Resu
             .query_async(conn)
             .await
             .map_err(|e| switchyard_redis::classify("SCAN", &e))?;
-        out.extend(
-            batch
-                .iter()
-                .filter_map(|k| keys::topic_of_key(ns, k))
-                .filter(|t| pattern.matches(t.as_str())),
-        );
+        out.extend(batch);
         cursor = next;
         if cursor == 0 {
             break;

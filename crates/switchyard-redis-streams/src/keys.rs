@@ -115,6 +115,21 @@ pub fn scan_match(namespace: &str, pattern: &Pattern) -> String {
     glob
 }
 
+/// A glob for `SCAN ... MATCH` that finds every dead-letter stream of
+/// `namespace` (still check keys with [`topic_of_key`]).
+///
+/// ```
+/// use switchyard_redis_streams::keys::scan_dead_letters;
+/// assert_eq!(scan_dead_letters("app"), "app:{*}:dlq");
+/// ```
+pub fn scan_dead_letters(namespace: &str) -> String {
+    let mut glob = String::with_capacity(namespace.len() + 8);
+    push_escaped(&mut glob, namespace);
+    glob.push_str(":{*}");
+    glob.push_str(switchyard_core::DEAD_LETTER_SUFFIX);
+    glob
+}
+
 /// A glob for `SCAN ... MATCH` that finds every stream of `namespace`,
 /// dead-letter streams included (still check keys with [`topic_of_key`]).
 ///

@@ -281,7 +281,10 @@ async fn breaker_opens_when_redis_is_down_and_recovers() {
     assert!(b.consecutive_failures >= 3, "{b:?}");
     assert_eq!(b.rejected_requests, stats.breaker_rejections, "{b:?}");
     assert!(b.total_requests > b.rejected_requests, "{b:?}");
-    assert!(b.times_opened >= 1 && b.last_state_change.is_some(), "{b:?}");
+    assert!(
+        b.times_opened >= 1 && b.last_state_change.is_some(),
+        "{b:?}"
+    );
     assert!(!t.health().await.is_ok());
 
     tokio::task::block_in_place(|| server.start_again()).expect("start again");

@@ -25,7 +25,8 @@ pub(crate) struct DlqArgs {
 /// What to do with the dead letters.
 #[derive(Subcommand, Debug)]
 enum Action {
-    /// List dead letters: id, reason, original id, attempts, payload
+    /// List dead letters: id, reason, original id, attempts, payload (of one
+    /// topic, or without --topic of every topic of the namespace)
     List(ListArgs),
     /// Move dead letters back onto their topic (atomically, one by one)
     Replay(PickArgs),
@@ -36,17 +37,18 @@ enum Action {
 /// Options of `dlq list`.
 #[derive(Args, Debug)]
 struct ListArgs {
-    /// The topic whose dead letters to list (`T` or `T:dlq`)
+    /// The topic whose dead letters to list (`T` or `T:dlq`); without it,
+    /// every topic of the namespace that has dead letters
     #[arg(long, short = 't', value_name = "T", value_parser = support::parse_topic)]
-    topic: Topic,
+    topic: Option<Topic>,
 
-    /// Show at most this many
+    /// Show at most this many (per topic without --topic)
     #[arg(long, short = 'n', value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     limit: u64,
 
-    /// Start after this dead-letter id (for paging)
-    #[arg(long, value_name = "ID")]
+    /// Start after this dead-letter id (for paging; needs --topic)
+    #[arg(long, value_name = "ID", requires = "topic")]
     after: Option<MessageId>,
 
     /// One JSON object per line: id, reason, original_id, attempts, headers,
@@ -139,10 +141,13 @@ mod ops {
     }
 
     pub(super) async fn list(dlq: &mut DeadLetters, a: &ListArgs) -> anyhow::Result<()> {
+        let Some(topic) = &a.topic else {
+            return list_every_topic(dlq, a).await;
+        };
         let limit = usize::try_from(a.limit).unwrap_or(usize::MAX);
-        let total = dlq.count(&a.topic).await.map_err(|e| anyhow!(e))?;
+        let total = dlq.count(topic).await.map_err(|e| anyhow!(e))?;
         let letters = dlq
-            .list(&a.topic, a.after, limit)
+            .list(topic, a.after, limit)
             .await
             .map_err(|e| anyhow!(e))?;
         let mut text = String::new();
@@ -157,7 +162,7 @@ mod ops {
             let shown = letters.len() as u64;
             match letters.last() {
                 None if a.after.is_none() => {
-                    let _ = writeln!(text, "no dead letters for {}", a.topic);
+                    let _ = writeln!(text, "no dead letters for {topic}");
                 }
                 None => {}
                 Some(last) if shown < total && shown == a.limit => {
@@ -168,8 +173,45 @@ mod ops {
                     );
                 }
                 Some(_) => {
-                    let _ = writeln!(text, "{total} dead letter(s) for {}", a.topic);
+                    let _ = writeln!(text, "{total} dead letter(s) for {topic}");
                 }
+            }
+        }
+        out(&text).context("could not write to stdout")
+    }
+
+    /// `dlq list` without `--topic`: the dead letters of every topic of the
+    /// namespace, up to `--limit` per topic, each topic under a heading
+    /// (with `--json`, each object names its `dead_letter_topic`).
+    async fn list_every_topic(dlq: &mut DeadLetters, a: &ListArgs) -> anyhow::Result<()> {
+        let limit = usize::try_from(a.limit).unwrap_or(usize::MAX);
+        let topics = dlq.topics().await.map_err(|e| anyhow!(e))?;
+        let mut text = String::new();
+        if topics.is_empty() && !a.json {
+            text.push_str("no dead letters in this namespace\n");
+        }
+        for (topic, total) in &topics {
+            let letters = dlq.list(topic, None, limit).await.map_err(|e| anyhow!(e))?;
+            if !a.json {
+                let _ = writeln!(text, "== {topic} ({total} dead letter(s))");
+            }
+            for l in &letters {
+                if a.json {
+                    let mut v = to_json(l);
+                    if let Some(obj) = v.as_object_mut() {
+                        obj.insert("dead_letter_topic".into(), topic.as_str().into());
+                    }
+                    let _ = writeln!(text, "{v}");
+                } else {
+                    let _ = writeln!(text, "{}", to_line(l));
+                }
+            }
+            if !a.json && (letters.len() as u64) < *total {
+                let _ = writeln!(
+                    text,
+                    "showing {} of {total}; more with --topic {topic} --after ID",
+                    letters.len()
+                );
             }
         }
         out(&text).context("could not write to stdout")
