@@ -214,7 +214,7 @@ async fn handshake(
     let closed = |command: &str, detail: &dyn std::fmt::Display| {
         connect_failed(
             cfg,
-            format!("the server closed the connection before answering {command} ({detail})"),
+            crate::connect::closed_early(cfg, &format!("{command}: {detail}")),
         )
     };
     if let Err(e) = stream.write_all(&out).await {

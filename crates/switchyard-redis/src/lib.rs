@@ -22,6 +22,7 @@ mod error;
 pub mod lean;
 mod parse;
 pub mod range;
+pub mod tls;
 
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
 pub use connect::{RedisClient, ping_health};
