@@ -1,13 +1,20 @@
 //! Lean RESP2 plumbing for the adapters' hot paths: commands encoded by
 //! hand into one buffer, replies read as flat tokens straight from the
-//! bytes (no `redis::Cmd`, no `redis::Value`), and a plain-TCP connect
-//! that authenticates, selects the database and checks the server answers
+//! bytes (no `redis::Cmd`, no `redis::Value`), and a connect that
+//! authenticates, selects the database and checks the server answers
 //! `PING`, all within the connect timeout.
 //!
-//! TLS connections keep going through redis-rs; [`connect`] refuses them.
+//! One code path for TCP and TLS: [`connect`] returns a [`RedisStream`],
+//! plain TCP or TLS (rustls, with the trust and identity of the config's
+//! `tls_*` settings, see [`crate::tls`]), and everything above it works on
+//! any `AsyncRead + AsyncWrite` byte stream.
 
-use switchyard_core::{Error, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use switchyard_core::Result;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::RedisConfig;
@@ -151,24 +158,116 @@ pub fn next_token(
     }
 }
 
-/// Opens a plain TCP connection to `cfg`'s host and port, with `TCP_NODELAY`,
-/// sends `AUTH` and `SELECT` when the config asks for them, then `PING`, and
-/// reads every reply; all within the connect timeout. So a port that accepts
-/// and never answers, a server that is not Redis, a peer that closes at once,
-/// a frozen Redis, a missing password (`NOAUTH`), wrong credentials
-/// (`WRONGPASS`) and a user without the right (`NOPERM`) all fail here.
-/// Errors name the address and the cause, e.g. `could not connect to redis at
-/// 127.0.0.1:6390 within 2s: connection refused`, and never show the password.
-pub async fn connect(cfg: &RedisConfig) -> Result<TcpStream> {
-    if cfg.tls {
-        return Err(Error::InvalidConfig(
-            "the lean redis connection is plain TCP; TLS goes through redis-rs".into(),
-        ));
+/// A connection to Redis: plain TCP or TLS over TCP. Reads and writes
+/// go through [`AsyncRead`] and [`AsyncWrite`], the same for both; after a
+/// write, `flush` it (TLS may hold the last record until then; on TCP it
+/// costs nothing).
+#[derive(Debug)]
+pub enum RedisStream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP (rustls).
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for RedisStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            RedisStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
     }
+}
+
+impl AsyncWrite for RedisStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            RedisStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            RedisStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            RedisStream::Tcp(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            RedisStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            RedisStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            RedisStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Opens a connection to `cfg`'s host and port, with `TCP_NODELAY`; with
+/// TLS (`rediss`) runs the TLS handshake (trust and identity from the
+/// config's `tls_*` settings); sends `AUTH` and `SELECT` when the config
+/// asks for them, then `PING`, and reads every reply; all within the
+/// connect timeout. So a port that accepts and never answers, a server that
+/// is not Redis, a peer that closes at once, a frozen Redis, a missing
+/// password (`NOAUTH`), wrong credentials (`WRONGPASS`), a user without the
+/// right (`NOPERM`) and a refused certificate ([`Error::Tls`](switchyard_core::Error::Tls)
+/// with its kind) all fail here. Errors name the address and the cause,
+/// e.g. `could not connect to redis at 127.0.0.1:6390 within 2s: connection
+/// refused`, and never show the password.
+pub async fn connect(cfg: &RedisConfig) -> Result<RedisStream> {
+    #[cfg(not(feature = "tls"))]
+    if cfg.tls {
+        return Err(switchyard_core::Error::FeatureNotEnabled("tls"));
+    }
+    #[cfg(feature = "tls")]
+    let tls = if cfg.tls {
+        let name = rustls::pki_types::ServerName::try_from(cfg.host.clone()).map_err(|e| {
+            switchyard_core::Error::InvalidConfig(format!(
+                "redis host {:?} is not a valid TLS server name: {e}",
+                cfg.host
+            ))
+        })?;
+        Some((crate::tls::client_config(cfg)?, name))
+    } else {
+        None
+    };
+    crate::tls::warn_if_insecure(cfg);
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let opened =
         tokio::time::timeout_at(deadline, TcpStream::connect((cfg.host.as_str(), cfg.port))).await;
-    let mut stream = match opened {
+    let tcp = match opened {
         Err(_) => return Err(connect_failed(cfg, "timed out".into())),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             return Err(connect_failed(cfg, "connection refused".into()));
@@ -176,7 +275,21 @@ pub async fn connect(cfg: &RedisConfig) -> Result<TcpStream> {
         Ok(Err(e)) => return Err(connect_failed(cfg, e.to_string())),
         Ok(Ok(s)) => s,
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    let mut stream = match tls {
+        None => RedisStream::Tcp(tcp),
+        Some((config, name)) => {
+            let connector = tokio_rustls::TlsConnector::from(config);
+            match tokio::time::timeout_at(deadline, connector.connect(name, tcp)).await {
+                Err(_) => return Err(no_reply(cfg, "the TLS handshake")),
+                Ok(Err(e)) => return Err(handshake_failed(cfg, &e)),
+                Ok(Ok(s)) => RedisStream::Tls(Box::new(s)),
+            }
+        }
+    };
+    #[cfg(not(feature = "tls"))]
+    let mut stream = RedisStream::Tcp(tcp);
     let mut waiting = "the reply to PING";
     match tokio::time::timeout_at(deadline, handshake(cfg, &mut stream, &mut waiting)).await {
         Err(_) => Err(no_reply(cfg, waiting)),
@@ -185,11 +298,25 @@ pub async fn connect(cfg: &RedisConfig) -> Result<TcpStream> {
     }
 }
 
+/// The error of a failed TLS handshake: [`Error::Tls`](switchyard_core::Error::Tls)
+/// with its kind when rustls says why, else a connect failure.
+#[cfg(feature = "tls")]
+fn handshake_failed(cfg: &RedisConfig, e: &io::Error) -> switchyard_core::Error {
+    let text = e.to_string();
+    match crate::tls::tls_failure(cfg, &text) {
+        Some((kind, reason)) => crate::tls::tls_error(cfg, kind, reason),
+        None => connect_failed(
+            cfg,
+            crate::connect::closed_early(cfg, &format!("TLS handshake: {text}")),
+        ),
+    }
+}
+
 /// Sends `AUTH` (if configured), `SELECT` (if not db 0) and `PING` in one
 /// write and checks each reply; `waiting` names the reply still awaited.
-async fn handshake(
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     cfg: &RedisConfig,
-    stream: &mut TcpStream,
+    stream: &mut S,
     waiting: &mut &'static str,
 ) -> Result<()> {
     let mut out = Vec::new();
@@ -217,7 +344,7 @@ async fn handshake(
             crate::connect::closed_early(cfg, &format!("{command}: {detail}")),
         )
     };
-    if let Err(e) = stream.write_all(&out).await {
+    if let Err(e) = write_flush(stream, &out).await {
         return Err(closed(expected[0].0, &e));
     }
     let mut buf = Vec::with_capacity(256);
@@ -244,11 +371,27 @@ async fn handshake(
             match stream.read(&mut chunk).await {
                 Ok(0) => return Err(closed(command, &"end of stream")),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(closed(command, &e)),
+                Err(e) => {
+                    // With TLS 1.3 a refused client certificate shows here,
+                    // at the first read after the handshake.
+                    if cfg.tls
+                        && let Some((kind, reason)) = crate::tls::tls_failure(cfg, &e.to_string())
+                    {
+                        return Err(crate::tls::tls_error(cfg, kind, reason));
+                    }
+                    return Err(closed(command, &e));
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Writes all of `bytes` and flushes (TLS may hold the last record until
+/// a flush; on TCP the flush costs nothing).
+pub async fn write_flush<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// The first bytes of an unexpected reply, quoted and escaped.

@@ -22,9 +22,9 @@
 //! `name mismatch`, `expired`, `client certificate refused`, `not a TLS
 //! port`, ...), not an [`Error::Connect`], and is not transient.
 
-use std::path::PathBuf;
 #[cfg(feature = "tls")]
 use std::path::Path;
+use std::path::PathBuf;
 
 use switchyard_core::{Error, Result};
 
@@ -185,6 +185,137 @@ pub(crate) fn certificates(cfg: &RedisConfig) -> Result<Option<redis::TlsCertifi
         client_tls,
         root_cert,
     }))
+}
+
+/// The rustls client of `cfg` for the lean connections: the CA file of
+/// `tls_ca` or the platform's roots, the client certificate of
+/// `tls_cert`/`tls_key`, or no checks at all with `tls_insecure`. Errors
+/// name the file and why.
+#[cfg(feature = "tls")]
+pub(crate) fn client_config(cfg: &RedisConfig) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::InvalidConfig(format!("TLS client for {}: {e}", cfg.addr())))?;
+    let builder = if cfg.tls_insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(insecure::AcceptAnyCertificate(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &cfg.tls_ca {
+            Some(path) => {
+                let pem = read_certificates("tls_ca", path, "the CA certificate(s)")?;
+                for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+                    roots.add(cert).map_err(|e| {
+                        Error::InvalidConfig(format!(
+                            "tls_ca {}: not a usable CA certificate ({e})",
+                            path.display()
+                        ))
+                    })?;
+                }
+            }
+            None => {
+                let loaded = rustls_native_certs::load_native_certs();
+                let (added, _) = roots.add_parsable_certificates(loaded.certs);
+                if added == 0 {
+                    return Err(Error::InvalidConfig(format!(
+                        "no root certificates found on this machine ({} error(s) loading them); give the server's CA with tls_ca=/path/ca.pem, or set SSL_CERT_FILE",
+                        loaded.errors.len()
+                    )));
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let config = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => {
+            let pem = read_certificates("tls_cert", cert, "the client certificate (chain)")?;
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(&pem).flatten().collect();
+            let key_pem = read_key("tls_key", key)?;
+            let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+                Error::InvalidConfig(format!(
+                    "tls_key {}: no PEM private key found ({e})",
+                    key.display()
+                ))
+            })?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                Error::InvalidConfig(format!(
+                    "tls_cert {} with tls_key {}: not a usable certificate and key ({e}); check the key belongs to the certificate",
+                    cert.display(),
+                    key.display()
+                ))
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// `tls_insecure`: a verifier that accepts any certificate (signatures are
+/// still checked, so the handshake itself is sound).
+#[cfg(feature = "tls")]
+mod insecure {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    pub(super) struct AcceptAnyCertificate(pub(super) Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
 }
 
 /// Without the `tls` feature no file is read (TLS is refused earlier).

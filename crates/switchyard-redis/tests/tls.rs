@@ -71,9 +71,10 @@ async fn open_all(cfg: RedisConfig) -> Result<(), Error> {
     outcome
 }
 
-/// The TLS error of `cfg`, within the connect timeout, of `kind`.
+/// The TLS error of `cfg`, within the connect timeout, of `kind`, from
+/// redis-rs connections and from the lean connect of the hot paths alike.
 async fn tls_failure(cfg: RedisConfig, kind: &str) -> String {
-    let client = RedisClient::new(cfg).unwrap();
+    let client = RedisClient::new(cfg.clone()).unwrap();
     let started = Instant::now();
     let e = client.dedicated(None).await.unwrap_err();
     assert!(
@@ -81,12 +82,40 @@ async fn tls_failure(cfg: RedisConfig, kind: &str) -> String {
         "took {:?}",
         started.elapsed()
     );
-    match &e {
+    check_tls_error(&e, kind);
+    let started = Instant::now();
+    let lean_error = lean::connect(&cfg).await.unwrap_err();
+    assert!(
+        started.elapsed() < CONNECT + SLACK,
+        "took {:?}",
+        started.elapsed()
+    );
+    check_tls_error(&lean_error, kind);
+    e.to_string()
+}
+
+fn check_tls_error(e: &Error, kind: &str) {
+    match e {
         Error::Tls { kind: k, .. } => assert_eq!(*k, kind, "{e}"),
         other => panic!("expected Error::Tls({kind}), got {other:?}"),
     }
     assert!(!e.is_transient(), "{e}");
-    e.to_string()
+}
+
+/// The lean connect (hot paths) over TLS: handshake, then a PING the
+/// caller sends itself on the returned stream.
+async fn lean_ping(cfg: &RedisConfig) {
+    use tokio::io::AsyncReadExt;
+    let mut stream = lean::connect(cfg).await.unwrap();
+    lean::write_flush(&mut stream, b"*1\r\n$4\r\nPING\r\n")
+        .await
+        .unwrap();
+    let mut reply = [0u8; 7];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&reply, b"+PONG\r\n");
 }
 
 #[tokio::test]
@@ -95,6 +124,7 @@ async fn private_ca_with_client_certificate() {
     let pki = server.pki().unwrap();
     let cfg = with_ca(tls_config(&server), pki.ca_cert())
         .with_tls_client_cert(&pki.client().cert, &pki.client().key);
+    lean_ping(&cfg).await;
     open_all(cfg).await.unwrap();
 }
 
@@ -176,6 +206,7 @@ async fn client_certificate_of_another_ca_is_refused() {
 async fn insecure_skips_the_checks() {
     let server = tls_server(TlsClientAuth::None, ServerCertificate::WrongName);
     let cfg = tls_config(&server).with_tls_insecure(true);
+    lean_ping(&cfg).await;
     open_all(cfg).await.unwrap();
 }
 
@@ -187,7 +218,7 @@ async fn tls_client_to_plain_port() {
         .with_tls(true)
         .with_tls_ca(server.pki().unwrap().ca_cert())
         .with_connect_timeout(CONNECT);
-    let client = RedisClient::new(cfg).unwrap();
+    let client = RedisClient::new(cfg.clone()).unwrap();
     let started = Instant::now();
     let e = client.dedicated(None).await.unwrap_err();
     assert!(
@@ -198,6 +229,15 @@ async fn tls_client_to_plain_port() {
     let text = e.to_string();
     assert!(text.contains("TLS port"), "{text}");
     assert!(text.contains(&server.port().to_string()), "{text}");
+    let started = Instant::now();
+    let e = lean::connect(&cfg).await.unwrap_err();
+    assert!(
+        started.elapsed() < CONNECT + SLACK,
+        "{:?}",
+        started.elapsed()
+    );
+    let text = e.to_string();
+    assert!(text.contains("TLS port"), "{text}");
 }
 
 /// A plain client (redis-rs and the lean connect) on the TLS port.
@@ -271,6 +311,11 @@ async fn bad_files_are_named() {
         ),
     ];
     for (cfg, setting, why) in cases {
+        let lean_error = lean::connect(&cfg).await.unwrap_err().to_string();
+        assert!(
+            lean_error.contains(setting) && lean_error.contains(why),
+            "{lean_error}"
+        );
         let e = RedisClient::new(cfg).unwrap_err();
         let text = e.to_string();
         assert!(matches!(e, Error::InvalidConfig(_)), "{text}");
