@@ -46,6 +46,9 @@ impl RedisClient {
             {
                 // Several crates may try to install a provider; the first wins.
                 let _ = rustls::crypto::ring::default_provider().install_default();
+                // The files, the certificate and its key are checked here,
+                // with errors naming them, not at the first handshake.
+                crate::tls::client_config(&config)?;
             }
             ConnectionAddr::TcpTls {
                 host: config.host.clone(),

@@ -247,7 +247,7 @@ pub(crate) fn client_config(cfg: &RedisConfig) -> Result<std::sync::Arc<rustls::
             })?;
             builder.with_client_auth_cert(chain, key_der).map_err(|e| {
                 Error::InvalidConfig(format!(
-                    "tls_cert {} with tls_key {}: not a usable certificate and key ({e}); check the key belongs to the certificate",
+                    "tls_cert {} with tls_key {}: not a usable certificate and key ({e}); check that the key belongs to the certificate and that it is an X.509 v3 certificate",
                     cert.display(),
                     key.display()
                 ))
@@ -374,18 +374,18 @@ pub(crate) fn tls_failure(cfg: &RedisConfig, text: &str) -> Option<(&'static str
             format!("the server ended the TLS handshake: {hint} ({text})"),
         ));
     }
-    if found("InvalidContentType") || found("corrupt message") || found("invalid peer certificate")
-    {
-        let kind = if found("invalid peer certificate") {
-            "handshake"
-        } else {
-            "not a TLS port"
-        };
+    if found("InvalidContentType") || found("corrupt message") {
         return Some((
-            kind,
+            "not a TLS port",
             format!(
                 "the TLS handshake failed: is this a TLS port? A plain Redis port needs redis+streams:// or redis+pubsub:// ({text})"
             ),
+        ));
+    }
+    if found("invalid peer certificate") {
+        return Some((
+            "handshake",
+            format!("the server's certificate was refused ({text})"),
         ));
     }
     None

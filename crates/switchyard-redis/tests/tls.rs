@@ -310,6 +310,13 @@ async fn bad_files_are_named() {
             "no certificate found",
         ),
     ];
+    let mismatched = tls_config(&server)
+        .with_tls_ca(pki.ca_cert())
+        .with_tls_client_cert(&pki.client().cert, &pki.other_ca_client().key);
+    let cases =
+        cases
+            .into_iter()
+            .chain([(mismatched, "tls_key", "not a usable certificate and key")]);
     for (cfg, setting, why) in cases {
         let lean_error = lean::connect(&cfg).await.unwrap_err().to_string();
         assert!(
