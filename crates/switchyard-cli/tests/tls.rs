@@ -155,3 +155,43 @@ fn doctor_names_an_unknown_issuer() {
     assert!(line.contains("unknown issuer"), "{stdout}");
     assert!(!line.contains("could not connect"), "{stdout}");
 }
+
+/// Without `tls_ca`, the platform's roots are trusted, and with them the
+/// file `SSL_CERT_FILE` names (issue 14: `SSL_CERT_FILE` was ignored; only
+/// the built-in web roots were loaded).
+#[test]
+fn ssl_cert_file_is_trusted_by_default() {
+    let server = server();
+    let client = server.tls_client_paths().unwrap();
+    let url = format!(
+        "rediss+streams://127.0.0.1:{}?tls_cert={}&tls_key={}",
+        server.tls_port().unwrap(),
+        client.cert.display(),
+        client.key.display()
+    );
+    let out = switchyard(&url)
+        .env("SSL_CERT_FILE", server.tls_ca_cert_path().unwrap())
+        .env_remove("SSL_CERT_DIR")
+        .args(["doctor"])
+        .output()
+        .unwrap();
+    let stdout = ok(&out);
+    assert!(stdout.contains("ok    reachable"), "{stdout}");
+    assert!(
+        stdout.contains("trusting the platform's root certificates"),
+        "{stdout}"
+    );
+    // The same without SSL_CERT_FILE: the private CA is unknown (or, on
+    // a machine without a trust store, there are no roots at all).
+    let out = switchyard(&url)
+        .env_remove("SSL_CERT_FILE")
+        .args(["doctor"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.contains("reachable")).unwrap();
+    assert!(
+        line.contains("unknown issuer") || line.contains("no root certificates found"),
+        "{stdout}"
+    );
+}
