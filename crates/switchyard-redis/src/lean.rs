@@ -10,12 +10,12 @@
 //! any `AsyncRead + AsyncWrite` byte stream.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use switchyard_core::Result;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub use crate::stream::{RedisReadHalf, RedisStream, RedisWriteHalf};
 
 use crate::RedisConfig;
 use crate::connect::{connect_failed, no_reply, not_redis, refused};
@@ -155,83 +155,6 @@ pub fn next_token(
             Ok(Some((Token::Bulk(&buf[after..end]), end + 2)))
         }
         _ => Err(ProtocolError("unexpected reply type")),
-    }
-}
-
-/// A connection to Redis: plain TCP or TLS over TCP. Reads and writes
-/// go through [`AsyncRead`] and [`AsyncWrite`], the same for both; after a
-/// write, `flush` it (TLS may hold the last record until then; on TCP it
-/// costs nothing).
-#[derive(Debug)]
-pub enum RedisStream {
-    /// Plain TCP.
-    Tcp(TcpStream),
-    /// TLS over TCP (rustls).
-    #[cfg(feature = "tls")]
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for RedisStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            RedisStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            #[cfg(feature = "tls")]
-            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for RedisStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            RedisStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            #[cfg(feature = "tls")]
-            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            RedisStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            #[cfg(feature = "tls")]
-            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            RedisStream::Tcp(s) => s.is_write_vectored(),
-            #[cfg(feature = "tls")]
-            RedisStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            RedisStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            #[cfg(feature = "tls")]
-            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            RedisStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            #[cfg(feature = "tls")]
-            RedisStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 

@@ -26,6 +26,7 @@ mod error;
 pub mod lean;
 mod parse;
 pub mod range;
+mod stream;
 pub mod tls;
 
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};

@@ -1,7 +1,7 @@
 //! A lean publishing connection: XADDs encoded by hand, written in one go
 //! per batch, replies parsed by a reader task that completes the callers
 //! in order. The same code for plain TCP and TLS: the connection is a
-//! [`RedisStream`] opened by `switchyard_redis::lean`.
+//! `RedisStream` opened by `switchyard_redis::lean`, split into halves.
 //!
 //! Up to `in_flight` batches wait for replies at once (a bounded channel
 //! between writer and reader), so the writer prepares the next batch while
@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use switchyard_core::{Error, Result};
 use switchyard_redis::RedisConfig;
-use switchyard_redis::lean::{RedisStream, write_flush};
-use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
+use switchyard_redis::lean::{RedisReadHalf, RedisWriteHalf, write_flush};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc};
 
 use super::Pending;
@@ -26,7 +26,7 @@ const READ_BUF: usize = 64 * 1024;
 /// One connection: the write half (owned by the writer task) and the
 /// channel to its reader task.
 pub(super) struct LeanConn {
-    wr: WriteHalf<RedisStream>,
+    wr: RedisWriteHalf,
     to_reader: mpsc::Sender<Pending>,
     dead: Arc<AtomicBool>,
     kill: Arc<Notify>,
@@ -40,7 +40,7 @@ impl LeanConn {
     pub(super) async fn connect(cfg: &RedisConfig, in_flight: usize) -> Result<LeanConn> {
         let stream = switchyard_redis::lean::connect(cfg).await?;
         let addr = cfg.addr();
-        let (rd, wr) = tokio::io::split(stream);
+        let (rd, wr) = stream.into_split();
         let (to_reader, from_writer) = mpsc::channel(in_flight.max(1));
         let dead = Arc::new(AtomicBool::new(false));
         let kill = Arc::new(Notify::new());
@@ -110,7 +110,7 @@ impl LeanConn {
 }
 
 struct Reader {
-    rd: ReadHalf<RedisStream>,
+    rd: RedisReadHalf,
     rx: mpsc::Receiver<Pending>,
     dead: Arc<AtomicBool>,
     kill: Arc<Notify>,
