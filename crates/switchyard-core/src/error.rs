@@ -28,6 +28,25 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// A TLS connection could not be set up although the server was
+    /// reached: its certificate was refused (`kind` `unknown issuer`,
+    /// `name mismatch`, `expired`, ...), it refused ours (`client
+    /// certificate refused`), or the port does not speak TLS. Distinct
+    /// from [`Error::Connect`] (unreachable) and not transient: a retry
+    /// meets the same certificate; fix the trust or identity settings.
+    #[error("TLS with {backend} at {addr} failed ({kind}): {reason}")]
+    Tls {
+        /// Backend kind, e.g. `redis`.
+        backend: &'static str,
+        /// Address tried (host:port), never with credentials.
+        addr: String,
+        /// Short, stable category: `unknown issuer`, `name mismatch`,
+        /// `expired`, `not yet valid`, `client certificate refused`,
+        /// `not a TLS port`, `handshake`.
+        kind: &'static str,
+        /// What happened and what to do.
+        reason: String,
+    },
     /// An operation did not finish in time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {
@@ -400,6 +419,18 @@ mod tests {
         assert!(!Error::invalid_topic("a b", "space").is_transient());
         assert!(!Error::FeatureNotEnabled("redis-streams").is_transient());
         assert!(!Error::InvalidConfig("x".into()).is_transient());
+        // Certificate failures: a retry meets the same certificate.
+        let tls = Error::Tls {
+            backend: "redis",
+            addr: "127.0.0.1:6390".into(),
+            kind: "unknown issuer",
+            reason: "the server certificate is not signed by a trusted CA".into(),
+        };
+        assert!(!tls.is_transient());
+        assert_eq!(
+            tls.to_string(),
+            "TLS with redis at 127.0.0.1:6390 failed (unknown issuer): the server certificate is not signed by a trusted CA"
+        );
     }
 
     #[test]

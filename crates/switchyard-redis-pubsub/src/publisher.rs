@@ -1,19 +1,16 @@
 //! The outbox sender's connection: one pipeline of `PUBLISH`es per batch.
 //!
-//! On plain TCP the commands are encoded by hand into one buffer and the
-//! integer replies read straight from the socket (no `redis::Cmd`, no
-//! `redis::Value`, no multiplexer task in between); with TLS the batch goes
-//! through a redis-rs connection.
+//! The commands are encoded by hand into one buffer and the integer
+//! replies read straight from the connection (no `redis::Cmd`, no
+//! `redis::Value`, no multiplexer task in between); the same code over
+//! plain TCP and TLS ([`RedisStream`]).
 
 use std::time::Duration;
 
-use redis::Value;
-use redis::aio::MultiplexedConnection;
 use switchyard_core::Result;
-use switchyard_redis::lean::{self, Token};
-use switchyard_redis::{RedisClient, is_transient, redis};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use switchyard_redis::RedisClient;
+use switchyard_redis::lean::{self, RedisStream, Token, write_flush};
+use tokio::io::AsyncReadExt;
 
 use crate::outbox::OutboxEntry;
 
@@ -48,95 +45,30 @@ impl Failed {
     }
 }
 
-/// The sender's connection.
-pub(crate) enum PublishConn {
-    Lean(LeanPublisher),
-    Redis(MultiplexedConnection),
-}
-
-impl PublishConn {
-    /// Opens the lean connection on plain TCP, a redis-rs one with TLS.
-    pub(crate) async fn open(client: &RedisClient) -> Result<Self> {
-        let cfg = client.config();
-        if cfg.tls {
-            let conn = client.dedicated(Some(cfg.response_timeout)).await?;
-            return Ok(PublishConn::Redis(conn));
-        }
-        let stream = lean::connect(cfg).await?;
-        Ok(PublishConn::Lean(LeanPublisher {
-            stream,
-            out: Vec::new(),
-            buf: Vec::with_capacity(READ_BUF),
-        }))
-    }
-
-    /// Sends `batch` as one pipeline and reads every reply, all within
-    /// `timeout`. A failure leaves the connection unusable.
-    pub(crate) async fn publish(
-        &mut self,
-        batch: &[OutboxEntry],
-        timeout: Duration,
-    ) -> std::result::Result<Answered, Failed> {
-        match self {
-            PublishConn::Lean(lean) => lean.publish(batch, timeout).await,
-            PublishConn::Redis(conn) => publish_redis_rs(conn, batch, timeout).await,
-        }
-    }
-
-    /// Sends a `PING`; true when answered within `timeout`.
-    pub(crate) async fn ping(&mut self, timeout: Duration) -> bool {
-        match self {
-            PublishConn::Lean(lean) => lean.ping(timeout).await,
-            PublishConn::Redis(conn) => matches!(
-                tokio::time::timeout(timeout, redis::cmd("PING").query_async::<Value>(conn)).await,
-                Ok(Ok(_))
-            ),
-        }
-    }
-}
-
-async fn publish_redis_rs(
-    conn: &mut MultiplexedConnection,
-    batch: &[OutboxEntry],
-    timeout: Duration,
-) -> std::result::Result<Answered, Failed> {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    for e in batch {
-        pipe.cmd("PUBLISH").arg(&e.channel).arg(&e.frame[..]);
-    }
-    match tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(conn)).await {
-        Ok(Ok(replies)) => {
-            let mut answered = Answered::default();
-            for v in &replies {
-                if let Value::ServerError(e) = v {
-                    answered.refused += 1;
-                    if answered.first_refusal.is_none() {
-                        answered.first_refusal = Some(format!("{e:?}"));
-                    }
-                }
-            }
-            Ok(answered)
-        }
-        Ok(Err(e)) => Err(Failed {
-            transient: is_transient(&e),
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(Failed::transient(format!("no reply within {timeout:?}"))),
-    }
-}
-
-/// A plain TCP connection that only publishes.
-pub(crate) struct LeanPublisher {
-    stream: TcpStream,
+/// The sender's connection (TCP or TLS): publishes only.
+pub(crate) struct PublishConn {
+    stream: RedisStream,
     /// The encoded batch, reused.
     out: Vec<u8>,
     /// Replies read but not parsed yet.
     buf: Vec<u8>,
 }
 
-impl LeanPublisher {
-    async fn publish(
+impl PublishConn {
+    /// Opens the connection; the server has answered a `PING` (after
+    /// `AUTH` and `SELECT`) within the connect timeout, or this fails.
+    pub(crate) async fn open(client: &RedisClient) -> Result<Self> {
+        let stream = lean::connect(client.config()).await?;
+        Ok(PublishConn {
+            stream,
+            out: Vec::new(),
+            buf: Vec::with_capacity(READ_BUF),
+        })
+    }
+
+    /// Sends `batch` as one pipeline and reads every reply, all within
+    /// `timeout`. A failure leaves the connection unusable.
+    pub(crate) async fn publish(
         &mut self,
         batch: &[OutboxEntry],
         timeout: Duration,
@@ -161,8 +93,7 @@ impl LeanPublisher {
     }
 
     async fn exchange(&mut self, replies: usize) -> std::result::Result<Answered, Failed> {
-        self.stream
-            .write_all(&self.out)
+        write_flush(&mut self.stream, &self.out)
             .await
             .map_err(|e| Failed::transient(format!("writing PUBLISH: {e}")))?;
         let mut answered = Answered::default();
@@ -219,11 +150,12 @@ impl LeanPublisher {
         Ok(answered)
     }
 
-    async fn ping(&mut self, timeout: Duration) -> bool {
+    /// Sends a `PING`; true when answered within `timeout`.
+    pub(crate) async fn ping(&mut self, timeout: Duration) -> bool {
         self.out.clear();
         lean::put_command(&mut self.out, &[b"PING"]);
         let exchange = async {
-            self.stream.write_all(&self.out).await.ok()?;
+            write_flush(&mut self.stream, &self.out).await.ok()?;
             loop {
                 match lean::next_token(&self.buf, 0) {
                     Ok(Some((token, used))) => {

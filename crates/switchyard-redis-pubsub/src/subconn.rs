@@ -1,28 +1,21 @@
 //! The subscribing connection, as the receiving loop sees it.
 //!
-//! On plain TCP the loop owns the socket: push frames are parsed straight
-//! from the read buffer into channel and payload slices (no `redis::Value`,
-//! no `redis::Msg`, no task in between), and subscription confirmations and
-//! `PING` replies arrive in the same stream. With TLS it wraps redis-rs's
-//! `PubSub`.
+//! The loop owns the connection (plain TCP or TLS, the same code over a
+//! [`RedisStream`]): push frames are parsed straight from the read buffer
+//! into channel and payload slices (no `redis::Value`, no `redis::Msg`, no
+//! task in between), and subscription confirmations and `PING` replies
+//! arrive in the same stream.
 //!
-//! Both give the loop the same interface: change subscriptions (waiting for
-//! Redis to confirm each name, handing over messages that arrive
-//! meanwhile), start a liveness probe, and wait for the next [`Incoming`].
+//! The loop's interface: change subscriptions (waiting for Redis to confirm
+//! each name, handing over messages that arrive meanwhile), start a
+//! liveness probe, and wait for the next [`Incoming`].
 
-use std::future::Future;
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::StreamExt;
-use futures::future::BoxFuture;
 use switchyard_core::Result;
 use switchyard_redis::RedisClient;
-use switchyard_redis::lean::{self, Token};
-use switchyard_redis::redis::aio::{PubSubSink, PubSubStream};
-use switchyard_redis::redis::{Msg, RedisError, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use switchyard_redis::lean::{self, RedisStream, Token, write_flush};
+use tokio::io::AsyncReadExt;
 
 /// Initial read buffer of the lean connection.
 const READ_BUF: usize = 64 * 1024;
@@ -86,27 +79,17 @@ pub(crate) enum Incoming<'a> {
     Failed(String),
 }
 
-/// The subscribing connection.
+/// The subscribing connection (one kind: the lean one, over TCP or TLS).
 pub(crate) enum SubConn {
     Lean(Box<LeanSub>),
-    Redis(Box<RedisSub>),
 }
 
 impl SubConn {
-    /// Opens the lean connection on plain TCP, a redis-rs one with TLS.
-    /// Either way the server has answered a `PING` (after `AUTH` and
-    /// `SELECT`) within the connect timeout, or this fails.
+    /// Opens the connection (TCP or TLS); the server has answered a
+    /// `PING` (after `AUTH` and `SELECT`) within the connect timeout, or
+    /// this fails.
     pub(crate) async fn open(client: &RedisClient) -> Result<SubConn> {
         let cfg = client.config();
-        if cfg.tls {
-            let (sink, stream) = client.pubsub().await?.split();
-            return Ok(SubConn::Redis(Box::new(RedisSub {
-                sink,
-                stream,
-                ping: None,
-                last: None,
-            })));
-        }
         let stream = lean::connect(cfg).await?;
         Ok(SubConn::Lean(Box::new(LeanSub {
             stream,
@@ -145,15 +128,6 @@ impl SubConn {
                     ))),
                 }
             }
-            SubConn::Redis(r) => {
-                let sink = &mut r.sink;
-                match change {
-                    Change::Subscribe => confirm(what, timeout, sink.subscribe(names)).await,
-                    Change::PSubscribe => confirm(what, timeout, sink.psubscribe(names)).await,
-                    Change::Unsubscribe => confirm(what, timeout, sink.unsubscribe(names)).await,
-                    Change::PUnsubscribe => confirm(what, timeout, sink.punsubscribe(names)).await,
-                }
-            }
         }
     }
 
@@ -168,11 +142,6 @@ impl SubConn {
                 Ok(r) => r,
                 Err(_) => Err(format!("PING: could not be sent within {timeout:?}")),
             },
-            SubConn::Redis(r) => {
-                let mut probe = r.sink.clone();
-                r.ping = Some(async move { probe.ping::<Value>().await }.boxed());
-                Ok(())
-            }
         }
     }
 
@@ -181,84 +150,13 @@ impl SubConn {
     pub(crate) async fn next(&mut self) -> Incoming<'_> {
         match self {
             SubConn::Lean(l) => l.next().await,
-            SubConn::Redis(r) => r.next().await,
         }
     }
 
-    /// The next event if one is ready without waiting (bytes already read,
-    /// or a frame redis-rs already queued).
+    /// The next event if one is ready without waiting (bytes already read).
     pub(crate) fn next_ready(&mut self) -> Option<Incoming<'_>> {
         match self {
             SubConn::Lean(l) => l.next_buffered(),
-            SubConn::Redis(r) => r.next_ready(),
-        }
-    }
-}
-
-async fn confirm(
-    what: &str,
-    timeout: Duration,
-    fut: impl Future<Output = std::result::Result<(), RedisError>>,
-) -> std::result::Result<(), ChangeError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(())) => Ok(()),
-        // An error reply: Redis refused the change, the connection is fine.
-        Ok(Err(e)) if e.code().is_some() => Err(ChangeError::Refused(format!("{what}: {e}"))),
-        Ok(Err(e)) => Err(ChangeError::Failed(format!("{what}: {e}"))),
-        Err(_) => Err(ChangeError::Failed(format!(
-            "{what}: not confirmed within {timeout:?}"
-        ))),
-    }
-}
-
-/// redis-rs's subscribing connection (TLS).
-pub(crate) struct RedisSub {
-    sink: PubSubSink,
-    stream: PubSubStream,
-    ping: Option<BoxFuture<'static, std::result::Result<Value, RedisError>>>,
-    last: Option<Msg>,
-}
-
-impl RedisSub {
-    async fn next(&mut self) -> Incoming<'_> {
-        let (slot, stream) = (&mut self.ping, &mut self.stream);
-        let ping = async {
-            match slot.as_mut() {
-                Some(p) => p.await,
-                None => std::future::pending().await,
-            }
-        };
-        let got = tokio::select! {
-            biased;
-            reply = ping => Err(reply),
-            msg = stream.next() => Ok(msg),
-        };
-        match got {
-            Err(reply) => {
-                self.ping = None;
-                match reply {
-                    Ok(_) => Incoming::ProbeAnswered,
-                    Err(e) => Incoming::Failed(format!("PING failed: {e}")),
-                }
-            }
-            Ok(None) => Incoming::Closed,
-            Ok(Some(msg)) => self.hold(msg),
-        }
-    }
-
-    fn next_ready(&mut self) -> Option<Incoming<'_>> {
-        match tokio::task::unconstrained(self.stream.next()).now_or_never() {
-            Some(Some(msg)) => Some(self.hold(msg)),
-            Some(None) => Some(Incoming::Closed),
-            None => None,
-        }
-    }
-
-    fn hold(&mut self, msg: Msg) -> Incoming<'_> {
-        let msg = self.last.insert(msg);
-        Incoming::Message {
-            channel: msg.get_channel_name().as_bytes(),
-            payload: msg.get_payload_bytes(),
         }
     }
 }
@@ -357,9 +255,9 @@ pub(crate) fn parse_frame(
     Ok(Some((frame, pos)))
 }
 
-/// The lean subscribing connection (plain TCP).
+/// The lean subscribing connection (plain TCP or TLS).
 pub(crate) struct LeanSub {
-    stream: TcpStream,
+    stream: RedisStream,
     /// Bytes read; `buf[start..]` is not parsed yet.
     buf: Vec<u8>,
     start: usize,
@@ -382,8 +280,7 @@ impl LeanSub {
     async fn start_probe_now(&mut self) -> std::result::Result<(), String> {
         self.out.clear();
         lean::put_command(&mut self.out, &[b"PING"]);
-        self.stream
-            .write_all(&self.out)
+        write_flush(&mut self.stream, &self.out)
             .await
             .map_err(|e| format!("PING: writing failed: {e}"))?;
         self.probing = true;
@@ -493,8 +390,7 @@ impl LeanSub {
         for n in names {
             lean::put_bulk(&mut self.out, n.as_bytes());
         }
-        self.stream
-            .write_all(&self.out)
+        write_flush(&mut self.stream, &self.out)
             .await
             .map_err(|e| ChangeError::Failed(format!("writing failed: {e}")))?;
         let mut confirmed = 0;

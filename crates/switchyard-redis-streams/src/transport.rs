@@ -51,7 +51,7 @@ impl RedisStreamsTransport {
             config.breaker_cool_down,
         ));
         let stats = Arc::new(Stats::default());
-        let writer = Writer::spawn(conn.clone(), &config, breaker.clone(), stats.clone());
+        let writer = Writer::spawn(&config, breaker.clone(), stats.clone());
         let (shutdown, _) = watch::channel(false);
         tracing::debug!(redis = %config.redis, "redis-streams transport connected");
         Ok(RedisStreamsTransport {

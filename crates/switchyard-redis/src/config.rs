@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use switchyard_core::{Error, Result, redact_url};
@@ -69,6 +70,18 @@ pub struct RedisConfig {
     pub password: Option<Secret>,
     /// Use TLS.
     pub tls: bool,
+    /// CA certificate(s) (PEM) to trust instead of the platform's roots
+    /// (URL `tls_ca`; needs TLS). See [`crate::tls`].
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for servers that require one
+    /// (`tls-auth-clients yes`; URL `tls_cert`, always with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of [`tls_cert`](Self::tls_cert) (URL `tls_key`).
+    pub tls_key: Option<PathBuf>,
+    /// DANGEROUS: accept any server certificate, unverified (URL
+    /// `tls_insecure=true`; default false). A warning is logged at each
+    /// connect. For throw-away tests only.
+    pub tls_insecure: bool,
     /// Prefix of every key and channel (default `switchyard`).
     pub namespace: String,
     /// Bound on establishing a connection: 1 ms to 10 min (default 2 s;
@@ -105,6 +118,7 @@ impl RedisConfig {
             ));
         }
         validate_namespace(&self.namespace).map_err(Error::InvalidConfig)?;
+        crate::tls::validate_settings(self, origin)?;
         self.check_ranges().map_err(|e| e.into_error(origin))
     }
 
@@ -136,6 +150,10 @@ impl RedisConfig {
             username: None,
             password: None,
             tls: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_insecure: false,
             namespace: Self::DEFAULT_NAMESPACE.to_owned(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
@@ -177,6 +195,32 @@ impl RedisConfig {
     /// Turns TLS on or off.
     pub fn with_tls(mut self, tls: bool) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Trusts the CA certificate(s) in the PEM file at `path` instead of
+    /// the platform's roots (needs TLS).
+    pub fn with_tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(path.into());
+        self
+    }
+
+    /// Presents the client certificate chain in the PEM file `cert`, with
+    /// its private key in the PEM file `key` (needs TLS).
+    pub fn with_tls_client_cert(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls_cert = Some(cert.into());
+        self.tls_key = Some(key.into());
+        self
+    }
+
+    /// DANGEROUS: `true` accepts any server certificate without checking
+    /// it (see [`tls_insecure`](Self::tls_insecure)).
+    pub fn with_tls_insecure(mut self, insecure: bool) -> Self {
+        self.tls_insecure = insecure;
         self
     }
 
@@ -274,6 +318,10 @@ impl RedisConfig {
                     cfg.response_timeout = parse_duration(&value)
                         .map_err(|r| Error::invalid_url(input, format!("response_timeout: {r}")))?;
                 }
+                "tls_ca" | "tls_cert" | "tls_key" | "tls_insecure" => {
+                    crate::tls::take_url_param(&mut cfg, &key, &value)
+                        .map_err(|r| Error::invalid_url(input, r))?;
+                }
                 _ => {
                     cfg.params.insert(key, value);
                 }
@@ -317,7 +365,7 @@ impl RedisConfig {
         }
         let unknown: Vec<&str> = self.params.keys().map(String::as_str).collect();
         Err(Error::InvalidConfig(format!(
-            "unknown url parameter(s) {}: known are namespace, connect_timeout, response_timeout{}{}",
+            "unknown url parameter(s) {}: known are namespace, connect_timeout, response_timeout, tls_ca, tls_cert, tls_key, tls_insecure{}{}",
             unknown.join(", "),
             if known.is_empty() { "" } else { ", " },
             known.join(", ")

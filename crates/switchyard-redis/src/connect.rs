@@ -46,11 +46,14 @@ impl RedisClient {
             {
                 // Several crates may try to install a provider; the first wins.
                 let _ = rustls::crypto::ring::default_provider().install_default();
+                // The files, the certificate and its key are checked here,
+                // with errors naming them, not at the first handshake.
+                crate::tls::client_config(&config)?;
             }
             ConnectionAddr::TcpTls {
                 host: config.host.clone(),
                 port: config.port,
-                insecure: false,
+                insecure: config.tls_insecure,
                 tls_params: None,
             }
         } else {
@@ -67,9 +70,12 @@ impl RedisClient {
             .into_connection_info()
             .map_err(|e| Error::InvalidConfig(format!("redis address {}: {e}", config.addr())))?
             .set_redis_settings(redis_info);
-        let client = Client::open(info).map_err(|e| {
-            Error::InvalidConfig(format!("redis client for {}: {e}", config.addr()))
-        })?;
+        let client = match crate::tls::certificates(&config)? {
+            #[cfg(feature = "tls")]
+            Some(certificates) => Client::build_with_tls(info, certificates),
+            _ => Client::open(info),
+        }
+        .map_err(|e| Error::InvalidConfig(format!("redis client for {}: {e}", config.addr())))?;
         Ok(RedisClient { config, client })
     }
 
@@ -145,6 +151,7 @@ impl RedisClient {
         &self,
         attempt: impl Future<Output = std::result::Result<T, RedisError>>,
     ) -> Result<T> {
+        crate::tls::warn_if_insecure(&self.config);
         match tokio::time::timeout(self.config.connect_timeout, attempt).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(self.connect_error(&e)),
@@ -159,6 +166,12 @@ impl RedisClient {
     /// reset, closed) are [`Error::Connect`].
     pub fn connect_error(&self, e: &RedisError) -> Error {
         let cfg = &self.config;
+        if cfg.tls
+            && e.code().is_none()
+            && let Some((kind, reason)) = crate::tls::tls_failure(cfg, &e.to_string())
+        {
+            return crate::tls::tls_error(cfg, kind, reason);
+        }
         if let Some(code) = e.code() {
             let detail = e.detail().unwrap_or("");
             return refused(cfg, "the connection set-up", &format!("{code} {detail}"));
@@ -176,7 +189,7 @@ impl RedisClient {
         let reason = if e.is_connection_refusal() {
             "connection refused".to_owned()
         } else if e.is_connection_dropped() {
-            format!("the server closed the connection before answering ({e})")
+            closed_early(cfg, &e.to_string())
         } else {
             e.to_string()
         };
@@ -196,12 +209,28 @@ pub(crate) fn connect_failed(cfg: &RedisConfig, reason: String) -> Error {
 
 /// Nothing (or not all) came back within the connect timeout.
 pub(crate) fn no_reply(cfg: &RedisConfig, waiting_for: &str) -> Error {
+    let tls = if cfg.tls {
+        "; with TLS: a plain (not TLS) Redis port never answers the TLS handshake, check that the port is the server's TLS port"
+    } else {
+        ""
+    };
     connect_failed(
         cfg,
         format!(
-            "timed out waiting for {waiting_for}: the port accepted but nothing answered (a frozen or overloaded Redis, or not a Redis server?)"
+            "timed out waiting for {waiting_for}: the port accepted but nothing answered (a frozen or overloaded Redis, or not a Redis server?){tls}"
         ),
     )
+}
+
+/// The reason for a server that closed the connection before answering:
+/// with a plain client, a TLS port does exactly that.
+pub(crate) fn closed_early(cfg: &RedisConfig, detail: &str) -> String {
+    let hint = if cfg.tls {
+        ""
+    } else {
+        "; if this is a TLS port, use rediss+streams:// or rediss+pubsub://"
+    };
+    format!("the server closed the connection before answering ({detail}){hint}")
 }
 
 /// The server answered `command` with something that is not RESP, or not

@@ -1,14 +1,21 @@
 //! Lean RESP2 plumbing for the adapters' hot paths: commands encoded by
 //! hand into one buffer, replies read as flat tokens straight from the
-//! bytes (no `redis::Cmd`, no `redis::Value`), and a plain-TCP connect
-//! that authenticates, selects the database and checks the server answers
+//! bytes (no `redis::Cmd`, no `redis::Value`), and a connect that
+//! authenticates, selects the database and checks the server answers
 //! `PING`, all within the connect timeout.
 //!
-//! TLS connections keep going through redis-rs; [`connect`] refuses them.
+//! One code path for TCP and TLS: [`connect`] returns a [`RedisStream`],
+//! plain TCP or TLS (rustls, with the trust and identity of the config's
+//! `tls_*` settings, see [`crate::tls`]), and everything above it works on
+//! any `AsyncRead + AsyncWrite` byte stream.
 
-use switchyard_core::{Error, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::io;
+
+use switchyard_core::Result;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub use crate::stream::{RedisReadHalf, RedisStream, RedisWriteHalf};
 
 use crate::RedisConfig;
 use crate::connect::{connect_failed, no_reply, not_redis, refused};
@@ -151,24 +158,39 @@ pub fn next_token(
     }
 }
 
-/// Opens a plain TCP connection to `cfg`'s host and port, with `TCP_NODELAY`,
-/// sends `AUTH` and `SELECT` when the config asks for them, then `PING`, and
-/// reads every reply; all within the connect timeout. So a port that accepts
-/// and never answers, a server that is not Redis, a peer that closes at once,
-/// a frozen Redis, a missing password (`NOAUTH`), wrong credentials
-/// (`WRONGPASS`) and a user without the right (`NOPERM`) all fail here.
-/// Errors name the address and the cause, e.g. `could not connect to redis at
-/// 127.0.0.1:6390 within 2s: connection refused`, and never show the password.
-pub async fn connect(cfg: &RedisConfig) -> Result<TcpStream> {
+/// Opens a connection to `cfg`'s host and port, with `TCP_NODELAY`; with
+/// TLS (`rediss`) runs the TLS handshake (trust and identity from the
+/// config's `tls_*` settings); sends `AUTH` and `SELECT` when the config
+/// asks for them, then `PING`, and reads every reply; all within the
+/// connect timeout. So a port that accepts and never answers, a server that
+/// is not Redis, a peer that closes at once, a frozen Redis, a missing
+/// password (`NOAUTH`), wrong credentials (`WRONGPASS`), a user without the
+/// right (`NOPERM`) and a refused certificate ([`Error::Tls`](switchyard_core::Error::Tls)
+/// with its kind) all fail here. Errors name the address and the cause,
+/// e.g. `could not connect to redis at 127.0.0.1:6390 within 2s: connection
+/// refused`, and never show the password.
+pub async fn connect(cfg: &RedisConfig) -> Result<RedisStream> {
+    #[cfg(not(feature = "tls"))]
     if cfg.tls {
-        return Err(Error::InvalidConfig(
-            "the lean redis connection is plain TCP; TLS goes through redis-rs".into(),
-        ));
+        return Err(switchyard_core::Error::FeatureNotEnabled("tls"));
     }
+    #[cfg(feature = "tls")]
+    let tls = if cfg.tls {
+        let name = rustls::pki_types::ServerName::try_from(cfg.host.clone()).map_err(|e| {
+            switchyard_core::Error::InvalidConfig(format!(
+                "redis host {:?} is not a valid TLS server name: {e}",
+                cfg.host
+            ))
+        })?;
+        Some((crate::tls::client_config(cfg)?, name))
+    } else {
+        None
+    };
+    crate::tls::warn_if_insecure(cfg);
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let opened =
         tokio::time::timeout_at(deadline, TcpStream::connect((cfg.host.as_str(), cfg.port))).await;
-    let mut stream = match opened {
+    let tcp = match opened {
         Err(_) => return Err(connect_failed(cfg, "timed out".into())),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             return Err(connect_failed(cfg, "connection refused".into()));
@@ -176,7 +198,21 @@ pub async fn connect(cfg: &RedisConfig) -> Result<TcpStream> {
         Ok(Err(e)) => return Err(connect_failed(cfg, e.to_string())),
         Ok(Ok(s)) => s,
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    let mut stream = match tls {
+        None => RedisStream::Tcp(tcp),
+        Some((config, name)) => {
+            let connector = tokio_rustls::TlsConnector::from(config);
+            match tokio::time::timeout_at(deadline, connector.connect(name, tcp)).await {
+                Err(_) => return Err(no_reply(cfg, "the TLS handshake")),
+                Ok(Err(e)) => return Err(handshake_failed(cfg, &e)),
+                Ok(Ok(s)) => RedisStream::Tls(Box::new(s)),
+            }
+        }
+    };
+    #[cfg(not(feature = "tls"))]
+    let mut stream = RedisStream::Tcp(tcp);
     let mut waiting = "the reply to PING";
     match tokio::time::timeout_at(deadline, handshake(cfg, &mut stream, &mut waiting)).await {
         Err(_) => Err(no_reply(cfg, waiting)),
@@ -185,11 +221,25 @@ pub async fn connect(cfg: &RedisConfig) -> Result<TcpStream> {
     }
 }
 
+/// The error of a failed TLS handshake: [`Error::Tls`](switchyard_core::Error::Tls)
+/// with its kind when rustls says why, else a connect failure.
+#[cfg(feature = "tls")]
+fn handshake_failed(cfg: &RedisConfig, e: &io::Error) -> switchyard_core::Error {
+    let text = e.to_string();
+    match crate::tls::tls_failure(cfg, &text) {
+        Some((kind, reason)) => crate::tls::tls_error(cfg, kind, reason),
+        None => connect_failed(
+            cfg,
+            crate::connect::closed_early(cfg, &format!("TLS handshake: {text}")),
+        ),
+    }
+}
+
 /// Sends `AUTH` (if configured), `SELECT` (if not db 0) and `PING` in one
 /// write and checks each reply; `waiting` names the reply still awaited.
-async fn handshake(
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     cfg: &RedisConfig,
-    stream: &mut TcpStream,
+    stream: &mut S,
     waiting: &mut &'static str,
 ) -> Result<()> {
     let mut out = Vec::new();
@@ -214,10 +264,10 @@ async fn handshake(
     let closed = |command: &str, detail: &dyn std::fmt::Display| {
         connect_failed(
             cfg,
-            format!("the server closed the connection before answering {command} ({detail})"),
+            crate::connect::closed_early(cfg, &format!("{command}: {detail}")),
         )
     };
-    if let Err(e) = stream.write_all(&out).await {
+    if let Err(e) = write_flush(stream, &out).await {
         return Err(closed(expected[0].0, &e));
     }
     let mut buf = Vec::with_capacity(256);
@@ -244,11 +294,27 @@ async fn handshake(
             match stream.read(&mut chunk).await {
                 Ok(0) => return Err(closed(command, &"end of stream")),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(closed(command, &e)),
+                Err(e) => {
+                    // With TLS 1.3 a refused client certificate shows here,
+                    // at the first read after the handshake.
+                    if cfg.tls
+                        && let Some((kind, reason)) = crate::tls::tls_failure(cfg, &e.to_string())
+                    {
+                        return Err(crate::tls::tls_error(cfg, kind, reason));
+                    }
+                    return Err(closed(command, &e));
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Writes all of `bytes` and flushes (TLS may hold the last record until
+/// a flush; on TCP the flush costs nothing).
+pub async fn write_flush<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// The first bytes of an unexpected reply, quoted and escaped.

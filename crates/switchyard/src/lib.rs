@@ -46,6 +46,7 @@
 //! | `memory` | yes | the in-process adapter, `memory://` (module [`memory`]) |
 //! | `redis-streams` | no | the Redis Streams adapter, `redis+streams://`, `rediss+streams://` (module [`redis_streams`]) |
 //! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (module [`redis_pubsub`]) |
+//! | `tls` | no | TLS for the Redis adapters compiled in (`rediss+…://`, rustls): the platform's roots or `tls_ca=`, client certificates with `tls_cert=`/`tls_key=`; a refused certificate is [`Error::Tls`] |
 //! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit) |
 //!
 //! A URL whose adapter is not compiled in fails with

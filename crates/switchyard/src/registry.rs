@@ -293,6 +293,44 @@ mod tests {
         }
     }
 
+    /// Issue 14: `connect("rediss+streams://…")` failed with "enable the
+    /// `tls` feature of the `switchyard` crate" and the crate had no such
+    /// feature. Every feature an error names exists in this crate.
+    #[test]
+    fn named_features_exist() {
+        let manifest = include_str!("../Cargo.toml");
+        let features = manifest
+            .split("[features]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .unwrap_or_default();
+        let names = ADAPTERS
+            .iter()
+            .map(|a| a.feature)
+            .chain(std::iter::once("tls"));
+        for name in names {
+            assert!(
+                features.contains(&format!("\n{name} = [")),
+                "feature {name:?} is named in errors but missing from [features]"
+            );
+        }
+    }
+
+    /// A TLS URL in a build without the `tls` feature names that feature.
+    #[cfg(all(feature = "redis-streams", not(feature = "tls")))]
+    #[test]
+    fn tls_url_without_the_tls_feature() {
+        let e = block_on(connect("rediss+streams://127.0.0.1:1"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::FeatureNotEnabled("tls")), "{e}");
+        assert!(
+            e.to_string()
+                .contains("enable the `tls` feature of the `switchyard` crate"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn adapters_without_their_feature() {
         // Whatever this build compiles in, every scheme of an adapter that is

@@ -1,7 +1,7 @@
 //! A lean publishing connection: XADDs encoded by hand, written in one go
 //! per batch, replies parsed by a reader task that completes the callers
-//! in order. Used for plain TCP (opened by `switchyard_redis::lean`); TLS
-//! goes through redis-rs.
+//! in order. The same code for plain TCP and TLS: the connection is a
+//! `RedisStream` opened by `switchyard_redis::lean`, split into halves.
 //!
 //! Up to `in_flight` batches wait for replies at once (a bounded channel
 //! between writer and reader), so the writer prepares the next batch while
@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use switchyard_core::{Error, Result};
 use switchyard_redis::RedisConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use switchyard_redis::lean::{RedisReadHalf, RedisWriteHalf, write_flush};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc};
 
 use super::Pending;
@@ -26,7 +26,7 @@ const READ_BUF: usize = 64 * 1024;
 /// One connection: the write half (owned by the writer task) and the
 /// channel to its reader task.
 pub(super) struct LeanConn {
-    wr: OwnedWriteHalf,
+    wr: RedisWriteHalf,
     to_reader: mpsc::Sender<Pending>,
     dead: Arc<AtomicBool>,
     kill: Arc<Notify>,
@@ -93,7 +93,7 @@ impl LeanConn {
             ));
             return;
         }
-        let written = tokio::time::timeout(self.timeout, self.wr.write_all(bytes)).await;
+        let written = tokio::time::timeout(self.timeout, write_flush(&mut self.wr, bytes)).await;
         let failure = match written {
             Ok(Ok(())) => return,
             Ok(Err(e)) => format!("redis XADD: writing to the connection failed: {e}"),
@@ -110,7 +110,7 @@ impl LeanConn {
 }
 
 struct Reader {
-    rd: OwnedReadHalf,
+    rd: RedisReadHalf,
     rx: mpsc::Receiver<Pending>,
     dead: Arc<AtomicBool>,
     kill: Arc<Notify>,

@@ -7,9 +7,9 @@
 //! pipelines wait for replies at once, so the next batch is prepared while
 //! Redis works on the previous one. Each caller gets its entry id.
 //!
-//! On plain TCP the writer uses a lean connection of its own
-//! ([`lean`]: hand-encoded XADD, replies parsed only as far as the id);
-//! with TLS it sends redis-rs pipelines on the shared connection.
+//! The writer uses a lean connection of its own ([`lean`]: hand-encoded
+//! XADD, replies parsed only as far as the id), the same code over plain
+//! TCP and over TLS.
 
 mod lean;
 pub(crate) mod resp;
@@ -19,10 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use redis::Value;
-use redis::aio::{ConnectionLike, ConnectionManager};
 use switchyard_core::{CircuitBreaker, Error, Limits, Message, MessageId, Result, Topic};
 use switchyard_redis::RedisConfig;
 use tokio::sync::{mpsc, oneshot};
@@ -30,7 +26,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::StreamsConfig;
 use crate::inner::Stats;
 use crate::keys;
-use crate::wire;
 
 use self::lean::LeanConn;
 use self::resp::{Reply, Trim};
@@ -51,23 +46,16 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task. `conn` (the shared connection) carries the
-    /// pipelines when TLS is on; otherwise the writer opens its own lean
-    /// connection, lazily and again after a failure.
+    /// Starts the writer task. It opens its own lean connection (TCP or
+    /// TLS), lazily and again after a failure.
     pub(crate) fn spawn(
-        conn: ConnectionManager,
         config: &StreamsConfig,
         breaker: Arc<CircuitBreaker>,
         stats: Arc<Stats>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(config.writer_queue);
-        let sink = if config.redis.tls {
-            Sink::Redis(conn)
-        } else {
-            Sink::Lean(None)
-        };
         let task = WriterTask {
-            sink,
+            conn: None,
             redis: config.redis.clone(),
             ctx: Arc::new(Ctx { breaker, stats }),
             retention: Retention::from_config(config),
@@ -83,7 +71,7 @@ impl Writer {
     /// Queues `message` (waiting while the queue is full) and waits for its
     /// id. A message over [`Limits::DEFAULT`] is refused with
     /// `Error::InvalidMessage` before it is queued: consumers would drop
-    /// what the decoder does not accept (see [`wire`]).
+    /// what the decoder does not accept (see [`wire`](crate::wire)).
     pub(crate) async fn publish(&self, message: Message) -> Result<MessageId> {
         Limits::DEFAULT.check(&message)?;
         let (reply, rx) = oneshot::channel();
@@ -346,15 +334,9 @@ impl Pending {
     }
 }
 
-enum Sink {
-    /// Our own connection; `None` until opened or after it failed.
-    Lean(Option<LeanConn>),
-    /// redis-rs pipelines on the shared connection (TLS).
-    Redis(ConnectionManager),
-}
-
 struct WriterTask {
-    sink: Sink,
+    /// Our own connection; `None` until opened or after it failed.
+    conn: Option<LeanConn>,
     redis: RedisConfig,
     ctx: Arc<Ctx>,
     retention: Retention,
@@ -366,16 +348,11 @@ struct WriterTask {
 
 impl WriterTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut redis_pending = FuturesUnordered::new();
         let mut jobs = Vec::with_capacity(self.batch);
         let mut closers = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         loop {
-            let n = tokio::select! {
-                biased;
-                Some(()) = redis_pending.next(), if !redis_pending.is_empty() => continue,
-                n = rx.recv_many(&mut jobs, self.batch), if redis_pending.len() < self.in_flight => n,
-            };
+            let n = rx.recv_many(&mut jobs, self.batch).await;
             if n == 0 {
                 break;
             }
@@ -398,17 +375,10 @@ impl WriterTask {
             }
             let trim = self.retention.trim();
             let mut pending = Pending::new(self.ctx.clone());
-            let mut pipe = match self.sink {
-                Sink::Redis(_) => Some(redis::Pipeline::with_capacity(jobs.len())),
-                Sink::Lean(_) => None,
-            };
             for job in jobs.drain(..) {
                 let mut encode = |m: &Message| {
                     let key = self.keys.get(&m.topic);
-                    match pipe.as_mut() {
-                        Some(p) => push_xadd(p, key, trim, m),
-                        None => resp::put_xadd(&mut buf, key, trim, m),
-                    }
+                    resp::put_xadd(&mut buf, key, trim, m);
                 };
                 match job {
                     Job::One(m, reply) => {
@@ -436,27 +406,13 @@ impl WriterTask {
             if pending.is_complete() {
                 continue;
             }
-            match pipe {
-                Some(pipe) => {
-                    if let Sink::Redis(conn) = &self.sink {
-                        let mut conn = conn.clone();
-                        redis_pending
-                            .push(async move { run_redis(&mut conn, &pipe, pending).await });
-                    }
-                }
-                None => {
-                    self.send_lean(&buf, pending).await;
-                    buf.clear();
-                    if buf.capacity() > KEEP_BUF {
-                        buf.shrink_to(KEEP_BUF);
-                    }
-                }
+            self.send_lean(&buf, pending).await;
+            buf.clear();
+            if buf.capacity() > KEEP_BUF {
+                buf.shrink_to(KEEP_BUF);
             }
         }
-        while redis_pending.next().await.is_some() {}
-        if let Sink::Lean(slot) = &mut self.sink
-            && let Some(conn) = slot.take()
-        {
+        if let Some(conn) = self.conn.take() {
             conn.finish().await;
         }
         for done in closers {
@@ -466,9 +422,7 @@ impl WriterTask {
 
     /// Sends one pipeline on the lean connection, opening it first if needed.
     async fn send_lean(&mut self, bytes: &[u8], pending: Pending) {
-        let Sink::Lean(slot) = &mut self.sink else {
-            return;
-        };
+        let slot = &mut self.conn;
         if slot.as_ref().is_some_and(LeanConn::is_dead) {
             *slot = None;
         }
@@ -490,62 +444,5 @@ impl WriterTask {
         if let Some(conn) = slot.as_mut() {
             conn.send(bytes, pending).await;
         }
-    }
-}
-
-/// Appends `XADD key [MAXLEN|MINID ~ n] * fields` to a redis-rs pipeline.
-fn push_xadd(pipe: &mut redis::Pipeline, key: &str, trim: Trim, message: &Message) {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(key);
-    match trim {
-        Trim::None => {}
-        Trim::MaxLen(n) => {
-            cmd.arg("MAXLEN").arg("~").arg(n);
-        }
-        Trim::MinId(ms) => {
-            cmd.arg("MINID").arg("~").arg(ms);
-        }
-    }
-    cmd.arg("*");
-    wire::push_fields(&mut cmd, message);
-    pipe.add_command(cmd);
-}
-
-/// Sends a redis-rs pipeline and completes its callers.
-async fn run_redis(conn: &mut ConnectionManager, pipe: &redis::Pipeline, mut pending: Pending) {
-    match conn.req_packed_commands(pipe, 0, pipe.len()).await {
-        Ok(values) => {
-            for v in values {
-                pending.deliver_result(value_id(v));
-            }
-            if pending.is_complete() {
-                pending.finish();
-            } else {
-                pending.fail(Error::Backend(
-                    "redis XADD: replies missing from the pipeline".into(),
-                ));
-            }
-        }
-        Err(e) => pending.fail(switchyard_redis::classify("XADD", &e)),
-    }
-}
-
-fn value_id(v: Value) -> Result<MessageId> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(&b)
-            .ok()
-            .and_then(wire::parse_id)
-            .ok_or_else(|| Error::Backend("redis XADD: the reply is not a stream id".into())),
-        Value::ServerError(e) => {
-            let text = format!("redis XADD: {e}");
-            if switchyard_redis::is_transient_code(e.code()) {
-                Err(Error::Transient(text))
-            } else {
-                Err(Error::Backend(text))
-            }
-        }
-        _ => Err(Error::Backend(
-            "redis XADD: the reply is not a stream id".into(),
-        )),
     }
 }

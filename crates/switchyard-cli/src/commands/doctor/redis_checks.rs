@@ -587,7 +587,27 @@ fn tls(cfg: &RedisConfig) -> Check {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     match (cfg.tls, loopback) {
-        (true, _) => Check::new("tls", Status::Ok, "on (rediss://)"),
+        (true, _) if cfg.tls_insecure => Check::new(
+            "tls",
+            Status::Warn,
+            "on, but tls_insecure=true: the server's certificate is not checked; give its CA with tls_ca=/path/ca.pem instead",
+        ),
+        (true, _) => {
+            let trust = match &cfg.tls_ca {
+                Some(ca) => format!("CA {}", ca.display()),
+                None => "the platform's root certificates".to_owned(),
+            };
+            let client = if cfg.tls_cert.is_some() {
+                ", client certificate"
+            } else {
+                ""
+            };
+            Check::new(
+                "tls",
+                Status::Ok,
+                format!("on (rediss://, trusting {trust}{client})"),
+            )
+        }
         (false, true) => Check::new("tls", Status::Ok, "off (fine on loopback)"),
         (false, false) => Check::new(
             "tls",
@@ -623,6 +643,10 @@ mod tests {
         assert_eq!(tls(&local).status, Status::Ok);
         let remote = RedisConfig::new("redis.internal", 6379);
         assert_eq!(tls(&remote).status, Status::Warn);
-        assert_eq!(tls(&remote.with_tls(true)).status, Status::Ok);
+        assert_eq!(tls(&remote.clone().with_tls(true)).status, Status::Ok);
+        let private = remote.clone().with_tls(true).with_tls_ca("/etc/ca.pem");
+        assert!(tls(&private).detail.contains("CA /etc/ca.pem"));
+        let insecure = remote.with_tls(true).with_tls_insecure(true);
+        assert_eq!(tls(&insecure).status, Status::Warn);
     }
 }
