@@ -18,6 +18,7 @@
 
 mod config;
 mod connect;
+pub mod denied;
 mod error;
 pub mod lean;
 mod parse;
