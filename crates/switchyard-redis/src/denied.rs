@@ -19,9 +19,15 @@ pub fn is_noperm(e: &RedisError) -> bool {
     e.code() == Some("NOPERM") || is_noperm_text(&e.to_string())
 }
 
-/// Whether an error text carries a `NOPERM` reply.
+/// What Redis 7.0 answers when a script runs a command its user may not
+/// run (`ERR The user executing the script can't run this command or
+/// subcommand`): a `NOPERM` in all but name.
+pub const SCRIPT_DENIAL: &str = "user executing the script can't run";
+
+/// Whether an error text carries a `NOPERM` reply, or Redis' denial of a
+/// command inside a script ([`SCRIPT_DENIAL`]).
 pub fn is_noperm_text(text: &str) -> bool {
-    text.contains("NOPERM")
+    text.contains("NOPERM") || text.contains(SCRIPT_DENIAL)
 }
 
 /// The text of a denial of `command` (`"XINFO CONSUMERS"`, say) with
@@ -103,5 +109,8 @@ mod tests {
         assert!(e.to_string().contains("permission denied"), "{e}");
         assert!(is_noperm_text("ERR x NOPERM y"));
         assert!(!is_noperm_text("NOGROUP"));
+        assert!(is_noperm_text(
+            "ERR The user executing the script can't run this command or subcommand script: 63, on @user_script:1."
+        ));
     }
 }
