@@ -104,6 +104,7 @@ mod transport;
 
 pub use config::{PubSubConfig, URL_PARAMS};
 pub use envelope::{LIMITS, MAX_FRAME, MAX_PAYLOAD};
+pub use registry::pattern_channel;
 pub use stats::PubSubStats;
 pub use transport::{RedisPubSubTransport, capabilities, connect};
 

@@ -1,7 +1,8 @@
 //! The checks of `switchyard doctor` for a Redis server: reachability and
 //! latency, version, persistence, eviction policy, cluster mode and role,
 //! ACL permissions (by running every command the adapter uses on a scratch
-//! key or channel in the URL's namespace, then deleting it), TLS.
+//! key or channel in the URL's namespace, then deleting it), TLS, and the
+//! least-privilege ACL line for the namespace ([`acl`](super::acl)).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use switchyard_redis::redis::{self, aio::MultiplexedConnection};
 use switchyard_redis::{RedisClient, RedisConfig};
 
-use super::{Check, Status};
+use super::{Check, Status, acl};
 use crate::commands::redis_info;
 use crate::commands::support::redis_conn;
 
@@ -24,8 +25,18 @@ const PINGS: usize = 5;
 /// Runs every check; `streams` picks the Streams adapter's needs, else the
 /// Pub/Sub backplane's. Only a bad URL is an `Err`; everything found on the
 /// server is a [`Check`].
-pub(super) async fn run(url: &str, streams: bool) -> anyhow::Result<Vec<Check>> {
+pub(super) async fn run(
+    url: &str,
+    streams: bool,
+    patterns: &[String],
+) -> anyhow::Result<Vec<Check>> {
     let cfg = redis_conn::config(url)?;
+    let globs = pattern_globs(&cfg.namespace, patterns)?;
+    let acl = Check::new(
+        "acl",
+        Status::Ok,
+        acl::line(&cfg.namespace, streams, &globs),
+    );
     let mut checks = Vec::new();
     let started = Instant::now();
     let mut conn = match redis_conn::open(&cfg).await {
@@ -42,6 +53,7 @@ pub(super) async fn run(url: &str, streams: bool) -> anyhow::Result<Vec<Check>> 
                 checks.push(Check::new(name, Status::Skip, "not reachable"));
             }
             checks.push(tls(&cfg));
+            checks.push(acl);
             return Ok(checks);
         }
     };
@@ -57,10 +69,35 @@ pub(super) async fn run(url: &str, streams: bool) -> anyhow::Result<Vec<Check>> 
     checks.push(if streams {
         streams_permissions(&mut conn, &cfg).await
     } else {
-        pubsub_permissions(&mut conn, &cfg).await
+        pubsub_permissions(&mut conn, &cfg, &globs).await
     });
     checks.push(tls(&cfg));
+    checks.push(acl);
     Ok(checks)
+}
+
+/// The backplane's `PSUBSCRIBE` pattern of each `--pattern`.
+fn pattern_globs(namespace: &str, patterns: &[String]) -> anyhow::Result<Vec<String>> {
+    patterns
+        .iter()
+        .map(|p| {
+            let pattern = switchyard::Pattern::new(p)
+                .map_err(|e| anyhow::anyhow!("--pattern {p:?} is not a valid pattern: {e}"))?;
+            Ok(pattern_channel(namespace, &pattern))
+        })
+        .collect()
+}
+
+#[cfg(feature = "redis-pubsub")]
+fn pattern_channel(namespace: &str, pattern: &switchyard::Pattern) -> String {
+    switchyard::redis_pubsub::pattern_channel(namespace, pattern)
+}
+
+/// Without the backplane, patterns only matter to the Streams adapter,
+/// whose ACL line has no channels.
+#[cfg(not(feature = "redis-pubsub"))]
+fn pattern_channel(namespace: &str, pattern: &switchyard::Pattern) -> String {
+    format!("{namespace}:{pattern}")
 }
 
 async fn reachable(conn: &mut MultiplexedConnection, cfg: &RedisConfig, connect_ms: f64) -> Check {
@@ -347,8 +384,8 @@ async fn streams_permissions(conn: &mut MultiplexedConnection, cfg: &RedisConfig
                 "permissions",
                 Status::Fail,
                 format!(
-                    "cannot write a stream under {}:*: {why}; grant the user ~{}:* +@stream +@scripting +scan +ping",
-                    cfg.namespace, cfg.namespace
+                    "cannot write a stream under {}:*: {why}; give the user the line of the acl check below (docs/security.md)",
+                    cfg.namespace
                 ),
             );
         }
@@ -394,6 +431,23 @@ async fn streams_permissions(conn: &mut MultiplexedConnection, cfg: &RedisConfig
                 .arg("0")
                 .clone(),
         ),
+        (
+            "XINFO CONSUMERS",
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&key)
+                .arg("g")
+                .clone(),
+        ),
+        (
+            "XINFO STREAM",
+            redis::cmd("XINFO").arg("STREAM").arg(&key).clone(),
+        ),
+        (
+            "XINFO GROUPS",
+            redis::cmd("XINFO").arg("GROUPS").arg(&key).clone(),
+        ),
+        ("TIME", redis::cmd("TIME").clone()),
         (
             "XREADGROUP",
             redis::cmd("XREADGROUP")
@@ -466,9 +520,14 @@ async fn streams_permissions(conn: &mut MultiplexedConnection, cfg: &RedisConfig
                 .clone(),
         ),
     ];
+    let mut ops = Vec::new();
     for (what, cmd) in probes {
         if let Some(p) = denied(what, cmd.query_async(conn).await) {
-            problems.push(p);
+            if OPS_ONLY.contains(&what) {
+                ops.push(p);
+            } else {
+                problems.push(p);
+            }
         }
     }
     // Dead letters and replays run Lua scripts (EVALSHA, SCRIPT LOAD).
@@ -480,18 +539,34 @@ async fn streams_permissions(conn: &mut MultiplexedConnection, cfg: &RedisConfig
         problems.push(p);
     }
     let cleanup = denied("DEL", redis::cmd("DEL").arg(&key).query_async(conn).await);
+    ops.extend(cleanup);
     verdict(
         problems,
-        cleanup,
+        ops,
         &key,
         cfg,
-        "XADD, XREAD(GROUP), XACK, XCLAIM, XAUTOCLAIM, XPENDING, XGROUP, XDEL, XTRIM, SCAN, scripts",
+        "XADD, XREAD(GROUP), XACK, XCLAIM, XAUTOCLAIM, XPENDING, XGROUP, XINFO, XDEL, XTRIM, SCAN, scripts",
     )
 }
 
+/// Probes of commands only the CLI needs (`dlq`, `topics`, `doctor`): the
+/// adapter works without them.
+const OPS_ONLY: &[&str] = &[
+    "XLEN",
+    "XDEL",
+    "XTRIM",
+    "XINFO STREAM",
+    "XINFO GROUPS",
+    "TIME",
+];
+
 /// Publishes, subscribes and pattern-subscribes on a scratch channel in the
 /// namespace, on a connection of its own.
-async fn pubsub_permissions(conn: &mut MultiplexedConnection, cfg: &RedisConfig) -> Check {
+async fn pubsub_permissions(
+    conn: &mut MultiplexedConnection,
+    cfg: &RedisConfig,
+    globs: &[String],
+) -> Check {
     let channel = scratch(cfg);
     let mut problems = Vec::new();
     if let Some(p) = denied(
@@ -510,25 +585,30 @@ async fn pubsub_permissions(conn: &mut MultiplexedConnection, cfg: &RedisConfig)
             Err(e) => problems.push(format!("a subscribing connection ({e})")),
             Ok(mut sub) => {
                 let bound = Duration::from_secs(5);
-                let steps = [
+                let mut steps = vec![
                     (
-                        "SUBSCRIBE",
+                        "SUBSCRIBE".to_owned(),
                         tokio::time::timeout(bound, sub.subscribe(&channel)).await,
                     ),
                     (
-                        "PSUBSCRIBE",
-                        tokio::time::timeout(bound, sub.psubscribe(format!("{channel}*"))).await,
-                    ),
-                    (
-                        "UNSUBSCRIBE",
+                        "UNSUBSCRIBE".to_owned(),
                         tokio::time::timeout(bound, sub.unsubscribe(&channel)).await,
                     ),
-                    (
-                        "PUNSUBSCRIBE",
-                        tokio::time::timeout(bound, sub.punsubscribe(format!("{channel}*"))).await,
-                    ),
                 ];
+                // Patterns are checked literally against the channel rules:
+                // probe exactly the ones the service uses.
+                for glob in globs {
+                    steps.push((
+                        format!("PSUBSCRIBE {glob}"),
+                        tokio::time::timeout(bound, sub.psubscribe(glob)).await,
+                    ));
+                    steps.push((
+                        format!("PUNSUBSCRIBE {glob}"),
+                        tokio::time::timeout(bound, sub.punsubscribe(glob)).await,
+                    ));
+                }
                 for (what, r) in steps {
+                    let what = what.as_str();
                     match r {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
@@ -540,42 +620,45 @@ async fn pubsub_permissions(conn: &mut MultiplexedConnection, cfg: &RedisConfig)
             }
         },
     }
-    verdict(
-        problems,
-        None,
-        &channel,
-        cfg,
-        "PUBLISH, SUBSCRIBE, PSUBSCRIBE, PING",
-    )
+    let used = if globs.is_empty() {
+        "PUBLISH, SUBSCRIBE, PING; pattern subscriptions not checked: pass --pattern for each pattern the service uses".to_owned()
+    } else {
+        format!("PUBLISH, SUBSCRIBE, PING, PSUBSCRIBE {}", globs.join(" "))
+    };
+    verdict(problems, Vec::new(), &channel, cfg, &used)
 }
 
+/// `problems`: commands the adapter needs and may not run (a failure);
+/// `ops`: commands only the CLI needs (`dlq`, `topics`, `doctor`'s scratch
+/// clean-up: a warning).
 fn verdict(
     problems: Vec<String>,
-    cleanup: Option<String>,
+    ops: Vec<String>,
     scratch: &str,
     cfg: &RedisConfig,
     used: &str,
 ) -> Check {
     let user = cfg.username.as_deref().unwrap_or("default");
-    if problems.is_empty() {
-        let mut detail = format!("user {user} may run what the adapter uses ({used})");
-        if let Some(c) = cleanup {
-            detail.push_str(&format!(
-                "; could not delete the scratch key {scratch}: {c}"
-            ));
-            return Check::new("permissions", Status::Warn, detail);
-        }
+    if !problems.is_empty() {
+        return Check::new(
+            "permissions",
+            Status::Fail,
+            format!(
+                "user {user} cannot run: {}; give the user the line of the acl check below (docs/security.md)",
+                problems.join(", "),
+            ),
+        );
+    }
+    let detail = format!("user {user} may run what the adapter uses ({used})");
+    if ops.is_empty() {
         return Check::new("permissions", Status::Ok, detail);
     }
     Check::new(
         "permissions",
-        Status::Fail,
+        Status::Warn,
         format!(
-            "user {user} cannot run: {}; grant them for keys and channels {}:* (e.g. ACL SETUSER {user} ~{}:* &{}:* +@stream +@pubsub +@scripting +scan +ping)",
-            problems.join(", "),
-            cfg.namespace,
-            cfg.namespace,
-            cfg.namespace
+            "{detail}; but not what the CLI's dlq, topics and doctor use: {} (scratch key {scratch}); see the acl check below",
+            ops.join(", ")
         ),
     )
 }
