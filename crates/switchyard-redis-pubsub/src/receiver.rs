@@ -335,10 +335,12 @@ async fn reconcile(
 }
 
 /// Records that Redis refused `names` with `reply`, for the `subscribe`
-/// calls waiting on them (and, for a `NOPERM`, for `health()`). A refused
-/// name is left out and never retried: only that `subscribe` fails.
+/// calls waiting on them. A refused name is left out and never retried:
+/// only that `subscribe` fails. A denied command (not one channel or
+/// pattern: every later subscription of its kind fails too) also turns
+/// `health()` into `permission denied: …`.
 fn refuse(sh: &Shared, change: Change, names: &[String], reply: String) {
-    if switchyard_redis::denied::is_noperm_text(&reply) {
+    if switchyard_redis::denied::is_command_denial(&reply) {
         sh.denied
             .record(change.command(), &format!("{} ({reply})", names.join(" ")));
     }

@@ -30,6 +30,14 @@ pub fn is_noperm_text(text: &str) -> bool {
     text.contains("NOPERM") || text.contains(SCRIPT_DENIAL)
 }
 
+/// Whether a `NOPERM` text denies a whole command (`no permissions to run
+/// the 'psubscribe' command`, or a script's `can't run this command`)
+/// rather than one key or channel (`no permissions to access one of the
+/// channels used as arguments`): every later use of the command fails too.
+pub fn is_command_denial(text: &str) -> bool {
+    is_noperm_text(text) && (text.contains("to run the") || text.contains(SCRIPT_DENIAL))
+}
+
 /// The text of a denial of `command` (`"XINFO CONSUMERS"`, say) with
 /// Redis' reply `reply`: what failed and what to grant.
 pub fn denial_text(command: &str, reply: &str) -> String {
@@ -109,6 +117,12 @@ mod tests {
         assert!(e.to_string().contains("permission denied"), "{e}");
         assert!(is_noperm_text("ERR x NOPERM y"));
         assert!(!is_noperm_text("NOGROUP"));
+        assert!(is_command_denial(
+            "NOPERM this user has no permissions to run the 'psubscribe' command"
+        ));
+        assert!(!is_command_denial(
+            "NOPERM this user has no permissions to access one of the channels used as arguments"
+        ));
         assert!(is_noperm_text(
             "ERR The user executing the script can't run this command or subcommand script: 63, on @user_script:1."
         ));
