@@ -269,3 +269,36 @@ async fn claim_without_xautoclaim_is_reported_at_its_own_pace() -> TestResult {
     bus.close().await?;
     Ok(())
 }
+
+/// Without `xreadgroup`, a group subscriber's reader is denied: `health()`
+/// names XREADGROUP and the reader retries at its backoff's pace (so a
+/// fixed ACL resumes it), not in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_read_without_xreadgroup_is_reported() -> TestResult {
+    let server = RedisServer::start()?;
+    create_user(&server, "noread", "acl", Some("xreadgroup"));
+    let bus = connect(&server, "noread", "acl", "").await;
+    let t = Topic::new("orders")?;
+    let started = Instant::now();
+    let sub = bus
+        .subscribe(Subscription::new(t).group_member("g", "c1"))
+        .await?;
+    let r = reason(&wait_unhealthy(&bus).await);
+    assert!(
+        r.starts_with("permission denied: redis refused XREADGROUP"),
+        "{r}"
+    );
+    assert!(r.contains("+xreadgroup"), "{r}");
+    let n = denials(&server).get("xreadgroup").copied().unwrap_or(0);
+    // A tight loop would be thousands per second; the backoff starts at
+    // tens of milliseconds and doubles.
+    let bound = started.elapsed().as_millis() / 10 + 5;
+    assert!(
+        n >= 1 && i64::try_from(bound)? >= n,
+        "{n} denials within {:?}",
+        started.elapsed()
+    );
+    sub.close().await?;
+    bus.close().await?;
+    Ok(())
+}

@@ -132,6 +132,14 @@ impl Reader {
                 self.recreate_groups(&e).await;
                 !self.g.is_stopped()
             }
+            Err(e) if switchyard_redis::denied::is_noperm(&e) => {
+                // Reported by health(); retried at the backoff's pace
+                // only, so a fixed ACL resumes the subscriber.
+                let text = self.g.inner.denied.record("XREADGROUP", &e.to_string());
+                self.fail(&format!("permission denied: {text}"), false)
+                    .await;
+                !self.g.is_stopped()
+            }
             Err(e) => {
                 let transient = switchyard_redis::is_transient(&e);
                 self.fail(&e.to_string(), transient).await;
