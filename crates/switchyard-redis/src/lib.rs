@@ -13,6 +13,9 @@
 //! - [`classify`]: redis-rs errors as transient (I/O, LOADING, BUSY, TRYAGAIN,
 //!   MASTERDOWN, MOVED, ASK, READONLY, CLUSTERDOWN, NOREPLICAS) or fatal;
 //! - [`ping_health`]: a bounded health probe on an existing connection;
+//! - [`denied`]: `NOPERM` recognised (also inside Lua scripts), turned into
+//!   `permission denied: …` errors naming the command and the grant, and
+//!   kept for `health()` (docs/security.md);
 //! - [`lean`]: hand-encoded commands and flat RESP2 tokens for the hot
 //!   paths, and a plain-TCP connect with `AUTH`/`SELECT`/`PING`.
 
