@@ -302,3 +302,33 @@ async fn group_read_without_xreadgroup_is_reported() -> TestResult {
     bus.close().await?;
     Ok(())
 }
+
+/// Without `xclaim`, the keep-alive script of a held delivery is denied
+/// inside Lua (Redis 7.0: `ERR The user executing the script can't run
+/// this command`): `health()` says so, naming what to grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_script_without_xclaim_is_reported() -> TestResult {
+    let server = RedisServer::start()?;
+    create_user(&server, "noclaim", "acl", Some("xclaim"));
+    let bus = connect(&server, "noclaim", "acl", "").await;
+    let t = Topic::new("orders")?;
+    let mut sub = bus
+        .subscribe(
+            Subscription::new(t.clone())
+                .group_member("g", "c1")
+                .ack_timeout(Duration::from_millis(400)),
+        )
+        .await?;
+    bus.publish(Message::new(t, "held")).await?;
+    let held = tokio::time::timeout(WAIT, sub.recv()).await?.unwrap()?;
+    let r = reason(&wait_unhealthy(&bus).await);
+    assert!(
+        r.starts_with("permission denied: redis refused the keep-alive script"),
+        "{r}"
+    );
+    assert!(r.contains("+xclaim"), "{r}");
+    drop(held);
+    sub.close().await?;
+    bus.close().await?;
+    Ok(())
+}

@@ -41,9 +41,15 @@ pub fn is_command_denial(text: &str) -> bool {
 /// The text of a denial of `command` (`"XINFO CONSUMERS"`, say) with
 /// Redis' reply `reply`: what failed and what to grant.
 pub fn denial_text(command: &str, reply: &str) -> String {
-    let grant = command.to_ascii_lowercase().replace(' ', "|");
+    let grant = format!("+{}", command.to_ascii_lowercase().replace(' ', "|"));
+    denial_text_granting(command, &grant, reply)
+}
+
+/// Like [`denial_text`] for an operation that is not one command (a Lua
+/// script): `grant` lists what to allow (`"+xpending +xrange +xclaim"`).
+pub fn denial_text_granting(what: &str, grant: &str, reply: &str) -> String {
     format!(
-        "redis refused {command} ({}): grant the ACL user +{grant} and access to the namespace's keys or channels (ACL SETUSER <user> +{grant}; see docs/security.md)",
+        "redis refused {what} ({}): grant the ACL user {grant} and access to the namespace's keys or channels (ACL SETUSER <user> {grant}; see docs/security.md)",
         reply.trim().replace('\n', " ")
     )
 }
@@ -76,6 +82,16 @@ impl Denials {
     /// (see [`denial_text`]).
     pub fn record(&self, command: &str, reply: &str) -> String {
         let text = denial_text(command, reply);
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(text.clone());
+        }
+        text
+    }
+
+    /// Records a denial of `what` (a script, say) whose fix is `grant`
+    /// (see [`denial_text_granting`]); returns its text.
+    pub fn record_granting(&self, what: &str, grant: &str, reply: &str) -> String {
+        let text = denial_text_granting(what, grant, reply);
         if let Ok(mut last) = self.last.lock() {
             *last = Some(text.clone());
         }

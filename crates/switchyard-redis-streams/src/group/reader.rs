@@ -82,6 +82,7 @@ impl Reader {
             let key = self.g.inner.key(topic);
             let mut conn = self.g.conn();
             if let Err(e) = create_group(&mut conn, &key, &self.g.cfg.group, "0").await {
+                self.g.note_denied("XGROUP CREATE", "+xgroup|create", &e);
                 if let Some(suppressed) = self.g.warn.check() {
                     tracing::warn!(topic = %topic, error = %e, suppressed, "redis-streams: creating the group on a discovered stream failed; retrying");
                 }
