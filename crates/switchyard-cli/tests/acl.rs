@@ -172,3 +172,28 @@ fn topics_without_xinfo_stream_names_the_missing_permission() {
         "{stderr}"
     );
 }
+
+#[test]
+fn dlq_purge_without_xtrim_names_the_missing_permission() {
+    let server = server();
+    let addr = server.addr();
+    let line = suggested(&format!("redis+streams://{addr}?namespace=app"), &[]);
+    create(&server, &line.replace(" +xtrim", ""), "ops");
+    // One dead letter to purge.
+    let id = server
+        .cmd(&["XADD", "app:{orders}:dlq", "*", "k", "v"])
+        .unwrap();
+    assert!(id.as_str().is_some(), "{id:?}");
+    let url = format!("redis+streams://ops:{PASSWORD}@{addr}?namespace=app");
+    let out = switchyard(&url)
+        .args(["dlq", "purge", "-t", "orders", "--all"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("permission denied: redis refused XTRIM") && stderr.contains("+xtrim"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+}
