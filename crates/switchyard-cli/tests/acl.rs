@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin_cmd;
-use switchyard_testkit::{Persistence, RedisOptions, RedisServer};
+use switchyard_testkit::{Persistence, RedisOptions, RedisServer, ServerKind};
 
 const PASSWORD: &str = "ops-s3cret";
 
@@ -59,6 +59,19 @@ fn suggested(url: &str, extra: &[&str]) -> String {
     acl["detail"].as_str().unwrap().to_owned()
 }
 
+/// `" +client|setinfo"` on servers that know `CLIENT SETINFO` (Redis >=
+/// 7.2, Valkey: redis-rs sends it on every connection), else `""`.
+fn setinfo(server: &RedisServer) -> &'static str {
+    let version = server.redis_version().unwrap();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if server.kind() == ServerKind::Valkey || v >= (7, 2) {
+        " +client|setinfo"
+    } else {
+        ""
+    }
+}
+
 /// Runs the suggested line for `user` exactly as printed.
 fn create(server: &RedisServer, line: &str, user: &str) {
     let line = line.replace("<user>", user).replace("<password>", PASSWORD);
@@ -74,7 +87,10 @@ fn streams_line_passes_doctor_strict_and_runs_topics_and_dlq() {
     let line = suggested(&format!("redis+streams://{addr}?namespace=app"), &[]);
     assert_eq!(
         line,
-        "ACL SETUSER <user> reset on ><password> resetkeys resetchannels ~app:* -@all +ping +xadd +xread +xrange +xrevrange +scan +xgroup|create +xreadgroup +xack +xpending +xclaim +xautoclaim +xinfo|consumers +xgroup|delconsumer +evalsha +script|load +xlen +xdel +xtrim +xinfo|stream +xinfo|groups +time +info +del"
+        format!(
+            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels ~app:* -@all +ping +xadd +xread +xrange +xrevrange +scan +xgroup|create +xreadgroup +xack +xpending +xclaim +xautoclaim +xinfo|consumers +xgroup|delconsumer +evalsha +script|load +xlen +xdel +xtrim +xinfo|stream +xinfo|groups +time +info +del{}",
+            setinfo(&server)
+        )
     );
     create(&server, &line, "ops");
     let url = format!("redis+streams://ops:{PASSWORD}@{addr}?namespace=app");
@@ -124,7 +140,10 @@ fn pubsub_line_allows_exactly_the_patterns_given() {
     let line = suggested(&base, &["--pattern", "chat.*"]);
     assert_eq!(
         line,
-        "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:chat.* -@all +ping +publish +subscribe +unsubscribe +psubscribe +punsubscribe +info"
+        format!(
+            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:chat.* -@all +ping +publish +subscribe +unsubscribe +psubscribe +punsubscribe +info{}",
+            setinfo(&server)
+        )
     );
     create(&server, &line, "svc");
     let url = format!("redis+pubsub://svc:{PASSWORD}@{addr}?namespace=app");

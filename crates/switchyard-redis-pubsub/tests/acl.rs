@@ -58,6 +58,9 @@ fn create_user(server: &RedisServer, user: &str, ns: &str, extra: &[&str], missi
         .filter(|c| Some(&c[1..]) != missing),
     );
     assert!(server.cmd(&args).unwrap().is_ok());
+    // Redis >= 7.2 and Valkey: redis-rs announces itself with CLIENT
+    // SETINFO (docs/security.md); Redis 7.0 refuses the rule: fine.
+    let _ = server.cmd(&["ACL", "SETUSER", user, "+client|setinfo"]);
 }
 
 /// `ACL LOG` as object (command or channel) → times denied.

@@ -45,8 +45,12 @@ fn create_user(addr: SocketAddr, user: &str, namespace: &str) -> anyhow::Result<
     args.push(format!("&{namespace}:*"));
     args.push("&*".into());
     args.extend(COMMANDS.iter().map(|s| (*s).to_owned()));
-    let reply = RespConnection::connect(addr)?.command(&args)?;
+    let mut conn = RespConnection::connect(addr)?;
+    let reply = conn.command(&args)?;
     anyhow::ensure!(reply.is_ok(), "ACL SETUSER {user}: {reply:?}");
+    // Redis >= 7.2 and Valkey: redis-rs announces itself with CLIENT
+    // SETINFO (docs/security.md); Redis 7.0 refuses the rule: fine.
+    let _ = conn.command(&["ACL", "SETUSER", user, "+client|setinfo"]);
     Ok(())
 }
 

@@ -66,6 +66,9 @@ fn create_user(server: &RedisServer, user: &str, ns: &str, missing: Option<&str>
             .filter(|c| Some(&c[1..]) != missing),
     );
     assert!(server.cmd(&args).unwrap().is_ok());
+    // Redis >= 7.2 and Valkey: redis-rs announces itself with CLIENT
+    // SETINFO (docs/security.md); Redis 7.0 refuses the rule: fine.
+    let _ = server.cmd(&["ACL", "SETUSER", user, "+client|setinfo"]);
 }
 
 async fn connect(server: &RedisServer, user: &str, ns: &str, extra: &str) -> Arc<dyn Transport> {

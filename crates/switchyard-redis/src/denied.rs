@@ -24,10 +24,14 @@ pub fn is_noperm(e: &RedisError) -> bool {
 /// subcommand`): a `NOPERM` in all but name.
 pub const SCRIPT_DENIAL: &str = "user executing the script can't run";
 
-/// Whether an error text carries a `NOPERM` reply, or Redis' denial of a
-/// command inside a script ([`SCRIPT_DENIAL`]).
+/// What Valkey 8 answers for the same (`ERR ACL failure in script: User u
+/// has no permissions to run the 'xinfo|consumers' command`).
+pub const SCRIPT_ACL_FAILURE: &str = "ACL failure in script";
+
+/// Whether an error text carries a `NOPERM` reply, or a denial of a
+/// command inside a script ([`SCRIPT_DENIAL`], [`SCRIPT_ACL_FAILURE`]).
 pub fn is_noperm_text(text: &str) -> bool {
-    text.contains("NOPERM") || text.contains(SCRIPT_DENIAL)
+    text.contains("NOPERM") || text.contains(SCRIPT_DENIAL) || text.contains(SCRIPT_ACL_FAILURE)
 }
 
 /// Whether a `NOPERM` text denies a whole command (`no permissions to run
@@ -133,6 +137,9 @@ mod tests {
         assert!(e.to_string().contains("permission denied"), "{e}");
         assert!(is_noperm_text("ERR x NOPERM y"));
         assert!(!is_noperm_text("NOGROUP"));
+        assert!(is_command_denial(
+            "ERR ACL failure in script: User u has no permissions to run the 'xinfo|consumers' command"
+        ));
         assert!(is_command_denial(
             "NOPERM this user has no permissions to run the 'psubscribe' command"
         ));

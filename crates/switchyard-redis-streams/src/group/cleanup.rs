@@ -18,7 +18,8 @@ use super::{Group, is_nogroup};
 /// A missing stream or group is nothing to clean up; any other failure of
 /// `XINFO CONSUMERS` is returned as the script's error, never swallowed. A
 /// denied command (Redis 7.0 says `ERR The user executing the script can't
-/// run this command`) comes back as `NOPERM …`.
+/// run this command`, Valkey 8 `ERR ACL failure in script: …`) comes back
+/// as `NOPERM …`.
 ///
 /// KEYS: the stream. ARGV: group, minimum idle time in ms, the consumer to
 /// remove (`''`: any), this consumer (never removed when `ARGV[3]` is `''`).
@@ -30,7 +31,8 @@ if not ok then
   if string.find(msg, 'NOGROUP', 1, true) or string.find(msg, 'no such key', 1, true) then
     return {}
   end
-  if string.find(msg, 'can\'t run this command', 1, true) and not string.find(msg, 'NOPERM', 1, true) then
+  local denied = string.find(msg, 'can\'t run this command', 1, true) or string.find(msg, 'ACL failure', 1, true)
+  if denied and not string.find(msg, 'NOPERM', 1, true) then
     msg = 'NOPERM ' .. msg
   end
   return redis.error_reply(msg)

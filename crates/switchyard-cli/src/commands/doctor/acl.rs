@@ -58,9 +58,12 @@ pub(crate) const PUBSUB_OPS: &[&str] = &["info"];
 /// The line for `namespace`: `streams` picks the adapter; `patterns` are
 /// the backplane's `PSUBSCRIBE` patterns (see
 /// `switchyard::redis_pubsub::pattern_channel`), each allowed by a rule of
-/// exactly its text. `<user>` and `<password>` stay placeholders: the
-/// password is never printed.
-pub(crate) fn line(namespace: &str, streams: bool, patterns: &[String]) -> String {
+/// exactly its text. `setinfo`: the server knows `CLIENT SETINFO` (Redis
+/// >= 7.2, Valkey), which redis-rs sends on every connection (its reply is
+/// ignored, but a denial lands in `ACL LOG`); Redis 7.0 refuses a rule
+/// naming it. `<user>` and `<password>` stay placeholders: the password is
+/// never printed.
+pub(crate) fn line(namespace: &str, streams: bool, patterns: &[String], setinfo: bool) -> String {
     let mut s = String::from("ACL SETUSER <user> reset on ><password> resetkeys resetchannels");
     let commands: Vec<&str> = if streams {
         let _ = write!(s, " ~{namespace}:*");
@@ -76,7 +79,28 @@ pub(crate) fn line(namespace: &str, streams: bool, patterns: &[String]) -> Strin
     for c in commands {
         let _ = write!(s, " +{c}");
     }
+    if setinfo {
+        s.push_str(" +client|setinfo");
+    }
     s
+}
+
+/// Whether a server of `version` (`INFO server`'s `redis_version`) and
+/// `name` (`server_name`, `valkey` for Valkey) knows `CLIENT SETINFO`.
+pub(crate) fn knows_setinfo(version: Option<&str>, name: Option<&str>) -> bool {
+    if name == Some("valkey") {
+        return true;
+    }
+    let mut parts = version.unwrap_or_default().split('.');
+    let major: u32 = parts
+        .next()
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(0);
+    let minor: u32 = parts
+        .next()
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(0);
+    (major, minor) >= (7, 2)
 }
 
 #[cfg(test)]
@@ -85,7 +109,12 @@ mod tests {
 
     #[test]
     fn lines() {
-        let l = line("app", true, &[]);
+        assert!(!knows_setinfo(Some("7.0.15"), Some("redis")));
+        assert!(knows_setinfo(Some("7.2.4"), None));
+        assert!(knows_setinfo(Some("7.2.4"), Some("valkey")));
+        assert!(!knows_setinfo(None, None));
+        assert!(line("app", true, &[], true).ends_with("+del +client|setinfo"));
+        let l = line("app", true, &[], false);
         assert!(
             l.starts_with(
                 "ACL SETUSER <user> reset on ><password> resetkeys resetchannels ~app:* -@all +ping +xadd"
@@ -94,7 +123,7 @@ mod tests {
         );
         assert!(l.ends_with("+info +del"), "{l}");
         assert!(!l.contains('&'), "{l}");
-        let l = line("app", false, &["app:orders.*".to_owned()]);
+        let l = line("app", false, &["app:orders.*".to_owned()], false);
         assert_eq!(
             l,
             "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:orders.* -@all +ping +publish +subscribe +unsubscribe +psubscribe +punsubscribe +info"

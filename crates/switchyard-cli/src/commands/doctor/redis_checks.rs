@@ -32,11 +32,13 @@ pub(super) async fn run(
 ) -> anyhow::Result<Vec<Check>> {
     let cfg = redis_conn::config(url)?;
     let globs = pattern_globs(&cfg.namespace, patterns)?;
-    let acl = Check::new(
-        "acl",
-        Status::Ok,
-        acl::line(&cfg.namespace, streams, &globs),
-    );
+    let acl_check = |setinfo: bool| {
+        Check::new(
+            "acl",
+            Status::Ok,
+            acl::line(&cfg.namespace, streams, &globs, setinfo),
+        )
+    };
     let mut checks = Vec::new();
     let started = Instant::now();
     let mut conn = match redis_conn::open(&cfg).await {
@@ -53,7 +55,7 @@ pub(super) async fn run(
                 checks.push(Check::new(name, Status::Skip, "not reachable"));
             }
             checks.push(tls(&cfg));
-            checks.push(acl);
+            checks.push(acl_check(false));
             return Ok(checks);
         }
     };
@@ -72,7 +74,10 @@ pub(super) async fn run(
         pubsub_permissions(&mut conn, &cfg, &globs).await
     });
     checks.push(tls(&cfg));
-    checks.push(acl);
+    checks.push(acl_check(acl::knows_setinfo(
+        server.get("redis_version").map(String::as_str),
+        server.get("server_name").map(String::as_str),
+    )));
     Ok(checks)
 }
 
