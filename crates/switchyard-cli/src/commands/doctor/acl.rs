@@ -59,9 +59,9 @@ pub(crate) const PUBSUB_OPS: &[&str] = &["info"];
 /// the backplane's `PSUBSCRIBE` patterns (see
 /// `switchyard::redis_pubsub::pattern_channel`), each allowed by a rule of
 /// exactly its text. `setinfo`: the server knows `CLIENT SETINFO` (Redis
-/// >= 7.2, Valkey), which redis-rs sends on every connection (its reply is
-/// ignored, but a denial lands in `ACL LOG`); Redis 7.0 refuses a rule
-/// naming it. `<user>` and `<password>` stay placeholders: the password is
+/// 7.2 and later, Valkey), which redis-rs sends on every connection (its
+/// reply is ignored, but a denial lands in `ACL LOG`); Redis 7.0 refuses a
+/// rule naming it. `<user>` and `<password>` stay placeholders: the password is
 /// never printed.
 pub(crate) fn line(namespace: &str, streams: bool, patterns: &[String], setinfo: bool) -> String {
     let mut s = String::from("ACL SETUSER <user> reset on ><password> resetkeys resetchannels");
