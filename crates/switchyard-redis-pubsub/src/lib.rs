@@ -92,6 +92,7 @@ mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gaps;
+mod glob;
 mod outbox;
 mod publisher;
 mod receiver;
@@ -104,7 +105,7 @@ mod transport;
 
 pub use config::{PubSubConfig, URL_PARAMS};
 pub use envelope::{LIMITS, MAX_FRAME, MAX_PAYLOAD};
-pub use registry::pattern_channel;
+pub use glob::pattern_channel;
 pub use stats::PubSubStats;
 pub use transport::{RedisPubSubTransport, capabilities, connect};
 
