@@ -92,6 +92,7 @@ mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gaps;
+mod glob;
 mod outbox;
 mod publisher;
 mod receiver;
@@ -104,6 +105,7 @@ mod transport;
 
 pub use config::{PubSubConfig, URL_PARAMS};
 pub use envelope::{LIMITS, MAX_FRAME, MAX_PAYLOAD};
+pub use glob::pattern_channel;
 pub use stats::PubSubStats;
 /// The connection settings both Redis adapters share, re-exported so a
 /// typed config can be built through this crate (and the facade's module).

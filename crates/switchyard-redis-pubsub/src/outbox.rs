@@ -299,6 +299,11 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
                 let refused = answered.refused;
                 if refused > 0 {
                     add(&sh.counters.outbox_refused, refused as u64);
+                    if let Some(reply) = answered.first_refusal.as_deref()
+                        && switchyard_redis::denied::is_noperm_text(reply)
+                    {
+                        sh.denied.record("PUBLISH", reply);
+                    }
                     limited_warn!(sh.warn, WarnKind::PublishError, refused, reply = ?answered.first_refusal,
                         "redis pubsub: redis refused PUBLISH; those messages are dropped");
                 }

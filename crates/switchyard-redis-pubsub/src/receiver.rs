@@ -293,7 +293,7 @@ async fn reconcile(
                     Ok(()) => chunk.to_vec(),
                     Err(ChangeError::Failed(e)) => return Err(e),
                     Err(ChangeError::Refused(reply)) if chunk.len() == 1 => {
-                        refuse(sh, chunk, reply);
+                        refuse(sh, change, chunk, reply);
                         Vec::new()
                     }
                     // Find out which names Redis refuses.
@@ -304,7 +304,7 @@ async fn reconcile(
                             match conn.change(change, one, timeout, &mut on_msg).await {
                                 Ok(()) => done.push(name.clone()),
                                 Err(ChangeError::Failed(e)) => return Err(e),
-                                Err(ChangeError::Refused(reply)) => refuse(sh, one, reply),
+                                Err(ChangeError::Refused(reply)) => refuse(sh, change, one, reply),
                             }
                         }
                         done
@@ -335,8 +335,15 @@ async fn reconcile(
 }
 
 /// Records that Redis refused `names` with `reply`, for the `subscribe`
-/// calls waiting on them.
-fn refuse(sh: &Shared, names: &[String], reply: String) {
+/// calls waiting on them. A refused name is left out and never retried:
+/// only that `subscribe` fails. A denied command (not one channel or
+/// pattern: every later subscription of its kind fails too) also turns
+/// `health()` into `permission denied: …`.
+fn refuse(sh: &Shared, change: Change, names: &[String], reply: String) {
+    if switchyard_redis::denied::is_command_denial(&reply) {
+        sh.denied
+            .record(change.command(), &format!("{} ({reply})", names.join(" ")));
+    }
     limited_warn!(sh.warn, WarnKind::Link, reply = %reply, names = ?names,
         "redis pubsub: redis refused a subscription change");
     let mut kept = sh.refusals.lock();

@@ -12,6 +12,7 @@ use switchyard_core::{Error, Message, MessageId, Overflow, Pattern, Result, Topi
 use tokio::sync::Notify;
 
 use crate::config::channel_name;
+pub(crate) use crate::glob::pattern_glob;
 use crate::receiver::{is_lost_origin, lost_origin};
 use crate::stats::add;
 
@@ -241,40 +242,6 @@ impl RemoteQueue {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.state.lock().messages
-    }
-}
-
-/// The Redis glob for a pattern filter: `*` (one segment) and `>`/`**`
-/// (the rest) both become `*`, which Redis matches across separators too,
-/// so every received message is checked again with [`Pattern::matches`].
-pub(crate) fn pattern_glob(namespace: &str, pattern: &Pattern) -> String {
-    let mut out = String::with_capacity(namespace.len() + 1 + pattern.as_str().len());
-    push_escaped(&mut out, namespace);
-    out.push(':');
-    let source = pattern.as_str();
-    let mut start = 0;
-    for (i, c) in source.char_indices().chain([(source.len(), '\0')]) {
-        if i < source.len() && c != '.' && c != '/' {
-            continue;
-        }
-        match &source[start..i] {
-            "*" | ">" | "**" => out.push('*'),
-            literal => push_escaped(&mut out, literal),
-        }
-        if i < source.len() {
-            out.push(c);
-        }
-        start = i + 1;
-    }
-    out
-}
-
-fn push_escaped(out: &mut String, s: &str) {
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
     }
 }
 

@@ -84,6 +84,9 @@ pub(crate) struct Shared {
     /// The last subscription changes Redis refused, at most
     /// [`REFUSALS_KEPT`], oldest first.
     pub(crate) refusals: Mutex<VecDeque<Refusal>>,
+    /// The latest `NOPERM` (a refused PUBLISH, SUBSCRIBE or PSUBSCRIBE),
+    /// reported by `health()`.
+    pub(crate) denied: switchyard_redis::denied::Denials,
     /// Why the subscribing connection last failed or could not be opened.
     pub(crate) last_failure: Mutex<Option<String>>,
     /// The connection opened by `connect`, handed to the receiving loop.
@@ -152,6 +155,7 @@ mod tests {
             probe: Notify::new(),
             rx_bursts: AtomicU64::new(0),
             refusals: Mutex::new(VecDeque::new()),
+            denied: switchyard_redis::denied::Denials::new(),
             last_failure: Mutex::new(None),
             initial: Mutex::new(None),
             config,

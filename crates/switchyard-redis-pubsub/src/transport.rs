@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use switchyard_core::{
     Capabilities, Error, Health, Message, MessageId, Mode, Result, Start, Subscriber, Subscription,
-    Transport, TransportStats, async_trait, header,
+    TopicFilter, Transport, TransportStats, async_trait, header,
 };
 use switchyard_memory::{MemoryConfig, MemoryTransport};
 use switchyard_redis::RedisClient;
@@ -112,6 +112,7 @@ impl RedisPubSubTransport {
             probe: Notify::new(),
             rx_bursts: AtomicU64::new(0),
             refusals: Mutex::new(VecDeque::new()),
+            denied: switchyard_redis::denied::Denials::new(),
             last_failure: Mutex::new(None),
             initial: Mutex::new(Some(pubsub)),
             client,
@@ -354,6 +355,14 @@ impl Transport for RedisPubSubTransport {
                 }
             };
             if let Some(reply) = refused(shared, refusals, &names) {
+                if switchyard_redis::denied::is_noperm_text(&reply) {
+                    return Err(denied_subscription(
+                        &cfg.redis.addr(),
+                        subscription.filter(),
+                        &names,
+                        &reply,
+                    ));
+                }
                 return Err(Error::Backend(format!(
                     "redis at {} refused the subscription to {} ({reply}); allow the channel or pattern for the ACL user (ACL SETUSER <user> &<channel>) or subscribe to another one",
                     cfg.redis.addr(),
@@ -395,6 +404,9 @@ impl Transport for RedisPubSubTransport {
                 shared.outbox.len()
             ))
         };
+        if let Some(reason) = shared.denied.health_reason() {
+            return Health::Degraded(format!("{reason} (redis at {addr})"));
+        }
         let mut link = shared.link.subscribe();
         let before = *link.borrow_and_update();
         if !before.connected {
@@ -472,6 +484,25 @@ impl Transport for RedisPubSubTransport {
         }
         Ok(())
     }
+}
+
+/// The error of a subscription the ACL user may not make: names the
+/// command, the channel or pattern and the exact rule to grant.
+fn denied_subscription(addr: &str, filter: &TopicFilter, names: &[String], reply: &str) -> Error {
+    let rules: Vec<String> = names.iter().map(|n| format!("&{n}")).collect();
+    let (command, why) = if matches!(filter, TopicFilter::Pattern(_)) {
+        (
+            "PSUBSCRIBE",
+            "Redis matches a pattern subscription literally against the user's channel rules, so `&<namespace>:*` does not allow it: allow exactly this pattern",
+        )
+    } else {
+        ("SUBSCRIBE", "allow the channel")
+    };
+    Error::Backend(format!(
+        "permission denied: redis at {addr} refused {command} {} for the subscription to {filter} ({reply}); {why} (ACL SETUSER <user> {}) or all channels (&*); see docs/security.md",
+        names.join(" "),
+        rules.join(" ")
+    ))
 }
 
 /// The reply with which Redis refused one of `names` after refusal number

@@ -179,7 +179,7 @@ impl DeadLetters {
             .arg(&key)
             .query_async(&mut self.conn)
             .await
-            .map_err(|e| switchyard_redis::classify("XLEN", &e))
+            .map_err(|e| failed("XLEN", &e))
     }
 
     /// The id of the newest dead letter of `topic`, if any.
@@ -193,7 +193,7 @@ impl DeadLetters {
             .arg(1)
             .query_async(&mut self.conn)
             .await
-            .map_err(|e| switchyard_redis::classify("XREVRANGE", &e))?;
+            .map_err(|e| failed("XREVRANGE", &e))?;
         let entries = wire::parse_entries(reply).map_err(|m| Error::Backend(m.reason))?;
         Ok(entries.first().map(|e| e.id))
     }
@@ -241,10 +241,13 @@ impl DeadLetters {
             inv.arg(wire::F_HEADERS)
                 .arg(wire::encode_headers(&message.headers));
         }
-        let reply: Value = inv
-            .invoke_async(&mut self.conn)
-            .await
-            .map_err(|e| switchyard_redis::classify("dead-letter replay script", &e))?;
+        let reply: Value = inv.invoke_async(&mut self.conn).await.map_err(|e| {
+            failed_granting(
+                "the dead-letter replay script",
+                "+evalsha +script|load +xrange +xadd +xdel",
+                &e,
+            )
+        })?;
         match reply {
             Value::Nil | Value::Boolean(false) => Ok(Replay::Gone),
             other => {
@@ -272,7 +275,7 @@ impl DeadLetters {
             .arg(id.to_string())
             .query_async(&mut self.conn)
             .await
-            .map_err(|e| switchyard_redis::classify("XDEL", &e))?;
+            .map_err(|e| failed("XDEL", &e))?;
         Ok(n > 0)
     }
 
@@ -288,7 +291,7 @@ impl DeadLetters {
             .arg(next.to_string())
             .query_async(&mut self.conn)
             .await
-            .map_err(|e| switchyard_redis::classify("XTRIM", &e))
+            .map_err(|e| failed("XTRIM", &e))
     }
 
     /// Dead letter `id` of `topic`, if it is there.
@@ -315,7 +318,7 @@ impl DeadLetters {
             .arg(count)
             .query_async(&mut self.conn)
             .await
-            .map_err(|e| switchyard_redis::classify("XRANGE", &e))?;
+            .map_err(|e| failed("XRANGE", &e))?;
         let entries = wire::parse_entries(reply).map_err(|m| Error::Backend(m.reason))?;
         Ok(entries
             .into_iter()
@@ -367,6 +370,26 @@ fn letter(origin: &Topic, id: MessageId, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Dea
         attempts: attempts.and_then(|a| a.trim().parse().ok()),
         message,
     }
+}
+
+/// A redis-rs error of `command` as a switchyard error; a `NOPERM` says
+/// `permission denied` and what to grant (docs/security.md).
+fn failed(command: &str, e: &redis::RedisError) -> Error {
+    if switchyard_redis::denied::is_noperm(e) {
+        return switchyard_redis::denied::permission_denied(command, &e.to_string());
+    }
+    switchyard_redis::classify(command, e)
+}
+
+/// Like [`failed`] for a script: `grant` lists the commands it runs.
+fn failed_granting(what: &str, grant: &str, e: &redis::RedisError) -> Error {
+    if switchyard_redis::denied::is_noperm(e) {
+        return Error::Backend(format!(
+            "permission denied: {}",
+            switchyard_redis::denied::denial_text_granting(what, grant, &e.to_string())
+        ));
+    }
+    switchyard_redis::classify(what, e)
 }
 
 #[cfg(test)]

@@ -221,8 +221,15 @@ impl Reader {
                     }
                 }
                 Err(e) => {
-                    let err = switchyard_redis::classify("XREAD", &e);
-                    self.warn_once(&err.to_string());
+                    let err = if switchyard_redis::denied::is_noperm(&e) {
+                        // Reported by health(); retried at the backoff's
+                        // slowest pace only, so a fixed ACL resumes it.
+                        let text = self.inner.denied.record("XREAD", &e.to_string());
+                        format!("permission denied: {text}")
+                    } else {
+                        switchyard_redis::classify("XREAD", &e).to_string()
+                    };
+                    self.warn_once(&err);
                     // Reopen after transient errors (the connection may be
                     // gone); back off in any case so nothing spins.
                     conn = None;

@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     /// One per group subscriber: `true` once its closer handed back what it
     /// fetched; `close` waits for them.
     pub(crate) group_closers: Mutex<Vec<watch::Receiver<bool>>>,
+    /// The latest `NOPERM` (for `health()`).
+    pub(crate) denied: switchyard_redis::denied::Denials,
 }
 
 impl Inner {

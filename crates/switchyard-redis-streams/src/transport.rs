@@ -66,6 +66,7 @@ impl RedisStreamsTransport {
                 writer,
                 group_flushers: parking_lot::Mutex::new(Vec::new()),
                 group_closers: parking_lot::Mutex::new(Vec::new()),
+                denied: switchyard_redis::denied::Denials::new(),
             }),
         })
     }
@@ -73,6 +74,18 @@ impl RedisStreamsTransport {
     /// The settings in use.
     pub fn config(&self) -> &StreamsConfig {
         &self.inner.config
+    }
+
+    /// Turns a `NOPERM` from XADD into a `permission denied` error and
+    /// records it for `health()`.
+    fn note_denied<T>(&self, r: Result<T>) -> Result<T> {
+        match r {
+            Err(Error::Backend(text)) if switchyard_redis::denied::is_noperm_text(&text) => {
+                let text = self.inner.denied.record("XADD", &text);
+                Err(Error::Backend(format!("permission denied: {text}")))
+            }
+            other => other,
+        }
     }
 
     fn check_open(&self) -> Result<()> {
@@ -113,7 +126,8 @@ impl Transport for RedisStreamsTransport {
     async fn publish(&self, message: Message) -> Result<MessageId> {
         self.check_open()?;
         self.inner.breaker.check()?;
-        self.inner.writer.publish(message).await
+        let r = self.inner.writer.publish(message).await;
+        self.note_denied(r)
     }
 
     async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
@@ -122,7 +136,8 @@ impl Transport for RedisStreamsTransport {
             return Ok(Vec::new());
         }
         self.inner.breaker.check()?;
-        self.inner.writer.publish_batch(messages).await
+        let r = self.inner.writer.publish_batch(messages).await;
+        self.note_denied(r)
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {
@@ -142,6 +157,9 @@ impl Transport for RedisStreamsTransport {
         let mut conn = self.inner.conn.clone();
         let timeout = self.inner.config.redis.response_timeout;
         let addr = self.inner.config.redis.addr();
+        if let Some(reason) = self.inner.denied.health_reason() {
+            return Health::Degraded(format!("{reason} (redis at {addr})"));
+        }
         match switchyard_redis::ping_health(&mut conn, &addr, timeout).await {
             Health::Ok if self.inner.breaker.state() == BreakerState::Open => {
                 Health::Degraded(format!(

@@ -15,6 +15,9 @@
 //! - [`classify`]: redis-rs errors as transient (I/O, LOADING, BUSY, TRYAGAIN,
 //!   MASTERDOWN, MOVED, ASK, READONLY, CLUSTERDOWN, NOREPLICAS) or fatal;
 //! - [`ping_health`]: a bounded health probe on an existing connection;
+//! - [`denied`]: `NOPERM` recognised (also inside Lua scripts), turned into
+//!   `permission denied: …` errors naming the command and the grant, and
+//!   kept for `health()` (docs/security.md);
 //! - [`lean`]: hand-encoded commands and flat RESP2 tokens for the hot
 //!   paths, and a connect with `AUTH`/`SELECT`/`PING` returning a
 //!   [`lean::RedisStream`], plain TCP or TLS: the hot paths run the same
@@ -22,6 +25,7 @@
 
 mod config;
 mod connect;
+pub mod denied;
 mod error;
 pub mod lean;
 mod parse;

@@ -210,8 +210,15 @@ pub(crate) mod redis_conn {
             .map_err(|e| anyhow!(e))
     }
 
-    /// A redis-rs error as one line naming the command.
+    /// A redis-rs error as one line naming the command; a `NOPERM` says
+    /// `permission denied` and what to grant.
     pub(crate) fn failed(what: &str, e: &switchyard_redis::redis::RedisError) -> anyhow::Error {
+        if switchyard_redis::denied::is_noperm(e) {
+            return anyhow!(switchyard_redis::denied::permission_denied(
+                what,
+                &e.to_string()
+            ));
+        }
         anyhow!(switchyard_redis::classify(what, e))
     }
 }

@@ -236,6 +236,14 @@ async fn send(g: &Group, buf: &mut Vec<AckOp>, deadline: Option<Instant>) {
             tracing::debug!(group = %g.cfg.group, acked, "XACK: no such group; dropping acks");
             return;
         }
+        if switchyard_redis::denied::is_noperm(&e) {
+            let text = g.inner.denied.record("XACK", &e.to_string());
+            if let Some(suppressed) = g.warn.check() {
+                tracing::warn!(group = %g.cfg.group, acks = acked, suppressed,
+                    "redis-streams: permission denied, the entries will be redelivered: {text}");
+            }
+            return;
+        }
         let transient = switchyard_redis::is_transient(&e);
         if let Some(suppressed) = g.warn.check() {
             tracing::warn!(

@@ -40,6 +40,13 @@ pub(crate) async fn run(g: Arc<Group>) {
                 if is_nogroup(&e) {
                     // The reader recreates the group.
                     tracing::debug!(topic = %stream.topic, "XAUTOCLAIM: no such group yet");
+                } else if switchyard_redis::denied::is_noperm(&e) {
+                    // Not retried in a tighter loop; reported by health().
+                    let text = g.inner.denied.record("XAUTOCLAIM", &e.to_string());
+                    if let Some(suppressed) = g.warn.check() {
+                        tracing::warn!(topic = %stream.topic, group = %g.cfg.group, suppressed,
+                            "redis-streams: permission denied, stale entries are not claimed: {text}");
+                    }
                 } else if let Some(suppressed) = g.warn.check() {
                     tracing::warn!(
                         topic = %stream.topic, group = %g.cfg.group, error = %e, suppressed,

@@ -15,12 +15,28 @@ use std::sync::LazyLock;
 use super::keep::millis;
 use super::{Group, is_nogroup};
 
+/// A missing stream or group is nothing to clean up; any other failure of
+/// `XINFO CONSUMERS` is returned as the script's error, never swallowed. A
+/// denied command (Redis 7.0 says `ERR The user executing the script can't
+/// run this command`, Valkey 8 `ERR ACL failure in script: …`) comes back
+/// as `NOPERM …`.
+///
 /// KEYS: the stream. ARGV: group, minimum idle time in ms, the consumer to
 /// remove (`''`: any), this consumer (never removed when `ARGV[3]` is `''`).
 /// Returns the names removed.
 const SCRIPT: &str = r"
 local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
-if not ok then return {} end
+if not ok then
+  local msg = type(consumers) == 'table' and consumers['err'] or tostring(consumers)
+  if string.find(msg, 'NOGROUP', 1, true) or string.find(msg, 'no such key', 1, true) then
+    return {}
+  end
+  local denied = string.find(msg, 'can\'t run this command', 1, true) or string.find(msg, 'ACL failure', 1, true)
+  if denied and not string.find(msg, 'NOPERM', 1, true) then
+    msg = 'NOPERM ' .. msg
+  end
+  return redis.error_reply(msg)
+end
 local min_idle = tonumber(ARGV[2])
 local removed = {}
 for _, c in ipairs(consumers) do
@@ -56,6 +72,13 @@ pub(crate) async fn run(g: &Group) {
             }
             Ok(_) => {}
             Err(e) if is_nogroup(&e) => {}
+            Err(e) if switchyard_redis::denied::is_noperm(&e) => {
+                let text = g.inner.denied.record("XINFO CONSUMERS", &e.to_string());
+                if let Some(suppressed) = g.warn.check() {
+                    tracing::warn!(topic = %stream.topic, group = %g.cfg.group, suppressed,
+                        "redis-streams: permission denied, idle consumers are not removed: {text}");
+                }
+            }
             Err(e) => {
                 if let Some(suppressed) = g.warn.check() {
                     tracing::warn!(topic = %stream.topic, error = %e, suppressed, "redis-streams: idle consumer cleanup failed");
@@ -70,7 +93,13 @@ pub(crate) async fn run(g: &Group) {
 pub(crate) async fn remove_self(g: &Group) {
     for stream in g.all_streams() {
         let r = remove(g, &stream.key, 0, &g.cfg.consumer).await;
-        if let Err(e) = r {
+        if let Err(e) = &r
+            && switchyard_redis::denied::is_noperm(e)
+        {
+            let text = g.inner.denied.record("XINFO CONSUMERS", &e.to_string());
+            tracing::warn!(topic = %stream.topic, group = %g.cfg.group,
+                "redis-streams: permission denied, this consumer stays in the group after close: {text}");
+        } else if let Err(e) = r {
             tracing::debug!(topic = %stream.topic, error = %e, "removing the consumer on close failed");
         }
     }

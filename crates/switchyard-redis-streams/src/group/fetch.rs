@@ -135,7 +135,15 @@ async fn dead_letter(
     reason: &str,
     attempts: u32,
 ) {
-    if let Err(e) = dlq::dead_letter(g, stream, id, content, reason, attempts).await
+    let r = dlq::dead_letter(g, stream, id, content, reason, attempts).await;
+    if let Err(e) = &r {
+        g.note_denied(
+            "the dead-letter script",
+            "+evalsha +script|load +xpending +xrange +xadd +xack",
+            e,
+        );
+    }
+    if let Err(e) = r
         && let Some(suppressed) = g.warn.check()
     {
         tracing::warn!(
@@ -152,7 +160,11 @@ pub(crate) async fn lost_to_retention(g: &Group, stream: &Stream, ids: &[Message
         .lost_to_retention
         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(topic = %stream.topic, n, "redis-streams: pending entries were trimmed by retention");
-    if let Err(e) = acker::xack(g, &stream.key, ids).await
+    let r = acker::xack(g, &stream.key, ids).await;
+    if let Err(e) = &r {
+        g.note_denied("XACK", "+xack", e);
+    }
+    if let Err(e) = r
         && let Some(suppressed) = g.warn.check()
     {
         tracing::warn!(topic = %stream.topic, error = %e, suppressed, "redis-streams: acking trimmed entries failed");

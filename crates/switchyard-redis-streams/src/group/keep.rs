@@ -195,6 +195,11 @@ pub(crate) async fn release(g: &Group) {
                     }
                 }
                 Err(e) => {
+                    g.note_denied(
+                        "the release script",
+                        "+evalsha +script|load +xpending +xrange +xclaim +xack",
+                        &e,
+                    );
                     if let Some(suppressed) = g.warn.check() {
                         // Not fatal: the entries are no longer kept alive, so
                         // they come back after the ack timeout anyway.
@@ -393,6 +398,11 @@ async fn refresh(g: &Group, tick: Duration) {
                     }
                 }
                 Err(e) => {
+                    g.note_denied(
+                        "the keep-alive script",
+                        "+evalsha +script|load +xpending +xrange +xclaim +xack",
+                        &e,
+                    );
                     if let Some(suppressed) = g.warn.check() {
                         tracing::warn!(
                             group = %g.cfg.group, error = %e, entries = ids.len(), suppressed,

@@ -166,6 +166,15 @@ impl Group {
         s
     }
 
+    /// Records a `NOPERM` in `error` for `health()` (a denied command
+    /// inside a script too): `what` failed, `grant` would fix it.
+    pub(crate) fn note_denied(&self, what: &str, grant: &str, error: &dyn std::fmt::Display) {
+        let text = error.to_string();
+        if switchyard_redis::denied::is_noperm_text(&text) {
+            self.inner.denied.record_granting(what, grant, &text);
+        }
+    }
+
     /// A clone of the shared connection.
     pub(crate) fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()

@@ -82,6 +82,7 @@ impl Reader {
             let key = self.g.inner.key(topic);
             let mut conn = self.g.conn();
             if let Err(e) = create_group(&mut conn, &key, &self.g.cfg.group, "0").await {
+                self.g.note_denied("XGROUP CREATE", "+xgroup|create", &e);
                 if let Some(suppressed) = self.g.warn.check() {
                     tracing::warn!(topic = %topic, error = %e, suppressed, "redis-streams: creating the group on a discovered stream failed; retrying");
                 }
@@ -130,6 +131,14 @@ impl Reader {
             }
             Err(e) if is_nogroup(&e) => {
                 self.recreate_groups(&e).await;
+                !self.g.is_stopped()
+            }
+            Err(e) if switchyard_redis::denied::is_noperm(&e) => {
+                // Reported by health(); retried at the backoff's pace
+                // only, so a fixed ACL resumes the subscriber.
+                let text = self.g.inner.denied.record("XREADGROUP", &e.to_string());
+                self.fail(&format!("permission denied: {text}"), false)
+                    .await;
                 !self.g.is_stopped()
             }
             Err(e) => {

@@ -1,7 +1,9 @@
 //! `switchyard doctor`: checks the backend `--url` points at and prints a
 //! checklist. Exit 1 when a check fails (the adapter cannot work there);
 //! warnings (data-loss risks, like an evicting `maxmemory-policy`) keep
-//! exit 0 unless `--strict`.
+//! exit 0 unless `--strict`. The last line suggests the least-privilege
+//! `ACL SETUSER` line for the URL's namespace and adapter
+//! (docs/security.md).
 
 use std::fmt::Write as _;
 
@@ -14,6 +16,10 @@ use super::support::Backend;
 use crate::GlobalOpts;
 use crate::output::out;
 
+#[cfg(any(feature = "redis-streams", feature = "redis-pubsub"))]
+mod acl;
+#[cfg(any(feature = "redis-streams", feature = "redis-pubsub"))]
+mod permissions;
 #[cfg(any(feature = "redis-streams", feature = "redis-pubsub"))]
 mod redis_checks;
 
@@ -28,6 +34,13 @@ pub(crate) struct DoctorArgs {
     /// detail}]
     #[arg(long)]
     json: bool,
+
+    /// A topic pattern the service subscribes to on the Pub/Sub backplane
+    /// (repeatable): doctor checks `PSUBSCRIBE` of it and adds the channel
+    /// rule it needs to the suggested ACL line (Redis matches pattern
+    /// subscriptions literally against channel rules)
+    #[arg(long = "pattern", value_name = "PATTERN")]
+    patterns: Vec<String>,
 }
 
 /// How a check came out.
@@ -81,7 +94,7 @@ pub(crate) async fn run(args: DoctorArgs, global: &GlobalOpts) -> anyhow::Result
             Status::Ok,
             "memory:// is in-process: nothing to check (point --url at redis+streams:// or redis+pubsub:// to check a server)",
         )],
-        Backend::Streams | Backend::PubSub => redis(url, Backend::of(url)).await?,
+        Backend::Streams | Backend::PubSub => redis(url, Backend::of(url), &args.patterns).await?,
         Backend::Other => {
             // Let connect explain the URL (unknown scheme, feature not built).
             let t = super::support::connect(global).await?;
@@ -150,12 +163,12 @@ pub(crate) async fn run(args: DoctorArgs, global: &GlobalOpts) -> anyhow::Result
 }
 
 #[cfg(any(feature = "redis-streams", feature = "redis-pubsub"))]
-async fn redis(url: &str, backend: Backend) -> anyhow::Result<Vec<Check>> {
-    redis_checks::run(url, backend == Backend::Streams).await
+async fn redis(url: &str, backend: Backend, patterns: &[String]) -> anyhow::Result<Vec<Check>> {
+    redis_checks::run(url, backend == Backend::Streams, patterns).await
 }
 
 #[cfg(not(any(feature = "redis-streams", feature = "redis-pubsub")))]
-async fn redis(_url: &str, _backend: Backend) -> anyhow::Result<Vec<Check>> {
+async fn redis(_url: &str, _backend: Backend, _patterns: &[String]) -> anyhow::Result<Vec<Check>> {
     anyhow::bail!(
         "this build has no Redis support: rebuild switchyard-cli with the `redis-streams` or `redis-pubsub` feature"
     )

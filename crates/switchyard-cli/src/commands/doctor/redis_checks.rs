@@ -1,15 +1,18 @@
 //! The checks of `switchyard doctor` for a Redis server: reachability and
 //! latency, version, persistence, eviction policy, cluster mode and role,
-//! ACL permissions (by running every command the adapter uses on a scratch
-//! key or channel in the URL's namespace, then deleting it), TLS.
+//! ACL permissions ([`permissions`](super::permissions): every command the
+//! adapter uses, on a scratch key or channel in the URL's namespace), TLS,
+//! and the least-privilege ACL line for the namespace
+//! ([`acl`](super::acl)).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use switchyard_redis::RedisConfig;
 use switchyard_redis::redis::{self, aio::MultiplexedConnection};
-use switchyard_redis::{RedisClient, RedisConfig};
 
-use super::{Check, Status};
+use super::permissions::{pubsub_permissions, streams_permissions};
+use super::{Check, Status, acl};
 use crate::commands::redis_info;
 use crate::commands::support::redis_conn;
 
@@ -24,8 +27,20 @@ const PINGS: usize = 5;
 /// Runs every check; `streams` picks the Streams adapter's needs, else the
 /// Pub/Sub backplane's. Only a bad URL is an `Err`; everything found on the
 /// server is a [`Check`].
-pub(super) async fn run(url: &str, streams: bool) -> anyhow::Result<Vec<Check>> {
+pub(super) async fn run(
+    url: &str,
+    streams: bool,
+    patterns: &[String],
+) -> anyhow::Result<Vec<Check>> {
     let cfg = redis_conn::config(url)?;
+    let globs = pattern_globs(&cfg.namespace, patterns)?;
+    let acl_check = |setinfo: bool| {
+        Check::new(
+            "acl",
+            Status::Ok,
+            acl::line(&cfg.namespace, streams, &globs, setinfo),
+        )
+    };
     let mut checks = Vec::new();
     let started = Instant::now();
     let mut conn = match redis_conn::open(&cfg).await {
@@ -42,6 +57,7 @@ pub(super) async fn run(url: &str, streams: bool) -> anyhow::Result<Vec<Check>> 
                 checks.push(Check::new(name, Status::Skip, "not reachable"));
             }
             checks.push(tls(&cfg));
+            checks.push(acl_check(false));
             return Ok(checks);
         }
     };
@@ -57,10 +73,38 @@ pub(super) async fn run(url: &str, streams: bool) -> anyhow::Result<Vec<Check>> 
     checks.push(if streams {
         streams_permissions(&mut conn, &cfg).await
     } else {
-        pubsub_permissions(&mut conn, &cfg).await
+        pubsub_permissions(&mut conn, &cfg, &globs).await
     });
     checks.push(tls(&cfg));
+    checks.push(acl_check(acl::knows_setinfo(
+        server.get("redis_version").map(String::as_str),
+        server.get("server_name").map(String::as_str),
+    )));
     Ok(checks)
+}
+
+/// The backplane's `PSUBSCRIBE` pattern of each `--pattern`.
+fn pattern_globs(namespace: &str, patterns: &[String]) -> anyhow::Result<Vec<String>> {
+    patterns
+        .iter()
+        .map(|p| {
+            let pattern = switchyard::Pattern::new(p)
+                .map_err(|e| anyhow::anyhow!("--pattern {p:?} is not a valid pattern: {e}"))?;
+            Ok(pattern_channel(namespace, &pattern))
+        })
+        .collect()
+}
+
+#[cfg(feature = "redis-pubsub")]
+fn pattern_channel(namespace: &str, pattern: &switchyard::Pattern) -> String {
+    switchyard::redis_pubsub::pattern_channel(namespace, pattern)
+}
+
+/// Without the backplane, patterns only matter to the Streams adapter,
+/// whose ACL line has no channels.
+#[cfg(not(feature = "redis-pubsub"))]
+fn pattern_channel(namespace: &str, pattern: &switchyard::Pattern) -> String {
+    format!("{namespace}:{pattern}")
 }
 
 async fn reachable(conn: &mut MultiplexedConnection, cfg: &RedisConfig, connect_ms: f64) -> Check {
@@ -301,283 +345,6 @@ async fn cluster(
         ),
         (m, _) => Check::new("cluster", Status::Ok, format!("{m}, role {role}")),
     }
-}
-
-/// Classifies one probe's outcome: `None` when it worked.
-fn denied(what: &str, r: redis::RedisResult<redis::Value>) -> Option<String> {
-    let e = r.err()?;
-    let text = e.to_string();
-    if text.contains("NOPERM") || text.to_ascii_lowercase().contains("no permissions") {
-        Some(format!("{what} (no permission)"))
-    } else {
-        Some(format!("{what} ({})", text.replace('\n', " ")))
-    }
-}
-
-/// A scratch name unlikely to clash with anything.
-fn scratch(cfg: &RedisConfig) -> String {
-    format!(
-        "{}:{{switchyard-doctor-{}-{:08x}}}",
-        cfg.namespace,
-        std::process::id(),
-        rand::random::<u32>()
-    )
-}
-
-/// Runs every command the Streams adapter uses on a scratch stream in the
-/// namespace, then deletes it.
-async fn streams_permissions(conn: &mut MultiplexedConnection, cfg: &RedisConfig) -> Check {
-    let key = scratch(cfg);
-    let mut problems = Vec::new();
-    let xadd: redis::RedisResult<String> = redis::cmd("XADD")
-        .arg(&key)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(10)
-        .arg("*")
-        .arg("v")
-        .arg("doctor")
-        .query_async(conn)
-        .await;
-    let id = match xadd {
-        Ok(id) => id,
-        Err(e) => {
-            let why = denied("XADD", Err(e)).unwrap_or_default();
-            return Check::new(
-                "permissions",
-                Status::Fail,
-                format!(
-                    "cannot write a stream under {}:*: {why}; grant the user ~{}:* +@stream +@scripting +scan +ping",
-                    cfg.namespace, cfg.namespace
-                ),
-            );
-        }
-    };
-    let probes: Vec<(&str, redis::Cmd)> = vec![
-        ("XLEN", redis::cmd("XLEN").arg(&key).clone()),
-        (
-            "XRANGE",
-            redis::cmd("XRANGE")
-                .arg(&key)
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(1)
-                .clone(),
-        ),
-        (
-            "XREVRANGE",
-            redis::cmd("XREVRANGE")
-                .arg(&key)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .clone(),
-        ),
-        (
-            "XREAD",
-            redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(1)
-                .arg("STREAMS")
-                .arg(&key)
-                .arg("0")
-                .clone(),
-        ),
-        (
-            "XGROUP CREATE",
-            redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&key)
-                .arg("g")
-                .arg("0")
-                .clone(),
-        ),
-        (
-            "XREADGROUP",
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg("g")
-                .arg("c")
-                .arg("COUNT")
-                .arg(1)
-                .arg("STREAMS")
-                .arg(&key)
-                .arg(">")
-                .clone(),
-        ),
-        (
-            "XPENDING",
-            redis::cmd("XPENDING").arg(&key).arg("g").clone(),
-        ),
-        (
-            "XCLAIM",
-            redis::cmd("XCLAIM")
-                .arg(&key)
-                .arg("g")
-                .arg("c")
-                .arg(0)
-                .arg(&id)
-                .arg("JUSTID")
-                .clone(),
-        ),
-        (
-            "XAUTOCLAIM",
-            redis::cmd("XAUTOCLAIM")
-                .arg(&key)
-                .arg("g")
-                .arg("c")
-                .arg(0)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(1)
-                .arg("JUSTID")
-                .clone(),
-        ),
-        (
-            "XACK",
-            redis::cmd("XACK").arg(&key).arg("g").arg(&id).clone(),
-        ),
-        (
-            "XGROUP DELCONSUMER",
-            redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(&key)
-                .arg("g")
-                .arg("c")
-                .clone(),
-        ),
-        ("XDEL", redis::cmd("XDEL").arg(&key).arg(&id).clone()),
-        (
-            "XTRIM",
-            redis::cmd("XTRIM").arg(&key).arg("MAXLEN").arg(0).clone(),
-        ),
-        (
-            "SCAN",
-            redis::cmd("SCAN")
-                .arg(0)
-                .arg("MATCH")
-                .arg(format!("{}:{{*", cfg.namespace))
-                .arg("COUNT")
-                .arg(10)
-                .arg("TYPE")
-                .arg("stream")
-                .clone(),
-        ),
-    ];
-    for (what, cmd) in probes {
-        if let Some(p) = denied(what, cmd.query_async(conn).await) {
-            problems.push(p);
-        }
-    }
-    // Dead letters and replays run Lua scripts (EVALSHA, SCRIPT LOAD).
-    let script = redis::Script::new("return redis.call('XLEN', KEYS[1])");
-    if let Some(p) = denied(
-        "EVALSHA/SCRIPT LOAD",
-        script.key(&key).invoke_async(conn).await,
-    ) {
-        problems.push(p);
-    }
-    let cleanup = denied("DEL", redis::cmd("DEL").arg(&key).query_async(conn).await);
-    verdict(
-        problems,
-        cleanup,
-        &key,
-        cfg,
-        "XADD, XREAD(GROUP), XACK, XCLAIM, XAUTOCLAIM, XPENDING, XGROUP, XDEL, XTRIM, SCAN, scripts",
-    )
-}
-
-/// Publishes, subscribes and pattern-subscribes on a scratch channel in the
-/// namespace, on a connection of its own.
-async fn pubsub_permissions(conn: &mut MultiplexedConnection, cfg: &RedisConfig) -> Check {
-    let channel = scratch(cfg);
-    let mut problems = Vec::new();
-    if let Some(p) = denied(
-        "PUBLISH",
-        redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg("doctor")
-            .query_async(conn)
-            .await,
-    ) {
-        problems.push(p);
-    }
-    match RedisClient::new(cfg.clone()) {
-        Err(e) => problems.push(format!("a subscribing connection ({e})")),
-        Ok(client) => match client.pubsub().await {
-            Err(e) => problems.push(format!("a subscribing connection ({e})")),
-            Ok(mut sub) => {
-                let bound = Duration::from_secs(5);
-                let steps = [
-                    (
-                        "SUBSCRIBE",
-                        tokio::time::timeout(bound, sub.subscribe(&channel)).await,
-                    ),
-                    (
-                        "PSUBSCRIBE",
-                        tokio::time::timeout(bound, sub.psubscribe(format!("{channel}*"))).await,
-                    ),
-                    (
-                        "UNSUBSCRIBE",
-                        tokio::time::timeout(bound, sub.unsubscribe(&channel)).await,
-                    ),
-                    (
-                        "PUNSUBSCRIBE",
-                        tokio::time::timeout(bound, sub.punsubscribe(format!("{channel}*"))).await,
-                    ),
-                ];
-                for (what, r) in steps {
-                    match r {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            problems.extend(denied(what, Err(e)));
-                        }
-                        Err(_) => problems.push(format!("{what} (no reply within 5s)")),
-                    }
-                }
-            }
-        },
-    }
-    verdict(
-        problems,
-        None,
-        &channel,
-        cfg,
-        "PUBLISH, SUBSCRIBE, PSUBSCRIBE, PING",
-    )
-}
-
-fn verdict(
-    problems: Vec<String>,
-    cleanup: Option<String>,
-    scratch: &str,
-    cfg: &RedisConfig,
-    used: &str,
-) -> Check {
-    let user = cfg.username.as_deref().unwrap_or("default");
-    if problems.is_empty() {
-        let mut detail = format!("user {user} may run what the adapter uses ({used})");
-        if let Some(c) = cleanup {
-            detail.push_str(&format!(
-                "; could not delete the scratch key {scratch}: {c}"
-            ));
-            return Check::new("permissions", Status::Warn, detail);
-        }
-        return Check::new("permissions", Status::Ok, detail);
-    }
-    Check::new(
-        "permissions",
-        Status::Fail,
-        format!(
-            "user {user} cannot run: {}; grant them for keys and channels {}:* (e.g. ACL SETUSER {user} ~{}:* &{}:* +@stream +@pubsub +@scripting +scan +ping)",
-            problems.join(", "),
-            cfg.namespace,
-            cfg.namespace,
-            cfg.namespace
-        ),
-    )
 }
 
 fn tls(cfg: &RedisConfig) -> Check {
