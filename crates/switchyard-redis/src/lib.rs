@@ -10,8 +10,10 @@
 //!   connect timeout, with errors such as `could not connect to redis at
 //!   127.0.0.1:6390 within 2s: connection refused` (`NOAUTH`, `WRONGPASS`
 //!   and `NOPERM` are not transient and say what to fix);
-//! - [`classify`]: redis-rs errors as transient (I/O, LOADING, BUSY, TRYAGAIN,
-//!   MASTERDOWN, MOVED, ASK, READONLY, CLUSTERDOWN, NOREPLICAS) or fatal;
+//! - [`classify`] and [`retry_method`]: redis-rs errors by what a retry can
+//!   fix — wait and retry (BUSY, TRYAGAIN, NOREPLICAS, timeouts), rediscover
+//!   (I/O, dropped connections, LOADING, MASTERDOWN, READONLY), never
+//!   (MOVED, ASK, CLUSTERDOWN: a cluster node; and every other code);
 //! - [`ping_health`]: a bounded health probe on an existing connection;
 //! - [`lean`]: hand-encoded commands and flat RESP2 tokens for the hot
 //!   paths, and a plain-TCP connect with `AUTH`/`SELECT`/`PING`.
@@ -25,7 +27,10 @@ pub mod range;
 
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
 pub use connect::{RedisClient, ping_health};
-pub use error::{TRANSIENT_CODES, classify, code, is_transient, is_transient_code};
+pub use error::{
+    CLUSTER_CODES, REDISCOVER_CODES, RetryMethod, TRANSIENT_CODES, classify, classify_reply, code,
+    is_transient, is_transient_code, retry_method, retry_method_code,
+};
 
 /// Re-export of the redis-rs version the adapters are built on.
 pub use redis;

@@ -250,14 +250,11 @@ impl Pending {
         let result = match reply {
             Reply::Id(id) => Ok(id),
             Reply::Error(text) => {
-                let code = text.split_whitespace().next().unwrap_or("");
-                let msg = format!("redis XADD: {text}");
-                if switchyard_redis::is_transient_code(code) {
+                let e = switchyard_redis::classify_reply("XADD", &text);
+                if e.is_transient() {
                     self.transient = true;
-                    Err(Error::Transient(msg))
-                } else {
-                    Err(Error::Backend(msg))
                 }
+                Err(e)
             }
             Reply::Status | Reply::Other => Err(Error::Backend(
                 "redis XADD: the reply is not a stream id".into(),
@@ -536,14 +533,10 @@ fn value_id(v: Value) -> Result<MessageId> {
             .ok()
             .and_then(wire::parse_id)
             .ok_or_else(|| Error::Backend("redis XADD: the reply is not a stream id".into())),
-        Value::ServerError(e) => {
-            let text = format!("redis XADD: {e}");
-            if switchyard_redis::is_transient_code(e.code()) {
-                Err(Error::Transient(text))
-            } else {
-                Err(Error::Backend(text))
-            }
-        }
+        Value::ServerError(e) => Err(switchyard_redis::classify_reply(
+            "XADD",
+            &format!("{} {}", e.code(), e.details().unwrap_or("")),
+        )),
         _ => Err(Error::Backend(
             "redis XADD: the reply is not a stream id".into(),
         )),
