@@ -142,7 +142,12 @@ impl Transport for RedisStreamsTransport {
         let mut conn = self.inner.conn.clone();
         let timeout = self.inner.config.redis.response_timeout;
         let addr = self.inner.config.redis.addr();
-        match switchyard_redis::ping_health(&mut conn, &addr, timeout).await {
+        let health = match switchyard_redis::ping_health(&mut conn, &addr, timeout).await {
+            // A replica answers PING too: ask its role.
+            Health::Ok => switchyard_redis::role_health(&mut conn, &addr, timeout).await,
+            other => other,
+        };
+        match health {
             Health::Ok if self.inner.breaker.state() == BreakerState::Open => {
                 Health::Degraded(format!(
                     "publishing to redis at {addr} is paused: the circuit breaker is open after repeated failures"

@@ -39,7 +39,11 @@ impl fmt::Debug for Secret {
 /// ```text
 /// redis+streams://[user[:password]@]host[:port][/db][?namespace=NS&connect_timeout=2s&response_timeout=5s&...]
 /// rediss+streams://...   (TLS; likewise redis+pubsub:// and rediss+pubsub://)
+/// redis+streams+sentinel://[user[:password]@]s1:26379[,s2:26379...]/master-name[/db][?sentinel_auth=same&...]
 /// ```
+///
+/// (the Sentinel form, likewise `redis+pubsub+sentinel://` and the
+/// `rediss+…+sentinel://` TLS variants: see [`crate::sentinel`]),
 ///
 /// or build it in code:
 ///
@@ -79,6 +83,10 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// Adapter-specific query parameters.
     pub params: BTreeMap<String, String>,
+    /// Find the primary through Redis Sentinel (`None`: connect to
+    /// `host:port`). With it, `host` and `port` are those of the first
+    /// sentinel until a connection resolves the primary.
+    pub sentinel: Option<crate::sentinel::SentinelConfig>,
 }
 
 impl RedisConfig {
@@ -105,6 +113,9 @@ impl RedisConfig {
             ));
         }
         validate_namespace(&self.namespace).map_err(Error::InvalidConfig)?;
+        if let Some(s) = &self.sentinel {
+            s.validate()?;
+        }
         self.check_ranges().map_err(|e| e.into_error(origin))
     }
 
@@ -140,7 +151,18 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             params: BTreeMap::new(),
+            sentinel: None,
         }
+    }
+
+    /// Finds the primary through Sentinel (see [`crate::sentinel`]).
+    pub fn with_sentinel(mut self, sentinel: crate::sentinel::SentinelConfig) -> Self {
+        if let Some((host, port)) = sentinel.sentinels.first() {
+            self.host = host.clone();
+            self.port = *port;
+        }
+        self.sentinel = Some(sentinel);
+        self
     }
 
     /// Sets the namespace (key and channel prefix).
@@ -214,6 +236,32 @@ impl RedisConfig {
     /// and so is a URL without `//` after the scheme.
     pub fn from_url(input: &str) -> Result<Self> {
         check_shape(input)?;
+        if let Some((plain, sentinel)) = crate::sentinel::split_url(input)? {
+            let mut cfg = Self::from_url(&plain).map_err(|e| match e {
+                Error::InvalidUrl { reason, .. } => Error::invalid_url(input, reason),
+                other => other,
+            })?;
+            if let Some(how) = cfg.take_param("sentinel_auth") {
+                let sentinel = match how.as_str() {
+                    "same" => sentinel.with_credentials(
+                        cfg.username.clone(),
+                        cfg.password.as_ref().map(|p| p.expose().to_owned()),
+                    ),
+                    "none" => sentinel,
+                    other => {
+                        return Err(Error::invalid_url(
+                            input,
+                            format!("sentinel_auth must be same or none, got {other:?}"),
+                        ));
+                    }
+                };
+                cfg.sentinel = Some(sentinel);
+            } else {
+                cfg.sentinel = Some(sentinel);
+            }
+            cfg.validate_from(Origin::Url)?;
+            return Ok(cfg);
+        }
         let url = url::Url::parse(input).map_err(|e| Error::invalid_url(input, e.to_string()))?;
         let scheme = url.scheme();
         let base = scheme.split('+').next().unwrap_or(scheme);

@@ -14,7 +14,11 @@
 //!   fix — wait and retry (BUSY, TRYAGAIN, NOREPLICAS, timeouts), rediscover
 //!   (I/O, dropped connections, LOADING, MASTERDOWN, READONLY), never
 //!   (MOVED, ASK, CLUSTERDOWN: a cluster node; and every other code);
-//! - [`ping_health`]: a bounded health probe on an existing connection;
+//! - [`ping_health`] and [`role_health`]: bounded health probes on an
+//!   existing connection (a replica is `Degraded`: "connected to a replica
+//!   (read-only)");
+//! - [`sentinel`]: the Sentinel URL form (`redis+streams+sentinel://s1:26379,s2:26379/master`)
+//!   and finding the primary before every connect;
 //! - [`lean`]: hand-encoded commands and flat RESP2 tokens for the hot
 //!   paths, and a plain-TCP connect with `AUTH`/`SELECT`/`PING`.
 
@@ -24,6 +28,7 @@ mod error;
 pub mod lean;
 mod parse;
 pub mod range;
+pub mod sentinel;
 
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
 pub use connect::{RedisClient, ping_health};
@@ -31,6 +36,7 @@ pub use error::{
     CLUSTER_CODES, REDISCOVER_CODES, RetryMethod, TRANSIENT_CODES, classify, classify_reply, code,
     is_transient, is_transient_code, retry_method, retry_method_code,
 };
+pub use sentinel::{SentinelConfig, role_health};
 
 /// Re-export of the redis-rs version the adapters are built on.
 pub use redis;

@@ -1,0 +1,70 @@
+//! Pointed at a replica (no Sentinel).
+//!
+//! Reproduction of the defect: start two redis-servers, make the second a
+//! replica (`REPLICAOF 127.0.0.1 <port of the first>`), connect with
+//! `redis+streams://127.0.0.1:<replica port>`: `health()` said `Ok` (the
+//! replica answers PING), every publish failed with `transient backend
+//! error: redis XADD: READONLY ...`, and after `breaker_threshold` of them
+//! the circuit breaker opened and publishes failed with "circuit breaker
+//! open" — nothing said the URL names a replica.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use switchyard_core::{Health, Message, Topic, Transport};
+use switchyard_redis_streams::{RedisStreamsTransport, StreamsConfig};
+use switchyard_testkit::RedisServer;
+
+#[tokio::test]
+async fn a_replica_is_degraded_and_its_publishes_fail_clearly() {
+    let primary = RedisServer::start().unwrap();
+    let replica = RedisServer::start().unwrap();
+    replica
+        .cmd(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()])
+        .unwrap();
+    let url = format!(
+        "redis+streams://127.0.0.1:{}/0?namespace=replica-role&breaker_threshold=3",
+        replica.port()
+    );
+    let t = RedisStreamsTransport::connect(StreamsConfig::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    match t.health().await {
+        Health::Degraded(why) => {
+            assert!(why.contains("connected to a replica (read-only)"), "{why}");
+            assert!(why.contains(&primary.port().to_string()), "{why}");
+        }
+        other => panic!("health on a replica: {other:?}"),
+    }
+    let topic = Topic::new("orders").unwrap();
+    // Twice the breaker threshold: every one fails the same clear way, the
+    // breaker never opens.
+    for i in 0..6u8 {
+        let e = t
+            .publish(Message::new(topic.clone(), vec![i]))
+            .await
+            .unwrap_err();
+        assert!(!e.is_transient(), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("READONLY"), "{text}");
+        assert!(
+            text.contains("connected to a replica (read-only)"),
+            "{text}"
+        );
+        assert!(!text.contains("circuit breaker"), "{text}");
+    }
+    assert!(!t.stats().breaker_open);
+    assert_eq!(t.stats().breaker_rejections, 0);
+    t.close().await.unwrap();
+
+    // The primary itself is healthy.
+    let url = format!(
+        "redis+streams://127.0.0.1:{}/0?namespace=replica-role",
+        primary.port()
+    );
+    let t = RedisStreamsTransport::connect(StreamsConfig::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(t.health().await, Health::Ok);
+    t.publish(Message::new(topic, vec![1])).await.unwrap();
+    t.close().await.unwrap();
+}
