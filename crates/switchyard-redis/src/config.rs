@@ -241,6 +241,11 @@ impl RedisConfig {
                 Error::InvalidUrl { reason, .. } => Error::invalid_url(input, reason),
                 other => other,
             })?;
+            let sentinel = match cfg.take_duration("sentinel_poll") {
+                Ok(Some(every)) => sentinel.with_poll_interval(every),
+                Ok(None) => sentinel,
+                Err(e) => return Err(Error::invalid_url(input, e.to_string())),
+            };
             if let Some(how) = cfg.take_param("sentinel_auth") {
                 let sentinel = match how.as_str() {
                     "same" => sentinel.with_credentials(

@@ -22,6 +22,8 @@ use crate::config::RedisConfig;
 pub struct RedisClient {
     config: RedisConfig,
     client: Client,
+    /// With Sentinel settings: the changes of primary seen so far.
+    watch: Option<std::sync::Arc<crate::sentinel::PrimaryWatch>>,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -46,7 +48,19 @@ impl RedisClient {
             config.username.as_deref(),
             config.password.as_ref().map(crate::Secret::expose),
         )?;
-        Ok(RedisClient { config, client })
+        let watch = crate::sentinel::PrimaryWatch::spawn(&config);
+        Ok(RedisClient {
+            config,
+            client,
+            watch,
+        })
+    }
+
+    /// How many times the sentinels named a new primary since this client
+    /// (or the one it was cloned from) was made; always 0 without Sentinel.
+    /// A connection opened under an older value should be replaced.
+    pub fn primary_epoch(&self) -> u64 {
+        self.watch.as_ref().map_or(0, |w| w.epoch())
     }
 
     /// With Sentinel settings: a client for the primary the sentinels name

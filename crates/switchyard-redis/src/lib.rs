@@ -28,6 +28,7 @@ mod error;
 pub mod lean;
 mod parse;
 pub mod range;
+mod rediscover;
 pub mod sentinel;
 
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
@@ -36,6 +37,7 @@ pub use error::{
     CLUSTER_CODES, REDISCOVER_CODES, RetryMethod, TRANSIENT_CODES, classify, classify_reply, code,
     is_transient, is_transient_code, retry_method, retry_method_code,
 };
+pub use rediscover::SharedConnection;
 pub use sentinel::{SentinelConfig, role_health};
 
 /// Re-export of the redis-rs version the adapters are built on.

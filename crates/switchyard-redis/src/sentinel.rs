@@ -46,6 +46,12 @@ pub struct SentinelConfig {
     pub username: Option<String>,
     /// Password for the sentinels (never shown).
     pub password: Option<Secret>,
+    /// How often a client asks the sentinels whether the primary changed:
+    /// 10 ms to 1 min (default 250 ms; URL `sentinel_poll`). A change makes
+    /// every connection of the client reconnect to the new primary, even
+    /// when the old one still accepts writes (a `SENTINEL FAILOVER` leaves
+    /// it a primary for several seconds: what is written there is lost).
+    pub poll_interval: Duration,
 }
 
 impl fmt::Debug for SentinelConfig {
@@ -55,6 +61,7 @@ impl fmt::Debug for SentinelConfig {
             .field("master_name", &self.master_name)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("poll_interval", &self.poll_interval)
             .finish()
     }
 }
@@ -64,6 +71,8 @@ impl SentinelConfig {
     pub const DEFAULT_PORT: u16 = 26379;
     /// Most sentinel addresses accepted.
     pub const MAX_SENTINELS: usize = 16;
+    /// Default [`poll_interval`](Self::poll_interval).
+    pub const DEFAULT_POLL: Duration = Duration::from_millis(250);
 
     /// Sentinels at `sentinels` monitoring `master_name`, asked without
     /// credentials.
@@ -73,7 +82,14 @@ impl SentinelConfig {
             master_name: master_name.into(),
             username: None,
             password: None,
+            poll_interval: Self::DEFAULT_POLL,
         }
+    }
+
+    /// Sets how often the sentinels are asked whether the primary changed.
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
     }
 
     /// Sets the credentials sent to the sentinels.
@@ -108,6 +124,14 @@ impl SentinelConfig {
                     host_port(host, *port)
                 )));
             }
+        }
+        if self.poll_interval < Duration::from_millis(10)
+            || self.poll_interval > Duration::from_secs(60)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "sentinel_poll must be 10ms to 1m, got {:?}",
+                self.poll_interval
+            )));
         }
         let name = &self.master_name;
         if name.is_empty()
@@ -402,6 +426,67 @@ async fn check_primary(primary: &RedisConfig) -> std::result::Result<(), String>
             Err("it is a replica (a failover in progress?)".to_owned())
         }
         Ok(Ok(Some(Role::Other(r)))) => Err(format!("its role is {r:?}")),
+    }
+}
+
+/// Counts the changes of primary the sentinels report, for one client:
+/// connections compare [`epoch`](Self::epoch) with the value they opened
+/// under and reconnect when it moved.
+#[derive(Debug, Default)]
+pub struct PrimaryWatch {
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl PrimaryWatch {
+    /// How many times the primary changed since the watch started.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts a task asking the sentinels of `cfg` for the primary every
+    /// poll interval; it ends when the returned watch is dropped. `None`
+    /// without Sentinel settings or outside a Tokio runtime.
+    pub(crate) fn spawn(cfg: &RedisConfig) -> Option<std::sync::Arc<PrimaryWatch>> {
+        let s = cfg.sentinel.clone()?;
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let watch = std::sync::Arc::new(PrimaryWatch::default());
+        let weak = std::sync::Arc::downgrade(&watch);
+        let cfg = cfg.clone();
+        handle.spawn(async move {
+            let mut known: Option<(String, u16)> = None;
+            let mut first = true;
+            loop {
+                if !first {
+                    tokio::time::sleep(s.poll_interval).await;
+                }
+                first = false;
+                let Some(watch) = weak.upgrade() else {
+                    return;
+                };
+                let mut named = None;
+                for (host, port) in &s.sentinels {
+                    if let Ok(Some(addr)) = ask(&cfg, &s, host, *port).await {
+                        named = Some(addr);
+                        break;
+                    }
+                }
+                let Some(addr) = named else {
+                    continue;
+                };
+                if known.as_ref().is_some_and(|k| *k != addr) {
+                    watch
+                        .epoch
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    tracing::info!(
+                        master = %s.master_name,
+                        primary = %host_port(&addr.0, addr.1),
+                        "redis: the sentinels name a new primary; connections follow it"
+                    );
+                }
+                known = Some(addr);
+            }
+        });
+        Some(watch)
     }
 }
 

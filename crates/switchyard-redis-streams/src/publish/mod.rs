@@ -22,9 +22,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use redis::Value;
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::ConnectionLike;
 use switchyard_core::{CircuitBreaker, Error, Limits, Message, MessageId, Result, Topic};
 use switchyard_redis::RedisConfig;
+use switchyard_redis::SharedConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::StreamsConfig;
@@ -55,12 +56,13 @@ impl Writer {
     /// pipelines when TLS is on; otherwise the writer opens its own lean
     /// connection, lazily and again after a failure.
     pub(crate) fn spawn(
-        conn: ConnectionManager,
+        conn: SharedConnection,
         config: &StreamsConfig,
         breaker: Arc<CircuitBreaker>,
         stats: Arc<Stats>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(config.writer_queue);
+        let shared = conn.clone();
         let sink = if config.redis.tls {
             Sink::Redis(conn)
         } else {
@@ -68,6 +70,8 @@ impl Writer {
         };
         let task = WriterTask {
             sink,
+            shared,
+            lean_epoch: 0,
             redis: config.redis.clone(),
             ctx: Arc::new(Ctx { breaker, stats }),
             retention: Retention::from_config(config),
@@ -347,11 +351,15 @@ enum Sink {
     /// Our own connection; `None` until opened or after it failed.
     Lean(Option<LeanConn>),
     /// redis-rs pipelines on the shared connection (TLS).
-    Redis(ConnectionManager),
+    Redis(SharedConnection),
 }
 
 struct WriterTask {
     sink: Sink,
+    /// The shared connection: with Sentinel, tells when the primary changed.
+    shared: SharedConnection,
+    /// The primary epoch the lean connection was opened under.
+    lean_epoch: u64,
     redis: RedisConfig,
     ctx: Arc<Ctx>,
     retention: Retention,
@@ -469,7 +477,16 @@ impl WriterTask {
         if slot.as_ref().is_some_and(LeanConn::is_dead) {
             *slot = None;
         }
+        let epoch = self.shared.primary_epoch();
+        if epoch != self.lean_epoch
+            && let Some(old) = slot.take()
+        {
+            // The sentinels name a new primary: what the old one still
+            // accepts would be lost when it is demoted.
+            old.finish().await;
+        }
         if slot.is_none() {
+            self.lean_epoch = epoch;
             match LeanConn::connect(&self.redis, self.in_flight).await {
                 Ok(c) => {
                     if self.ever_connected {
@@ -509,7 +526,7 @@ fn push_xadd(pipe: &mut redis::Pipeline, key: &str, trim: Trim, message: &Messag
 }
 
 /// Sends a redis-rs pipeline and completes its callers.
-async fn run_redis(conn: &mut ConnectionManager, pipe: &redis::Pipeline, mut pending: Pending) {
+async fn run_redis(conn: &mut SharedConnection, pipe: &redis::Pipeline, mut pending: Pending) {
     match conn.req_packed_commands(pipe, 0, pipe.len()).await {
         Ok(values) => {
             for v in values {
