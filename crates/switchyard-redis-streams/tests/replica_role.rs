@@ -68,3 +68,81 @@ async fn a_replica_is_degraded_and_its_publishes_fail_clearly() {
     t.publish(Message::new(topic, vec![1])).await.unwrap();
     t.close().await.unwrap();
 }
+
+/// `wait_replicas=1`: a publish is acknowledged only once a replica has it.
+/// Without a replica each publish fails, transiently and saying why,
+/// within about `wait_timeout`; with one it succeeds and the replica holds
+/// the entry at once.
+#[tokio::test]
+async fn wait_replicas_acknowledges_only_replicated_publishes() {
+    let primary = RedisServer::start().unwrap();
+    let url = format!(
+        "redis+streams://127.0.0.1:{}/0?namespace=wait-replicas&wait_replicas=1&wait_timeout=200ms&breaker_threshold=1000",
+        primary.port()
+    );
+    let t = RedisStreamsTransport::connect(StreamsConfig::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    let topic = Topic::new("orders").unwrap();
+    for i in 0..3u8 {
+        let started = std::time::Instant::now();
+        let e = t
+            .publish(Message::new(topic.clone(), vec![i]))
+            .await
+            .unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(
+            e.to_string().contains("only 0 of 1 replica(s) confirmed"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    }
+    let e = t
+        .publish_batch(vec![
+            Message::new(topic.clone(), vec![7]),
+            Message::new(topic.clone(), vec![8]),
+        ])
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
+
+    let replica = RedisServer::start().unwrap();
+    replica
+        .cmd(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()])
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if replica
+            .info("replication")
+            .unwrap()
+            .contains("master_link_status:up")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replication never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let key = switchyard_redis_streams::keys::stream_key("wait-replicas", &topic);
+    let before = replica.cmd(&["XLEN", &key]).unwrap().as_int().unwrap();
+    for i in 0..10u8 {
+        t.publish(Message::new(topic.clone(), vec![i]))
+            .await
+            .unwrap();
+    }
+    let ids = t
+        .publish_batch(
+            (0..5u8)
+                .map(|i| Message::new(topic.clone(), vec![i]))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 5);
+    // Acknowledged means replicated: the replica holds all 15 already.
+    let after = replica.cmd(&["XLEN", &key]).unwrap().as_int().unwrap();
+    assert_eq!(after - before, 15);
+    t.close().await.unwrap();
+}

@@ -72,6 +72,8 @@ impl Writer {
             sink,
             shared,
             lean_epoch: 0,
+            wait_replicas: config.wait_replicas,
+            wait_timeout: config.wait_timeout,
             redis: config.redis.clone(),
             ctx: Arc::new(Ctx { breaker, stats }),
             retention: Retention::from_config(config),
@@ -227,6 +229,10 @@ struct Pending {
     ok: u64,
     transient: bool,
     ctx: Arc<Ctx>,
+    /// `WAIT replicas timeout` ends the pipeline: the XADD results are held
+    /// until its reply says enough replicas have them.
+    wait: Option<(u32, Duration)>,
+    held: Vec<Result<MessageId>>,
 }
 
 impl Pending {
@@ -237,6 +243,57 @@ impl Pending {
             ok: 0,
             transient: false,
             ctx,
+            wait: None,
+            held: Vec::new(),
+        }
+    }
+
+    /// The pipeline ends with `WAIT replicas timeout`: callers hear back
+    /// once its reply came.
+    fn wait_for(&mut self, replicas: u32, timeout: Duration) {
+        self.wait = Some((replicas, timeout));
+        self.held.reserve(self.remaining);
+    }
+
+    /// Takes one XADD result, or holds it until the WAIT reply.
+    fn accept(&mut self, result: Result<MessageId>) {
+        if self.wait.is_some() {
+            self.held.push(result);
+        } else {
+            self.deliver_result(result);
+        }
+    }
+
+    /// Whether the next reply is WAIT's (every XADD reply is held).
+    fn expects_wait_reply(&self) -> bool {
+        self.wait.is_some() && self.held.len() >= self.remaining
+    }
+
+    /// WAIT's reply (`Ok(replicas that confirmed)`, or why it failed):
+    /// releases the held results, failing the successful ones when fewer
+    /// replicas than asked confirmed them.
+    fn wait_replied(&mut self, answer: std::result::Result<i64, String>) {
+        let Some((want, timeout)) = self.wait.take() else {
+            return;
+        };
+        let shortfall = match answer {
+            Ok(n) if n >= i64::from(want) => None,
+            Ok(n) => Some(format!(
+                "only {n} of {want} replica(s) confirmed it within {timeout:?}"
+            )),
+            Err(why) => Some(format!("WAIT failed: {why}")),
+        };
+        for result in std::mem::take(&mut self.held) {
+            let result = match (&shortfall, result) {
+                (Some(why), Ok(_)) => {
+                    self.transient = true;
+                    Err(Error::Transient(format!(
+                        "redis XADD: written on the primary, but {why} (wait_replicas): a failover may lose it; publishing it again may duplicate it"
+                    )))
+                }
+                (_, r) => r,
+            };
+            self.deliver_result(result);
         }
     }
 
@@ -251,6 +308,15 @@ impl Pending {
 
     /// Hands the next reply to its caller.
     fn deliver(&mut self, reply: Reply) {
+        if self.expects_wait_reply() {
+            let answer = match reply {
+                Reply::Int(n) => Ok(n),
+                Reply::Error(text) => Err(text),
+                _ => Err("the reply is not an integer".to_owned()),
+            };
+            self.wait_replied(answer);
+            return;
+        }
         let result = match reply {
             Reply::Id(id) => Ok(id),
             Reply::Error(text) => {
@@ -260,11 +326,11 @@ impl Pending {
                 }
                 Err(e)
             }
-            Reply::Status | Reply::Other => Err(Error::Backend(
+            Reply::Status | Reply::Int(_) | Reply::Other => Err(Error::Backend(
                 "redis XADD: the reply is not a stream id".into(),
             )),
         };
-        self.deliver_result(result);
+        self.accept(result);
     }
 
     fn deliver_result(&mut self, result: Result<MessageId>) {
@@ -360,6 +426,9 @@ struct WriterTask {
     shared: SharedConnection,
     /// The primary epoch the lean connection was opened under.
     lean_epoch: u64,
+    /// `WAIT` after each pipeline: replicas and timeout (0: no WAIT).
+    wait_replicas: u32,
+    wait_timeout: Duration,
     redis: RedisConfig,
     ctx: Arc<Ctx>,
     retention: Retention,
@@ -440,6 +509,20 @@ impl WriterTask {
             }
             if pending.is_complete() {
                 continue;
+            }
+            if self.wait_replicas > 0 {
+                let replicas = self.wait_replicas.to_string();
+                let ms = self.wait_timeout.as_millis().max(1).to_string();
+                match pipe.as_mut() {
+                    Some(p) => {
+                        p.cmd("WAIT").arg(&replicas).arg(&ms);
+                    }
+                    None => switchyard_redis::lean::put_command(
+                        &mut buf,
+                        &[b"WAIT", replicas.as_bytes(), ms.as_bytes()],
+                    ),
+                }
+                pending.wait_for(self.wait_replicas, self.wait_timeout);
             }
             match pipe {
                 Some(pipe) => {
@@ -530,7 +613,14 @@ async fn run_redis(conn: &mut SharedConnection, pipe: &redis::Pipeline, mut pend
     match conn.req_packed_commands(pipe, 0, pipe.len()).await {
         Ok(values) => {
             for v in values {
-                pending.deliver_result(value_id(v));
+                if pending.expects_wait_reply() {
+                    pending.wait_replied(match v {
+                        Value::Int(n) => Ok(n),
+                        other => Err(format!("{other:?}")),
+                    });
+                } else {
+                    pending.accept(value_id(v));
+                }
             }
             if pending.is_complete() {
                 pending.finish();
