@@ -14,6 +14,8 @@
 //! the failover both sides end up on the new primary by themselves, and
 //! every message published from then on is delivered.
 
+#![allow(clippy::print_stderr)] // the figures are the output
+
 mod support;
 
 use std::collections::BTreeSet;

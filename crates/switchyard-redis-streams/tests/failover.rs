@@ -13,7 +13,7 @@
 //! consuming resumes, messages acknowledged but lost); docs/reliability.md
 //! ("Failover") records them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
