@@ -542,6 +542,62 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_urls() {
+        let c = RedisConfig::from_url(
+            "redis+streams+sentinel://app:hunter2@10.0.0.1:26379,10.0.0.2:26380/mymaster/3?namespace=n&sentinel_poll=100ms&sentinel_auth=same&maxlen=5",
+        )
+        .unwrap();
+        let s = c.sentinel.as_ref().unwrap();
+        assert_eq!(
+            s.sentinels,
+            vec![
+                ("10.0.0.1".to_owned(), 26379),
+                ("10.0.0.2".to_owned(), 26380)
+            ]
+        );
+        assert_eq!(s.master_name, "mymaster");
+        assert_eq!(s.poll_interval, Duration::from_millis(100));
+        assert_eq!(s.username.as_deref(), Some("app"));
+        assert_eq!(s.password.as_ref().map(Secret::expose), Some("hunter2"));
+        assert_eq!(c.db, 3);
+        assert_eq!(c.namespace, "n");
+        assert_eq!(c.username.as_deref(), Some("app"));
+        assert_eq!(c.params.get("maxlen").map(String::as_str), Some("5"));
+        assert!(!c.params.contains_key("sentinel_poll"));
+        let shown = format!("{c:?} {c}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+
+        let c = RedisConfig::from_url("rediss+pubsub+sentinel://s1/m").unwrap();
+        assert!(c.tls);
+        let s = c.sentinel.as_ref().unwrap();
+        assert_eq!(s.sentinels, vec![("s1".to_owned(), 26379)]);
+        assert!(s.username.is_none() && s.password.is_none());
+        assert_eq!(s.poll_interval, crate::SentinelConfig::DEFAULT_POLL);
+
+        for (bad, needle) in [
+            ("redis+streams+sentinel://u:hunter2@s1:26379", "master name"),
+            (
+                "redis+streams+sentinel://u:hunter2@s1/m?sentinel_poll=1ms",
+                "sentinel_poll must be 10ms to 1m",
+            ),
+            (
+                "redis+streams+sentinel://u:hunter2@s1/m?sentinel_auth=yes",
+                "sentinel_auth must be same or none",
+            ),
+            ("redis+streams+sentinel://u:hunter2@s1:0/m", "port"),
+            (
+                "redis+streams+sentinel://u:hunter2@s1/m/x",
+                "database number",
+            ),
+        ] {
+            let e = RedisConfig::from_url(bad).unwrap_err();
+            let text = format!("{e} {e:?}");
+            assert!(text.contains(needle), "{bad}: {text}");
+            assert!(!text.contains("hunter2"), "{bad}: {text}");
+        }
+    }
+
+    #[test]
     fn params() {
         let mut c = RedisConfig::from_url("redis+streams://h?maxlen=5&block=200ms&x=1").unwrap();
         assert_eq!(c.take_u64("maxlen").unwrap(), Some(5));
