@@ -219,6 +219,15 @@ impl RedisConfig {
             (None, Some(_)) => ":***@".to_owned(),
             (None, None) => String::new(),
         };
+        if let Some(s) = &self.sentinel {
+            return format!(
+                "{scheme}+sentinel://{user}{}/{}/{}?namespace={}",
+                s.addrs(),
+                s.master_name,
+                self.db,
+                self.namespace
+            );
+        }
         format!(
             "{scheme}://{user}{}/{}?namespace={}",
             self.addr(),
@@ -566,6 +575,12 @@ mod tests {
         assert!(!c.params.contains_key("sentinel_poll"));
         let shown = format!("{c:?} {c}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            c.display_url("redis")
+                .starts_with("redis+sentinel://app:***@10.0.0.1:26379,10.0.0.2:26380/mymaster/3"),
+            "{}",
+            c.display_url("redis")
+        );
 
         let c = RedisConfig::from_url("rediss+pubsub+sentinel://s1/m").unwrap();
         assert!(c.tls);
