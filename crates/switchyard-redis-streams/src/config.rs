@@ -104,7 +104,8 @@ pub struct StreamsConfig {
     /// pipeline fail with a transient error (they are on the primary and
     /// may be delivered; publishing again may duplicate them).
     pub wait_replicas: u32,
-    /// Bound on each `WAIT` (URL `wait_timeout`): 1 ms to 1 min, default 1 s.
+    /// Bound on each `WAIT` (URL `wait_timeout`): 1 ms to 1 min, and below
+    /// the response timeout when `wait_replicas` is on; default 1 s.
     pub wait_timeout: Duration,
 }
 
@@ -244,6 +245,13 @@ impl StreamsConfig {
             0,
             Self::MAX_WAIT_REPLICAS,
         )?;
+        check_duration(
+            "wait_timeout",
+            self.wait_timeout,
+            MILLISECOND,
+            MINUTE,
+            "1ms to 1m",
+        )?;
         if self.wait_replicas > 0 && self.wait_timeout >= self.redis.response_timeout {
             return Err(OutOfRange {
                 setting: "wait_timeout",
@@ -253,13 +261,6 @@ impl StreamsConfig {
                 ),
             });
         }
-        check_duration(
-            "wait_timeout",
-            self.wait_timeout,
-            MILLISECOND,
-            MINUTE,
-            "1ms to 1m",
-        )?;
         if let Some(every) = self.claim_interval {
             check_duration(
                 "claim_interval",
@@ -394,6 +395,52 @@ fn to_usize(v: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `wait_replicas` and `wait_timeout` have ranges; a WAIT as long as
+    /// the pipeline's response timeout could never be answered in time.
+    #[test]
+    fn wait_replicas_ranges() {
+        let c = StreamsConfig::from_url("redis+streams://h?wait_replicas=2&wait_timeout=250ms")
+            .unwrap();
+        assert_eq!(c.wait_replicas, 2);
+        assert_eq!(c.wait_timeout, Duration::from_millis(250));
+        assert_eq!(
+            StreamsConfig::from_url("redis+streams://h")
+                .unwrap()
+                .wait_replicas,
+            0
+        );
+        for (url, needle) in [
+            (
+                "redis+streams://h?wait_replicas=65",
+                "wait_replicas must be 0 to 64",
+            ),
+            (
+                "redis+streams://h?wait_replicas=99999999999",
+                "wait_replicas",
+            ),
+            (
+                "redis+streams://h?wait_replicas=1&wait_timeout=0",
+                "wait_timeout must be 1ms to 1m",
+            ),
+            (
+                "redis+streams://h?wait_replicas=1&wait_timeout=2m",
+                "wait_timeout must be 1ms to 1m",
+            ),
+            (
+                "redis+streams://h?wait_replicas=1&wait_timeout=5s&response_timeout=5s",
+                "wait_timeout must be below response_timeout",
+            ),
+        ] {
+            let e = StreamsConfig::from_url(url).unwrap_err();
+            assert!(e.to_string().contains(needle), "{url}: {e}");
+        }
+        let e = StreamsConfig::new(RedisConfig::new("h", 1))
+            .with_wait_replicas(1, Duration::from_secs(10))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("below response_timeout"), "{e}");
+    }
 
     #[test]
     fn url_params() {
