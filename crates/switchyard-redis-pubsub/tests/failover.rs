@@ -59,7 +59,7 @@ fn url(group: &SentinelGroup, ns: &str) -> String {
 
 async fn run(fault: Fault) -> anyhow::Result<()> {
     support::init_tracing();
-    let mut group = tokio::task::block_in_place(|| {
+    let group = tokio::task::block_in_place(|| {
         SentinelGroup::start(SentinelOptions::default().down_after(Duration::from_secs(1)))
     })?;
     let url = url(&group, &namespace());
@@ -95,27 +95,37 @@ async fn run(fault: Fault) -> anyhow::Result<()> {
             }
         })
     };
+    let mut group = Some(group);
+    let mut faulting = None;
     let mut fault_at = None;
     let mut old_primary = None;
     let mut published_ok = 0u64;
     for i in 0..TOTAL {
         anyhow::ensure!(Instant::now() < deadline, "publishing did not finish");
         if i == FAULT_AT {
+            // The fault runs beside the publishing, which goes on.
             fault_at = Some(started.elapsed());
-            let old = group.current_primary_addr()?;
+            let mut g = group.take().ok_or_else(|| anyhow::anyhow!("no group"))?;
+            let old = g.current_primary_addr()?;
             old_primary = Some(old);
-            tokio::task::block_in_place(|| -> anyhow::Result<()> {
-                match fault {
-                    Fault::Failover => group.failover()?,
-                    Fault::KillPrimary => {
-                        group.kill_primary()?;
+            faulting = Some(tokio::task::spawn_blocking(
+                move || -> anyhow::Result<SentinelGroup> {
+                    match fault {
+                        Fault::Failover => g.failover()?,
+                        Fault::KillPrimary => {
+                            g.kill_primary()?;
+                        }
                     }
-                }
-                group.wait_for_new_primary(old, Duration::from_secs(60))?;
-                Ok(())
-            })?;
+                    g.wait_for_new_primary(old, Duration::from_secs(60))?;
+                    Ok(g)
+                },
+            ));
         }
         if i == TOTAL - TAIL {
+            if let Some(f) = faulting.take() {
+                group = Some(f.await??);
+            }
+            let group = group.as_ref().ok_or_else(|| anyhow::anyhow!("no group"))?;
             // Before the tail: after SENTINEL FAILOVER the old primary
             // keeps serving until the sentinels demote it (and close its
             // clients, which then reconnect to the new primary): wait for
