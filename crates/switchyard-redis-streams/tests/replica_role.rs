@@ -112,10 +112,16 @@ async fn wait_replicas_acknowledges_only_replicated_publishes() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
+        // The replica is linked, and the primary counts it as online (WAIT
+        // counts only those).
         if replica
             .info("replication")
             .unwrap()
             .contains("master_link_status:up")
+            && primary
+                .info("replication")
+                .unwrap()
+                .contains("state=online")
         {
             break;
         }
@@ -125,6 +131,16 @@ async fn wait_replicas_acknowledges_only_replicated_publishes() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    t.close().await.unwrap();
+    // A WAIT bound with slack for a loaded machine (200 ms failed 1 run in
+    // 10 right after the link came up).
+    let url = format!(
+        "redis+streams://127.0.0.1:{}/0?namespace=wait-replicas&wait_replicas=1&wait_timeout=2s",
+        primary.port()
+    );
+    let t = RedisStreamsTransport::connect(StreamsConfig::from_url(&url).unwrap())
+        .await
+        .unwrap();
     let key = switchyard_redis_streams::keys::stream_key("wait-replicas", &topic);
     let before = replica.cmd(&["XLEN", &key]).unwrap().as_int().unwrap();
     for i in 0..10u8 {
