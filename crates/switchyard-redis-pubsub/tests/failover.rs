@@ -98,6 +98,7 @@ async fn run(fault: Fault) -> anyhow::Result<()> {
     let mut group = Some(group);
     let mut faulting = None;
     let mut fault_at = None;
+    let mut tail_at = None;
     let mut old_primary = None;
     let mut published_ok = 0u64;
     for i in 0..TOTAL {
@@ -122,6 +123,7 @@ async fn run(fault: Fault) -> anyhow::Result<()> {
             ));
         }
         if i == TOTAL - TAIL {
+            tail_at = Some(started.elapsed());
             if let Some(f) = faulting.take() {
                 group = Some(f.await??);
             }
@@ -179,11 +181,14 @@ async fn run(fault: Fault) -> anyhow::Result<()> {
         .filter(|i| !received.contains(i))
         .collect();
     let fault_at = fault_at.unwrap_or_default();
+    // The longest pause in deliveries between the fault and the tail
+    // (before the tail the test itself waits, publishing nothing).
+    let tail_at = tail_at.unwrap_or_default();
     let mut after: Vec<Duration> = marks
         .lock()
         .iter()
         .copied()
-        .filter(|m| *m >= fault_at)
+        .filter(|m| *m >= fault_at && *m <= tail_at)
         .collect();
     after.sort();
     let mut gap = Duration::ZERO;
