@@ -162,3 +162,24 @@ async fn wait_replicas_acknowledges_only_replicated_publishes() {
     assert_eq!(after - before, 15);
     t.close().await.unwrap();
 }
+
+/// A user who may not run `ROLE` (least privilege): the role is unknown,
+/// and `health()` does not blame the server for it.
+#[tokio::test]
+async fn a_user_without_role_is_healthy() {
+    let server = RedisServer::start().unwrap();
+    server
+        .cmd(&[
+            "ACL", "SETUSER", "norole", "on", ">pw", "~*", "&*", "+@all", "-role",
+        ])
+        .unwrap();
+    let url = format!(
+        "redis+streams://norole:pw@127.0.0.1:{}/0?namespace=norole",
+        server.port()
+    );
+    let t = RedisStreamsTransport::connect(StreamsConfig::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(t.health().await, Health::Ok);
+    t.close().await.unwrap();
+}

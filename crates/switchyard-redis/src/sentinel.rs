@@ -247,8 +247,11 @@ pub async fn role<C: ConnectionLike + Send>(
         Err(e) if e.code() == Some("NOPERM") => return Ok(None),
         Err(e) => return Err(e),
     };
-    let Value::Array(items) = reply else {
-        return Ok(Some(Role::Other("an unexpected ROLE reply".into())));
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::ServerError(e) if e.code() == "NOPERM" => return Ok(None),
+        Value::ServerError(e) => return Err(e.into()),
+        _ => return Ok(Some(Role::Other("an unexpected ROLE reply".into()))),
     };
     let text = |v: Option<&Value>| match v {
         Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
