@@ -155,12 +155,17 @@ impl PubSubConfig {
         let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
         if !matches!(
             scheme.as_str(),
-            "redis+pubsub" | "rediss+pubsub" | "redis" | "rediss"
+            "redis+pubsub"
+                | "rediss+pubsub"
+                | "redis"
+                | "rediss"
+                | "redis+pubsub+sentinel"
+                | "rediss+pubsub+sentinel"
         ) {
             return Err(Error::invalid_url(
                 url,
                 format!(
-                    "scheme {scheme:?} is not a Redis Pub/Sub scheme: use redis+pubsub:// or rediss+pubsub://"
+                    "scheme {scheme:?} is not a Redis Pub/Sub scheme: use redis+pubsub://, rediss+pubsub:// or (Sentinel) redis+pubsub+sentinel://"
                 ),
             ));
         }

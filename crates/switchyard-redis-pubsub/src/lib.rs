@@ -113,7 +113,12 @@ pub use switchyard_redis::{RedisConfig, Secret};
 pub use transport::{RedisPubSubTransport, capabilities, connect};
 
 /// The URL schemes this adapter serves.
-pub const SCHEMES: &[&str] = &["redis+pubsub", "rediss+pubsub"];
+pub const SCHEMES: &[&str] = &[
+    "redis+pubsub",
+    "rediss+pubsub",
+    "redis+pubsub+sentinel",
+    "rediss+pubsub+sentinel",
+];
 
 /// Splits the `origin` of an `Error::Lost` from this adapter into the
 /// publishing transport's instance id and the topic the lost messages were

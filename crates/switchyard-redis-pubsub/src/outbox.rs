@@ -235,6 +235,8 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
     let outbox = &sh.outbox;
     let ttl = cfg.outbox_ttl;
     let mut conn: Option<PublishConn> = None;
+    // The Sentinel primary epoch `conn` was opened under.
+    let mut conn_epoch = sh.client.primary_epoch();
     let mut batch: Vec<OutboxEntry> = Vec::with_capacity(cfg.batch);
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
     loop {
@@ -269,9 +271,15 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
                 }
             }
         }
+        let epoch = sh.client.primary_epoch();
+        if epoch != conn_epoch {
+            // The sentinels name a new primary: publish there.
+            conn = None;
+        }
         let connection = match conn.as_mut() {
             Some(c) => c,
             None => {
+                conn_epoch = epoch;
                 let attempt = tokio::select! {
                     _ = cancel.cancelled() => return,
                     r = PublishConn::open(&sh.client) => r,

@@ -145,6 +145,9 @@ async fn serve(
     targets: &mut Vec<Arc<RemoteQueue>>,
 ) -> End {
     let cfg = &sh.config;
+    // With Sentinel: leave for the new primary when the sentinels name one.
+    let epoch = sh.client.primary_epoch();
+    let mut follow = tokio::time::interval(std::time::Duration::from_millis(100));
     let mut probing = false;
     let mut check_at = tokio::time::Instant::now() + cfg.probe_interval;
     let mut last_rx = tokio::time::Instant::now();
@@ -152,6 +155,11 @@ async fn serve(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return End::Cancelled,
+            _ = follow.tick(), if cfg.redis.sentinel.is_some() => {
+                if sh.client.primary_epoch() != epoch {
+                    return End::Failed("the sentinels name a new primary".into());
+                }
+            }
             _ = tokio::time::sleep_until(check_at) => {
                 let now = tokio::time::Instant::now();
                 if !probing {

@@ -53,6 +53,9 @@ pub struct RedisPubSubTransport {
     closed: AtomicBool,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The connection `health()` asks `ROLE` on, opened on first use and
+    /// dropped after a failure (one at a time: the lock bounds it).
+    role_conn: tokio::sync::Mutex<Option<switchyard_redis::redis::aio::MultiplexedConnection>>,
 }
 
 impl fmt::Debug for RedisPubSubTransport {
@@ -137,6 +140,7 @@ impl RedisPubSubTransport {
             tasks: Mutex::new(tasks),
             shared,
             cancel,
+            role_conn: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -231,6 +235,40 @@ impl RedisPubSubTransport {
         self.cancel.cancel();
         self.shared.registry.close_all();
         self.shared.link.send_modify(|s| s.connected = false);
+    }
+}
+
+impl RedisPubSubTransport {
+    /// The role of the server: a replica is `Degraded` ("connected to a
+    /// replica (read-only)": its PUBLISHes reach only its own subscribers,
+    /// not those of the primary and the other replicas). Asked on a
+    /// connection of its own (a subscribing connection cannot send `ROLE`),
+    /// kept between calls and dropped after a failure.
+    async fn role_health(&self) -> Health {
+        let cfg = &self.shared.config;
+        let timeout = cfg.probe_timeout;
+        let mut slot = self.role_conn.lock().await;
+        if slot.is_none() {
+            match self.shared.client.dedicated(Some(timeout)).await {
+                Ok(conn) => *slot = Some(conn),
+                Err(e) => {
+                    return Health::Degraded(format!(
+                        "could not open a connection to ask redis its role: {e}"
+                    ));
+                }
+            }
+        }
+        let Some(conn) = slot.as_mut() else {
+            return Health::Ok;
+        };
+        let health = switchyard_redis::role_health(conn, &cfg.redis.addr(), timeout).await;
+        if !matches!(health, Health::Ok) {
+            *slot = None;
+        }
+        match health {
+            Health::Down(why) => Health::Degraded(why),
+            other => other,
+        }
     }
 }
 
@@ -419,9 +457,11 @@ impl Transport for RedisPubSubTransport {
             link.wait_for(|s| s.pongs > before.pongs || !s.connected),
         )
         .await;
+        // The watch guard must not live across the awaits below.
+        let answered = answered.map(|r| r.map(|s| s.connected));
         match answered {
-            Ok(Ok(s)) if s.connected => {}
-            Ok(Ok(_)) => return unreachable(),
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return unreachable(),
             Ok(Err(_)) => return Health::Down("closed".into()),
             Err(_) if shared.rx_bursts.load(Ordering::Relaxed) != bursts => {}
             Err(_) => {
@@ -445,7 +485,7 @@ impl Transport for RedisPubSubTransport {
                 shared.outbox.len()
             ));
         }
-        Health::Ok
+        self.role_health().await
     }
 
     fn stats(&self) -> TransportStats {

@@ -14,7 +14,7 @@ use switchyard_conformance::libtest_mimic::Arguments;
 use switchyard_conformance::{CaseInfo, Harness, Namespace, anyhow, async_trait};
 use switchyard_core::{Capabilities, Transport};
 use switchyard_redis_pubsub::{PubSubConfig, RedisPubSubTransport};
-use switchyard_testkit::RedisServer;
+use switchyard_testkit::{RedisServer, SentinelGroup, SentinelOptions};
 
 /// Timeouts suited to a local test server.
 const PARAMS: &str = "connect_timeout=2s&response_timeout=5s&probe_interval=500ms&probe_timeout=1s";
@@ -80,11 +80,35 @@ fn main() -> ExitCode {
             }
         }
     };
+    // SWITCHYARD_TEST_SENTINEL=1: the backplane reaches its server through
+    // Sentinel (`redis+pubsub+sentinel://`), a primary with a replica and
+    // three sentinels.
+    let group = if args.list || std::env::var_os("SWITCHYARD_TEST_SENTINEL").is_none() {
+        None
+    } else {
+        match SentinelGroup::start(SentinelOptions::default()) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("conformance: could not start the sentinel group: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let shared_url = match (&group, &server) {
+        (Some(g), _) => {
+            let sentinels: Vec<String> =
+                g.sentinel_addrs().iter().map(ToString::to_string).collect();
+            format!(
+                "redis+pubsub+sentinel://{}/{}",
+                sentinels.join(","),
+                g.master_name()
+            )
+        }
+        (None, Some(s)) => base_url(&s.url()),
+        (None, None) => "redis+pubsub://127.0.0.1:1".to_owned(),
+    };
     let harness = PubSubHarness {
-        base_url: server.as_ref().map_or_else(
-            || "redis+pubsub://127.0.0.1:1".to_owned(),
-            |s| base_url(&s.url()),
-        ),
+        base_url: shared_url,
         run: std::process::id()
             ^ (std::time::UNIX_EPOCH
                 .elapsed()
@@ -92,6 +116,7 @@ fn main() -> ExitCode {
         counter: AtomicU64::new(0),
     };
     let code = switchyard_conformance::run_with_args(harness, args);
+    drop(group);
     drop(server);
     code
 }

@@ -23,6 +23,8 @@ pub const URL_PARAMS: &[&str] = &[
     "pattern_rescan",
     "breaker_threshold",
     "breaker_cool_down",
+    "wait_replicas",
+    "wait_timeout",
 ];
 
 /// Settings of a [`RedisStreamsTransport`](crate::RedisStreamsTransport).
@@ -94,6 +96,17 @@ pub struct StreamsConfig {
     /// How long the open breaker refuses publishes before a trial
     /// (URL `breaker_cool_down`): 1 ms to 1 h, default 1 s.
     pub breaker_cool_down: Duration,
+    /// After each publish pipeline, `WAIT wait_replicas wait_timeout`: a
+    /// publish is acknowledged only once that many replicas have it, so a
+    /// failover cannot lose it (URL `wait_replicas`): 0 to 64, default 0
+    /// (off: acknowledged by the primary alone, as Redis does). When fewer
+    /// replicas confirm within `wait_timeout`, the publishes of the
+    /// pipeline fail with a transient error (they are on the primary and
+    /// may be delivered; publishing again may duplicate them).
+    pub wait_replicas: u32,
+    /// Bound on each `WAIT` (URL `wait_timeout`): 1 ms to 1 min, and below
+    /// the response timeout when `wait_replicas` is on; default 1 s.
+    pub wait_timeout: Duration,
 }
 
 impl StreamsConfig {
@@ -113,7 +126,20 @@ impl StreamsConfig {
             pattern_rescan: Duration::from_secs(1),
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(1),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
+    }
+
+    /// Largest `wait_replicas`.
+    pub const MAX_WAIT_REPLICAS: u32 = 64;
+
+    /// Acknowledges publishes only once `replicas` replicas have them
+    /// (`WAIT replicas timeout` after each pipeline; 0 turns it off).
+    pub fn with_wait_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_replicas = replicas;
+        self.wait_timeout = timeout;
+        self
     }
 
     /// Parses a `redis+streams://` or `rediss+streams://` URL, taking the
@@ -163,6 +189,12 @@ impl StreamsConfig {
         if let Some(v) = redis.take_duration("breaker_cool_down")? {
             cfg.breaker_cool_down = v;
         }
+        if let Some(v) = redis.take_u64("wait_replicas")? {
+            cfg.wait_replicas = u32::try_from(v).unwrap_or(u32::MAX);
+        }
+        if let Some(v) = redis.take_duration("wait_timeout")? {
+            cfg.wait_timeout = v;
+        }
         redis.reject_unknown_params(URL_PARAMS)?;
         cfg.redis = redis;
         cfg.validate_from(Origin::Url)?;
@@ -207,6 +239,28 @@ impl StreamsConfig {
         check_count("writer_queue", self.writer_queue, 1, 1 << 20)?;
         check_count("writer_batch", self.writer_batch, 1, 100_000)?;
         check_count("writer_in_flight", self.writer_in_flight, 1, 1024)?;
+        check_count(
+            "wait_replicas",
+            self.wait_replicas,
+            0,
+            Self::MAX_WAIT_REPLICAS,
+        )?;
+        check_duration(
+            "wait_timeout",
+            self.wait_timeout,
+            MILLISECOND,
+            MINUTE,
+            "1ms to 1m",
+        )?;
+        if self.wait_replicas > 0 && self.wait_timeout >= self.redis.response_timeout {
+            return Err(OutOfRange {
+                setting: "wait_timeout",
+                message: format!(
+                    "wait_timeout must be below response_timeout ({:?}), which bounds each publish pipeline and its WAIT, got {:?}",
+                    self.redis.response_timeout, self.wait_timeout
+                ),
+            });
+        }
         if let Some(every) = self.claim_interval {
             check_duration(
                 "claim_interval",
@@ -341,6 +395,52 @@ fn to_usize(v: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `wait_replicas` and `wait_timeout` have ranges; a WAIT as long as
+    /// the pipeline's response timeout could never be answered in time.
+    #[test]
+    fn wait_replicas_ranges() {
+        let c = StreamsConfig::from_url("redis+streams://h?wait_replicas=2&wait_timeout=250ms")
+            .unwrap();
+        assert_eq!(c.wait_replicas, 2);
+        assert_eq!(c.wait_timeout, Duration::from_millis(250));
+        assert_eq!(
+            StreamsConfig::from_url("redis+streams://h")
+                .unwrap()
+                .wait_replicas,
+            0
+        );
+        for (url, needle) in [
+            (
+                "redis+streams://h?wait_replicas=65",
+                "wait_replicas must be 0 to 64",
+            ),
+            (
+                "redis+streams://h?wait_replicas=99999999999",
+                "wait_replicas",
+            ),
+            (
+                "redis+streams://h?wait_replicas=1&wait_timeout=0",
+                "wait_timeout must be 1ms to 1m",
+            ),
+            (
+                "redis+streams://h?wait_replicas=1&wait_timeout=2m",
+                "wait_timeout must be 1ms to 1m",
+            ),
+            (
+                "redis+streams://h?wait_replicas=1&wait_timeout=5s&response_timeout=5s",
+                "wait_timeout must be below response_timeout",
+            ),
+        ] {
+            let e = StreamsConfig::from_url(url).unwrap_err();
+            assert!(e.to_string().contains(needle), "{url}: {e}");
+        }
+        let e = StreamsConfig::new(RedisConfig::new("h", 1))
+            .with_wait_replicas(1, Duration::from_secs(10))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("below response_timeout"), "{e}");
+    }
 
     #[test]
     fn url_params() {

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use switchyard_core::{Pattern, Result, Topic, TopicFilter};
+use switchyard_redis::SharedConnection;
 use tokio::sync::watch;
 
 use crate::inner::{Inner, WarnLimiter, wait_shutdown};
@@ -122,7 +122,7 @@ impl TopicSource {
 }
 
 /// One full `SCAN ... MATCH ... TYPE stream` pass: the matching topics.
-async fn scan(conn: &mut ConnectionManager, ns: &str, pattern: &Pattern) -> Result<Vec<Topic>> {
+async fn scan(conn: &mut SharedConnection, ns: &str, pattern: &Pattern) -> Result<Vec<Topic>> {
     let keys = scan_stream_keys(conn, &keys::scan_match(ns, pattern)).await?;
     Ok(keys
         .iter()

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use switchyard_core::{CircuitBreaker, Topic, TransportStats};
 use switchyard_redis::RedisClient;
+use switchyard_redis::SharedConnection;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -30,7 +30,7 @@ pub(crate) struct Stats {
 pub(crate) struct Inner {
     pub(crate) config: StreamsConfig,
     pub(crate) client: RedisClient,
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: SharedConnection,
     pub(crate) breaker: Arc<CircuitBreaker>,
     pub(crate) closed: AtomicBool,
     /// Becomes `true` on close; readers and background tasks watch it.

@@ -51,7 +51,12 @@ pub use transport::{NAME, RedisStreamsTransport, capabilities};
 use switchyard_core::{Result, Transport};
 
 /// The URL schemes this adapter serves.
-pub const SCHEMES: &[&str] = &["redis+streams", "rediss+streams"];
+pub const SCHEMES: &[&str] = &[
+    "redis+streams",
+    "rediss+streams",
+    "redis+streams+sentinel",
+    "rediss+streams+sentinel",
+];
 
 /// Opens a transport for a `redis+streams://` or `rediss+streams://` URL.
 ///

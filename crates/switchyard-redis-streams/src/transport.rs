@@ -44,14 +44,14 @@ impl RedisStreamsTransport {
     pub async fn connect(config: StreamsConfig) -> Result<Self> {
         config.validate()?;
         let client = RedisClient::new(config.redis.clone())?;
-        let conn = client.shared().await?;
+        let conn = switchyard_redis::SharedConnection::open(client.clone()).await?;
         let breaker = Arc::new(CircuitBreaker::new(
             "redis",
             config.breaker_threshold,
             config.breaker_cool_down,
         ));
         let stats = Arc::new(Stats::default());
-        let writer = Writer::spawn(&config, breaker.clone(), stats.clone());
+        let writer = Writer::spawn(conn.clone(), &config, breaker.clone(), stats.clone());
         let (shutdown, _) = watch::channel(false);
         tracing::debug!(redis = %config.redis, "redis-streams transport connected");
         Ok(RedisStreamsTransport {
@@ -160,7 +160,12 @@ impl Transport for RedisStreamsTransport {
         if let Some(reason) = self.inner.denied.health_reason() {
             return Health::Degraded(format!("{reason} (redis at {addr})"));
         }
-        match switchyard_redis::ping_health(&mut conn, &addr, timeout).await {
+        let health = match switchyard_redis::ping_health(&mut conn, &addr, timeout).await {
+            // A replica answers PING too: ask its role.
+            Health::Ok => switchyard_redis::role_health(&mut conn, &addr, timeout).await,
+            other => other,
+        };
+        match health {
             Health::Ok if self.inner.breaker.state() == BreakerState::Open => {
                 Health::Degraded(format!(
                     "publishing to redis at {addr} is paused: the circuit breaker is open after repeated failures"

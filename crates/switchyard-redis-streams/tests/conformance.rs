@@ -15,7 +15,7 @@ use switchyard_conformance::libtest_mimic::Arguments;
 use switchyard_conformance::{CaseInfo, Harness, Namespace, Tuning, anyhow, async_trait};
 use switchyard_core::{Capabilities, Transport};
 use switchyard_redis_streams::{RedisStreamsTransport, StreamsConfig};
-use switchyard_testkit::{Persistence, RedisOptions, RedisServer};
+use switchyard_testkit::{Persistence, RedisOptions, RedisServer, SentinelGroup, SentinelOptions};
 
 /// Short timeouts suitable for tests.
 const PARAMS: &str = "block=250ms&pattern_rescan=100ms&connect_timeout=2s&response_timeout=5s&breaker_cool_down=200ms";
@@ -108,15 +108,40 @@ fn main() -> ExitCode {
             }
         }
     };
+    // SWITCHYARD_TEST_SENTINEL=1: the shared namespaces reach their server
+    // through Sentinel (`redis+streams+sentinel://`), a primary with a
+    // replica and three sentinels.
+    let group = if args.list || std::env::var_os("SWITCHYARD_TEST_SENTINEL").is_none() {
+        None
+    } else {
+        match SentinelGroup::start(SentinelOptions::default()) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("conformance: could not start the sentinel group: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let shared_url = match (&group, &server) {
+        (Some(g), _) => {
+            let sentinels: Vec<String> =
+                g.sentinel_addrs().iter().map(ToString::to_string).collect();
+            format!(
+                "redis+streams+sentinel://{}/{}",
+                sentinels.join(","),
+                g.master_name()
+            )
+        }
+        (None, Some(s)) => base_url(&s.url()),
+        (None, None) => "redis+streams://127.0.0.1:1".to_owned(),
+    };
     let harness = StreamsHarness {
-        shared_url: server.as_ref().map_or_else(
-            || "redis+streams://127.0.0.1:1".to_owned(),
-            |s| base_url(&s.url()),
-        ),
+        shared_url,
         counter: AtomicU64::new(0),
         run: rand_u32(),
     };
     let code = switchyard_conformance::run_with_args(harness, args);
+    drop(group);
     drop(server);
     code
 }

@@ -40,7 +40,11 @@ impl fmt::Debug for Secret {
 /// ```text
 /// redis+streams://[user[:password]@]host[:port][/db][?namespace=NS&connect_timeout=2s&response_timeout=5s&...]
 /// rediss+streams://...   (TLS; likewise redis+pubsub:// and rediss+pubsub://)
+/// redis+streams+sentinel://[user[:password]@]s1:26379[,s2:26379...]/master-name[/db][?sentinel_auth=same&...]
 /// ```
+///
+/// (the Sentinel form, likewise `redis+pubsub+sentinel://` and the
+/// `rediss+…+sentinel://` TLS variants: see [`crate::sentinel`]),
 ///
 /// or build it in code:
 ///
@@ -92,6 +96,10 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// Adapter-specific query parameters.
     pub params: BTreeMap<String, String>,
+    /// Find the primary through Redis Sentinel (`None`: connect to
+    /// `host:port`). With it, `host` and `port` are those of the first
+    /// sentinel until a connection resolves the primary.
+    pub sentinel: Option<crate::sentinel::SentinelConfig>,
 }
 
 impl RedisConfig {
@@ -119,6 +127,9 @@ impl RedisConfig {
         }
         validate_namespace(&self.namespace).map_err(Error::InvalidConfig)?;
         crate::tls::validate_settings(self, origin)?;
+        if let Some(s) = &self.sentinel {
+            s.validate()?;
+        }
         self.check_ranges().map_err(|e| e.into_error(origin))
     }
 
@@ -158,7 +169,18 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             params: BTreeMap::new(),
+            sentinel: None,
         }
+    }
+
+    /// Finds the primary through Sentinel (see [`crate::sentinel`]).
+    pub fn with_sentinel(mut self, sentinel: crate::sentinel::SentinelConfig) -> Self {
+        if let Some((host, port)) = sentinel.sentinels.first() {
+            self.host = host.clone();
+            self.port = *port;
+        }
+        self.sentinel = Some(sentinel);
+        self
     }
 
     /// Sets the namespace (key and channel prefix).
@@ -241,6 +263,15 @@ impl RedisConfig {
             (None, Some(_)) => ":***@".to_owned(),
             (None, None) => String::new(),
         };
+        if let Some(s) = &self.sentinel {
+            return format!(
+                "{scheme}+sentinel://{user}{}/{}/{}?namespace={}",
+                s.addrs(),
+                s.master_name,
+                self.db,
+                self.namespace
+            );
+        }
         format!(
             "{scheme}://{user}{}/{}?namespace={}",
             self.addr(),
@@ -258,6 +289,37 @@ impl RedisConfig {
     /// and so is a URL without `//` after the scheme.
     pub fn from_url(input: &str) -> Result<Self> {
         check_shape(input)?;
+        if let Some((plain, sentinel)) = crate::sentinel::split_url(input)? {
+            let mut cfg = Self::from_url(&plain).map_err(|e| match e {
+                Error::InvalidUrl { reason, .. } => Error::invalid_url(input, reason),
+                other => other,
+            })?;
+            let sentinel = match cfg.take_duration("sentinel_poll") {
+                Ok(Some(every)) => sentinel.with_poll_interval(every),
+                Ok(None) => sentinel,
+                Err(e) => return Err(Error::invalid_url(input, e.to_string())),
+            };
+            if let Some(how) = cfg.take_param("sentinel_auth") {
+                let sentinel = match how.as_str() {
+                    "same" => sentinel.with_credentials(
+                        cfg.username.clone(),
+                        cfg.password.as_ref().map(|p| p.expose().to_owned()),
+                    ),
+                    "none" => sentinel,
+                    other => {
+                        return Err(Error::invalid_url(
+                            input,
+                            format!("sentinel_auth must be same or none, got {other:?}"),
+                        ));
+                    }
+                };
+                cfg.sentinel = Some(sentinel);
+            } else {
+                cfg.sentinel = Some(sentinel);
+            }
+            cfg.validate_from(Origin::Url)?;
+            return Ok(cfg);
+        }
         let url = url::Url::parse(input).map_err(|e| Error::invalid_url(input, e.to_string()))?;
         let scheme = url.scheme();
         let base = scheme.split('+').next().unwrap_or(scheme);
@@ -534,6 +596,68 @@ mod tests {
                 .is_err()
         );
         assert!(RedisConfig::new("h", 1).validate().is_ok());
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let c = RedisConfig::from_url(
+            "redis+streams+sentinel://app:hunter2@10.0.0.1:26379,10.0.0.2:26380/mymaster/3?namespace=n&sentinel_poll=100ms&sentinel_auth=same&maxlen=5",
+        )
+        .unwrap();
+        let s = c.sentinel.as_ref().unwrap();
+        assert_eq!(
+            s.sentinels,
+            vec![
+                ("10.0.0.1".to_owned(), 26379),
+                ("10.0.0.2".to_owned(), 26380)
+            ]
+        );
+        assert_eq!(s.master_name, "mymaster");
+        assert_eq!(s.poll_interval, Duration::from_millis(100));
+        assert_eq!(s.username.as_deref(), Some("app"));
+        assert_eq!(s.password.as_ref().map(Secret::expose), Some("hunter2"));
+        assert_eq!(c.db, 3);
+        assert_eq!(c.namespace, "n");
+        assert_eq!(c.username.as_deref(), Some("app"));
+        assert_eq!(c.params.get("maxlen").map(String::as_str), Some("5"));
+        assert!(!c.params.contains_key("sentinel_poll"));
+        let shown = format!("{c:?} {c}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            c.display_url("redis")
+                .starts_with("redis+sentinel://app:***@10.0.0.1:26379,10.0.0.2:26380/mymaster/3"),
+            "{}",
+            c.display_url("redis")
+        );
+
+        let c = RedisConfig::from_url("rediss+pubsub+sentinel://s1/m").unwrap();
+        assert!(c.tls);
+        let s = c.sentinel.as_ref().unwrap();
+        assert_eq!(s.sentinels, vec![("s1".to_owned(), 26379)]);
+        assert!(s.username.is_none() && s.password.is_none());
+        assert_eq!(s.poll_interval, crate::SentinelConfig::DEFAULT_POLL);
+
+        for (bad, needle) in [
+            ("redis+streams+sentinel://u:hunter2@s1:26379", "master name"),
+            (
+                "redis+streams+sentinel://u:hunter2@s1/m?sentinel_poll=1ms",
+                "sentinel_poll must be 10ms to 1m",
+            ),
+            (
+                "redis+streams+sentinel://u:hunter2@s1/m?sentinel_auth=yes",
+                "sentinel_auth must be same or none",
+            ),
+            ("redis+streams+sentinel://u:hunter2@s1:0/m", "port"),
+            (
+                "redis+streams+sentinel://u:hunter2@s1/m/x",
+                "database number",
+            ),
+        ] {
+            let e = RedisConfig::from_url(bad).unwrap_err();
+            let text = format!("{e} {e:?}");
+            assert!(text.contains(needle), "{bad}: {text}");
+            assert!(!text.contains("hunter2"), "{bad}: {text}");
+        }
     }
 
     #[test]

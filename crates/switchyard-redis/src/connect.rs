@@ -22,6 +22,8 @@ use crate::config::RedisConfig;
 pub struct RedisClient {
     config: RedisConfig,
     client: Client,
+    /// With Sentinel settings: the changes of primary seen so far.
+    watch: Option<std::sync::Arc<crate::sentinel::PrimaryWatch>>,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -38,45 +40,38 @@ impl RedisClient {
     /// here directly meets the same ranges as one parsed from a URL.
     pub fn new(config: RedisConfig) -> Result<Self> {
         config.validate()?;
-        let addr = if config.tls {
-            if !cfg!(feature = "tls") {
-                return Err(Error::FeatureNotEnabled("tls"));
-            }
-            #[cfg(feature = "tls")]
-            {
-                // Several crates may try to install a provider; the first wins.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                // The files, the certificate and its key are checked here,
-                // with errors naming them, not at the first handshake.
-                crate::tls::client_config(&config)?;
-            }
-            ConnectionAddr::TcpTls {
-                host: config.host.clone(),
-                port: config.port,
-                insecure: config.tls_insecure,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(config.host.clone(), config.port)
-        };
-        let mut redis_info = redis::RedisConnectionInfo::default().set_db(config.db);
-        if let Some(user) = &config.username {
-            redis_info = redis_info.set_username(user);
+        let client = client_for(
+            &config,
+            &config.host,
+            config.port,
+            config.db,
+            config.username.as_deref(),
+            config.password.as_ref().map(crate::Secret::expose),
+        )?;
+        let watch = crate::sentinel::PrimaryWatch::spawn(&config);
+        Ok(RedisClient {
+            config,
+            client,
+            watch,
+        })
+    }
+
+    /// How many times the sentinels named a new primary since this client
+    /// (or the one it was cloned from) was made; always 0 without Sentinel.
+    /// A connection opened under an older value should be replaced.
+    pub fn primary_epoch(&self) -> u64 {
+        self.watch.as_ref().map_or(0, |w| w.epoch())
+    }
+
+    /// With Sentinel settings: a client for the primary the sentinels name
+    /// now (see [`crate::sentinel::resolve`]); else `self`.
+    async fn current(&self) -> Result<std::borrow::Cow<'_, RedisClient>> {
+        if self.config.sentinel.is_none() {
+            return Ok(std::borrow::Cow::Borrowed(self));
         }
-        if let Some(pw) = &config.password {
-            redis_info = redis_info.set_password(pw.expose());
-        }
-        let info = addr
-            .into_connection_info()
-            .map_err(|e| Error::InvalidConfig(format!("redis address {}: {e}", config.addr())))?
-            .set_redis_settings(redis_info);
-        let client = match crate::tls::certificates(&config)? {
-            #[cfg(feature = "tls")]
-            Some(certificates) => Client::build_with_tls(info, certificates),
-            _ => Client::open(info),
-        }
-        .map_err(|e| Error::InvalidConfig(format!("redis client for {}: {e}", config.addr())))?;
-        Ok(RedisClient { config, client })
+        let mut primary = crate::sentinel::resolve(&self.config).await?;
+        primary.sentinel = None;
+        Ok(std::borrow::Cow::Owned(RedisClient::new(primary)?))
     }
 
     /// The settings.
@@ -92,7 +87,14 @@ impl RedisClient {
     /// The shared, multiplexed connection for ordinary commands. It
     /// reconnects by itself after a disconnect. Connecting and a first
     /// `PING` finish within the connect timeout, or this fails.
+    ///
+    /// With Sentinel settings the connection goes to the primary the
+    /// sentinels name at this call.
     pub async fn shared(&self) -> Result<ConnectionManager> {
+        self.current().await?.shared_direct().await
+    }
+
+    async fn shared_direct(&self) -> Result<ConnectionManager> {
         let timeout = self.config.connect_timeout;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -112,7 +114,20 @@ impl RedisClient {
     /// XREADGROUP BLOCK): its response timeout must exceed the block time.
     /// `None` disables the response timeout. Connecting and a first `PING`
     /// finish within the connect timeout, or this fails.
+    ///
+    /// With Sentinel settings the connection goes to the primary the
+    /// sentinels name at this call.
     pub async fn dedicated(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection> {
+        self.current()
+            .await?
+            .dedicated_direct(response_timeout)
+            .await
+    }
+
+    async fn dedicated_direct(
         &self,
         response_timeout: Option<Duration>,
     ) -> Result<MultiplexedConnection> {
@@ -133,7 +148,14 @@ impl RedisClient {
 
     /// A subscribing connection (SUBSCRIBE / PSUBSCRIBE). Connecting and a
     /// first `PING` finish within the connect timeout, or this fails.
+    ///
+    /// With Sentinel settings the connection goes to the primary the
+    /// sentinels name at this call.
     pub async fn pubsub(&self) -> Result<PubSub> {
+        self.current().await?.pubsub_direct().await
+    }
+
+    async fn pubsub_direct(&self) -> Result<PubSub> {
         self.strict(async {
             let mut conn = self.client.get_async_pubsub().await?;
             // An error reply comes back as a value here, not as an error.
@@ -195,6 +217,61 @@ impl RedisClient {
         };
         connect_failed(cfg, reason)
     }
+}
+
+/// A redis-rs client for `host:port` with `cfg`'s TLS setting and the
+/// given database and credentials (those of `cfg`, or a sentinel's).
+pub(crate) fn client_for(
+    cfg: &RedisConfig,
+    host: &str,
+    port: u16,
+    db: i64,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<Client> {
+    let addr = if cfg.tls {
+        if !cfg!(feature = "tls") {
+            return Err(Error::FeatureNotEnabled("tls"));
+        }
+        #[cfg(feature = "tls")]
+        {
+            // Several crates may try to install a provider; the first wins.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            // The files, the certificate and its key are checked here,
+            // with errors naming them, not at the first handshake.
+            crate::tls::client_config(cfg)?;
+        }
+        ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: cfg.tls_insecure,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.to_owned(), port)
+    };
+    let mut redis_info = redis::RedisConnectionInfo::default().set_db(db);
+    if let Some(user) = username {
+        redis_info = redis_info.set_username(user);
+    }
+    if let Some(pw) = password {
+        redis_info = redis_info.set_password(pw);
+    }
+    let shown = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let info = addr
+        .into_connection_info()
+        .map_err(|e| Error::InvalidConfig(format!("redis address {shown}: {e}")))?
+        .set_redis_settings(redis_info);
+    match crate::tls::certificates(cfg)? {
+        #[cfg(feature = "tls")]
+        Some(certificates) => Client::build_with_tls(info, certificates),
+        _ => Client::open(info),
+    }
+    .map_err(|e| Error::InvalidConfig(format!("redis client for {shown}: {e}")))
 }
 
 /// [`Error::Connect`] for `cfg` with `reason`.

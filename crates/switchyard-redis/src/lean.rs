@@ -169,7 +169,16 @@ pub fn next_token(
 /// with its kind) all fail here. Errors name the address and the cause,
 /// e.g. `could not connect to redis at 127.0.0.1:6390 within 2s: connection
 /// refused`, and never show the password.
+///
+/// With Sentinel settings, connects to the primary the sentinels name now.
 pub async fn connect(cfg: &RedisConfig) -> Result<RedisStream> {
+    let resolved;
+    let cfg = if cfg.sentinel.is_some() {
+        resolved = crate::sentinel::resolve(cfg).await?;
+        &resolved
+    } else {
+        cfg
+    };
     #[cfg(not(feature = "tls"))]
     if cfg.tls {
         return Err(switchyard_core::Error::FeatureNotEnabled("tls"));

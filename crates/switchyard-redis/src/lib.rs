@@ -12,9 +12,15 @@
 //!   127.0.0.1:6390 within 2s: connection refused` (`NOAUTH`, `WRONGPASS`
 //!   and `NOPERM` are not transient and say what to fix; a refused TLS
 //!   certificate is a `switchyard_core::Error::Tls` with its kind);
-//! - [`classify`]: redis-rs errors as transient (I/O, LOADING, BUSY, TRYAGAIN,
-//!   MASTERDOWN, MOVED, ASK, READONLY, CLUSTERDOWN, NOREPLICAS) or fatal;
-//! - [`ping_health`]: a bounded health probe on an existing connection;
+//! - [`classify`] and [`retry_method`]: redis-rs errors by what a retry can
+//!   fix — wait and retry (BUSY, TRYAGAIN, NOREPLICAS, timeouts), rediscover
+//!   (I/O, dropped connections, LOADING, MASTERDOWN, READONLY), never
+//!   (MOVED, ASK, CLUSTERDOWN: a cluster node; and every other code);
+//! - [`ping_health`] and [`role_health`]: bounded health probes on an
+//!   existing connection (a replica is `Degraded`: "connected to a replica
+//!   (read-only)");
+//! - [`sentinel`]: the Sentinel URL form (`redis+streams+sentinel://s1:26379,s2:26379/master`)
+//!   and finding the primary before every connect;
 //! - [`denied`]: `NOPERM` recognised (also inside Lua scripts), turned into
 //!   `permission denied: …` errors naming the command and the grant, and
 //!   kept for `health()` (docs/security.md);
@@ -30,12 +36,19 @@ mod error;
 pub mod lean;
 mod parse;
 pub mod range;
+mod rediscover;
+pub mod sentinel;
 mod stream;
 pub mod tls;
 
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
 pub use connect::{RedisClient, ping_health};
-pub use error::{TRANSIENT_CODES, classify, code, is_transient, is_transient_code};
+pub use error::{
+    CLUSTER_CODES, REDISCOVER_CODES, RetryMethod, TRANSIENT_CODES, classify, classify_reply, code,
+    is_transient, is_transient_code, retry_method, retry_method_code,
+};
+pub use rediscover::SharedConnection;
+pub use sentinel::{SentinelConfig, role_health};
 
 /// Re-export of the redis-rs version the adapters are built on.
 pub use redis;

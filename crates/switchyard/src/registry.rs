@@ -50,12 +50,22 @@ pub(crate) static ADAPTERS: &[Adapter] = &[
     },
     Adapter {
         feature: "redis-streams",
-        schemes: &["redis+streams", "rediss+streams"],
+        schemes: &[
+            "redis+streams",
+            "rediss+streams",
+            "redis+streams+sentinel",
+            "rediss+streams+sentinel",
+        ],
         connect: connector!("redis-streams", switchyard_redis_streams),
     },
     Adapter {
         feature: "redis-pubsub",
-        schemes: &["redis+pubsub", "rediss+pubsub"],
+        schemes: &[
+            "redis+pubsub",
+            "rediss+pubsub",
+            "redis+pubsub+sentinel",
+            "rediss+pubsub+sentinel",
+        ],
         connect: connector!("redis-pubsub", switchyard_redis_pubsub),
     },
 ];
@@ -81,6 +91,7 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 /// | `memory://` (a fresh hub), `memory://NAME` (a process-wide named hub) | in-process memory | `memory` (default) |
 /// | `redis+streams://[user:password@]host[:port][/db]`, `rediss+streams://…` (TLS) | Redis Streams | `redis-streams` |
 /// | `redis+pubsub://[user:password@]host[:port][/db]`, `rediss+pubsub://…` (TLS) | Redis Pub/Sub backplane | `redis-pubsub` |
+/// | `redis+streams+sentinel://[user:password@]s1:26379[,s2:26379…]/master[/db]`, `redis+pubsub+sentinel://…`, `rediss+…+sentinel://…` | either Redis adapter, primary found through Sentinel | `redis-streams` / `redis-pubsub` |
 ///
 /// Errors, none of which ever contains the URL's password:
 /// - [`Error::InvalidUrl`] when the text has no `scheme://` (or is empty);

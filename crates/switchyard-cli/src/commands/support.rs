@@ -36,8 +36,14 @@ impl Backend {
             .to_ascii_lowercase();
         match scheme.as_str() {
             "memory" => Backend::Memory,
-            "redis+streams" | "rediss+streams" => Backend::Streams,
-            "redis+pubsub" | "rediss+pubsub" => Backend::PubSub,
+            "redis+streams"
+            | "rediss+streams"
+            | "redis+streams+sentinel"
+            | "rediss+streams+sentinel" => Backend::Streams,
+            "redis+pubsub"
+            | "rediss+pubsub"
+            | "redis+pubsub+sentinel"
+            | "rediss+pubsub+sentinel" => Backend::PubSub,
             _ => Backend::Other,
         }
     }

@@ -42,11 +42,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use redis::aio::ConnectionManager;
 use switchyard_core::{
     Acknowledger, Delivery, Error, Message, MessageId, Overflow, Result, Start, Subscriber,
     SubscriberStats, Subscription, Topic,
 };
+use switchyard_redis::SharedConnection;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -176,7 +176,7 @@ impl Group {
     }
 
     /// A clone of the shared connection.
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> SharedConnection {
         self.inner.conn.clone()
     }
 
@@ -286,7 +286,7 @@ fn start_id(start: Start) -> String {
 
 /// `XGROUP CREATE key group start MKSTREAM`; an existing group is fine.
 pub(crate) async fn create_group(
-    conn: &mut ConnectionManager,
+    conn: &mut SharedConnection,
     key: &str,
     group: &str,
     start: &str,

@@ -28,6 +28,8 @@ use crate::wire;
 struct Reader {
     g: Arc<Group>,
     conn: Option<MultiplexedConnection>,
+    /// The primary epoch `conn` was opened under (Sentinel).
+    conn_epoch: u64,
     /// Streams whose own pending entries are still to be re-read, with
     /// the id to continue after.
     history: Vec<(Arc<Stream>, MessageId)>,
@@ -53,6 +55,7 @@ pub(crate) async fn run(g: Arc<Group>, mut topics: TopicSource) {
         known: streams.len(),
         g: g.clone(),
         conn: None,
+        conn_epoch: 0,
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
         failed: false,
     };
@@ -99,10 +102,18 @@ impl Reader {
     /// One read (pending re-read or blocking read) and its handling.
     /// `false` when the subscriber is closed.
     async fn step(&mut self) -> bool {
+        let epoch = self.g.inner.client.primary_epoch();
+        if self.conn.is_some() && epoch != self.conn_epoch {
+            // The sentinels name a new primary: read there (the old one
+            // may accept reads for seconds before it is demoted).
+            self.fail("the sentinels name a new primary", true).await;
+            return !self.g.is_stopped();
+        }
         let conn = match &self.conn {
             Some(c) => c.clone(),
             None => {
                 let timeout = self.g.inner.config.blocking_response_timeout();
+                self.conn_epoch = epoch;
                 match self.g.inner.client.dedicated(Some(timeout)).await {
                     Ok(c) => {
                         if self.failed {

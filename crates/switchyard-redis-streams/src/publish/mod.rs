@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_core::{CircuitBreaker, Error, Limits, Message, MessageId, Result, Topic};
 use switchyard_redis::RedisConfig;
+use switchyard_redis::SharedConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::StreamsConfig;
@@ -49,6 +50,7 @@ impl Writer {
     /// Starts the writer task. It opens its own lean connection (TCP or
     /// TLS), lazily and again after a failure.
     pub(crate) fn spawn(
+        conn: SharedConnection,
         config: &StreamsConfig,
         breaker: Arc<CircuitBreaker>,
         stats: Arc<Stats>,
@@ -56,6 +58,10 @@ impl Writer {
         let (tx, rx) = mpsc::channel(config.writer_queue);
         let task = WriterTask {
             conn: None,
+            shared: conn,
+            lean_epoch: 0,
+            wait_replicas: config.wait_replicas,
+            wait_timeout: config.wait_timeout,
             redis: config.redis.clone(),
             ctx: Arc::new(Ctx { breaker, stats }),
             retention: Retention::from_config(config),
@@ -211,6 +217,10 @@ struct Pending {
     ok: u64,
     transient: bool,
     ctx: Arc<Ctx>,
+    /// `WAIT replicas timeout` ends the pipeline: the XADD results are held
+    /// until its reply says enough replicas have them.
+    wait: Option<(u32, Duration)>,
+    held: Vec<Result<MessageId>>,
 }
 
 impl Pending {
@@ -221,6 +231,57 @@ impl Pending {
             ok: 0,
             transient: false,
             ctx,
+            wait: None,
+            held: Vec::new(),
+        }
+    }
+
+    /// The pipeline ends with `WAIT replicas timeout`: callers hear back
+    /// once its reply came.
+    fn wait_for(&mut self, replicas: u32, timeout: Duration) {
+        self.wait = Some((replicas, timeout));
+        self.held.reserve(self.remaining);
+    }
+
+    /// Takes one XADD result, or holds it until the WAIT reply.
+    fn accept(&mut self, result: Result<MessageId>) {
+        if self.wait.is_some() {
+            self.held.push(result);
+        } else {
+            self.deliver_result(result);
+        }
+    }
+
+    /// Whether the next reply is WAIT's (every XADD reply is held).
+    fn expects_wait_reply(&self) -> bool {
+        self.wait.is_some() && self.held.len() >= self.remaining
+    }
+
+    /// WAIT's reply (`Ok(replicas that confirmed)`, or why it failed):
+    /// releases the held results, failing the successful ones when fewer
+    /// replicas than asked confirmed them.
+    fn wait_replied(&mut self, answer: std::result::Result<i64, String>) {
+        let Some((want, timeout)) = self.wait.take() else {
+            return;
+        };
+        let shortfall = match answer {
+            Ok(n) if n >= i64::from(want) => None,
+            Ok(n) => Some(format!(
+                "only {n} of {want} replica(s) confirmed it within {timeout:?}"
+            )),
+            Err(why) => Some(format!("WAIT failed: {why}")),
+        };
+        for result in std::mem::take(&mut self.held) {
+            let result = match (&shortfall, result) {
+                (Some(why), Ok(_)) => {
+                    self.transient = true;
+                    Err(Error::Transient(format!(
+                        "redis XADD: written on the primary, but {why} (wait_replicas): a failover may lose it; publishing it again may duplicate it"
+                    )))
+                }
+                (_, r) => r,
+            };
+            self.deliver_result(result);
         }
     }
 
@@ -235,23 +296,29 @@ impl Pending {
 
     /// Hands the next reply to its caller.
     fn deliver(&mut self, reply: Reply) {
+        if self.expects_wait_reply() {
+            let answer = match reply {
+                Reply::Int(n) => Ok(n),
+                Reply::Error(text) => Err(text),
+                _ => Err("the reply is not an integer".to_owned()),
+            };
+            self.wait_replied(answer);
+            return;
+        }
         let result = match reply {
             Reply::Id(id) => Ok(id),
             Reply::Error(text) => {
-                let code = text.split_whitespace().next().unwrap_or("");
-                let msg = format!("redis XADD: {text}");
-                if switchyard_redis::is_transient_code(code) {
+                let e = switchyard_redis::classify_reply("XADD", &text);
+                if e.is_transient() {
                     self.transient = true;
-                    Err(Error::Transient(msg))
-                } else {
-                    Err(Error::Backend(msg))
                 }
+                Err(e)
             }
-            Reply::Status | Reply::Other => Err(Error::Backend(
+            Reply::Status | Reply::Int(_) | Reply::Other => Err(Error::Backend(
                 "redis XADD: the reply is not a stream id".into(),
             )),
         };
-        self.deliver_result(result);
+        self.accept(result);
     }
 
     fn deliver_result(&mut self, result: Result<MessageId>) {
@@ -337,6 +404,13 @@ impl Pending {
 struct WriterTask {
     /// Our own connection; `None` until opened or after it failed.
     conn: Option<LeanConn>,
+    /// The shared connection: with Sentinel, tells when the primary changed.
+    shared: SharedConnection,
+    /// The primary epoch the lean connection was opened under.
+    lean_epoch: u64,
+    /// `WAIT` after each pipeline: replicas and timeout (0: no WAIT).
+    wait_replicas: u32,
+    wait_timeout: Duration,
     redis: RedisConfig,
     ctx: Arc<Ctx>,
     retention: Retention,
@@ -406,6 +480,15 @@ impl WriterTask {
             if pending.is_complete() {
                 continue;
             }
+            if self.wait_replicas > 0 {
+                let replicas = self.wait_replicas.to_string();
+                let ms = self.wait_timeout.as_millis().max(1).to_string();
+                switchyard_redis::lean::put_command(
+                    &mut buf,
+                    &[b"WAIT", replicas.as_bytes(), ms.as_bytes()],
+                );
+                pending.wait_for(self.wait_replicas, self.wait_timeout);
+            }
             self.send_lean(&buf, pending).await;
             buf.clear();
             if buf.capacity() > KEEP_BUF {
@@ -426,7 +509,16 @@ impl WriterTask {
         if slot.as_ref().is_some_and(LeanConn::is_dead) {
             *slot = None;
         }
+        let epoch = self.shared.primary_epoch();
+        if epoch != self.lean_epoch
+            && let Some(old) = slot.take()
+        {
+            // The sentinels name a new primary: what the old one still
+            // accepts would be lost when it is demoted.
+            old.finish().await;
+        }
         if slot.is_none() {
+            self.lean_epoch = epoch;
             match LeanConn::connect(&self.redis, self.in_flight).await {
                 Ok(c) => {
                     if self.ever_connected {

@@ -64,7 +64,9 @@ pub(crate) enum Reply {
     Status,
     /// `-CODE detail`: a server error.
     Error(String),
-    /// Anything else (nil, integer, a bulk string that is no id).
+    /// `:n`: an integer (WAIT's answer).
+    Int(i64),
+    /// Anything else (nil, a bulk string that is no id).
     Other,
 }
 
@@ -87,7 +89,8 @@ pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, Protocol
     let reply = match token {
         Token::Status(_) => Reply::Status,
         Token::Error(text) => Reply::Error(String::from_utf8_lossy(text).into_owned()),
-        Token::Int(_) | Token::Nil => Reply::Other,
+        Token::Int(n) => Reply::Int(n),
+        Token::Nil => Reply::Other,
         Token::Bulk(b) => std::str::from_utf8(b)
             .ok()
             .and_then(wire::parse_id)
