@@ -88,7 +88,7 @@ fn streams_line_passes_doctor_strict_and_runs_topics_and_dlq() {
     assert_eq!(
         line,
         format!(
-            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels ~app:* -@all +ping +xadd +xread +xrange +xrevrange +scan +xgroup|create +xreadgroup +xack +xpending +xclaim +xautoclaim +xinfo|consumers +xgroup|delconsumer +evalsha +script|load +xlen +xdel +xtrim +xinfo|stream +xinfo|groups +time +info +del{}",
+            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels ~app:* -@all +ping +role +xadd +xread +xrange +xrevrange +scan +xgroup|create +xreadgroup +xack +xpending +xclaim +xautoclaim +xinfo|consumers +xgroup|delconsumer +evalsha +script|load +xlen +xdel +xtrim +xinfo|stream +xinfo|groups +time +info +del{}",
             setinfo(&server)
         )
     );
@@ -141,7 +141,7 @@ fn pubsub_line_allows_exactly_the_patterns_given() {
     assert_eq!(
         line,
         format!(
-            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:chat.* -@all +ping +publish +subscribe +unsubscribe +psubscribe +punsubscribe +info{}",
+            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:chat.* -@all +ping +role +publish +subscribe +unsubscribe +psubscribe +punsubscribe +info{}",
             setinfo(&server)
         )
     );

@@ -48,6 +48,7 @@ fn create_user(server: &RedisServer, user: &str, ns: &str, extra: &[&str], missi
         [
             "-@all",
             "+ping",
+            "+role",
             "+publish",
             "+subscribe",
             "+unsubscribe",

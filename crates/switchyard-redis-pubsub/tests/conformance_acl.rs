@@ -25,6 +25,7 @@ const PASSWORD: &str = "s3cret-acl-pw";
 const COMMANDS: &[&str] = &[
     "-@all",
     "+ping",
+    "+role",
     "+publish",
     "+subscribe",
     "+unsubscribe",

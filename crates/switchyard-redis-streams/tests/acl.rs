@@ -27,6 +27,7 @@ const PASSWORD: &str = "s3cret-acl-pw";
 const SERVICE_COMMANDS: &[&str] = &[
     "-@all",
     "+ping",
+    "+role",
     "+xadd",
     "+xread",
     "+xrange",

@@ -29,6 +29,7 @@ const PARAMS: &str = "block=250ms&pattern_rescan=100ms&connect_timeout=2s&respon
 const SERVICE_COMMANDS: &[&str] = &[
     "-@all",
     "+ping",
+    "+role",
     "+xadd",
     "+xread",
     "+xrange",

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 /// and pattern subscriptions, replay, groups, dead letters.
 pub(crate) const STREAMS_SERVICE: &[&str] = &[
     "ping",
+    "role",
     "xadd",
     "xread",
     "xrange",
@@ -45,6 +46,7 @@ pub(crate) const STREAMS_OPS: &[&str] = &[
 /// Commands of an application using the Pub/Sub backplane.
 pub(crate) const PUBSUB_SERVICE: &[&str] = &[
     "ping",
+    "role",
     "publish",
     "subscribe",
     "unsubscribe",
@@ -117,7 +119,7 @@ mod tests {
         let l = line("app", true, &[], false);
         assert!(
             l.starts_with(
-                "ACL SETUSER <user> reset on ><password> resetkeys resetchannels ~app:* -@all +ping +xadd"
+                "ACL SETUSER <user> reset on ><password> resetkeys resetchannels ~app:* -@all +ping +role +xadd"
             ),
             "{l}"
         );
@@ -126,7 +128,7 @@ mod tests {
         let l = line("app", false, &["app:orders.*".to_owned()], false);
         assert_eq!(
             l,
-            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:orders.* -@all +ping +publish +subscribe +unsubscribe +psubscribe +punsubscribe +info"
+            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:orders.* -@all +ping +role +publish +subscribe +unsubscribe +psubscribe +punsubscribe +info"
         );
     }
 }
