@@ -22,7 +22,12 @@ use crate::connect::RedisClient;
 use crate::error::{RetryMethod, retry_method, retry_method_code};
 
 /// The shared connection of an adapter: cheap to clone, every clone uses
-/// the same connection. See the [module docs](self).
+/// the same connection. With Sentinel settings it follows the primary: an
+/// error that means "rediscover" (a dropped connection, I/O errors,
+/// `READONLY`, `LOADING`, `MASTERDOWN`) replaces the connection with one to
+/// the primary the sentinels name now; the failed command is not re-sent
+/// (its caller sees a transient error). Without Sentinel settings it is a
+/// redis-rs `ConnectionManager`.
 #[derive(Clone)]
 pub struct SharedConnection {
     state: Arc<State>,

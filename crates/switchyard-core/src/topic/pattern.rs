@@ -18,7 +18,7 @@ pub enum PatternToken {
     Rest,
 }
 
-/// A wildcard pattern over topic names. See the [module docs](self).
+/// A wildcard pattern over topic names. See the [module docs](crate::topic).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {
     source: Arc<str>,

@@ -16,7 +16,11 @@ fn is_plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'@' | b'+')
 }
 
-/// Encodes `id` as one topic segment (see the [module docs](self)).
+/// Encodes `id` as one topic segment: ASCII letters, digits and
+/// `- _ : @ +` stand for themselves; every other byte of the UTF-8 text,
+/// `=` included, is written `=XX` (two upper-case hex digits), as in
+/// quoted-printable. Equal ids give equal segments, and
+/// [`decode_segment`] gives the id back.
 ///
 /// Fails with [`Error::InvalidTopic`] for an empty id, and for one whose
 /// encoding would be longer than [`Topic::MAX_LEN`] bytes (a segment must
