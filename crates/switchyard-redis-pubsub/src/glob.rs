@@ -26,7 +26,7 @@ pub(crate) fn pattern_glob(namespace: &str, pattern: &Pattern) -> String {
 /// ```
 pub fn pattern_channel(namespace: &str, pattern: &Pattern) -> String {
     let mut out = String::with_capacity(namespace.len() + 1 + pattern.as_str().len());
-    push_escaped(&mut out, namespace);
+    switchyard_redis::push_glob_escaped(&mut out, namespace);
     out.push(':');
     let source = pattern.as_str();
     let mut start = 0;
@@ -36,7 +36,7 @@ pub fn pattern_channel(namespace: &str, pattern: &Pattern) -> String {
         }
         match &source[start..i] {
             "*" | ">" | "**" => out.push('*'),
-            literal => push_escaped(&mut out, literal),
+            literal => switchyard_redis::push_glob_escaped(&mut out, literal),
         }
         if i < source.len() {
             out.push(c);
@@ -44,13 +44,4 @@ pub fn pattern_channel(namespace: &str, pattern: &Pattern) -> String {
         start = i + 1;
     }
     out
-}
-
-fn push_escaped(out: &mut String, s: &str) {
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
 }

@@ -101,15 +101,15 @@ pub fn topic_of_key(namespace: &str, key: &str) -> Option<Topic> {
 /// ```
 pub fn scan_match(namespace: &str, pattern: &Pattern) -> String {
     let mut glob = String::with_capacity(namespace.len() + pattern.as_str().len() + 4);
-    push_escaped(&mut glob, namespace);
+    switchyard_redis::push_glob_escaped(&mut glob, namespace);
     glob.push_str(":{");
     if pattern.has_wildcards() {
-        push_escaped(&mut glob, &pattern.literal_prefix());
+        switchyard_redis::push_glob_escaped(&mut glob, &pattern.literal_prefix());
         // Wildcards never match dead-letter topics: only keys ending in `}`.
         glob.push_str("*}");
     } else {
         // Without wildcards a pattern matches exactly one topic.
-        push_escaped(&mut glob, pattern.as_str());
+        switchyard_redis::push_glob_escaped(&mut glob, pattern.as_str());
         glob.push('}');
     }
     glob
@@ -124,7 +124,7 @@ pub fn scan_match(namespace: &str, pattern: &Pattern) -> String {
 /// ```
 pub fn scan_dead_letters(namespace: &str) -> String {
     let mut glob = String::with_capacity(namespace.len() + 8);
-    push_escaped(&mut glob, namespace);
+    switchyard_redis::push_glob_escaped(&mut glob, namespace);
     glob.push_str(":{*}");
     glob.push_str(switchyard_core::DEAD_LETTER_SUFFIX);
     glob
@@ -140,19 +140,9 @@ pub fn scan_dead_letters(namespace: &str) -> String {
 /// ```
 pub fn scan_all(namespace: &str) -> String {
     let mut glob = String::with_capacity(namespace.len() + 3);
-    push_escaped(&mut glob, namespace);
+    switchyard_redis::push_glob_escaped(&mut glob, namespace);
     glob.push_str(":{*");
     glob
-}
-
-/// Escapes the characters special to Redis globs (`* ? [ ] \`).
-fn push_escaped(glob: &mut String, literal: &str) {
-    for c in literal.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            glob.push('\\');
-        }
-        glob.push(c);
-    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ pub use error::{
     CLUSTER_CODES, REDISCOVER_CODES, RetryMethod, TRANSIENT_CODES, classify, classify_reply, code,
     is_transient, is_transient_code, retry_method, retry_method_code,
 };
+pub use parse::push_glob_escaped;
 pub use rediscover::SharedConnection;
 pub use sentinel::{SentinelConfig, role_health};
 

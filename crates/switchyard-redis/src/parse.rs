@@ -95,3 +95,15 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         _ => Err(format!("unknown unit {unit:?} in {s:?}: use ms, s or m")),
     }
 }
+
+/// Appends `literal` to a Redis glob (`SCAN MATCH`, `PSUBSCRIBE`) with the
+/// glob's special characters (`* ? [ ] \`) escaped, so it matches only
+/// itself. Shared by the Streams key scans and the backplane's patterns.
+pub fn push_glob_escaped(glob: &mut String, literal: &str) {
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            glob.push('\\');
+        }
+        glob.push(c);
+    }
+}
