@@ -44,6 +44,10 @@ pub(crate) struct Inner {
     pub(crate) group_closers: Mutex<Vec<watch::Receiver<bool>>>,
     /// The latest `NOPERM` (for `health()`).
     pub(crate) denied: switchyard_redis::denied::Denials,
+    /// `true` once `CLIENT ID` or `CLIENT UNBLOCK` was refused: closing a
+    /// group member then waits for its blocked read to end instead of
+    /// ending it (see `group::reader::settle`).
+    pub(crate) no_unblock: AtomicBool,
 }
 
 impl Inner {

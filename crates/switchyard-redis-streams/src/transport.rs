@@ -67,6 +67,7 @@ impl RedisStreamsTransport {
                 group_flushers: parking_lot::Mutex::new(Vec::new()),
                 group_closers: parking_lot::Mutex::new(Vec::new()),
                 denied: switchyard_redis::denied::Denials::new(),
+                no_unblock: AtomicBool::new(false),
             }),
         })
     }

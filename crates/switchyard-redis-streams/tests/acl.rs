@@ -43,6 +43,8 @@ const SERVICE_COMMANDS: &[&str] = &[
     "+xgroup|delconsumer",
     "+evalsha",
     "+script|load",
+    "+client|id",
+    "+client|unblock",
 ];
 
 /// Creates `user` with the service line for `ns`, without `missing`.
@@ -334,5 +336,79 @@ async fn keep_alive_script_without_xclaim_is_reported() -> TestResult {
     drop(held);
     sub.close().await?;
     bus.close().await?;
+    Ok(())
+}
+
+/// `INFO clients`' `blocked_clients`.
+fn blocked_clients(server: &RedisServer) -> i64 {
+    let info = server.cmd(&["INFO", "clients"]).unwrap();
+    let text = info.as_str().map(str::to_owned).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+/// Closing a group member leaves no `XREADGROUP` of it blocked in Redis:
+/// with `+client|id +client|unblock` the closer ends the read with `CLIENT
+/// UNBLOCK`; without them it waits for the read's `block` time, and Redis
+/// logs one refused `CLIENT ID` per transport (two members here).
+///
+/// Reproduction of the defect this guards: the closer waited for the
+/// reader *task* only; its blocked read stayed in Redis and took the next
+/// entry for the closed consumer, where it stayed pending until the ack
+/// timeout (groups.rs `close_flushes_acks_and_removes_an_idle_consumer`
+/// failed about 1 run in 5 under 3 CPU hogs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_member_leaves_no_blocked_read() -> TestResult {
+    let server = RedisServer::start()?;
+    let t = Topic::new("orders")?;
+    for (user, missing) in [("full", None), ("noid", Some("client|id"))] {
+        let ns = format!("close-{user}");
+        create_user(&server, user, &ns, missing);
+        let key = keys::stream_key(&ns, &t);
+        let bus = connect(&server, user, &ns, "&block=2s").await;
+        for member in ["c1", "c2"] {
+            let sub = bus
+                .subscribe(
+                    Subscription::new(t.clone())
+                        .group_member("g", member)
+                        .ack_timeout(Duration::from_secs(600)),
+                )
+                .await?;
+            let deadline = Instant::now() + WAIT;
+            while blocked_clients(&server) < 1 {
+                assert!(Instant::now() < deadline, "the reader never blocked");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            sub.close().await?;
+            assert_eq!(
+                blocked_clients(&server),
+                0,
+                "{user}: a read is still blocked"
+            );
+        }
+        // What is published now goes to the next member, not to a closed one.
+        let mut sub = bus
+            .subscribe(Subscription::new(t.clone()).group_member("g", "c3"))
+            .await?;
+        for n in 0..2 {
+            bus.publish(Message::new(t.clone(), format!("m{n}")))
+                .await?;
+        }
+        for _ in 0..2 {
+            tokio::time::timeout(WAIT, sub.recv())
+                .await?
+                .unwrap()?
+                .ack()
+                .await?;
+        }
+        sub.close().await?;
+        assert_eq!(consumers(&server, &key, "g"), Vec::<String>::new());
+        let refused = denials(&server).get("client|id").copied().unwrap_or(0);
+        assert_eq!(refused, i64::from(missing.is_some()), "{user}");
+        assert_eq!(bus.health().await, Health::Ok, "{user}");
+        bus.close().await?;
+    }
     Ok(())
 }

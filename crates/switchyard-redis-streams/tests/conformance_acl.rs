@@ -45,6 +45,8 @@ const SERVICE_COMMANDS: &[&str] = &[
     "+xgroup|delconsumer",
     "+evalsha",
     "+script|load",
+    "+client|id",
+    "+client|unblock",
 ];
 
 /// `ACL SETUSER <user> on ><password> resetkeys resetchannels ~<ns>:* <commands>`.

@@ -5,6 +5,12 @@
 //! last stopped — then blocks for new ones (`>`), `COUNT` at most what fits
 //! the local buffer. Blocking reads never use the shared connection.
 //!
+//! The connection is also kept in the group's [`ReadSlot`], so the closer
+//! can make sure no read of this consumer is still blocked in Redis once
+//! the subscriber is closed ([`settle`]): a blocked `XREADGROUP` outlives
+//! the task that sent it, and would take new entries for a consumer that
+//! is gone.
+//!
 //! Failures never end the reader: connection errors reopen the dedicated
 //! connection after a backoff; `NOGROUP` (the server lost its data, e.g. a
 //! restart without persistence) recreates the groups at `0` with
@@ -12,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -23,6 +30,14 @@ use super::keep::millis;
 use super::{Group, Stream, create_group, is_nogroup};
 use crate::discovery::TopicSource;
 use crate::wire;
+
+/// The reader's dedicated connection and its server-side client id, for
+/// the closer ([`settle`]).
+#[derive(Default)]
+pub(crate) struct ReadSlot {
+    conn: Option<MultiplexedConnection>,
+    client_id: Option<i64>,
+}
 
 /// The reader's state.
 struct Reader {
@@ -115,10 +130,15 @@ impl Reader {
                 let timeout = self.g.inner.config.blocking_response_timeout();
                 self.conn_epoch = epoch;
                 match self.g.inner.client.dedicated(Some(timeout)).await {
-                    Ok(c) => {
+                    Ok(mut c) => {
                         if self.failed {
                             count_reconnect(&self.g);
                         }
+                        let client_id = client_id(&self.g, &mut c).await;
+                        *self.g.reading.lock() = ReadSlot {
+                            conn: Some(c.clone()),
+                            client_id,
+                        };
                         self.conn = Some(c.clone());
                         c
                     }
@@ -165,6 +185,7 @@ impl Reader {
     /// entries to this consumer), and back off.
     async fn fail(&mut self, error: &str, transient: bool) {
         self.conn = None;
+        *self.g.reading.lock() = ReadSlot::default();
         self.failed = true;
         self.history = self
             .by_key
@@ -288,6 +309,62 @@ impl Reader {
             }
         }
     }
+}
+
+/// `CLIENT ID` of a new reading connection, `None` when the user may not
+/// ask (then [`settle`] waits for a blocked read instead of ending it; the
+/// transport stops asking after the first refusal).
+async fn client_id(g: &Group, conn: &mut MultiplexedConnection) -> Option<i64> {
+    if g.inner.no_unblock.load(Ordering::Relaxed) {
+        return None;
+    }
+    match redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async::<i64>(conn)
+        .await
+    {
+        Ok(id) => Some(id),
+        Err(e) => {
+            if switchyard_redis::denied::is_noperm(&e) {
+                g.inner.no_unblock.store(true, Ordering::Relaxed);
+            }
+            tracing::debug!(error = %e, "redis-streams: CLIENT ID failed; closing waits for blocked reads");
+            None
+        }
+    }
+}
+
+/// On close, after the reader task ended: makes sure no `XREADGROUP` of
+/// this consumer is still blocked (or still on its way) in Redis, then
+/// drops the reading connection. `CLIENT UNBLOCK <id>` ends a blocked read
+/// at once; a `PING` on the reading connection then returns only after
+/// every command sent before it on that connection, so a read that was
+/// still in flight has ended and whatever it took is pending for this
+/// consumer, where the closer's hand-back finds it. Without `CLIENT
+/// UNBLOCK` (not granted) the `PING` waits for the read's `block` time;
+/// the connection's response timeout (`block` + 2 s) bounds it.
+pub(crate) async fn settle(g: &Group) {
+    let ReadSlot { conn, client_id } = std::mem::take(&mut *g.reading.lock());
+    let Some(mut conn) = conn else {
+        return;
+    };
+    if let Some(id) = client_id
+        && !g.inner.no_unblock.load(Ordering::Relaxed)
+    {
+        let unblocked: redis::RedisResult<Value> = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(id)
+            .query_async(&mut g.conn())
+            .await;
+        if let Err(e) = unblocked {
+            if switchyard_redis::denied::is_noperm(&e) {
+                g.inner.no_unblock.store(true, Ordering::Relaxed);
+            }
+            tracing::debug!(error = %e, "redis-streams: CLIENT UNBLOCK failed; waiting for the blocked read");
+        }
+    }
+    // An error (the connection broke) also means no read is left.
+    let _: redis::RedisResult<Value> = redis::cmd("PING").query_async(&mut conn).await;
 }
 
 /// Counts a reconnection of a reader in the transport's stats.

@@ -27,6 +27,8 @@ pub(crate) const STREAMS_SERVICE: &[&str] = &[
     "xgroup|delconsumer",
     "evalsha",
     "script|load",
+    "client|id",
+    "client|unblock",
 ];
 
 /// What the CLI adds for the Streams adapter: `dlq` (`xlen`, `xdel`,
