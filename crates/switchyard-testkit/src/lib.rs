@@ -33,6 +33,13 @@
 //!   FAILOVER`) or [`kill_primary`](SentinelGroup::kill_primary) (SIGKILL);
 //!   [`wait_for_new_primary`](SentinelGroup::wait_for_new_primary) polls
 //!   with a deadline until the sentinels agree on the new one.
+//! * [`ClusterGroup`] starts a Redis Cluster ([`ClusterOptions`]: 3
+//!   masters with a replica each by default, every port free on loopback,
+//!   the cluster bus on a second port), waits for `cluster_state:ok`, and
+//!   moves slots with [`failover`](ClusterGroup::failover) (`CLUSTER
+//!   FAILOVER`), [`kill_master_of`](ClusterGroup::kill_master_of) (SIGKILL)
+//!   and [`migrate_slot`](ClusterGroup::migrate_slot) (a live resharding of
+//!   one slot).
 //! * [`RedisServer::cmd`] runs one command over a tiny RESP2 client
 //!   ([`RespConnection`], [`RespValue`]) — handy for `CONFIG SET`,
 //!   `CLIENT KILL`, `XADD` of foreign entries or `INFO` from a test.
@@ -113,6 +120,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod error;
 mod options;
 mod process;
@@ -123,6 +131,7 @@ mod server;
 mod tls;
 mod tls_client;
 
+pub use cluster::{ClusterGroup, ClusterNode, ClusterOptions, SLOTS};
 pub use error::TestkitError;
 pub use options::{Persistence, RedisOptions, ServerKind};
 pub use proxy::FaultProxy;
