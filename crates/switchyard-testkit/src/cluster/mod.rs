@@ -1,159 +1,24 @@
-//! A Redis Cluster on free loopback ports: [`ClusterGroup`].
+//! A Redis Cluster on free loopback ports: [`ClusterGroup`]; its options
+//! ([`ClusterOptions`]) and the `CLUSTER NODES` parser ([`ClusterNode`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+mod nodes;
+mod options;
+
+pub use nodes::ClusterNode;
+pub use options::ClusterOptions;
 
 use crate::error::TestkitError;
 use crate::options::{RedisOptions, ServerKind};
 use crate::process::{free_port, info_field, poll_until};
 use crate::resp::RespValue;
 use crate::server::RedisServer;
+use nodes::parse_nodes;
 
 /// Hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16_384;
-
-/// Range of [`ClusterOptions::masters`].
-const MASTERS_RANGE: (usize, usize) = (1, 8);
-/// Range of [`ClusterOptions::replicas_per_master`].
-const REPLICAS_RANGE: (usize, usize) = (0, 2);
-/// Range of [`ClusterOptions::node_timeout`].
-const NODE_TIMEOUT_RANGE: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(60));
-/// Range of [`ClusterOptions::startup_timeout`].
-const STARTUP_TIMEOUT_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(600));
-
-/// Options for [`ClusterGroup::start`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterOptions {
-    /// Masters, each owning an equal share of the 16,384 slots (default 3;
-    /// range 1 to 8).
-    pub masters: usize,
-    /// Replicas of each master (default 1; range 0 to 2).
-    pub replicas_per_master: usize,
-    /// Which server to start; `None` (the default) reads
-    /// [`ServerKind::ENV_VAR`].
-    pub kind: Option<ServerKind>,
-    /// Password of the default user on every node (`requirepass`, and
-    /// `masterauth` for replication; default `None`).
-    pub password: Option<String>,
-    /// `cluster-node-timeout`: how long a master must be unreachable before
-    /// its replica takes over (default 2 s; range 100 ms to 60 s, whole
-    /// milliseconds).
-    pub node_timeout: Duration,
-    /// How long [`ClusterGroup::start`] waits, once the nodes run, for
-    /// `cluster_state:ok` on every node with every replica in sync (default
-    /// 30 s; range 1 s to 10 min). Each process also gets this long to
-    /// answer `PING`.
-    pub startup_timeout: Duration,
-}
-
-impl Default for ClusterOptions {
-    fn default() -> Self {
-        ClusterOptions {
-            masters: 3,
-            replicas_per_master: 1,
-            kind: None,
-            password: None,
-            node_timeout: Duration::from_secs(2),
-            startup_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl ClusterOptions {
-    /// Sets [`masters`](Self::masters).
-    #[must_use]
-    pub fn masters(mut self, masters: usize) -> Self {
-        self.masters = masters;
-        self
-    }
-
-    /// Sets [`replicas_per_master`](Self::replicas_per_master).
-    #[must_use]
-    pub fn replicas_per_master(mut self, replicas: usize) -> Self {
-        self.replicas_per_master = replicas;
-        self
-    }
-
-    /// Sets [`kind`](Self::kind).
-    #[must_use]
-    pub fn kind(mut self, kind: ServerKind) -> Self {
-        self.kind = Some(kind);
-        self
-    }
-
-    /// Sets [`password`](Self::password).
-    #[must_use]
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
-        self
-    }
-
-    /// Sets [`node_timeout`](Self::node_timeout).
-    #[must_use]
-    pub fn node_timeout(mut self, timeout: Duration) -> Self {
-        self.node_timeout = timeout;
-        self
-    }
-
-    /// Sets [`startup_timeout`](Self::startup_timeout).
-    #[must_use]
-    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
-        self.startup_timeout = timeout;
-        self
-    }
-
-    fn validate(&self) -> Result<(), TestkitError> {
-        let in_range = |name: &str, v: usize, (min, max): (usize, usize)| {
-            if v < min || v > max {
-                Err(TestkitError::InvalidSetting(format!(
-                    "ClusterOptions::{name} = {v} is outside {min}..={max}"
-                )))
-            } else {
-                Ok(())
-            }
-        };
-        in_range("masters", self.masters, MASTERS_RANGE)?;
-        in_range(
-            "replicas_per_master",
-            self.replicas_per_master,
-            REPLICAS_RANGE,
-        )?;
-        for (name, v, (min, max)) in [
-            ("node_timeout", self.node_timeout, NODE_TIMEOUT_RANGE),
-            (
-                "startup_timeout",
-                self.startup_timeout,
-                STARTUP_TIMEOUT_RANGE,
-            ),
-        ] {
-            if v < min || v > max {
-                return Err(TestkitError::InvalidSetting(format!(
-                    "ClusterOptions::{name} = {v:?} is outside {min:?} ..= {max:?}"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One node as `CLUSTER NODES` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterNode {
-    /// The node id (40 hex digits).
-    pub id: String,
-    /// Its client address.
-    pub addr: SocketAddr,
-    /// Whether it is a master (else a replica).
-    pub master: bool,
-    /// The id of its master, for a replica.
-    pub master_id: Option<String>,
-    /// Whether the node is flagged `fail` or `fail?`.
-    pub failing: bool,
-    /// The slot ranges it serves (inclusive), for a master.
-    pub slots: Vec<(u16, u16)>,
-}
 
 /// A Redis Cluster (or Valkey in cluster mode) on free loopback ports:
 /// [`ClusterOptions::masters`] masters owning equal shares of the slots,
@@ -601,50 +466,6 @@ fn ok(reply: RespValue) -> Result<(), TestkitError> {
     Ok(())
 }
 
-/// Parses `CLUSTER NODES`: `<id> <ip:port@bus[,hostname]> <flags> <master>
-/// <ping> <pong> <epoch> <link> <slot>...`.
-fn parse_nodes(text: &str) -> Result<Vec<ClusterNode>, TestkitError> {
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let bad = || TestkitError::Protocol(format!("unreadable CLUSTER NODES line {line:?}"));
-        let (Some(id), Some(addr), Some(flags), Some(master)) =
-            (fields.first(), fields.get(1), fields.get(2), fields.get(3))
-        else {
-            return Err(bad());
-        };
-        let client = addr.split(['@', ',']).next().unwrap_or_default();
-        let Ok(addr) = client.parse::<SocketAddr>() else {
-            // A node still handshaking has no address yet (":0@0").
-            continue;
-        };
-        let flags: Vec<&str> = flags.split(',').collect();
-        if flags.contains(&"handshake") || flags.contains(&"noaddr") {
-            continue;
-        }
-        let mut slots = Vec::new();
-        for s in fields.iter().skip(8) {
-            if s.starts_with('[') {
-                continue; // a slot being imported or migrated
-            }
-            let (a, b) = s.split_once('-').unwrap_or((s, s));
-            let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) else {
-                return Err(bad());
-            };
-            slots.push((a, b));
-        }
-        out.push(ClusterNode {
-            id: (*id).to_owned(),
-            addr,
-            master: flags.contains(&"master"),
-            master_id: (*master != "-").then(|| (*master).to_owned()),
-            failing: flags.iter().any(|f| *f == "fail" || *f == "fail?"),
-            slots,
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -661,37 +482,5 @@ mod tests {
             }
             assert_eq!(next, usize::from(SLOTS));
         }
-    }
-
-    #[test]
-    fn nodes_lines_parse() {
-        let text = "07c3 127.0.0.1:30004@31004,host slave e7d1 0 1426238317239 4 connected\n\
-                    e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [5461->-abc]\n\
-                    a1b2 :0@0 handshake - 0 0 0 disconnected\n";
-        let nodes = parse_nodes(text).unwrap();
-        assert_eq!(nodes.len(), 2);
-        assert!(!nodes[0].master);
-        assert_eq!(nodes[0].master_id.as_deref(), Some("e7d1"));
-        assert_eq!(nodes[1].slots, vec![(0, 5460)]);
-        assert!(parse_nodes("x 127.0.0.1:1@2 master - 0 0 1 connected 5-y").is_err());
-    }
-
-    #[test]
-    fn options_are_validated() {
-        assert!(ClusterOptions::default().masters(0).validate().is_err());
-        assert!(ClusterOptions::default().masters(9).validate().is_err());
-        assert!(
-            ClusterOptions::default()
-                .replicas_per_master(3)
-                .validate()
-                .is_err()
-        );
-        assert!(
-            ClusterOptions::default()
-                .node_timeout(Duration::from_millis(10))
-                .validate()
-                .is_err()
-        );
-        assert!(ClusterOptions::default().validate().is_ok());
     }
 }
