@@ -16,7 +16,7 @@ const NODE_TIMEOUT_RANGE: (Duration, Duration) =
 const STARTUP_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(600));
 
-/// Options for [`ClusterGroup::start`].
+/// Options for [`ClusterGroup::start`](super::ClusterGroup::start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterOptions {
     /// Masters, each owning an equal share of the 16,384 slots (default 3;
@@ -34,7 +34,7 @@ pub struct ClusterOptions {
     /// its replica takes over (default 2 s; range 100 ms to 60 s, whole
     /// milliseconds).
     pub node_timeout: Duration,
-    /// How long [`ClusterGroup::start`] waits, once the nodes run, for
+    /// How long [`ClusterGroup::start`](super::ClusterGroup::start) waits, once the nodes run, for
     /// `cluster_state:ok` on every node with every replica in sync (default
     /// 30 s; range 1 s to 10 min). Each process also gets this long to
     /// answer `PING`.
