@@ -41,10 +41,13 @@ impl fmt::Debug for Secret {
 /// redis+streams://[user[:password]@]host[:port][/db][?namespace=NS&connect_timeout=2s&response_timeout=5s&...]
 /// rediss+streams://...   (TLS; likewise redis+pubsub:// and rediss+pubsub://)
 /// redis+streams+sentinel://[user[:password]@]s1:26379[,s2:26379...]/master-name[/db][?sentinel_auth=same&...]
+/// redis+streams+cluster://[user[:password]@]h1:7000[,h2:7001...][?...]
 /// ```
 ///
 /// (the Sentinel form, likewise `redis+pubsub+sentinel://` and the
-/// `rediss+…+sentinel://` TLS variants: see [`crate::sentinel`]),
+/// `rediss+…+sentinel://` TLS variants: see [`crate::sentinel`]; the
+/// cluster form, likewise `redis+pubsub+cluster://` and
+/// `rediss+…+cluster://`: see [`crate::cluster`]),
 ///
 /// or build it in code:
 ///
@@ -100,6 +103,10 @@ pub struct RedisConfig {
     /// `host:port`). With it, `host` and `port` are those of the first
     /// sentinel until a connection resolves the primary.
     pub sentinel: Option<crate::sentinel::SentinelConfig>,
+    /// A Redis Cluster reached through these seed nodes (`None`: a single
+    /// server). With it, `host` and `port` are those of the first seed and
+    /// `db` must be 0.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl RedisConfig {
@@ -129,6 +136,20 @@ impl RedisConfig {
         crate::tls::validate_settings(self, origin)?;
         if let Some(s) = &self.sentinel {
             s.validate()?;
+        }
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+            if self.sentinel.is_some() {
+                return Err(Error::InvalidConfig(
+                    "a config cannot name both sentinels and a cluster: a Redis Cluster fails over by itself".into(),
+                ));
+            }
+            if self.db != 0 {
+                return Err(Error::InvalidConfig(format!(
+                    "a Redis Cluster has only database 0, got db {}",
+                    self.db
+                )));
+            }
         }
         self.check_ranges().map_err(|e| e.into_error(origin))
     }
@@ -170,6 +191,7 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(5),
             params: BTreeMap::new(),
             sentinel: None,
+            cluster: None,
         }
     }
 
@@ -180,6 +202,17 @@ impl RedisConfig {
             self.port = *port;
         }
         self.sentinel = Some(sentinel);
+        self
+    }
+
+    /// Reaches a Redis Cluster through `cluster`'s seed nodes (see
+    /// [`crate::cluster`]).
+    pub fn with_cluster(mut self, cluster: crate::cluster::ClusterConfig) -> Self {
+        if let Some((host, port)) = cluster.seeds.first() {
+            self.host = host.clone();
+            self.port = *port;
+        }
+        self.cluster = Some(cluster);
         self
     }
 
@@ -263,6 +296,13 @@ impl RedisConfig {
             (None, Some(_)) => ":***@".to_owned(),
             (None, None) => String::new(),
         };
+        if let Some(c) = &self.cluster {
+            return format!(
+                "{scheme}+cluster://{user}{}?namespace={}",
+                c.addrs(),
+                self.namespace
+            );
+        }
         if let Some(s) = &self.sentinel {
             return format!(
                 "{scheme}+sentinel://{user}{}/{}/{}?namespace={}",
@@ -289,6 +329,15 @@ impl RedisConfig {
     /// and so is a URL without `//` after the scheme.
     pub fn from_url(input: &str) -> Result<Self> {
         check_shape(input)?;
+        if let Some((plain, cluster)) = crate::cluster::split_url(input)? {
+            let mut cfg = Self::from_url(&plain).map_err(|e| match e {
+                Error::InvalidUrl { reason, .. } => Error::invalid_url(input, reason),
+                other => other,
+            })?;
+            cfg.cluster = Some(cluster);
+            cfg.validate_from(Origin::Url)?;
+            return Ok(cfg);
+        }
         if let Some((plain, sentinel)) = crate::sentinel::split_url(input)? {
             let mut cfg = Self::from_url(&plain).map_err(|e| match e {
                 Error::InvalidUrl { reason, .. } => Error::invalid_url(input, reason),
@@ -596,6 +645,35 @@ mod tests {
                 .is_err()
         );
         assert!(RedisConfig::new("h", 1).validate().is_ok());
+    }
+
+    #[test]
+    fn cluster_urls() {
+        let c = RedisConfig::from_url(
+            "rediss+streams+cluster://app:hunter2@h1:7000,h2:7001?namespace=n&connect_timeout=1s",
+        )
+        .unwrap();
+        assert!(c.tls);
+        assert_eq!((c.host.as_str(), c.port), ("h1", 7000));
+        assert_eq!(c.cluster.as_ref().unwrap().seeds.len(), 2);
+        assert_eq!(c.namespace, "n");
+        assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        let shown = c.display_url("rediss+streams");
+        assert_eq!(
+            shown,
+            "rediss+streams+cluster://app:***@h1:7000,h2:7001?namespace=n"
+        );
+        let e = RedisConfig::new("h", 1)
+            .with_db(2)
+            .with_cluster(crate::ClusterConfig::new(vec![("h".into(), 1)]))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("only database 0"), "{e}");
+        let e = RedisConfig::new("h", 1)
+            .with_cluster(crate::ClusterConfig::new(vec![]))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("1 to 64 seed nodes"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,11 @@ use switchyard_core::{Error, Health, Result};
 
 use crate::config::RedisConfig;
 
+/// How many times redis-rs' cluster connection retries a command that met
+/// `TRYAGAIN`, `CLUSTERDOWN` or a lost node (with a backoff of 10 ms to
+/// 1 s) before the error reaches the caller.
+pub const CLUSTER_RETRIES: u32 = 5;
+
 /// A Redis client for one [`RedisConfig`]: opens the connections the
 /// adapters need, each bounded by the connect timeout.
 #[derive(Clone)]
@@ -24,6 +29,8 @@ pub struct RedisClient {
     client: Client,
     /// With Sentinel settings: the changes of primary seen so far.
     watch: Option<std::sync::Arc<crate::sentinel::PrimaryWatch>>,
+    /// With cluster settings: the slot map.
+    router: Option<std::sync::Arc<crate::cluster::Router>>,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -49,10 +56,15 @@ impl RedisClient {
             config.password.as_ref().map(crate::Secret::expose),
         )?;
         let watch = crate::sentinel::PrimaryWatch::spawn(&config);
+        let router = config
+            .cluster
+            .clone()
+            .map(|c| std::sync::Arc::new(crate::cluster::Router::new(&config, c)));
         Ok(RedisClient {
             config,
             client,
             watch,
+            router,
         })
     }
 
@@ -72,6 +84,46 @@ impl RedisClient {
         let mut primary = crate::sentinel::resolve(&self.config).await?;
         primary.sentinel = None;
         Ok(std::borrow::Cow::Owned(RedisClient::new(primary)?))
+    }
+
+    /// With cluster settings: the slot map that routes dedicated and
+    /// hand-written connections (see [`crate::cluster`]).
+    pub fn router(&self) -> Option<&std::sync::Arc<crate::cluster::Router>> {
+        self.router.as_ref()
+    }
+
+    /// Whether this client reaches a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.router.is_some()
+    }
+
+    /// The settings of a connection for commands on `key`: on a cluster,
+    /// those of the master serving `key`'s slot now (the slot map is
+    /// fetched first when empty); with Sentinel settings, those of the
+    /// primary the sentinels name now; else these settings.
+    pub async fn config_for_key(&self, key: &[u8]) -> Result<RedisConfig> {
+        if let Some(router) = &self.router {
+            return router.master_for_key(key).await;
+        }
+        Ok(self.current().await?.config.clone())
+    }
+
+    /// A connection of its own (see [`dedicated`](Self::dedicated)) to the
+    /// node that serves `key`: on a cluster the master of its slot, else
+    /// the server (or the primary the sentinels name).
+    pub async fn dedicated_for(
+        &self,
+        key: &[u8],
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection> {
+        match &self.router {
+            Some(router) => {
+                RedisClient::new(router.master_for_key(key).await?)?
+                    .dedicated_direct(response_timeout)
+                    .await
+            }
+            None => self.dedicated(response_timeout).await,
+        }
     }
 
     /// The settings.
@@ -104,6 +156,56 @@ impl RedisClient {
             .set_max_delay(Duration::from_secs(2));
         self.strict(async {
             let mut conn = self.client.get_connection_manager_with_config(cfg).await?;
+            redis::cmd("PING").query_async::<Value>(&mut conn).await?;
+            Ok(conn)
+        })
+        .await
+    }
+
+    /// On a cluster: redis-rs' cluster connection, which routes each
+    /// command by its key's slot, follows `MOVED` and `ASK`, and retries
+    /// `TRYAGAIN` and `CLUSTERDOWN` up to [`CLUSTER_RETRIES`] times within
+    /// the response timeout. Connecting to the seeds and a first `PING`
+    /// finish within the connect timeout, or this fails.
+    pub async fn cluster_connection(&self) -> Result<redis::cluster_async::ClusterConnection> {
+        let cfg = &self.config;
+        let Some(cluster) = &cfg.cluster else {
+            return Err(Error::InvalidConfig(
+                "a cluster connection needs cluster settings (redis+streams+cluster://…)".into(),
+            ));
+        };
+        let mut nodes = Vec::with_capacity(cluster.seeds.len());
+        for (host, port) in &cluster.seeds {
+            nodes.push(connection_info(cfg, host, *port, 0, None, None)?);
+        }
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(cfg.connect_timeout)
+            .response_timeout(cfg.response_timeout)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(10)
+            .max_retry_wait(1_000);
+        if let Some(user) = &cfg.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &cfg.password {
+            builder = builder.password(password.expose());
+        }
+        #[cfg(feature = "tls")]
+        if cfg.tls {
+            builder = builder.tls(if cfg.tls_insecure {
+                redis::TlsMode::Insecure
+            } else {
+                redis::TlsMode::Secure
+            });
+            if let Some(certificates) = crate::tls::certificates(cfg)? {
+                builder = builder.certs(certificates);
+            }
+        }
+        let client = builder.build().map_err(|e| {
+            Error::InvalidConfig(format!("redis cluster client for {}: {e}", cluster.addrs()))
+        })?;
+        self.strict(async {
+            let mut conn = client.get_async_connection().await?;
             redis::cmd("PING").query_async::<Value>(&mut conn).await?;
             Ok(conn)
         })
@@ -229,6 +331,26 @@ pub(crate) fn client_for(
     username: Option<&str>,
     password: Option<&str>,
 ) -> Result<Client> {
+    let info = connection_info(cfg, host, port, db, username, password)?;
+    let shown = crate::parse::host_port(host, port);
+    match crate::tls::certificates(cfg)? {
+        #[cfg(feature = "tls")]
+        Some(certificates) => Client::build_with_tls(info, certificates),
+        _ => Client::open(info),
+    }
+    .map_err(|e| Error::InvalidConfig(format!("redis client for {shown}: {e}")))
+}
+
+/// The redis-rs connection info for `host:port` with `cfg`'s TLS setting
+/// and the given database and credentials.
+fn connection_info(
+    cfg: &RedisConfig,
+    host: &str,
+    port: u16,
+    db: i64,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<redis::ConnectionInfo> {
     let addr = if cfg.tls {
         if !cfg!(feature = "tls") {
             return Err(Error::FeatureNotEnabled("tls"));
@@ -257,21 +379,11 @@ pub(crate) fn client_for(
     if let Some(pw) = password {
         redis_info = redis_info.set_password(pw);
     }
-    let shown = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let info = addr
+    let shown = crate::parse::host_port(host, port);
+    Ok(addr
         .into_connection_info()
         .map_err(|e| Error::InvalidConfig(format!("redis address {shown}: {e}")))?
-        .set_redis_settings(redis_info);
-    match crate::tls::certificates(cfg)? {
-        #[cfg(feature = "tls")]
-        Some(certificates) => Client::build_with_tls(info, certificates),
-        _ => Client::open(info),
-    }
-    .map_err(|e| Error::InvalidConfig(format!("redis client for {shown}: {e}")))
+        .set_redis_settings(redis_info))
 }
 
 /// [`Error::Connect`] for `cfg` with `reason`.

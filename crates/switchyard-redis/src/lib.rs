@@ -19,6 +19,9 @@
 //! - [`ping_health`] and [`role_health`]: bounded health probes on an
 //!   existing connection (a replica is `Degraded`: "connected to a replica
 //!   (read-only)");
+//! - [`cluster`]: the Redis Cluster URL form
+//!   (`redis+streams+cluster://h1:7000,h2:7001`), the hash slot of a key
+//!   and the slot map that routes dedicated and hand-written connections;
 //! - [`sentinel`]: the Sentinel URL form (`redis+streams+sentinel://s1:26379,s2:26379/master`)
 //!   and finding the primary before every connect;
 //! - [`denied`]: `NOPERM` recognised (also inside Lua scripts), turned into
@@ -29,6 +32,7 @@
 //!   [`lean::RedisStream`], plain TCP or TLS: the hot paths run the same
 //!   code over both.
 
+pub mod cluster;
 mod config;
 mod connect;
 pub mod denied;
@@ -41,8 +45,9 @@ pub mod sentinel;
 mod stream;
 pub mod tls;
 
+pub use cluster::{ClusterConfig, key_slot};
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
-pub use connect::{RedisClient, ping_health};
+pub use connect::{CLUSTER_RETRIES, RedisClient, ping_health};
 pub use error::{
     CLUSTER_CODES, REDISCOVER_CODES, RetryMethod, TRANSIENT_CODES, classify, classify_reply, code,
     is_transient, is_transient_code, retry_method, retry_method_code,

@@ -34,6 +34,48 @@ pub(crate) fn check_shape(input: &str) -> Result<()> {
     Ok(())
 }
 
+/// `host:port`, with brackets around an IPv6 host.
+pub(crate) fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// One `host[:port]` (or `[v6]:port`) of a URL's host list; `what` names
+/// it in errors (`"sentinel address"`, `"cluster node"`), `default_port`
+/// applies when the port is left out.
+pub(crate) fn parse_host_port(
+    input: &str,
+    what: &str,
+    part: &str,
+    default_port: u16,
+) -> Result<(String, u16)> {
+    let bad = |why: &str| Error::invalid_url(input, format!("{what} {part:?}: {why}"));
+    let (host, port) = if let Some(rest) = part.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(|| bad("no closing ']'"))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match part.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (part, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("the host is empty: give host:port, separated by ','"));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad("the port must be 1 to 65535"))?,
+    };
+    Ok((host.to_owned(), port))
+}
+
 pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -10,11 +10,14 @@
 //! with one opened on the primary the sentinels name now. The command that
 //! failed is not re-sent (it may have been executed); its caller sees a
 //! transient error and retries as usual, on the new primary. Without
-//! Sentinel settings it is the `ConnectionManager` itself.
+//! Sentinel settings it is the `ConnectionManager` itself. On a Redis
+//! Cluster it is redis-rs' cluster connection (routing by slot, following
+//! `MOVED`/`ASK`, reconnecting to nodes by itself).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use switchyard_core::Result;
 
@@ -37,9 +40,44 @@ struct State {
     client: RedisClient,
     /// The connection in use, its generation (bumped by each replacement)
     /// and the client's primary epoch it was opened under.
-    current: Mutex<(u64, u64, ConnectionManager)>,
+    current: Mutex<(u64, u64, Conn)>,
     /// One replacement at a time.
     replacing: tokio::sync::Mutex<()>,
+}
+
+/// A single server's reconnecting connection, or a cluster's.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(_) => 0,
+        }
+    }
 }
 
 impl std::fmt::Debug for SharedConnection {
@@ -52,10 +90,15 @@ impl std::fmt::Debug for SharedConnection {
 }
 
 impl SharedConnection {
-    /// Opens the shared connection ([`RedisClient::shared`]).
+    /// Opens the shared connection ([`RedisClient::shared`], or
+    /// [`RedisClient::cluster_connection`] on a cluster).
     pub async fn open(client: RedisClient) -> Result<Self> {
         let epoch = client.primary_epoch();
-        let conn = client.shared().await?;
+        let conn = if client.is_cluster() {
+            Conn::Cluster(client.cluster_connection().await?)
+        } else {
+            Conn::Single(client.shared().await?)
+        };
         Ok(SharedConnection {
             state: Arc::new(State {
                 client,
@@ -70,7 +113,7 @@ impl SharedConnection {
         self.snapshot().0
     }
 
-    fn snapshot(&self) -> (u64, ConnectionManager) {
+    fn snapshot(&self) -> (u64, Conn) {
         let guard = self
             .state
             .current
@@ -88,7 +131,7 @@ impl SharedConnection {
 
     /// The connection to use now: replaced first when the sentinels named
     /// a new primary since it was opened.
-    async fn current(&self) -> (u64, ConnectionManager) {
+    async fn current(&self) -> (u64, Conn) {
         if self.follows_sentinel() {
             let (generation, epoch) = {
                 let guard = self
@@ -129,7 +172,7 @@ impl SharedConnection {
                     .current
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                *guard = (generation + 1, epoch, conn);
+                *guard = (generation + 1, epoch, Conn::Single(conn));
                 tracing::info!(
                     generation = generation + 1,
                     "redis: the shared connection follows the primary named by the sentinels"

@@ -30,6 +30,7 @@ use redis::{AsyncConnectionConfig, Value};
 use switchyard_core::{Error, Health, Result};
 
 use crate::config::{RedisConfig, Secret};
+use crate::parse::{host_port, parse_host_port};
 
 /// Where the sentinels are and which primary to ask them for.
 #[derive(Clone, PartialEq, Eq)]
@@ -146,14 +147,6 @@ impl SentinelConfig {
     }
 }
 
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// Splits a Sentinel URL (`redis+streams+sentinel://[userinfo@]s1:26379,s2/master[/db][?query]`)
 /// into the plain URL of its first sentinel (`redis+streams://[userinfo@]s1:26379[/db][?query]`,
 /// parsed as usual for credentials, db and parameters) and the sentinel settings.
@@ -177,7 +170,12 @@ pub(crate) fn split_url(input: &str) -> Result<Option<(String, SentinelConfig)>>
     };
     let mut sentinels = Vec::new();
     for part in hosts.split(',') {
-        sentinels.push(parse_host_port(input, part)?);
+        sentinels.push(parse_host_port(
+            input,
+            "sentinel address",
+            part,
+            SentinelConfig::DEFAULT_PORT,
+        )?);
     }
     let (path, query) = match after.split_once('?') {
         Some((p, q)) => (p, format!("?{q}")),
@@ -199,31 +197,6 @@ pub(crate) fn split_url(input: &str) -> Result<Option<(String, SentinelConfig)>>
     );
     let cfg = SentinelConfig::new(sentinels, crate::parse::percent_decode(master));
     Ok(Some((plain, cfg)))
-}
-
-fn parse_host_port(input: &str, part: &str) -> Result<(String, u16)> {
-    let bad = |why: &str| Error::invalid_url(input, format!("sentinel address {part:?}: {why}"));
-    let (host, port) = if let Some(rest) = part.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(|| bad("no closing ']'"))?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match part.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (part, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("the host is empty: give host:port, separated by ','"));
-    }
-    let port = match port {
-        None => SentinelConfig::DEFAULT_PORT,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| bad("the port must be 1 to 65535"))?,
-    };
-    Ok((host.to_owned(), port))
 }
 
 /// The role a server reports.
