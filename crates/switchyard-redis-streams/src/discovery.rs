@@ -93,6 +93,13 @@ impl TopicSource {
         })
     }
 
+    /// A source of exactly `topics`, never growing.
+    pub(crate) fn fixed(topics: Vec<Topic>) -> Self {
+        TopicSource {
+            kind: Kind::Fixed(Arc::new(topics)),
+        }
+    }
+
     /// The topics known now (for a pattern: every stream found so far).
     /// Marks the current set as seen for [`changed`](Self::changed).
     pub(crate) fn current(&mut self) -> Arc<Vec<Topic>> {
@@ -123,12 +130,35 @@ impl TopicSource {
 
 /// One full `SCAN ... MATCH ... TYPE stream` pass: the matching topics.
 async fn scan(conn: &mut SharedConnection, ns: &str, pattern: &Pattern) -> Result<Vec<Topic>> {
-    let keys = scan_stream_keys(conn, &keys::scan_match(ns, pattern)).await?;
+    let keys = scan_everywhere(conn, &keys::scan_match(ns, pattern)).await?;
     Ok(keys
         .iter()
         .filter_map(|k| keys::topic_of_key(ns, k))
         .filter(|t| pattern.matches(t.as_str()))
         .collect())
+}
+
+/// Every stream key matching `glob` on the server, or on a cluster on
+/// every master (the slot map is fetched again first, so masters added
+/// since the last pass are scanned too).
+pub(crate) async fn scan_everywhere(
+    conn: &mut SharedConnection,
+    glob: &str,
+) -> Result<Vec<String>> {
+    let Some(router) = conn.client().router().cloned() else {
+        return scan_stream_keys(conn, glob).await;
+    };
+    router.refresh().await?;
+    let mut out = Vec::new();
+    for master in router.masters().await? {
+        let Some(mut node) = conn.to_node(&master.host, master.port) else {
+            continue;
+        };
+        out.extend(scan_stream_keys(&mut node, glob).await?);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// Every stream key matching the SCAN glob `glob`, in one full pass (at

@@ -12,6 +12,12 @@
 //! `stats().malformed`; the cursor moves past it. Entries trimmed by
 //! retention before they were read are simply gone. After an error the
 //! reader backs off (full jitter) and reopens its connection.
+//!
+//! On a Redis Cluster one `XREAD` may only name keys of one slot: the
+//! subscriber runs one reader per stream, each on a dedicated connection to
+//! the master serving that stream's slot (a `MOVED` or lost connection
+//! refreshes the slot map before it reconnects), and a parent task that
+//! follows the pattern and starts a reader for each new stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,10 +46,17 @@ pub(crate) async fn subscribe(
 ) -> Result<Box<dyn Subscriber>> {
     let initial = topics.current();
     let cursors = initial_cursors(&inner, &initial, sub.start_at()).await?;
-    let conn = inner
-        .client
-        .dedicated(Some(inner.config.blocking_response_timeout()))
-        .await?;
+    let cluster = inner.client.is_cluster();
+    let conn = if cluster {
+        None // each stream's reader connects to its slot's master
+    } else {
+        Some(
+            inner
+                .client
+                .dedicated(Some(inner.config.blocking_response_timeout()))
+                .await?,
+        )
+    };
     let queue = Arc::new(LocalQueue::new(sub.buffer_size(), sub.overflow_policy()));
     let stats = Arc::new(SubStats::default());
     let (stop, stop_rx) = watch::channel(false);
@@ -61,8 +74,13 @@ pub(crate) async fn subscribe(
         stop: stop_rx,
         warn: WarnLimiter::default(),
         malformed_warn: WarnLimiter::default(),
+        cluster_key: None,
     };
-    let task = tokio::spawn(reader.run(conn));
+    let task = if cluster {
+        tokio::spawn(reader.run_cluster())
+    } else {
+        tokio::spawn(reader.run(conn))
+    };
     Ok(Box::new(FanoutSubscriber {
         queue,
         stats,
@@ -85,6 +103,26 @@ async fn initial_cursors(inner: &Inner, topics: &[Topic], start: Start) -> Resul
 pub(crate) async fn last_ids(inner: &Inner, topics: &[Topic]) -> Result<Vec<MessageId>> {
     if topics.is_empty() {
         return Ok(Vec::new());
+    }
+    if inner.client.is_cluster() {
+        // One slot per stream: no pipeline across them.
+        let mut out = Vec::with_capacity(topics.len());
+        for t in topics {
+            let mut conn = inner.conn.clone();
+            let reply: Value = redis::cmd("XREVRANGE")
+                .arg(inner.key(t))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| switchyard_redis::classify("XREVRANGE", &e))?;
+            let entries = wire::parse_entries(reply)
+                .map_err(|m| Error::Backend(format!("redis XREVRANGE: {m}")))?;
+            out.push(entries.first().map_or(MessageId::new(0, 0), |e| e.id));
+        }
+        return Ok(out);
     }
     let mut pipe = redis::pipe();
     for t in topics {
@@ -161,6 +199,8 @@ struct Reader {
     shutdown: watch::Receiver<bool>,
     warn: WarnLimiter,
     malformed_warn: WarnLimiter,
+    /// On a cluster: the one stream key this reader reads.
+    cluster_key: Option<String>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -170,8 +210,61 @@ enum Step {
 }
 
 impl Reader {
-    async fn run(mut self, conn: MultiplexedConnection) {
-        let mut conn = Some(conn);
+    /// On a cluster: one reader per stream (started as the pattern finds
+    /// streams); the queue closes once they all ended.
+    async fn run_cluster(mut self) {
+        let mut children = Vec::new();
+        let mut started = 0;
+        loop {
+            self.add_discovered();
+            while started < self.streams.keys.len() {
+                let i = started;
+                let child = Reader {
+                    inner: self.inner.clone(),
+                    queue: self.queue.clone(),
+                    stats: self.stats.clone(),
+                    topics: TopicSource::fixed(Vec::new()),
+                    streams: Streams {
+                        keys: vec![self.streams.keys[i].clone()],
+                        topics: vec![self.streams.topics[i].clone()],
+                        cursors: vec![self.streams.cursors[i]],
+                        index: HashMap::from([(self.streams.keys[i].clone(), 0)]),
+                    },
+                    stop: self.stop.clone(),
+                    shutdown: self.shutdown.clone(),
+                    warn: WarnLimiter::default(),
+                    malformed_warn: WarnLimiter::default(),
+                    cluster_key: Some(self.streams.keys[i].clone()),
+                };
+                children.push(tokio::spawn(child.read(None)));
+                started += 1;
+            }
+            let mut stop = self.stop.clone();
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                () = self.topics.changed() => {}
+                () = wait_shutdown(&mut stop) => break,
+                () = wait_shutdown(&mut shutdown) => break,
+            }
+            if self.queue.is_consumer_closed() {
+                break;
+            }
+        }
+        for child in children {
+            let _ = tokio::time::timeout(Duration::from_secs(1), child).await;
+        }
+        self.queue.close_producer();
+    }
+
+    async fn run(self, conn: Option<MultiplexedConnection>) {
+        let queue = self.queue.clone();
+        self.read(conn).await;
+        queue.close_producer();
+    }
+
+    /// Reads until stopped.
+    async fn read(mut self, conn: Option<MultiplexedConnection>) {
+        let mut conn = conn;
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             if *self.stop.borrow() || *self.shutdown.borrow() || self.queue.is_consumer_closed() {
@@ -233,16 +326,19 @@ impl Reader {
                     // Reopen after transient errors (the connection may be
                     // gone); back off in any case so nothing spins.
                     conn = None;
+                    if let Some(router) = self.inner.client.router() {
+                        // MOVED, a failover or a lost node.
+                        let _ = router.refresh().await;
+                    }
                 }
             }
         }
-        self.queue.close_producer();
     }
 
     /// Adds streams the pattern discovered since the last look; they start
     /// at `0-0` (they were created after the subscription started).
     fn add_discovered(&mut self) {
-        if !self.topics.is_pattern() {
+        if !self.topics.is_pattern() || self.cluster_key.is_some() {
             return;
         }
         let current = self.topics.current();
@@ -266,7 +362,17 @@ impl Reader {
             () = wait_shutdown(&mut shutdown) => return None,
         }
         let timeout = self.inner.config.blocking_response_timeout();
-        match self.inner.client.dedicated(Some(timeout)).await {
+        let opened = match &self.cluster_key {
+            Some(key) => match self.inner.client.config_for_key(key.as_bytes()).await {
+                Ok(node) => match switchyard_redis::RedisClient::new(node) {
+                    Ok(c) => c.dedicated(Some(timeout)).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+            None => self.inner.client.dedicated(Some(timeout)).await,
+        };
+        match opened {
             Ok(c) => {
                 self.inner
                     .stats

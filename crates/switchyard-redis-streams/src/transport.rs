@@ -161,10 +161,14 @@ impl Transport for RedisStreamsTransport {
         if let Some(reason) = self.inner.denied.health_reason() {
             return Health::Degraded(format!("{reason} (redis at {addr})"));
         }
-        let health = match switchyard_redis::ping_health(&mut conn, &addr, timeout).await {
-            // A replica answers PING too: ask its role.
-            Health::Ok => switchyard_redis::role_health(&mut conn, &addr, timeout).await,
-            other => other,
+        let health = if self.inner.client.is_cluster() {
+            switchyard_redis::cluster_health(&self.inner.conn, timeout).await
+        } else {
+            match switchyard_redis::ping_health(&mut conn, &addr, timeout).await {
+                // A replica answers PING too: ask its role.
+                Health::Ok => switchyard_redis::role_health(&mut conn, &addr, timeout).await,
+                other => other,
+            }
         };
         match health {
             Health::Ok if self.inner.breaker.state() == BreakerState::Open => {

@@ -15,7 +15,10 @@ use switchyard_conformance::libtest_mimic::Arguments;
 use switchyard_conformance::{CaseInfo, Harness, Namespace, Tuning, anyhow, async_trait};
 use switchyard_core::{Capabilities, Transport};
 use switchyard_redis_streams::{RedisStreamsTransport, StreamsConfig};
-use switchyard_testkit::{Persistence, RedisOptions, RedisServer, SentinelGroup, SentinelOptions};
+use switchyard_testkit::{
+    ClusterGroup, ClusterOptions, Persistence, RedisOptions, RedisServer, SentinelGroup,
+    SentinelOptions,
+};
 
 /// Short timeouts suitable for tests.
 const PARAMS: &str = "block=250ms&pattern_rescan=100ms&connect_timeout=2s&response_timeout=5s&breaker_cool_down=200ms";
@@ -122,7 +125,29 @@ fn main() -> ExitCode {
             }
         }
     };
+    // SWITCHYARD_TEST_CLUSTER=1: the shared namespaces live on a Redis
+    // Cluster (3 masters with a replica each, `redis+streams+cluster://`);
+    // the cases that restart their backend keep a single server of their
+    // own.
+    let cluster = if args.list || std::env::var_os("SWITCHYARD_TEST_CLUSTER").is_none() {
+        None
+    } else {
+        match ClusterGroup::start(ClusterOptions::default()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("conformance: could not start the cluster: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let shared_url = match (&group, &server) {
+        _ if cluster.is_some() => format!(
+            "redis+streams+cluster://{}",
+            cluster
+                .as_ref()
+                .map(ClusterGroup::host_list)
+                .unwrap_or_default()
+        ),
         (Some(g), _) => {
             let sentinels: Vec<String> =
                 g.sentinel_addrs().iter().map(ToString::to_string).collect();
@@ -141,6 +166,7 @@ fn main() -> ExitCode {
         run: rand_u32(),
     };
     let code = switchyard_conformance::run_with_args(harness, args);
+    drop(cluster);
     drop(group);
     drop(server);
     code

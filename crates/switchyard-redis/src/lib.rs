@@ -45,7 +45,7 @@ pub mod sentinel;
 mod stream;
 pub mod tls;
 
-pub use cluster::{ClusterConfig, key_slot};
+pub use cluster::{ClusterConfig, cluster_health, key_slot};
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
 pub use connect::{CLUSTER_RETRIES, RedisClient, ping_health};
 pub use error::{
@@ -53,7 +53,7 @@ pub use error::{
     is_transient, is_transient_code, retry_method, retry_method_code,
 };
 pub use parse::push_glob_escaped;
-pub use rediscover::SharedConnection;
+pub use rediscover::{NodeConnection, SharedConnection};
 pub use sentinel::{SentinelConfig, role_health};
 
 /// Re-export of the redis-rs version the adapters are built on.

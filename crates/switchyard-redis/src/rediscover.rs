@@ -108,6 +108,11 @@ impl SharedConnection {
         })
     }
 
+    /// The client this connection was opened with.
+    pub fn client(&self) -> &RedisClient {
+        &self.state.client
+    }
+
     /// How many times the connection was replaced to follow the primary.
     pub fn generation(&self) -> u64 {
         self.snapshot().0
@@ -208,6 +213,71 @@ impl SharedConnection {
     /// pipeline's values).
     fn value_asks(v: &Value) -> bool {
         matches!(v, Value::ServerError(e) if retry_method_code(e.code()) == RetryMethod::Rediscover)
+    }
+}
+
+impl SharedConnection {
+    /// On a cluster: a handle that sends every command to the node at
+    /// `host:port` (for commands that concern one node, such as `SCAN`,
+    /// `INFO` or `CLIENT UNBLOCK`), over the shared cluster connection.
+    /// `None` on a single server.
+    pub fn to_node(&self, host: &str, port: u16) -> Option<NodeConnection> {
+        match self.snapshot().1 {
+            Conn::Cluster(conn) => Some(NodeConnection {
+                conn,
+                host: host.to_owned(),
+                port,
+            }),
+            Conn::Single(_) => None,
+        }
+    }
+}
+
+/// A cluster connection that sends every command to one node (see
+/// [`SharedConnection::to_node`]).
+#[derive(Clone)]
+pub struct NodeConnection {
+    conn: ClusterConnection,
+    host: String,
+    port: u16,
+}
+
+impl NodeConnection {
+    fn route(&self) -> redis::cluster_routing::RoutingInfo {
+        redis::cluster_routing::RoutingInfo::SingleNode(
+            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                host: self.host.clone(),
+                port: self.port,
+            },
+        )
+    }
+}
+
+impl ConnectionLike for NodeConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let route = self.route();
+        Box::pin(async move { self.conn.route_command(cmd.clone(), route).await })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let route = redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+            host: self.host.clone(),
+            port: self.port,
+        };
+        Box::pin(async move {
+            self.conn
+                .route_pipeline(pipeline.clone(), offset, count, route)
+                .await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
     }
 }
 

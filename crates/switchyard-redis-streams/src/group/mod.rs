@@ -130,8 +130,8 @@ pub(crate) struct Group {
     pub(crate) started: Instant,
     /// `true` once the flusher has drained the ack queue and ended.
     pub(crate) flushed: watch::Sender<bool>,
-    /// The reader's dedicated connection, for the closer.
-    pub(crate) reading: Mutex<reader::ReadSlot>,
+    /// The readers' dedicated connections (by reader), for the closer.
+    pub(crate) reading: Mutex<std::collections::HashMap<usize, reader::ReadSlot>>,
     stop: watch::Sender<bool>,
     pub(crate) warn: WarnLimiter,
 }
@@ -361,7 +361,7 @@ pub(crate) async fn subscribe(
         releases: Mutex::new(Vec::new()),
         started: Instant::now(),
         flushed: watch::channel(false).0,
-        reading: Mutex::new(reader::ReadSlot::default()),
+        reading: Mutex::new(std::collections::HashMap::new()),
         stop,
         warn: WarnLimiter::default(),
     });

@@ -11,6 +11,13 @@
 //! the task that sent it, and would take new entries for a consumer that
 //! is gone.
 //!
+//! On a Redis Cluster one `XREADGROUP` may only name keys of one slot, and
+//! every topic's stream has a slot of its own: the reader task then runs
+//! one reader per stream ([`run_cluster`]), each on a dedicated connection
+//! to the master serving that stream's slot. A `MOVED` (resharding,
+//! failover) or a lost connection refreshes the slot map before the reader
+//! connects again.
+//!
 //! Failures never end the reader: connection errors reopen the dedicated
 //! connection after a backoff; `NOGROUP` (the server lost its data, e.g. a
 //! restart without persistence) recreates the groups at `0` with
@@ -31,17 +38,22 @@ use super::{Group, Stream, create_group, is_nogroup};
 use crate::discovery::TopicSource;
 use crate::wire;
 
-/// The reader's dedicated connection and its server-side client id, for
-/// the closer ([`settle`]).
-#[derive(Default)]
+/// A reader's dedicated connection, its server-side client id and (on a
+/// cluster) the node it is connected to, for the closer ([`settle`]).
 pub(crate) struct ReadSlot {
-    conn: Option<MultiplexedConnection>,
+    conn: MultiplexedConnection,
     client_id: Option<i64>,
+    node: Option<switchyard_redis::RedisConfig>,
 }
 
 /// The reader's state.
 struct Reader {
     g: Arc<Group>,
+    /// Which of the group's readers this is (the key of its [`ReadSlot`]).
+    id: usize,
+    /// On a cluster: the one stream key this reader reads (its slot's
+    /// master is where it connects).
+    cluster_key: Option<String>,
     conn: Option<MultiplexedConnection>,
     /// The primary epoch `conn` was opened under (Sentinel).
     conn_epoch: u64,
@@ -59,9 +71,24 @@ struct Reader {
 
 /// Runs until the subscriber or transport stops, then closes the local
 /// queue so `recv` returns `None`.
-pub(crate) async fn run(g: Arc<Group>, mut topics: TopicSource) {
-    let streams = g.all_streams();
-    let mut r = Reader {
+pub(crate) async fn run(g: Arc<Group>, topics: TopicSource) {
+    if g.inner.client.is_cluster() {
+        run_cluster(g, topics).await;
+        return;
+    }
+    run_single(g, topics).await;
+}
+
+/// A reader of `streams`; `cluster_key` on a cluster (one stream).
+fn reader(
+    g: &Arc<Group>,
+    id: usize,
+    streams: &[Arc<Stream>],
+    cluster_key: Option<String>,
+) -> Reader {
+    Reader {
+        id,
+        cluster_key,
         history: streams
             .iter()
             .map(|s| (s.clone(), MessageId::default()))
@@ -73,7 +100,62 @@ pub(crate) async fn run(g: Arc<Group>, mut topics: TopicSource) {
         conn_epoch: 0,
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
         failed: false,
+    }
+}
+
+/// On a cluster: one reader task per stream, started as streams are
+/// found; ends (and stops the subscriber) once they all ended.
+async fn run_cluster(g: Arc<Group>, mut topics: TopicSource) {
+    let mut children = Vec::new();
+    let mut spawn = |stream: Arc<Stream>| {
+        let id = children.len();
+        let key = stream.key.clone();
+        let mut r = reader(&g, id, &[stream], Some(key));
+        children.push(tokio::spawn(async move {
+            while !r.g.is_stopped() {
+                if !r.step().await {
+                    break;
+                }
+            }
+            r.g.stop();
+        }));
     };
+    let initial = g.all_streams();
+    let mut known = initial.len();
+    for stream in initial {
+        spawn(stream);
+    }
+    while !g.is_stopped() {
+        let current = topics.current();
+        while let Some(topic) = current.get(known) {
+            let key = g.inner.key(topic);
+            let mut conn = g.conn();
+            if let Err(e) = create_group(&mut conn, &key, &g.cfg.group, "0").await {
+                g.note_denied("XGROUP CREATE", "+xgroup|create", &e);
+                if let Some(suppressed) = g.warn.check() {
+                    tracing::warn!(topic = %topic, error = %e, suppressed, "redis-streams: creating the group on a discovered stream failed; retrying");
+                }
+                break;
+            }
+            spawn(g.add_stream(topic));
+            known += 1;
+        }
+        tokio::select! {
+            () = topics.changed() => {}
+            () = g.stopped() => break,
+            () = tokio::time::sleep(Duration::from_secs(1)), if known < current.len() => {}
+        }
+    }
+    for child in children {
+        let _ = tokio::time::timeout(super::CLOSE_FLUSH_TIMEOUT, child).await;
+    }
+    g.stop();
+}
+
+/// On one server (or through Sentinel): one reader for every stream.
+async fn run_single(g: Arc<Group>, mut topics: TopicSource) {
+    let streams = g.all_streams();
+    let mut r = reader(&g, 0, &streams, None);
     while !g.is_stopped() {
         r.sync_topics(&mut topics).await;
         if r.by_key.is_empty() {
@@ -95,6 +177,9 @@ impl Reader {
     /// Registers streams discovered since the last call; their groups are
     /// created at `0` (they appeared after the subscription started).
     async fn sync_topics(&mut self, topics: &mut TopicSource) {
+        if self.cluster_key.is_some() {
+            return; // run_cluster follows the topics
+        }
         let current = topics.current();
         while let Some(topic) = current.get(self.known) {
             let key = self.g.inner.key(topic);
@@ -127,18 +212,21 @@ impl Reader {
         let conn = match &self.conn {
             Some(c) => c.clone(),
             None => {
-                let timeout = self.g.inner.config.blocking_response_timeout();
                 self.conn_epoch = epoch;
-                match self.g.inner.client.dedicated(Some(timeout)).await {
-                    Ok(mut c) => {
+                match self.connect().await {
+                    Ok((mut c, node)) => {
                         if self.failed {
                             count_reconnect(&self.g);
                         }
                         let client_id = client_id(&self.g, &mut c).await;
-                        *self.g.reading.lock() = ReadSlot {
-                            conn: Some(c.clone()),
-                            client_id,
-                        };
+                        self.g.reading.lock().insert(
+                            self.id,
+                            ReadSlot {
+                                conn: c.clone(),
+                                client_id,
+                                node,
+                            },
+                        );
                         self.conn = Some(c.clone());
                         c
                     }
@@ -183,9 +271,34 @@ impl Reader {
     /// After a failure: drop the connection, re-read own pending entries
     /// once reconnected (a reply lost with the connection may have handed
     /// entries to this consumer), and back off.
+    /// A dedicated connection for blocking reads: on a cluster to the
+    /// master serving this reader's stream (also returned), else to the
+    /// server (or the primary the sentinels name).
+    async fn connect(
+        &self,
+    ) -> switchyard_core::Result<(MultiplexedConnection, Option<switchyard_redis::RedisConfig>)>
+    {
+        let timeout = Some(self.g.inner.config.blocking_response_timeout());
+        let client = &self.g.inner.client;
+        match &self.cluster_key {
+            Some(key) => {
+                let node = client.config_for_key(key.as_bytes()).await?;
+                let conn = switchyard_redis::RedisClient::new(node.clone())?
+                    .dedicated(timeout)
+                    .await?;
+                Ok((conn, Some(node)))
+            }
+            None => Ok((client.dedicated(timeout).await?, None)),
+        }
+    }
+
     async fn fail(&mut self, error: &str, transient: bool) {
         self.conn = None;
-        *self.g.reading.lock() = ReadSlot::default();
+        self.g.reading.lock().remove(&self.id);
+        if let Some(router) = self.g.inner.client.router() {
+            // MOVED, a failover or a lost node: the map may be stale.
+            let _ = router.refresh().await;
+        }
         self.failed = true;
         self.history = self
             .by_key
@@ -344,18 +457,42 @@ async fn client_id(g: &Group, conn: &mut MultiplexedConnection) -> Option<i64> {
 /// UNBLOCK` (not granted) the `PING` waits for the read's `block` time;
 /// the connection's response timeout (`block` + 2 s) bounds it.
 pub(crate) async fn settle(g: &Group) {
-    let ReadSlot { conn, client_id } = std::mem::take(&mut *g.reading.lock());
-    let Some(mut conn) = conn else {
-        return;
-    };
+    let slots: Vec<ReadSlot> = std::mem::take(&mut *g.reading.lock())
+        .into_values()
+        .collect();
+    futures::future::join_all(slots.into_iter().map(|slot| settle_one(g, slot))).await;
+}
+
+/// [`settle`] for one reader's connection.
+async fn settle_one(g: &Group, slot: ReadSlot) {
+    let ReadSlot {
+        mut conn,
+        client_id,
+        node,
+    } = slot;
     if let Some(id) = client_id
         && !g.inner.no_unblock.load(Ordering::Relaxed)
     {
-        let unblocked: redis::RedisResult<Value> = redis::cmd("CLIENT")
-            .arg("UNBLOCK")
-            .arg(id)
-            .query_async(&mut g.conn())
-            .await;
+        let unblocked: redis::RedisResult<Value> = match node {
+            // On a cluster: on the node the reader is connected to.
+            Some(node) => match g.conn().to_node(&node.host, node.port) {
+                Some(mut c) => {
+                    redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(id)
+                        .query_async(&mut c)
+                        .await
+                }
+                None => Ok(Value::Nil),
+            },
+            None => {
+                redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(id)
+                    .query_async(&mut g.conn())
+                    .await
+            }
+        };
         if let Err(e) = unblocked {
             if switchyard_redis::denied::is_noperm(&e) {
                 g.inner.no_unblock.store(true, Ordering::Relaxed);

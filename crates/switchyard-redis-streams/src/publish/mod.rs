@@ -9,8 +9,12 @@
 //!
 //! The writer uses a lean connection of its own ([`lean`]: hand-encoded
 //! XADD, replies parsed only as far as the id), the same code over plain
-//! TCP and over TLS.
+//! TCP and over TLS. On a Redis Cluster it keeps one such connection per
+//! master and splits each batch by the master serving each stream's slot
+//! ([`cluster`]); an XADD answered `MOVED` or `ASK` goes out again to the
+//! node the slot map names after a refresh.
 
+mod cluster;
 mod lean;
 pub(crate) mod resp;
 
@@ -56,8 +60,14 @@ impl Writer {
         stats: Arc<Stats>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(config.writer_queue);
+        let cluster = conn
+            .client()
+            .router()
+            .cloned()
+            .map(|router| cluster::State::new(router, config.writer_queue));
         let task = WriterTask {
             conn: None,
+            cluster,
             shared: conn,
             lean_epoch: 0,
             wait_replicas: config.wait_replicas,
@@ -202,6 +212,8 @@ struct Ctx {
 /// Who waits for replies.
 enum Waiter {
     One(oneshot::Sender<Result<MessageId>>),
+    /// One message of a `publish_batch` split over several masters.
+    Part(Arc<cluster::Join>, usize),
     Batch {
         reply: oneshot::Sender<Result<Vec<MessageId>>>,
         want: usize,
@@ -221,6 +233,10 @@ struct Pending {
     /// until its reply says enough replicas have them.
     wait: Option<(u32, Duration)>,
     held: Vec<Result<MessageId>>,
+    /// On a cluster: the message of each XADD still to be answered (one
+    /// waiter each), and where to send one answered `MOVED`/`ASK`.
+    msgs: VecDeque<(Message, u32)>,
+    redirect: Option<mpsc::Sender<cluster::Redirect>>,
 }
 
 impl Pending {
@@ -233,6 +249,8 @@ impl Pending {
             ctx,
             wait: None,
             held: Vec::new(),
+            msgs: VecDeque::new(),
+            redirect: None,
         }
     }
 
@@ -305,6 +323,15 @@ impl Pending {
             self.wait_replied(answer);
             return;
         }
+        if self.redirect.is_some() {
+            let message = self.msgs.pop_front();
+            if let (Reply::Error(text), Some((message, hops))) = (&reply, message)
+                && cluster::is_redirect(text)
+            {
+                self.redirected(message, hops + 1, text);
+                return;
+            }
+        }
         let result = match reply {
             Reply::Id(id) => Ok(id),
             Reply::Error(text) => {
@@ -319,6 +346,34 @@ impl Pending {
             )),
         };
         self.accept(result);
+    }
+
+    /// On a cluster: an XADD answered `MOVED`/`ASK` goes back to the writer
+    /// with its waiter, to be sent to the node that serves its slot now.
+    fn redirected(&mut self, message: Message, hops: u32, reply: &str) {
+        let Some(waiter) = self.waiters.pop_front() else {
+            return;
+        };
+        self.remaining = self.remaining.saturating_sub(1);
+        let r = cluster::Redirect {
+            message,
+            waiter,
+            hops,
+        };
+        if let Some(tx) = &self.redirect
+            && let Err(e) = tx.try_send(r)
+        {
+            let r = match e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+            };
+            r.waiter.complete(Err(Error::Transient(format!(
+                "redis XADD: {reply}, and the writer's redirect queue is full or closed; publish again"
+            ))));
+            self.ctx
+                .stats
+                .publish_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn deliver_result(&mut self, result: Result<MessageId>) {
@@ -339,9 +394,9 @@ impl Pending {
             stats.publish_errors.fetch_add(1, Ordering::Relaxed);
         }
         match self.waiters.front_mut() {
-            Some(Waiter::One(_)) => {
-                if let Some(Waiter::One(tx)) = self.waiters.pop_front() {
-                    let _ = tx.send(result);
+            Some(Waiter::One(_) | Waiter::Part(..)) => {
+                if let Some(w) = self.waiters.pop_front() {
+                    w.complete(result);
                 }
             }
             Some(Waiter::Batch {
@@ -389,13 +444,22 @@ impl Pending {
             .publish_errors
             .fetch_add(self.remaining as u64, Ordering::Relaxed);
         for w in self.waiters.drain(..) {
-            match w {
-                Waiter::One(tx) => {
-                    let _ = tx.send(Err(e.clone()));
-                }
-                Waiter::Batch { reply, .. } => {
-                    let _ = reply.send(Err(e.clone()));
-                }
+            w.complete(Err(e.clone()));
+        }
+    }
+}
+
+impl Waiter {
+    /// Hands a single result to a waiter of one message (a whole batch
+    /// gets it as its error).
+    fn complete(self, result: Result<MessageId>) {
+        match self {
+            Waiter::One(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Part(join, index) => join.set(index, result),
+            Waiter::Batch { reply, .. } => {
+                let _ = reply.send(result.map(|id| vec![id]));
             }
         }
     }
@@ -404,6 +468,8 @@ impl Pending {
 struct WriterTask {
     /// Our own connection; `None` until opened or after it failed.
     conn: Option<LeanConn>,
+    /// On a Redis Cluster: a connection per master instead of `conn`.
+    cluster: Option<cluster::State>,
     /// The shared connection: with Sentinel, tells when the primary changed.
     shared: SharedConnection,
     /// The primary epoch the lean connection was opened under.
@@ -426,7 +492,17 @@ impl WriterTask {
         let mut closers = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         loop {
-            let n = rx.recv_many(&mut jobs, self.batch).await;
+            let n = match self.cluster.as_mut() {
+                Some(state) => tokio::select! {
+                    n = rx.recv_many(&mut jobs, self.batch) => n,
+                    Some(r) = state.incoming.recv() => {
+                        let trim = self.retention.trim();
+                        self.resend(r, trim).await;
+                        continue;
+                    }
+                },
+                None => rx.recv_many(&mut jobs, self.batch).await,
+            };
             if n == 0 {
                 break;
             }
@@ -448,6 +524,21 @@ impl WriterTask {
                 }
             }
             let trim = self.retention.trim();
+            if self.cluster.is_some() {
+                let mut items = Vec::with_capacity(jobs.len());
+                for job in jobs.drain(..) {
+                    match job {
+                        Job::One(m, reply) => items.push((m, Waiter::One(reply), 0)),
+                        Job::Batch(ms, reply) => cluster::parts(ms, reply, &mut items),
+                        Job::Close(done) => {
+                            rx.close();
+                            closers.push(done);
+                        }
+                    }
+                }
+                self.publish_cluster(items, trim).await;
+                continue;
+            }
             let mut pending = Pending::new(self.ctx.clone());
             for job in jobs.drain(..) {
                 let mut encode = |m: &Message| {
@@ -497,6 +588,13 @@ impl WriterTask {
         }
         if let Some(conn) = self.conn.take() {
             conn.finish().await;
+        }
+        if let Some(state) = self.cluster.as_mut() {
+            state.finish().await;
+            // Redirects answered while finishing are not sent again.
+            while let Ok(r) = state.incoming.try_recv() {
+                r.waiter.complete(Err(Error::Closed));
+            }
         }
         for done in closers {
             let _ = done.send(());

@@ -26,7 +26,7 @@ mod router;
 
 use switchyard_core::{Error, Result};
 
-pub use router::{Router, SlotRange};
+pub use router::{Router, SlotRange, master_of};
 
 /// Hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16_384;
@@ -96,6 +96,87 @@ pub fn key_slot(key: &[u8]) -> u16 {
         })
         .unwrap_or(key);
     crc16::State::<crc16::XMODEM>::calculate(tagged) % SLOTS
+}
+
+/// The health of a cluster through its shared connection: `Down` when no
+/// master answers or the cluster says `cluster_state:fail`; `Degraded`
+/// naming the masters that do not answer `PING` (or `ROLE` as master)
+/// within `timeout`; else `Ok`. The slot map is fetched again first.
+pub async fn cluster_health(
+    conn: &crate::SharedConnection,
+    timeout: std::time::Duration,
+) -> switchyard_core::Health {
+    use switchyard_core::Health;
+    let Some(router) = conn.client().router().cloned() else {
+        return Health::Ok;
+    };
+    let seeds = conn
+        .client()
+        .config()
+        .cluster
+        .as_ref()
+        .map(ClusterConfig::addrs)
+        .unwrap_or_default();
+    if let Err(e) = tokio::time::timeout(timeout, router.refresh())
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Transient(format!(
+                "no CLUSTER SLOTS reply within {timeout:?}"
+            )))
+        })
+    {
+        return Health::Down(format!("redis cluster at {seeds}: {e}"));
+    }
+    let masters = match router.masters().await {
+        Ok(m) => m,
+        Err(e) => return Health::Down(format!("redis cluster at {seeds}: {e}")),
+    };
+    let mut failing = Vec::new();
+    let mut state = None;
+    for m in &masters {
+        let Some(mut node) = conn.to_node(&m.host, m.port) else {
+            continue;
+        };
+        let addr = m.addr();
+        match crate::sentinel::role_health(&mut node, &addr, timeout).await {
+            Health::Ok => {}
+            other => {
+                failing.push(format!("{other:?}"));
+                continue;
+            }
+        }
+        if state.is_none() {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("INFO");
+            let info = cmd.query_async::<String>(&mut node);
+            if let Ok(Ok(text)) = tokio::time::timeout(timeout, info).await {
+                state = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cluster_state:"))
+                    .map(|v| v.trim().to_owned());
+            }
+        }
+    }
+    if failing.len() == masters.len() {
+        return Health::Down(format!(
+            "redis cluster at {seeds}: no master answers ({})",
+            failing.join("; ")
+        ));
+    }
+    if let Some(s) = state.filter(|s| s != "ok") {
+        return Health::Down(format!(
+            "redis cluster at {seeds}: cluster_state:{s} (slots without a reachable master; writes to them fail until a replica takes over)"
+        ));
+    }
+    if !failing.is_empty() {
+        return Health::Degraded(format!(
+            "redis cluster at {seeds}: {} of {} masters do not answer ({})",
+            failing.len(),
+            masters.len(),
+            failing.join("; ")
+        ));
+    }
+    Health::Ok
 }
 
 /// Splits a cluster URL (`redis+streams+cluster://[userinfo@]h1:7000,h2[/0][?query]`)

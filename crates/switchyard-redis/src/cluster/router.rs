@@ -98,7 +98,7 @@ impl Router {
         if self.map.read().is_empty() {
             self.refresh().await?;
         }
-        let (host, port) = find(&self.map.read(), slot).ok_or_else(|| {
+        let (host, port) = master_of(&self.map.read(), slot).ok_or_else(|| {
             Error::Transient(format!(
                 "redis cluster at {}: no master serves slot {slot} (CLUSTERDOWN, or slots not assigned); retrying",
                 self.seeds.addrs()
@@ -190,8 +190,9 @@ impl Router {
     }
 }
 
-/// The master serving `slot` in `map`.
-fn find(map: &[SlotRange], slot: u16) -> Option<(String, u16)> {
+/// The master serving `slot` in `map` (sorted by start, as
+/// [`Router::ranges`] returns it).
+pub fn master_of(map: &[SlotRange], slot: u16) -> Option<(String, u16)> {
     let i = map.partition_point(|r| r.end < slot);
     map.get(i)
         .filter(|r| r.start <= slot && slot <= r.end)
@@ -295,11 +296,11 @@ mod tests {
         assert_eq!(map[0].master, ("10.0.0.1".to_owned(), 7000));
         assert_eq!(map[0].replicas, vec![("10.0.0.2".to_owned(), 7003)]);
         assert_eq!(map[1].master, ("seed".to_owned(), 7001));
-        assert_eq!(find(&map, 0).unwrap().1, 7000);
-        assert_eq!(find(&map, 5460).unwrap().1, 7000);
-        assert_eq!(find(&map, 5461).unwrap().1, 7001);
-        assert_eq!(find(&map, 16383).unwrap().1, 7001);
-        assert!(find(&map[..1], 9000).is_none());
+        assert_eq!(master_of(&map, 0).unwrap().1, 7000);
+        assert_eq!(master_of(&map, 5460).unwrap().1, 7000);
+        assert_eq!(master_of(&map, 5461).unwrap().1, 7001);
+        assert_eq!(master_of(&map, 16383).unwrap().1, 7001);
+        assert!(master_of(&map[..1], 9000).is_none());
         assert!(parse_slots(&Value::Int(1), "s").is_err());
         let out_of_range = Value::Array(vec![Value::Array(vec![
             Value::Int(0),
