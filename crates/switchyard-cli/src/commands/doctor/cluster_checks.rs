@@ -48,7 +48,9 @@ pub(super) async fn run(cfg: &RedisConfig, streams: bool, globs: &[String]) -> V
                 acl.get_or_insert(c);
                 continue;
             }
-            c.detail = format!("{addr}: {}", c.detail);
+            if !c.detail.starts_with(&addr) {
+                c.detail = format!("{addr}: {}", c.detail);
+            }
             checks.push(c);
         }
     }
