@@ -27,6 +27,7 @@ mod peers;
 mod raw;
 mod scaling;
 mod svg;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +64,9 @@ enum Cmd {
     /// One of our rows alone, on its own redis-server (for profiling:
     /// `perf record -a -- bench-compare one --workload publish …`)
     One(OneArgs),
+    /// The Streams writer's protocol layer: hand-written RESP against
+    /// redis-rs on one connection, over TCP and TLS, alternating rounds
+    Wire(wire::WireArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,6 +127,7 @@ fn main() -> Result<()> {
         Cmd::Compare(args) => rt.block_on(compare(args)),
         Cmd::Scaling(args) => rt.block_on(scaling::run(args)),
         Cmd::One(args) => rt.block_on(one(args)),
+        Cmd::Wire(args) => rt.block_on(wire::run(args)),
         Cmd::Rss(_) | Cmd::Render { .. } => Ok(()),
     }
 }
