@@ -11,6 +11,9 @@
 //! - `scaling`: throughput as publishers, subscribers and topics grow, and
 //!   peak memory of a backlog and of a slow subscriber; writes
 //!   `scaling.json` and SVG charts.
+//! - `wire`: the Redis Streams writer's protocol layer, hand-written RESP
+//!   against a redis-rs pipeline on one connection, over TCP and TLS (the
+//!   TLS rows need the `tls` feature); writes `wire-SIZE.json`, `wire.md`.
 //! - `rss`: one memory scenario in this process (run by `scaling` as a
 //!   child process, so each peak RSS is measured alone).
 //!

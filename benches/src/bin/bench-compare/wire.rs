@@ -20,7 +20,11 @@
 //!
 //! Every round runs every row once, the hand-written one and the redis-rs
 //! one back to back (A B A B …), so a change in the machine's load hits both
-//! alike. Writes `wire-SIZE.json` (every round's figure) and `wire.md`.
+//! alike. Besides msg/s each run records this process' CPU time per message
+//! (all threads, `/proc/self/task/*/schedstat`, over the measured window)
+//! and how busy Redis was (`INFO cpu` over the wall time), and checks with
+//! `XLEN` that the stream holds every message. Writes `wire-SIZE.json`
+//! (every round's figures) and `wire.md`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -122,12 +126,73 @@ struct Endpoint {
     transport: Option<Arc<dyn Transport>>,
 }
 
-/// Every round's msg/s of one row, in round order.
+/// Every round's figures of one row, in round order.
 struct Series {
     transport: &'static str,
     size: usize,
     which: Which,
+    /// msg/s.
     runs: Vec<f64>,
+    /// CPU time of this process (all its threads) per message, µs.
+    client_us: Vec<f64>,
+    /// Redis' CPU time (user + sys) over the wall time of the run.
+    redis_busy: Vec<f64>,
+}
+
+/// One run's figures.
+struct Sample {
+    msgs: f64,
+    client_us: f64,
+    redis_busy: f64,
+}
+
+/// The measured window: wall time and this process' CPU time from the
+/// start of the first write to the last reply.
+struct Window {
+    started: Instant,
+    cpu0: u64,
+}
+
+impl Window {
+    fn open() -> Window {
+        Window {
+            cpu0: cpu_ns(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Seconds and CPU nanoseconds since `open`.
+    fn close(&self) -> (f64, u64) {
+        let secs = self.started.elapsed().as_secs_f64();
+        (secs, cpu_ns().saturating_sub(self.cpu0))
+    }
+}
+
+/// CPU time of every thread of this process so far, in ns (the first
+/// field of `/proc/self/task/*/schedstat`; 0 where unreadable).
+fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Redis' `used_cpu_user + used_cpu_sys`, in seconds.
+fn redis_cpu(server: &RedisServer) -> Result<f64> {
+    let info = server.info("cpu").context("INFO cpu")?;
+    let mut total = 0.0;
+    for line in info.lines() {
+        if let Some(v) = line
+            .strip_prefix("used_cpu_user:")
+            .or_else(|| line.strip_prefix("used_cpu_sys:"))
+        {
+            total += v.trim().parse::<f64>().context("INFO cpu")?;
+        }
+    }
+    Ok(total)
 }
 
 pub(crate) async fn run(args: WireArgs) -> Result<()> {
@@ -162,7 +227,7 @@ pub(crate) async fn run(args: WireArgs) -> Result<()> {
         for ep in &endpoints {
             for &size in &args.sizes {
                 for &which in &rows {
-                    let msgs = measure(
+                    let sample = measure(
                         ep,
                         which,
                         size,
@@ -174,22 +239,34 @@ pub(crate) async fn run(args: WireArgs) -> Result<()> {
                     .await
                     .with_context(|| format!("round {r}, {} {size} B, {}", ep.name, which.key()))?;
                     eprintln!(
-                        "  round {r}  {}  {size:>4} B  {:<20} {msgs:>12.0} msg/s",
+                        "  round {r}  {}  {size:>4} B  {:<20} {:>12.0} msg/s  client CPU {:.2} µs/msg  Redis busy {:.0} %",
                         ep.name,
-                        which.key()
+                        which.key(),
+                        sample.msgs,
+                        sample.client_us,
+                        sample.redis_busy * 100.0
                     );
-                    match series
-                        .iter_mut()
-                        .find(|s| s.transport == ep.name && s.size == size && s.which == which)
+                    let i = match series
+                        .iter()
+                        .position(|s| s.transport == ep.name && s.size == size && s.which == which)
                     {
-                        Some(s) => s.runs.push(msgs),
-                        None => series.push(Series {
-                            transport: ep.name,
-                            size,
-                            which,
-                            runs: vec![msgs],
-                        }),
-                    }
+                        Some(i) => i,
+                        None => {
+                            series.push(Series {
+                                transport: ep.name,
+                                size,
+                                which,
+                                runs: Vec::new(),
+                                client_us: Vec::new(),
+                                redis_busy: Vec::new(),
+                            });
+                            series.len() - 1
+                        }
+                    };
+                    let s = &mut series[i];
+                    s.runs.push(sample.msgs);
+                    s.client_us.push(sample.client_us);
+                    s.redis_busy.push(sample.redis_busy);
                 }
             }
         }
@@ -229,17 +306,24 @@ pub(crate) async fn run(args: WireArgs) -> Result<()> {
                     "runs_msgs_per_sec": s.runs.iter().map(|v| round(*v, 1)).collect::<Vec<_>>(),
                     "median_msgs_per_sec": round(med, 1),
                     "median_mb_per_sec": round(med * size as f64 / 1e6, 2),
+                    "runs_client_cpu_us_per_msg": s.client_us.iter().map(|v| round(*v, 3)).collect::<Vec<_>>(),
+                    "median_client_cpu_us_per_msg": round(median(&s.client_us), 3),
+                    "runs_redis_cpu_busy": s.redis_busy.iter().map(|v| round(*v, 3)).collect::<Vec<_>>(),
+                    "median_redis_cpu_busy": round(median(&s.redis_busy), 3),
                 })
             })
             .collect();
         let ratios: Vec<Value> = endpoints
             .iter()
             .filter_map(|ep| {
-                let per_round = ratios(&series, ep.name, size)?;
+                let per_round = ratios(&series, ep.name, size, |x| &x.runs)?;
+                let cpu = ratios(&series, ep.name, size, |x| &x.client_us)?;
                 Some(json!({
                     "transport": ep.name,
                     "hand_written_over_redis_rs_per_round": per_round.iter().map(|v| round(*v, 3)).collect::<Vec<_>>(),
                     "median": round(median(&per_round), 3),
+                    "client_cpu_hand_written_over_redis_rs_per_round": cpu.iter().map(|v| round(*v, 3)).collect::<Vec<_>>(),
+                    "client_cpu_median": round(median(&cpu), 3),
                 }))
             })
             .collect();
@@ -343,7 +427,7 @@ fn encode(path: &std::path::Path) -> String {
         .collect()
 }
 
-/// One run of `which`: msg/s. The server is flushed afterwards (untimed).
+/// One run of `which`. The server is flushed afterwards (untimed).
 async fn measure(
     ep: &Endpoint,
     which: Which,
@@ -352,7 +436,7 @@ async fn measure(
     batch: usize,
     in_flight: usize,
     publishers: u64,
-) -> Result<f64> {
+) -> Result<Sample> {
     let topic = Topic::new(format!(
         "wire-{}.{}",
         crate::raw::rand_suffix(),
@@ -371,20 +455,28 @@ async fn measure(
             Which::RedisRs => redis_rs(&ep.config, &key, &messages, n, in_flight).await,
             Which::Publish => {
                 let t = ep.transport.as_ref().context("no transport")?;
-                crate::ours::publish(t, std::slice::from_ref(&topic), size, n, publishers).await
+                let window = Window::open();
+                crate::ours::publish(t, std::slice::from_ref(&topic), size, n, publishers).await?;
+                Ok(window.close())
             }
         }
     };
-    let secs = tokio::time::timeout(RUN_TIMEOUT, measured)
+    let redis0 = redis_cpu(&ep.server)?;
+    let (secs, cpu) = tokio::time::timeout(RUN_TIMEOUT, measured)
         .await
         .map_err(|_| anyhow::anyhow!("no result within {} s", RUN_TIMEOUT.as_secs()))??;
+    let redis_secs = redis_cpu(&ep.server)? - redis0;
     let entries = ep.server.cmd(&["XLEN", &key]);
     let _ = ep.server.cmd(&["FLUSHALL"]);
     match entries {
         Ok(switchyard_testkit::RespValue::Integer(len)) if u64::try_from(len).ok() == Some(n) => {}
         other => bail!("XLEN {key} after the run: {other:?}, not {n}"),
     }
-    Ok(n as f64 / secs)
+    Ok(Sample {
+        msgs: n as f64 / secs,
+        client_us: cpu as f64 / 1e3 / n as f64,
+        redis_busy: redis_secs / secs,
+    })
 }
 
 /// A: the writer's protocol layer by hand. One task encodes each pipeline
@@ -397,7 +489,7 @@ async fn hand_written(
     messages: &[Message],
     n: u64,
     in_flight: usize,
-) -> Result<f64> {
+) -> Result<(f64, u64)> {
     let stream = switchyard_redis::lean::connect(cfg)
         .await
         .context("lean connect")?;
@@ -407,7 +499,7 @@ async fn hand_written(
     let (tx, mut rx) = mpsc::unbounded_channel::<usize>();
     let timeout = cfg.response_timeout;
     let reader_permits = permits.clone();
-    let started = Instant::now();
+    let window = Window::open();
     let reader = tokio::spawn(async move {
         let result = async {
             let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
@@ -481,14 +573,14 @@ async fn hand_written(
     .await;
     drop(tx);
     let total = reader.await.context("the reader panicked")?;
-    let secs = started.elapsed().as_secs_f64();
+    let done = window.close();
     drop(wr);
     written?;
     let total = total?;
     if total != n {
         bail!("{total} ids of {n}");
     }
-    Ok(secs)
+    Ok(done)
 }
 
 /// B: the same XADDs through redis-rs: `in_flight` tasks on one
@@ -500,7 +592,7 @@ async fn redis_rs(
     messages: &Arc<[Message]>,
     n: u64,
     in_flight: usize,
-) -> Result<f64> {
+) -> Result<(f64, u64)> {
     let client = switchyard_redis::RedisClient::new(cfg.clone()).context("redis-rs client")?;
     let conn_cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(cfg.connect_timeout))
@@ -513,7 +605,7 @@ async fn redis_rs(
     let batch = messages.len() as u64;
     let pipelines = n.div_ceil(batch);
     let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    let window = Window::open();
     let mut joins = Vec::new();
     for _ in 0..in_flight {
         let (mut conn, next, messages, key) =
@@ -543,11 +635,11 @@ async fn redis_rs(
     for j in joins {
         total += j.await.context("a redis-rs task panicked")??;
     }
-    let secs = started.elapsed().as_secs_f64();
+    let done = window.close();
     if total != n {
         bail!("{total} ids of {n}");
     }
-    Ok(secs)
+    Ok(done)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -560,8 +652,13 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Hand-written msg/s over redis-rs msg/s, round by round.
-fn ratios(series: &[Series], transport: &str, size: usize) -> Option<Vec<f64>> {
+/// Hand-written over redis-rs, round by round, of the figure `pick`s.
+fn ratios(
+    series: &[Series],
+    transport: &str,
+    size: usize,
+    pick: fn(&Series) -> &[f64],
+) -> Option<Vec<f64>> {
     let find = |w: Which| {
         series
             .iter()
@@ -569,9 +666,9 @@ fn ratios(series: &[Series], transport: &str, size: usize) -> Option<Vec<f64>> {
     };
     let (a, b) = (find(Which::HandWritten)?, find(Which::RedisRs)?);
     Some(
-        a.runs
+        pick(a)
             .iter()
-            .zip(&b.runs)
+            .zip(pick(b))
             .map(|(a, b)| if *b > 0.0 { a / b } else { 0.0 })
             .collect(),
     )
@@ -584,47 +681,122 @@ fn markdown(
     rounds: usize,
     name: &dyn Fn(Which) -> String,
 ) -> String {
+    let throughput = table(
+        series,
+        endpoints,
+        sizes,
+        rounds,
+        name,
+        Figure {
+            unit: "msg/s",
+            pick: |x| &x.runs,
+            show: thousands,
+            extra: None,
+        },
+    );
+    let cpu = table(
+        series,
+        endpoints,
+        sizes,
+        rounds,
+        name,
+        Figure {
+            unit: "client CPU µs/msg",
+            pick: |x| &x.client_us,
+            show: |v| format!("{v:.2}"),
+            extra: Some(("Redis CPU busy (median)", |x| {
+                format!("{:.0} %", median(&x.redis_busy) * 100.0)
+            })),
+        },
+    );
+    format!(
+        "Throughput (A ÷ B above 1: the hand-written path is faster):\n\n{throughput}\n\
+         CPU time of the client process per message (A ÷ B below 1: the hand-written path \
+         needs less), and how busy Redis was:\n\n{cpu}"
+    )
+}
+
+/// One figure of every row, as a table column per round.
+struct Figure {
+    unit: &'static str,
+    pick: fn(&Series) -> &[f64],
+    show: fn(f64) -> String,
+    /// A last column: its title and what it shows for a row.
+    extra: Option<(&'static str, Column)>,
+}
+
+/// What a table's last column shows for a row.
+type Column = fn(&Series) -> String;
+
+fn table(
+    series: &[Series],
+    endpoints: &[Endpoint],
+    sizes: &[usize],
+    rounds: usize,
+    name: &dyn Fn(Which) -> String,
+    figure: Figure,
+) -> String {
     let rounds = rounds.max(1);
+    let unit = figure.unit;
     let mut s = String::from("| transport | size | what |");
     for r in 1..=rounds {
-        s.push_str(&format!(" round {r} msg/s |"));
+        s.push_str(&format!(" round {r} |"));
     }
-    s.push_str(" median msg/s |\n|---|--:|---|");
+    s.push_str(&format!(" median {unit} |"));
+    if let Some((title, _)) = figure.extra {
+        s.push_str(&format!(" {title} |"));
+    }
+    s.push_str("\n|---|--:|---|");
     for _ in 0..=rounds {
         s.push_str("--:|");
     }
+    if figure.extra.is_some() {
+        s.push_str("--:|");
+    }
     s.push('\n');
-    let thousands = |v: f64| {
-        let digits = format!("{:.0}", v.max(0.0));
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    };
     for ep in endpoints {
         for &size in sizes {
-            for x in series
+            let rows: Vec<&Series> = series
                 .iter()
                 .filter(|x| x.transport == ep.name && x.size == size)
-            {
+                .collect();
+            for x in &rows {
                 s.push_str(&format!("| {} | {size} B | {} |", ep.name, name(x.which)));
-                for v in &x.runs {
-                    s.push_str(&format!(" {} |", thousands(*v)));
+                let values = (figure.pick)(x);
+                for v in values {
+                    s.push_str(&format!(" {} |", (figure.show)(*v)));
                 }
-                s.push_str(&format!(" {} |\n", thousands(median(&x.runs))));
+                s.push_str(&format!(" {} |", (figure.show)(median(values))));
+                if let Some((_, extra)) = figure.extra {
+                    s.push_str(&format!(" {} |", extra(x)));
+                }
+                s.push('\n');
             }
-            if let Some(r) = ratios(series, ep.name, size) {
+            if let Some(r) = ratios(series, ep.name, size, figure.pick) {
                 s.push_str(&format!("| {} | {size} B | **A ÷ B** |", ep.name));
                 for v in &r {
                     s.push_str(&format!(" {v:.2} |"));
                 }
-                s.push_str(&format!(" **{:.2}** |\n", median(&r)));
+                s.push_str(&format!(" **{:.2}** |", median(&r)));
+                if figure.extra.is_some() {
+                    s.push_str(" |");
+                }
+                s.push('\n');
             }
         }
     }
     s
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
