@@ -13,6 +13,10 @@ use switchyard_redis::{RedisClient, RedisConfig};
 use super::redis_checks::{node_checks, tls};
 use super::{Check, Status};
 
+/// The commands a cluster client adds to the ACL line: the slot map, the
+/// cluster's health, and `ASKING` when redis-rs follows an `ASK`.
+pub(crate) const CLUSTER_ACL: &str = " +cluster|slots +cluster|info +asking";
+
 pub(super) async fn run(cfg: &RedisConfig, streams: bool, globs: &[String]) -> Vec<Check> {
     let seeds = cfg.cluster.as_ref().map(|c| c.addrs()).unwrap_or_default();
     let router = match RedisClient::new(cfg.clone()) {
@@ -45,6 +49,8 @@ pub(super) async fn run(cfg: &RedisConfig, streams: bool, globs: &[String]) -> V
         let addr = node.addr();
         for mut c in node_checks(&node, streams, globs, Some(&slots)).await {
             if c.name == "acl" {
+                // What the cluster client sends besides (docs/cluster.md).
+                c.detail.push_str(CLUSTER_ACL);
                 acl.get_or_insert(c);
                 continue;
             }
