@@ -18,6 +18,7 @@
 
 mod backoff;
 mod breaker;
+mod buffer_watch;
 mod bus;
 mod codec;
 mod delivery;
@@ -30,6 +31,7 @@ mod transport;
 
 pub use backoff::Backoff;
 pub use breaker::{BreakerState, BreakerStats, CircuitBreaker};
+pub use buffer_watch::BufferWatch;
 pub use bus::{Bus, Typed, TypedSubscriber};
 pub use codec::Codec;
 pub use delivery::{Acknowledger, Delivery, Retry};
@@ -39,7 +41,7 @@ pub use message::{DedupId, Headers, Message, MessageId, header};
 pub use subscription::{Mode, Overflow, Start, Subscription};
 pub use topic::{DEAD_LETTER_SUFFIX, Pattern, PatternToken, Topic, TopicFilter};
 pub use transport::{
-    Capabilities, Health, Recv, Subscriber, SubscriberStats, Transport, TransportStats,
+    Capabilities, Fetched, Health, Recv, Subscriber, SubscriberStats, Transport, TransportStats,
 };
 
 pub use async_trait::async_trait;

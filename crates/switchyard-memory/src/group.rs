@@ -146,6 +146,12 @@ impl GroupState {
         }
     }
 
+    /// [`available`](Self::available) for a log of `log_len` entries ending
+    /// before `next_seq`.
+    pub(crate) fn ready(&self, log_len: usize, next_seq: u64) -> usize {
+        self.available(next_seq.saturating_sub(log_len as u64), next_seq)
+    }
+
     /// Messages that could be handed out now (an estimate: the retry queue
     /// may hold entries settled meanwhile).
     fn available(&self, first_seq: u64, next_seq: u64) -> usize {

@@ -300,10 +300,14 @@ impl MemoryTransport {
         let hub = &shared.hub;
         let (target, sub_ref) = match subscription.mode() {
             Mode::Fanout => {
-                let f = Arc::new(FanoutShared::new(
-                    subscription.buffer_size(),
-                    subscription.overflow_policy(),
-                ));
+                let f = Arc::new(
+                    FanoutShared::new(subscription.buffer_size(), subscription.overflow_policy())
+                        .with_watch(switchyard_core::BufferWatch::new(
+                            subscription,
+                            subscription.buffer_size(),
+                            format!("memory fan-out {}", subscription.filter()),
+                        )),
+                );
                 let r = SubRef::Fanout(Arc::downgrade(&f));
                 (Target::Fanout(f, start), r)
             }

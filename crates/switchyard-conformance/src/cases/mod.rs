@@ -458,6 +458,12 @@ static CASES: &[Case] = &[
         flow::backpressure_drop_newest,
         "As `backpressure_drop_oldest` with `Overflow::DropNewest`: `dropped > 0`, received + dropped == 2,000, the oldest (first) kept when ordered and exact; a message published afterwards still arrives."
     ),
+    case!(
+        "fetch_and_buffer_fill",
+        &[],
+        flow::fetch_and_buffer_fill,
+        "30 messages reach a fan-out subscriber (buffer 64) nobody reads: `stats().buffered` becomes 30 with `capacity >= 64`; `fetch(20, …)` returns 20 with `more`, `fetch(20, 300ms)` the other 10 without `more`; all 30 exactly once (in order when ordered), `buffered` 0 after; a `fetch(5, …)` while 5 are published 100 ms apart returns all 5."
+    ),
     // errors.rs
     case!(
         "invalid_topics",
