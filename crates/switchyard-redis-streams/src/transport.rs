@@ -44,7 +44,10 @@ impl RedisStreamsTransport {
     pub async fn connect(config: StreamsConfig) -> Result<Self> {
         config.validate()?;
         let client = RedisClient::new(config.redis.clone())?;
-        let conn = switchyard_redis::SharedConnection::open(client.clone()).await?;
+        let conn = switchyard_redis::connect_with_retry(&config.redis, "redis-streams", || {
+            switchyard_redis::SharedConnection::open(client.clone())
+        })
+        .await?;
         let breaker = Arc::new(CircuitBreaker::new(
             "redis",
             config.breaker_threshold,
