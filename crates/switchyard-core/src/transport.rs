@@ -8,10 +8,11 @@ use std::time::Duration;
 use futures::Stream;
 
 use crate::delivery::Delivery;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::message::{Message, MessageId};
 use crate::subscription::Subscription;
+use crate::topic::TopicFilter;
 
 /// What an adapter can do. Adapters fill it with
 /// `Capabilities { persistent: true, ..Default::default() }`; the
@@ -171,6 +172,19 @@ pub trait Transport: Send + Sync + 'static {
     /// Starts a subscription. When this returns, messages published
     /// afterwards are not missed (for `Start::Latest` too).
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>>;
+
+    /// The topics of this transport's namespace that match `filter`, with
+    /// their length, ids and consumer groups, sorted by topic. A topic's
+    /// dead-letter topic (`t:dlq`) is listed when `t` matches (wildcards
+    /// never match dead-letter names themselves). Adapters that keep no
+    /// topics (the Pub/Sub backplane) return `Error::Unsupported`.
+    async fn topics(&self, filter: &TopicFilter) -> Result<Vec<crate::TopicInfo>> {
+        let _ = filter;
+        Err(Error::Unsupported {
+            adapter: self.name(),
+            what: "listing topics (it keeps none)".into(),
+        })
+    }
 
     /// Checks the backend within a bounded time.
     async fn health(&self) -> Health;

@@ -416,6 +416,18 @@ static CASES: &[Case] = &[
         "`Start::After(id of the 10th)` of 20 published messages receives exactly the 11th to the 20th, then a message published afterwards."
     ),
     case!(
+        "topics_catalog",
+        &[Has(Replay)],
+        replay::topics_catalog,
+        "`topics()` of a pattern over two of three topics lists exactly those two, sorted, with lengths 3 and 5 and the first and last ids `publish` returned; with groups: a member (buffer 1) that acked 2 of 3 deliveries shows pending 1 plus what the adapter read ahead (its buffer of 1 and one read waiting for room: at most 3), last delivered the id that many after the 3rd and, where known, the lag to match; with dead letters: a dead-lettered message makes `a:dlq` listed (length 1) with its origin; a filter that matches nothing lists nothing."
+    ),
+    case!(
+        "topics_unsupported",
+        &[Lacks(Replay)],
+        replay::topics_unsupported,
+        "An adapter that keeps no messages answers `topics()` with `Error::Unsupported`."
+    ),
+    case!(
         "replay_unsupported",
         &[Lacks(Replay)],
         replay::replay_unsupported,
