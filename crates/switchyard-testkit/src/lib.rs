@@ -32,7 +32,11 @@
 //!   primary with [`failover`](SentinelGroup::failover) (`SENTINEL
 //!   FAILOVER`) or [`kill_primary`](SentinelGroup::kill_primary) (SIGKILL);
 //!   [`wait_for_new_primary`](SentinelGroup::wait_for_new_primary) polls
-//!   with a deadline until the sentinels agree on the new one.
+//!   with a deadline until the sentinels agree on the new one. The
+//!   sentinels may require a password
+//!   ([`SentinelOptions::sentinel_password`]), and all five processes may
+//!   speak TLS only on one shared CA ([`SentinelOptions::tls`],
+//!   [`SentinelGroup::tls_files`]).
 //! * [`RedisServer::cmd`] runs one command over a tiny RESP2 client
 //!   ([`RespConnection`], [`RespValue`]) — handy for `CONFIG SET`,
 //!   `CLIENT KILL`, `XADD` of foreign entries or `INFO` from a test.
@@ -127,7 +131,7 @@ pub use error::TestkitError;
 pub use options::{Persistence, RedisOptions, ServerKind};
 pub use proxy::FaultProxy;
 pub use resp::{DEFAULT_IO_TIMEOUT, RespConnection, RespValue};
-pub use sentinel::{SentinelGroup, SentinelOptions};
+pub use sentinel::{SentinelGroup, SentinelOptions, SentinelTlsFiles};
 pub use server::{RedisServer, redis_server_available};
 pub use tls::{CertKeyPaths, ServerCertificate, TestPki, TlsClientAuth, TlsOptions};
 pub use tls_client::TlsConnect;
