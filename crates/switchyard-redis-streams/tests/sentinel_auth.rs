@@ -21,7 +21,8 @@ use switchyard_testkit::{SentinelGroup, SentinelOptions};
 const N: u64 = 50;
 /// Deadline for consuming them.
 const WAIT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Generous for a loaded machine; a refusal comes well within it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const NODE_PW: &str = "node-pw-4711";
 const SENTINEL_PW: &str = "sentinel-pw-0815";
@@ -59,9 +60,10 @@ fn hosts(group: &SentinelGroup) -> String {
 /// A Sentinel URL with the nodes' password and `extra` parameters.
 fn url(group: &SentinelGroup, ns: &str, extra: &str) -> String {
     format!(
-        "redis+streams+sentinel://:{NODE_PW}@{}/{}/0?namespace={ns}&block=200ms&connect_timeout=1s{extra}",
+        "redis+streams+sentinel://:{NODE_PW}@{}/{}/0?namespace={ns}&block=200ms&connect_timeout={}ms{extra}",
         hosts(group),
-        group.master_name()
+        group.master_name(),
+        CONNECT_TIMEOUT.as_millis()
     )
 }
 

@@ -32,7 +32,9 @@
 //!   primary with [`failover`](SentinelGroup::failover) (`SENTINEL
 //!   FAILOVER`) or [`kill_primary`](SentinelGroup::kill_primary) (SIGKILL);
 //!   [`wait_for_new_primary`](SentinelGroup::wait_for_new_primary) polls
-//!   with a deadline until the sentinels agree on the new one. The
+//!   with a deadline until the sentinels agree on the new one
+//!   ([`failover_and_wait`](SentinelGroup::failover_and_wait) does both,
+//!   asking again when a CPU-starved sentinel dropped the request). The
 //!   sentinels may require a password
 //!   ([`SentinelOptions::sentinel_password`]), and all five processes may
 //!   speak TLS only on one shared CA ([`SentinelOptions::tls`],

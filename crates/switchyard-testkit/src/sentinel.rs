@@ -263,6 +263,7 @@ pub struct SentinelGroup {
     kind: ServerKind,
     nodes: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
+    failover_timeout: Duration,
     // Declared after the processes: its directory is removed only once
     // they are gone.
     pki: Option<TestPki>,
@@ -338,6 +339,7 @@ impl SentinelGroup {
             kind,
             nodes: vec![primary, replica],
             sentinels: Vec::with_capacity(SENTINELS),
+            failover_timeout: opts.failover_timeout,
             pki,
         };
         // One deadline for the whole readiness wait (each process' own
@@ -586,6 +588,36 @@ impl SentinelGroup {
             }
         }
         Err(last)
+    }
+
+    /// [`failover`](Self::failover), then
+    /// [`wait_for_new_primary`](Self::wait_for_new_primary) with the
+    /// primary of before; returns the new primary's address.
+    ///
+    /// A sentinel starved of CPU for over 2 s enters TILT mode, and a
+    /// requested failover then runs into `failover-timeout` and is dropped:
+    /// nothing retries it. So when no new primary is there after twice
+    /// [`SentinelOptions::failover_timeout`] (at least 10 s), the failover
+    /// is requested again, as an operator would (an `-INPROG` or
+    /// `-NOGOODSLAVE` reply just means "wait"), until `timeout` passes.
+    pub fn failover_and_wait(&self, timeout: Duration) -> Result<SocketAddr, TestkitError> {
+        let deadline = Instant::now() + timeout;
+        let old = self.current_primary_addr()?;
+        let retry_after = (self.failover_timeout * 2).max(Duration::from_secs(10));
+        loop {
+            match self.failover() {
+                Ok(()) | Err(TestkitError::Reply(_)) => {}
+                Err(e) => return Err(e),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait_for_new_primary(old, left.min(retry_after)) {
+                Ok(new) => return Ok(new),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no new primary yet; requesting the failover again");
+                }
+            }
+        }
     }
 
     /// Kills the current primary with SIGKILL and returns its address (pass

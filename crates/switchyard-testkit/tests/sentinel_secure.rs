@@ -23,9 +23,8 @@ fn failover_moves_the_primary(group: &SentinelGroup) {
     conn.command(&["SET", "k", "v"]).unwrap();
     let acked = conn.command(&["WAIT", "1", "10000"]).unwrap();
     assert_eq!(acked.as_int(), Some(1));
-    group.failover().unwrap();
     let new = group
-        .wait_for_new_primary(old, FAILOVER_DEADLINE)
+        .failover_and_wait(FAILOVER_DEADLINE)
         .unwrap_or_else(|e| panic!("{e}\n{}", group.log_tails()));
     assert_ne!(old, new);
     assert_eq!(group.primary().unwrap().addr(), new);
