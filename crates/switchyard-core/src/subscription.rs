@@ -77,6 +77,7 @@ pub struct Subscription {
     ack_timeout: Duration,
     buffer_warn_percent: u8,
     buffer_warn_after: Duration,
+    max_in_flight: Option<usize>,
 }
 
 impl Subscription {
@@ -113,6 +114,7 @@ impl Subscription {
             ack_timeout: Self::DEFAULT_ACK_TIMEOUT,
             buffer_warn_percent: Self::DEFAULT_BUFFER_WARN_PERCENT,
             buffer_warn_after: Self::DEFAULT_BUFFER_WARN_AFTER,
+            max_in_flight: None,
         }
     }
 
@@ -209,6 +211,24 @@ impl Subscription {
         self
     }
 
+    /// Flow control for a group member: at most `n` deliveries it took and
+    /// has not settled yet (like JetStream's `max_ack_pending`), so a busy
+    /// member does not hoard messages other members could take. Counted
+    /// are the deliveries in the application's hands and, on Redis, those
+    /// read ahead into the local buffer. 1 to
+    /// [`Subscription::MAX_BUFFER`]; default: no limit (the buffer bounds
+    /// what is read ahead). Group mode only: a fan-out subscription with it
+    /// is refused.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = Some(n);
+        self
+    }
+
+    /// The [`max_in_flight`](Self::max_in_flight) limit, if any.
+    pub fn max_in_flight_value(&self) -> Option<usize> {
+        self.max_in_flight
+    }
+
     /// The back-pressure warning's threshold (percent) and duration.
     pub fn buffer_warning_values(&self) -> (u8, Duration) {
         (self.buffer_warn_percent, self.buffer_warn_after)
@@ -287,6 +307,19 @@ impl Subscription {
                 "buffer_warning takes a percent of 1 to 100 and a duration of 0 to 1h, got {} % and {:?} (set with Subscription::buffer_warning)",
                 self.buffer_warn_percent, self.buffer_warn_after
             )));
+        }
+        if let Some(n) = self.max_in_flight {
+            if !(1..=Self::MAX_BUFFER).contains(&n) {
+                return Err(Error::InvalidConfig(format!(
+                    "max_in_flight must be 1 to {}, got {n} (set with Subscription::max_in_flight)",
+                    Self::MAX_BUFFER
+                )));
+            }
+            if matches!(self.mode, Mode::Fanout) {
+                return Err(Error::InvalidConfig(
+                    "max_in_flight limits a group member's unsettled deliveries; a fan-out subscription has none (remove it, or join a group)".into(),
+                ));
+            }
         }
         if let Mode::Group { group, consumer } = &self.mode {
             validate_name("group", group)?;

@@ -12,7 +12,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -111,7 +111,10 @@ impl GroupState {
         self.woken.retain(|(w, _)| *w != id);
         let mut released = 0;
         for (seq, p) in &mut self.pending {
-            if matches!(&p.state, PendingState::Held { member, .. } if member.id == id) {
+            if let PendingState::Held { member, .. } = &p.state
+                && member.id == id
+            {
+                member.let_go(wakers);
                 p.state = PendingState::Ready;
                 self.retry.push_back((*seq, log_end));
                 released += 1;
@@ -257,6 +260,7 @@ impl GroupState {
                 member: member.clone(),
                 deadline: deadline_after(now, member.ack_timeout),
             };
+            member.holding.fetch_add(1, Ordering::AcqRel);
             return Some((p.entry.clone(), p.attempt));
         }
         if self.cursor >= next_seq {
@@ -276,12 +280,21 @@ impl GroupState {
                 },
             },
         );
+        member.holding.fetch_add(1, Ordering::AcqRel);
         Some((entry, 1))
     }
 
     /// Acknowledges `seq`: it is never delivered again, whoever holds it.
-    pub(crate) fn ack(&mut self, seq: u64) -> bool {
-        self.pending.remove(&seq).is_some()
+    pub(crate) fn ack(&mut self, seq: u64, wakers: &mut Wakers) -> bool {
+        match self.pending.remove(&seq) {
+            Some(p) => {
+                if let PendingState::Held { member, .. } = &p.state {
+                    member.let_go(wakers);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     fn held_by(&mut self, seq: u64, member: &MemberShared, attempt: u32) -> Option<&mut Pending> {
@@ -305,7 +318,11 @@ impl GroupState {
         log_end: u64,
         wakers: &mut Wakers,
     ) -> NackOutcome {
-        let Some(p) = self.held_by(seq, member, attempt) else {
+        if self.held_by(seq, member, attempt).is_none() {
+            return NackOutcome::Stale;
+        }
+        member.let_go(wakers);
+        let Some(p) = self.pending.get_mut(&seq) else {
             return NackOutcome::Stale;
         };
         let reason = match retry {
@@ -393,6 +410,7 @@ impl GroupState {
             let PendingState::Held { member, .. } = &p.state else {
                 continue;
             };
+            member.let_go(wakers);
             if p.attempt >= member.max_attempts {
                 let member = member.clone();
                 let attempts = p.attempt;
@@ -467,6 +485,10 @@ pub(crate) struct MemberShared {
     pub(crate) nacked: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) lost_to_retention: AtomicU64,
+    /// Deliveries held now (handed out, not settled).
+    holding: AtomicUsize,
+    /// `Subscription::max_in_flight` (`usize::MAX`: no limit).
+    max_in_flight: usize,
 }
 
 impl MemberShared {
@@ -492,6 +514,33 @@ impl MemberShared {
             nacked: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             lost_to_retention: AtomicU64::new(0),
+            holding: AtomicUsize::new(0),
+            max_in_flight: usize::MAX,
+        }
+    }
+
+    /// Limits the deliveries held at once (`Subscription::max_in_flight`).
+    pub(crate) fn with_max_in_flight(mut self, max: Option<usize>) -> Self {
+        self.max_in_flight = max.unwrap_or(usize::MAX).max(1);
+        self
+    }
+
+    /// Whether the member holds `max_in_flight` deliveries now.
+    pub(crate) fn at_limit(&self) -> bool {
+        self.holding.load(Ordering::Acquire) >= self.max_in_flight
+    }
+
+    /// A delivery this member held was settled or taken back: one less
+    /// held; a member that waited at its limit is woken.
+    fn let_go(&self, wakers: &mut Wakers) {
+        let before = self
+            .holding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if before >= self.max_in_flight && self.waiting.load(Ordering::Acquire) {
+            self.wake(wakers);
         }
     }
 

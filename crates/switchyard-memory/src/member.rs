@@ -74,7 +74,7 @@ impl Acknowledger for GroupAcker {
     async fn ack(&self, delivery: &Delivery) -> Result<()> {
         let seq = delivery.id().seq;
         self.member.acked.fetch_add(1, Ordering::Relaxed);
-        self.with_group(|g, _, _| (g.ack(seq), None));
+        self.with_group(|g, _, wakers| (g.ack(seq, wakers), None));
         Ok(())
     }
 
@@ -168,7 +168,7 @@ impl MemberSubscriber {
 
     fn try_take(&mut self) -> Option<Delivery> {
         let n = self.attached.len();
-        if n == 0 {
+        if n == 0 || self.shared.at_limit() {
             return None;
         }
         let now = Instant::now();

@@ -313,12 +313,15 @@ impl MemoryTransport {
             }
             Mode::Group { group, consumer } => {
                 hub.ensure_ticker();
-                let m = Arc::new(MemberShared::new(
-                    group,
-                    consumer,
-                    subscription.max_attempts_value(),
-                    subscription.ack_timeout_value(),
-                ));
+                let m = Arc::new(
+                    MemberShared::new(
+                        group,
+                        consumer,
+                        subscription.max_attempts_value(),
+                        subscription.ack_timeout_value(),
+                    )
+                    .with_max_in_flight(subscription.max_in_flight_value()),
+                );
                 let r = SubRef::Member(Arc::downgrade(&m));
                 (Target::Member(m, start), r)
             }

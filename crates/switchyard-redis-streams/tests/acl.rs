@@ -45,6 +45,8 @@ const SERVICE_COMMANDS: &[&str] = &[
     "+script|load",
     "+client|id",
     "+client|unblock",
+    "+xinfo|stream",
+    "+xinfo|groups",
 ];
 
 /// Creates `user` with the service line for `ns`, without `missing`.

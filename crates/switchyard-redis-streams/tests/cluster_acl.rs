@@ -33,6 +33,8 @@ const LINE: &[&str] = &[
     "+script|load",
     "+client|id",
     "+client|unblock",
+    "+xinfo|stream",
+    "+xinfo|groups",
     "+cluster|slots",
     "+cluster|info",
     "+asking",

@@ -47,6 +47,8 @@ const SERVICE_COMMANDS: &[&str] = &[
     "+script|load",
     "+client|id",
     "+client|unblock",
+    "+xinfo|stream",
+    "+xinfo|groups",
 ];
 
 /// `ACL SETUSER <user> on ><password> resetkeys resetchannels ~<ns>:* <commands>`.

@@ -267,3 +267,86 @@ pub async fn fetch_and_buffer_fill(ctx: &Ctx) -> CaseResult {
     sub.close().await?;
     Ok(())
 }
+
+/// `max_in_flight`: a member at its limit takes nothing more; the others
+/// get the rest; a settlement frees a slot.
+pub async fn max_in_flight_limits_a_member(ctx: &Ctx) -> CaseResult {
+    use switchyard_core::{Error, Start};
+    let tuning = ctx.tuning().clone();
+    let t = ctx.connect().await?;
+    let topic = ctx.topic("inflight")?;
+    // A fan-out subscription has nothing in flight: refused.
+    match t
+        .subscribe(Subscription::new(topic.clone()).max_in_flight(2))
+        .await
+    {
+        Err(Error::InvalidConfig(_)) => {}
+        Err(e) => bail!("fan-out with max_in_flight: want InvalidConfig, got {e}"),
+        Ok(_) => bail!("fan-out with max_in_flight: want InvalidConfig, got a subscriber"),
+    }
+    let mut busy = subscribe(
+        &t,
+        Subscription::new(topic.clone())
+            .group_member("workers", "busy")
+            .start(Start::Earliest)
+            .max_in_flight(2)
+            .ack_timeout(Duration::from_secs(600)),
+        "member with max_in_flight(2)",
+    )
+    .await?;
+    publish_range(&t, &topic, "m", 0..20).await?;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(next(&mut busy, tuning.recv_timeout, "busy member's first two").await?);
+    }
+    let mut other = subscribe(
+        &t,
+        Subscription::new(topic.clone())
+            .group_member("workers", "other")
+            .start(Start::Earliest),
+        "member without a limit",
+    )
+    .await?;
+    // The other member gets all 18 the busy one may not take.
+    let mut all: Vec<usize> = indices("m", &held)?;
+    for _ in 0..18 {
+        let d = next(&mut other, tuning.recv_timeout, "the other member's share").await?;
+        all.push(crate::support::index_of("m", &d)?);
+        d.ack().await?;
+    }
+    exactly_once(&all, 20, "the two members together")?;
+    // While the busy member holds 2, 5 more all go to the other one.
+    publish_range(&t, &topic, "n", 0..5).await?;
+    let mut five = Vec::new();
+    for _ in 0..5 {
+        let d = next(
+            &mut other,
+            tuning.recv_timeout,
+            "5 published while busy is at its limit",
+        )
+        .await?;
+        five.push(crate::support::index_of("n", &d)?);
+        d.ack().await?;
+    }
+    exactly_once(&five, 5, "the other member")?;
+    if let Ok(Some(item)) = timeout(tuning.quiet_period, busy.recv()).await {
+        bail!("the member at max_in_flight(2) took a third delivery: {item:?}");
+    }
+    // A settlement frees a slot: with the other member gone, the busy one
+    // takes the next message.
+    other.close().await?;
+    held.pop().context("two held")?.ack().await?;
+    publish_range(&t, &topic, "p", 0..1).await?;
+    let d = next(&mut busy, tuning.recv_timeout, "busy after acking one").await?;
+    ensure!(
+        crate::support::index_of("p", &d)? == 0,
+        "busy got {:?}",
+        d.payload()
+    );
+    d.ack().await?;
+    for d in held {
+        d.ack().await?;
+    }
+    busy.close().await?;
+    Ok(())
+}

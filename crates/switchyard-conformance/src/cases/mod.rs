@@ -476,6 +476,12 @@ static CASES: &[Case] = &[
         flow::fetch_and_buffer_fill,
         "30 messages reach a fan-out subscriber (buffer 64) nobody reads: `stats().buffered` becomes 30 with `capacity >= 64`; `fetch(20, …)` returns 20 with `more`, `fetch(20, 300ms)` the other 10 without `more`; all 30 exactly once (in order when ordered), `buffered` 0 after; a `fetch(5, …)` while 5 are published 100 ms apart returns all 5."
     ),
+    case!(
+        "max_in_flight_limits_a_member",
+        &[Has(ConsumerGroups)],
+        flow::max_in_flight_limits_a_member,
+        "A fan-out subscription with `max_in_flight` is refused (`InvalidConfig`); a member with `max_in_flight(2)` that holds 2 of 20 takes nothing more while another member gets the other 18 and then all 5 published meanwhile; once it acks one (and the other left), it takes the next message."
+    ),
     // errors.rs
     case!(
         "invalid_topics",

@@ -51,7 +51,7 @@ impl Acknowledger for StreamAcker {
     async fn ack(&self, delivery: &Delivery) -> Result<()> {
         let g = &self.group;
         let id = delivery.id();
-        g.tracker.lock().remove(self.stream.idx, id);
+        g.untrack(self.stream.idx, id);
         let op = AckOp {
             stream: self.stream.idx,
             id,
@@ -127,7 +127,7 @@ impl Group {
     /// and the next claim round — here, triggered right away, or of any
     /// other member — takes it.
     pub(crate) fn release(&self, stream: u32, id: MessageId, count: Option<u32>) {
-        self.tracker.lock().remove(stream, id);
+        self.untrack(stream, id);
         {
             let mut r = self.releases.lock();
             if r.len() >= MAX_RELEASES {

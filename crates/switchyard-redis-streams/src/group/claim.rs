@@ -66,7 +66,11 @@ async fn claim_stream(g: &Group, stream: &Stream) -> redis::RedisResult<()> {
     for _ in 0..MAX_CALLS_PER_ROUND {
         // Claim only what the buffer takes, under every overflow policy: a
         // claimed entry that is dropped again would only count an attempt.
-        let count = g.queue.room().min(g.inner.config.read_count);
+        let count = g
+            .queue
+            .room()
+            .min(g.inner.config.read_count)
+            .min(g.in_flight_room());
         if count == 0 {
             // Full: leave them to other members (or the next round).
             return Ok(());

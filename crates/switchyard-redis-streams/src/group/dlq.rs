@@ -83,7 +83,7 @@ pub(crate) async fn dead_letter(
     reason: &str,
     attempts: u32,
 ) -> Result<Outcome> {
-    g.tracker.lock().remove(stream.idx, id);
+    g.untrack(stream.idx, id);
     let reason = truncate(reason, MAX_REASON);
     let Some(dlq_key) = &stream.dlq_key else {
         // Dead letters are not dead-lettered again: ack, and leave the entry

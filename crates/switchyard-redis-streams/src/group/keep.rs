@@ -468,7 +468,7 @@ pub(crate) async fn extend(g: &Group, stream: &Stream, id: MessageId, attempt: u
             stream.topic
         )))
     } else {
-        g.tracker.lock().remove(stream.idx, id);
+        g.untrack(stream.idx, id);
         Err(Error::Backend(format!(
             "in_progress: entry {id} of {} is no longer pending for consumer {:?} of group {:?} (settled, or claimed by another member after its ack timeout)",
             stream.topic, g.cfg.consumer, g.cfg.group

@@ -106,6 +106,8 @@ pub(crate) struct Settings {
     pub(crate) claim_interval: Duration,
     pub(crate) overflow: Overflow,
     pub(crate) buffer: usize,
+    /// `Subscription::max_in_flight`.
+    pub(crate) max_in_flight: Option<usize>,
 }
 
 /// State shared by a group subscriber, its tasks and its acknowledgers.
@@ -121,6 +123,9 @@ pub(crate) struct Group {
     pub(crate) claim_now: Notify,
     /// Wakes the keeper (releases or an earlier delay are waiting).
     pub(crate) keep_now: Notify,
+    /// Signalled when an entry stops being held (settled, given back):
+    /// a reader waiting at `max_in_flight` reads again.
+    pub(crate) settled: Notify,
     /// Entries given back by `nack(Now)`, a due `nack(After)`, a dropped
     /// delivery, an overflow drop or a close, for the keeper to make
     /// claimable at once.
@@ -267,12 +272,39 @@ impl Group {
     }
 
     /// Entries to fetch in one read: what fits the buffer under `Block`
-    /// (at least 1), `read_count` otherwise.
+    /// (at least 1), `read_count` otherwise; never more than
+    /// `max_in_flight` leaves room for (0 at the limit).
     pub(crate) fn fetch_count(&self) -> usize {
         let max = self.inner.config.read_count.max(1);
-        match self.cfg.overflow {
+        let count = match self.cfg.overflow {
             Overflow::DropOldest | Overflow::DropNewest => max,
             _ => self.queue.room().clamp(1, max),
+        };
+        count.min(self.in_flight_room())
+    }
+
+    /// How many more entries `max_in_flight` lets this member hold.
+    pub(crate) fn in_flight_room(&self) -> usize {
+        match self.cfg.max_in_flight {
+            Some(max) => max.saturating_sub(self.tracker.lock().len()),
+            None => usize::MAX,
+        }
+    }
+
+    /// Stops holding an entry (settled, given back, gone) and lets a
+    /// reader waiting at `max_in_flight` read again.
+    pub(crate) fn untrack(&self, stream: u32, id: MessageId) {
+        self.tracker.lock().remove(stream, id);
+        self.settled.notify_one();
+    }
+
+    /// At `max_in_flight`: waits (at most a second) until an entry stops
+    /// being held or the subscriber stops.
+    pub(crate) async fn wait_for_room(&self) {
+        tokio::select! {
+            () = self.settled.notified() => {}
+            () = self.stopped() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
@@ -337,6 +369,7 @@ pub(crate) async fn subscribe(
             .max(Duration::from_millis(1)),
         overflow: sub.overflow_policy(),
         buffer: sub.buffer_size(),
+        max_in_flight: sub.max_in_flight_value(),
     };
     // Create the groups before returning, so that with `Start::Latest`
     // (`$` at creation) nothing published after `subscribe` is missed.
@@ -364,6 +397,7 @@ pub(crate) async fn subscribe(
         acks,
         claim_now: Notify::new(),
         keep_now: Notify::new(),
+        settled: Notify::new(),
         releases: Mutex::new(Vec::new()),
         started: Instant::now(),
         flushed: watch::channel(false).0,

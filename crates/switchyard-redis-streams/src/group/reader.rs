@@ -340,6 +340,11 @@ impl Reader {
     /// its history phase.
     async fn read_history(&mut self, mut conn: MultiplexedConnection) -> redis::RedisResult<bool> {
         let count = self.g.fetch_count();
+        if count == 0 {
+            // At max_in_flight: read again once something is settled.
+            self.g.wait_for_room().await;
+            return Ok(!self.g.is_stopped());
+        }
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.g.cfg.group)
@@ -378,6 +383,11 @@ impl Reader {
     /// Blocks for new entries of every stream.
     async fn read_new(&mut self, mut conn: MultiplexedConnection) -> redis::RedisResult<bool> {
         let count = self.g.fetch_count();
+        if count == 0 {
+            // At max_in_flight: read again once something is settled.
+            self.g.wait_for_room().await;
+            return Ok(!self.g.is_stopped());
+        }
         let block = millis(self.g.inner.config.block).max(1);
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")

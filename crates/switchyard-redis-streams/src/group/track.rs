@@ -246,7 +246,6 @@ impl Tracker {
     }
 
     /// How many entries are held in all.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }

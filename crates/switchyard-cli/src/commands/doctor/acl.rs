@@ -29,6 +29,8 @@ pub(crate) const STREAMS_SERVICE: &[&str] = &[
     "script|load",
     "client|id",
     "client|unblock",
+    "xinfo|stream",
+    "xinfo|groups",
 ];
 
 /// What the CLI adds for the Streams adapter: `dlq` (`xlen`, `xdel`,
@@ -38,8 +40,6 @@ pub(crate) const STREAMS_OPS: &[&str] = &[
     "xlen",
     "xdel",
     "xtrim",
-    "xinfo|stream",
-    "xinfo|groups",
     "time",
     "info",
     "del",
