@@ -87,6 +87,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod config;
 mod envelope;
 #[doc(hidden)]
@@ -94,6 +95,7 @@ pub mod fuzzing;
 mod gaps;
 mod glob;
 mod outbox;
+mod partition;
 mod publisher;
 mod receiver;
 mod registry;
@@ -118,6 +120,8 @@ pub const SCHEMES: &[&str] = &[
     "rediss+pubsub",
     "redis+pubsub+sentinel",
     "rediss+pubsub+sentinel",
+    "redis+pubsub+cluster",
+    "rediss+pubsub+cluster",
 ];
 
 /// Splits the `origin` of an `Error::Lost` from this adapter into the

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::config::channel_name;
 pub(crate) use crate::glob::pattern_glob;
+use crate::partition::Partitions;
 use crate::receiver::{is_lost_origin, lost_origin};
 use crate::stats::add;
 
@@ -267,17 +268,38 @@ struct Inner {
 /// Every local subscriber fed from Redis.
 pub(crate) struct Registry {
     namespace: String,
+    /// On a Redis Cluster: the partitions a topic maps onto. A topic then
+    /// holds its partition's channel and a pattern every partition's
+    /// channel (no glob).
+    partitions: Option<Arc<Partitions>>,
     inner: Mutex<Inner>,
     /// Signalled whenever the desired channels or patterns change.
     pub(crate) changed: Notify,
 }
 
 impl Registry {
-    pub(crate) fn new(namespace: &str) -> Self {
+    pub(crate) fn new(namespace: &str, partitions: Option<Arc<Partitions>>) -> Self {
         Registry {
             namespace: namespace.to_owned(),
+            partitions,
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
+        }
+    }
+
+    /// The channel a subscription to `topic` holds.
+    fn topic_channel(&self, topic: &str) -> String {
+        match &self.partitions {
+            Some(p) => p.channel_of(topic).to_owned(),
+            None => channel_name(&self.namespace, topic),
+        }
+    }
+
+    /// The channels (`true`) or the glob (`false`) a pattern holds.
+    fn pattern_names(&self, p: &Pattern) -> (bool, Vec<String>) {
+        match &self.partitions {
+            Some(parts) => (true, parts.channels().to_vec()),
+            None => (false, vec![pattern_glob(&self.namespace, p)]),
         }
     }
 
@@ -302,14 +324,22 @@ impl Registry {
                         .or_default()
                         .push((id, queue.clone()));
                     *g.channels
-                        .entry(channel_name(&self.namespace, t.as_str()))
+                        .entry(self.topic_channel(t.as_str()))
                         .or_default() += 1;
                 }
             }
             None => {
                 if let TopicFilter::Pattern(p) = filter {
                     g.patterns.push((id, p.clone(), queue.clone()));
-                    *g.globs.entry(pattern_glob(&self.namespace, p)).or_default() += 1;
+                    let (channels, names) = self.pattern_names(p);
+                    let held = if channels {
+                        &mut g.channels
+                    } else {
+                        &mut g.globs
+                    };
+                    for n in names {
+                        *held.entry(n).or_default() += 1;
+                    }
                 }
             }
         }
@@ -324,12 +354,17 @@ impl Registry {
     /// `filter`.
     pub(crate) fn names(&self, filter: &TopicFilter) -> Vec<String> {
         match filter.topics() {
-            Some(topics) => topics
-                .iter()
-                .map(|t| channel_name(&self.namespace, t.as_str()))
-                .collect(),
+            Some(topics) => {
+                let mut names: Vec<String> = topics
+                    .iter()
+                    .map(|t| self.topic_channel(t.as_str()))
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+            }
             None => match filter {
-                TopicFilter::Pattern(p) => vec![pattern_glob(&self.namespace, p)],
+                TopicFilter::Pattern(p) => self.pattern_names(p).1,
                 _ => Vec::new(),
             },
         }
@@ -354,7 +389,7 @@ impl Registry {
                     if list.is_empty() {
                         g.exact.remove(t);
                     }
-                    decrement(&mut g.channels, channel_name(&self.namespace, t.as_str()));
+                    decrement(&mut g.channels, self.topic_channel(t.as_str()));
                 }
             }
             None => {
@@ -363,7 +398,15 @@ impl Registry {
                 if g.patterns.len() != before {
                     removed = true;
                     if let TopicFilter::Pattern(p) = filter {
-                        decrement(&mut g.globs, pattern_glob(&self.namespace, p));
+                        let (channels, names) = self.pattern_names(p);
+                        let held = if channels {
+                            &mut g.channels
+                        } else {
+                            &mut g.globs
+                        };
+                        for n in names {
+                            decrement(held, n);
+                        }
                     }
                 }
             }
@@ -576,8 +619,34 @@ mod tests {
     }
 
     #[test]
+    fn partitioned_reference_counts() {
+        let parts = Arc::new(Partitions::new("ns", 4));
+        let r = Registry::new("ns", Some(parts.clone()));
+        let q = || Arc::new(RemoteQueue::new(4, Overflow::DropNewest));
+        let f1 = TopicFilter::parse("a.b").unwrap();
+        let f2 = TopicFilter::parse("a.*").unwrap();
+        let (id1, _) = r.register(&f1, q()).unwrap();
+        let d = r.desired();
+        assert_eq!(
+            d.channels,
+            HashSet::from([parts.channel_of("a.b").to_owned()])
+        );
+        assert!(d.globs.is_empty());
+        assert_eq!(r.names(&f1), vec![parts.channel_of("a.b").to_owned()]);
+        // A pattern needs every partition, and no glob.
+        let (id2, _) = r.register(&f2, q()).unwrap();
+        assert_eq!(r.desired().channels.len(), 4);
+        assert!(r.desired().globs.is_empty());
+        assert_eq!(r.names(&f2).len(), 4);
+        r.deregister(id2, &f2);
+        assert_eq!(r.desired().channels.len(), 1);
+        r.deregister(id1, &f1);
+        assert_eq!(r.subscription_count(), 0);
+    }
+
+    #[test]
     fn reference_counts() {
-        let r = Registry::new("ns");
+        let r = Registry::new("ns", None);
         let q = || Arc::new(RemoteQueue::new(4, Overflow::DropNewest));
         let f1 = TopicFilter::parse("a.b").unwrap();
         let f2 = TopicFilter::parse("a.b, c").unwrap();

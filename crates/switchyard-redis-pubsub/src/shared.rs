@@ -17,6 +17,7 @@ use crate::config::PubSubConfig;
 use crate::envelope::Origin;
 use crate::gaps::GapTracker;
 use crate::outbox::{Outbox, sleep_or_cancel};
+use crate::partition::Partitions;
 use crate::registry::Registry;
 use crate::stats::{Counters, WarnLimiter, add};
 use crate::subconn::SubConn;
@@ -91,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) last_failure: Mutex<Option<String>>,
     /// The connection opened by `connect`, handed to the receiving loop.
     pub(crate) initial: Mutex<Option<SubConn>>,
+    /// On a Redis Cluster: the partitions topics map onto.
+    pub(crate) partitions: Option<Arc<Partitions>>,
 }
 
 /// Runs `task` on its own Tokio task and starts it again (after a jittered
@@ -146,7 +149,7 @@ mod tests {
             client: RedisClient::new(config.redis.clone()).unwrap(),
             origin: Origin { id: 1, epoch: 1 },
             origin_hex: origin_hex(1),
-            registry: Arc::new(Registry::new("ns")),
+            registry: Arc::new(Registry::new("ns", None)),
             outbox: Outbox::new(1, usize::MAX),
             tracker: Mutex::new(GapTracker::new(1)),
             counters: Counters::default(),
@@ -158,6 +161,7 @@ mod tests {
             denied: switchyard_redis::denied::Denials::new(),
             last_failure: Mutex::new(None),
             initial: Mutex::new(None),
+            partitions: None,
             config,
         })
     }

@@ -20,10 +20,12 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{self, run_cluster_receiver};
 use crate::config::{PubSubConfig, channel_name};
 use crate::envelope::{self, Origin, origin_hex};
 use crate::gaps::GapTracker;
 use crate::outbox::{Outbox, OutboxEntry, run_sender};
+use crate::partition::Partitions;
 use crate::publisher::PublishConn;
 use crate::receiver::run_receiver;
 use crate::registry::{Registry, RemoteQueue};
@@ -56,6 +58,9 @@ pub struct RedisPubSubTransport {
     /// The connection `health()` asks `ROLE` on, opened on first use and
     /// dropped after a failure (one at a time: the lock bounds it).
     role_conn: tokio::sync::Mutex<Option<switchyard_redis::redis::aio::MultiplexedConnection>>,
+    /// On a cluster: the connection `health()` checks the masters and
+    /// `cluster_state` on, opened on first use, dropped after a failure.
+    cluster_conn: tokio::sync::Mutex<Option<switchyard_redis::SharedConnection>>,
 }
 
 impl fmt::Debug for RedisPubSubTransport {
@@ -90,11 +95,18 @@ impl RedisPubSubTransport {
     pub async fn connect(config: PubSubConfig) -> Result<Self> {
         config.validate()?;
         let client = RedisClient::new(config.redis.clone())?;
-        // The publishing side must connect (and authenticate) too; the
-        // sender opens its own connection from here on.
-        let (pubsub, publisher) =
-            tokio::try_join!(SubConn::open(&client), PublishConn::open(&client))?;
-        drop(publisher);
+        let (pubsub, partitions) = if client.is_cluster() {
+            connect_cluster(&client).await?;
+            let parts = Partitions::new(&config.redis.namespace, config.partitions);
+            (None, Some(Arc::new(parts)))
+        } else {
+            // The publishing side must connect (and authenticate) too; the
+            // sender opens its own connection from here on.
+            let (pubsub, publisher) =
+                tokio::try_join!(SubConn::open(&client), PublishConn::open(&client))?;
+            drop(publisher);
+            (Some(pubsub), None)
+        };
         let epoch = next_epoch();
         let origin = Origin {
             id: config.instance_id.unwrap_or_else(rand::random),
@@ -106,7 +118,7 @@ impl RedisPubSubTransport {
         let shared = Arc::new(Shared {
             origin,
             origin_hex: origin_hex(origin.id),
-            registry: Arc::new(Registry::new(&config.redis.namespace)),
+            registry: Arc::new(Registry::new(&config.redis.namespace, partitions.clone())),
             outbox: Outbox::new(config.outbox_capacity, config.outbox_bytes),
             tracker: Mutex::new(GapTracker::new(config.gap_tracker_capacity)),
             counters: Counters::default(),
@@ -117,13 +129,24 @@ impl RedisPubSubTransport {
             refusals: Mutex::new(VecDeque::new()),
             denied: switchyard_redis::denied::Denials::new(),
             last_failure: Mutex::new(None),
-            initial: Mutex::new(Some(pubsub)),
+            initial: Mutex::new(pubsub),
+            partitions,
             client,
             config,
         });
         let cancel = CancellationToken::new();
+        let receiving = if shared.client.is_cluster() {
+            supervise(
+                "receiving",
+                shared.clone(),
+                cancel.clone(),
+                run_cluster_receiver,
+            )
+        } else {
+            supervise("receiving", shared.clone(), cancel.clone(), run_receiver)
+        };
         let tasks = vec![
-            supervise("receiving", shared.clone(), cancel.clone(), run_receiver),
+            receiving,
             supervise("sending", shared.clone(), cancel.clone(), run_sender),
         ];
         tracing::debug!(
@@ -141,6 +164,7 @@ impl RedisPubSubTransport {
             shared,
             cancel,
             role_conn: tokio::sync::Mutex::new(None),
+            cluster_conn: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -427,6 +451,13 @@ impl Transport for RedisPubSubTransport {
             return Health::Down("closed".into());
         }
         let shared = &self.shared;
+        if shared.client.is_cluster() {
+            let health = cluster::health(shared, &self.cluster_conn).await;
+            if self.closed.load(Ordering::Acquire) {
+                return Health::Down("closed".into());
+            }
+            return health;
+        }
         let cfg = &shared.config;
         let addr = cfg.redis.addr();
         let unreachable = || {
@@ -555,6 +586,32 @@ fn refused(shared: &Shared, after: u64, names: &[String]) -> Option<String> {
         .filter(|r| r.number > after)
         .find(|r| r.names.iter().any(|n| names.contains(n)))
         .map(|r| r.reply.clone())
+}
+
+/// Start-up on a cluster: the slot map from a seed (`CLUSTER SLOTS`), then
+/// a publishing connection to every master (each answering `PING` after
+/// `AUTH`), all within `connect_timeout`.
+async fn connect_cluster(client: &RedisClient) -> Result<()> {
+    let cfg = client.config();
+    let seeds = cfg.cluster.as_ref().map(|c| c.addrs()).unwrap_or_default();
+    let Some(router) = client.router() else {
+        return Ok(());
+    };
+    let checks = async {
+        router.refresh().await?;
+        let masters = router.masters().await?;
+        futures::future::try_join_all(masters.iter().map(PublishConn::open_to)).await?;
+        Ok::<_, Error>(())
+    };
+    match tokio::time::timeout(cfg.connect_timeout, checks).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Connect {
+            backend: "redis",
+            addr: seeds,
+            timeout: cfg.connect_timeout,
+            reason: "the cluster's slot map and every master did not answer in time".into(),
+        }),
+    }
 }
 
 /// Opens a backplane transport from a `redis+pubsub://` or
