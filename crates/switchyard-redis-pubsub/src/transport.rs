@@ -204,7 +204,11 @@ impl RedisPubSubTransport {
         self.check_open()?;
         let shared = &self.shared;
         let mut frame = envelope::encode(shared.origin, &message)?;
-        let channel = channel_name(&shared.config.redis.namespace, message.topic.as_str());
+        let channel = match &shared.partitions {
+            // On a cluster: the sharded channel of the topic's partition.
+            Some(p) => p.channel_of(message.topic.as_str()).to_owned(),
+            None => channel_name(&shared.config.redis.namespace, message.topic.as_str()),
+        };
         message
             .headers
             .insert(header::ORIGIN, shared.origin_hex.clone());
