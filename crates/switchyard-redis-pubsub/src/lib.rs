@@ -89,6 +89,7 @@
 
 mod cluster;
 mod config;
+mod denied;
 mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -96,6 +96,17 @@ pub(crate) struct Shared {
     pub(crate) partitions: Option<Arc<Partitions>>,
 }
 
+impl Shared {
+    /// Where Redis is, for messages: `redis at host:port` or `redis
+    /// cluster at h1:p1,h2:p2`.
+    pub(crate) fn describe(&self) -> String {
+        match &self.config.redis.cluster {
+            Some(c) => format!("redis cluster at {}", c.addrs()),
+            None => format!("redis at {}", self.config.redis.addr()),
+        }
+    }
+}
+
 /// Runs `task` on its own Tokio task and starts it again (after a jittered
 /// delay, counted in `loop_restarts`) whenever it panics. Ends when the
 /// task returns or `cancel` fires.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use switchyard_core::{
     Capabilities, Error, Health, Message, MessageId, Mode, Result, Start, Subscriber, Subscription,
-    TopicFilter, Transport, TransportStats, async_trait, header,
+    Transport, TransportStats, async_trait, header,
 };
 use switchyard_memory::{MemoryConfig, MemoryTransport};
 use switchyard_redis::RedisClient;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, run_cluster_receiver};
 use crate::config::{PubSubConfig, channel_name};
+use crate::denied::{refused, refused_subscription};
 use crate::envelope::{self, Origin, origin_hex};
 use crate::gaps::GapTracker;
 use crate::outbox::{Outbox, OutboxEntry, run_sender};
@@ -96,7 +97,7 @@ impl RedisPubSubTransport {
         config.validate()?;
         let client = RedisClient::new(config.redis.clone())?;
         let (pubsub, partitions) = if client.is_cluster() {
-            connect_cluster(&client).await?;
+            cluster::connect(&client).await?;
             let parts = Partitions::new(&config.redis.namespace, config.partitions);
             (None, Some(Arc::new(parts)))
         } else {
@@ -412,28 +413,21 @@ impl Transport for RedisPubSubTransport {
                         .unwrap_or_default();
                     return Err(Error::Timeout {
                         operation: format!(
-                            "confirming the subscription to {} by redis at {}{why}; nothing was subscribed, retry later",
+                            "confirming the subscription to {} by {}{why}; nothing was subscribed, retry later",
                             subscription.filter(),
-                            cfg.redis.addr()
+                            shared.describe()
                         ),
                         after: bound,
                     });
                 }
             };
             if let Some(reply) = refused(shared, refusals, &names) {
-                if switchyard_redis::denied::is_noperm_text(&reply) {
-                    return Err(denied_subscription(
-                        &cfg.redis.addr(),
-                        subscription.filter(),
-                        &names,
-                        &reply,
-                    ));
-                }
-                return Err(Error::Backend(format!(
-                    "redis at {} refused the subscription to {} ({reply}); allow the channel or pattern for the ACL user (ACL SETUSER <user> &<channel>) or subscribe to another one",
-                    cfg.redis.addr(),
-                    subscription.filter()
-                )));
+                return Err(refused_subscription(
+                    shared,
+                    subscription.filter(),
+                    &names,
+                    &reply,
+                ));
             }
             refusals = state.refusals;
             if state.synced >= version {
@@ -558,63 +552,6 @@ impl Transport for RedisPubSubTransport {
             let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
         }
         Ok(())
-    }
-}
-
-/// The error of a subscription the ACL user may not make: names the
-/// command, the channel or pattern and the exact rule to grant.
-fn denied_subscription(addr: &str, filter: &TopicFilter, names: &[String], reply: &str) -> Error {
-    let rules: Vec<String> = names.iter().map(|n| format!("&{n}")).collect();
-    let (command, why) = if matches!(filter, TopicFilter::Pattern(_)) {
-        (
-            "PSUBSCRIBE",
-            "Redis matches a pattern subscription literally against the user's channel rules, so `&<namespace>:*` does not allow it: allow exactly this pattern",
-        )
-    } else {
-        ("SUBSCRIBE", "allow the channel")
-    };
-    Error::Backend(format!(
-        "permission denied: redis at {addr} refused {command} {} for the subscription to {filter} ({reply}); {why} (ACL SETUSER <user> {}) or all channels (&*); see docs/security.md",
-        names.join(" "),
-        rules.join(" ")
-    ))
-}
-
-/// The reply with which Redis refused one of `names` after refusal number
-/// `after`, if it did.
-fn refused(shared: &Shared, after: u64, names: &[String]) -> Option<String> {
-    shared
-        .refusals
-        .lock()
-        .iter()
-        .filter(|r| r.number > after)
-        .find(|r| r.names.iter().any(|n| names.contains(n)))
-        .map(|r| r.reply.clone())
-}
-
-/// Start-up on a cluster: the slot map from a seed (`CLUSTER SLOTS`), then
-/// a publishing connection to every master (each answering `PING` after
-/// `AUTH`), all within `connect_timeout`.
-async fn connect_cluster(client: &RedisClient) -> Result<()> {
-    let cfg = client.config();
-    let seeds = cfg.cluster.as_ref().map(|c| c.addrs()).unwrap_or_default();
-    let Some(router) = client.router() else {
-        return Ok(());
-    };
-    let checks = async {
-        router.refresh().await?;
-        let masters = router.masters().await?;
-        futures::future::try_join_all(masters.iter().map(PublishConn::open_to)).await?;
-        Ok::<_, Error>(())
-    };
-    match tokio::time::timeout(cfg.connect_timeout, checks).await {
-        Ok(r) => r,
-        Err(_) => Err(Error::Connect {
-            backend: "redis",
-            addr: seeds,
-            timeout: cfg.connect_timeout,
-            reason: "the cluster's slot map and every master did not answer in time".into(),
-        }),
     }
 }
 

@@ -373,3 +373,63 @@ async fn slot_migration_of_a_subscribed_partition_keeps_delivering_with_exact_ga
 async fn manual_failover_keeps_delivering_with_exact_gaps() {
     fault_run(Change::Failover).await;
 }
+
+/// The ACL on a cluster: `&<namespace>:*` allows every subscription,
+/// patterns included (they are SSUBSCRIBEs of the partition channels, not
+/// PSUBSCRIBEs), and publishing; a user without it gets a `permission
+/// denied` error naming SSUBSCRIBE and the rule to grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_channel_rule_of_the_namespace_covers_every_subscription() {
+    let cluster = start_cluster();
+    let ns = format!("acl-{}", std::process::id());
+    tokio::task::block_in_place(|| {
+        for node in cluster.nodes() {
+            for (user, rule) in [("app", format!("&{ns}:*")), ("narrow", "&other:*".into())] {
+                let reply = node
+                    .cmd(&[
+                        "ACL", "SETUSER", user, "reset", "on", ">pw", "~*", &rule, "+@all",
+                    ])
+                    .unwrap();
+                assert!(format!("{reply:?}").contains("OK"), "{reply:?}");
+            }
+        }
+    });
+    let with_user = |user: &str| {
+        format!(
+            "redis+pubsub+cluster://{user}:pw@{}?namespace={ns}&{PARAMS}",
+            cluster.host_list()
+        )
+    };
+    let (a, b) = (
+        connect(&with_user("app")).await,
+        connect(&with_user("app")).await,
+    );
+    let mut sub = b
+        .subscribe(Subscription::new(Pattern::new("room.*").unwrap()))
+        .await
+        .expect("a pattern is allowed by &<namespace>:*");
+    a.publish(Message::new(Topic::new("room.1").unwrap(), "hi"))
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.payload().as_ref(), b"hi");
+    let narrow = connect(&with_user("narrow")).await;
+    let e = narrow
+        .subscribe(Subscription::new(Topic::new("room.1").unwrap()))
+        .await
+        .err()
+        .expect("refused");
+    let text = e.to_string();
+    assert!(matches!(e, Error::Backend(_)), "{text}");
+    for needle in ["permission denied", "SSUBSCRIBE", &format!("&{ns}:*")] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    assert!(!text.contains("pw@"), "{text}");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    narrow.close().await.unwrap();
+}

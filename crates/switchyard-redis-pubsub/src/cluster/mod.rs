@@ -21,13 +21,41 @@ mod node;
 mod receiver;
 mod sender;
 
-use switchyard_core::Health;
-use switchyard_redis::SharedConnection;
+use switchyard_core::{Error, Health, Result};
+use switchyard_redis::{RedisClient, SharedConnection};
+
+use crate::publisher::PublishConn;
 
 pub(crate) use receiver::run_cluster_receiver;
 pub(crate) use sender::ClusterSink;
 
 use crate::shared::Shared;
+
+/// Start-up on a cluster: the slot map from a seed (`CLUSTER SLOTS`), then
+/// a publishing connection to every master (each answering `PING` after
+/// `AUTH`), all within `connect_timeout`.
+pub(crate) async fn connect(client: &RedisClient) -> Result<()> {
+    let cfg = client.config();
+    let seeds = cfg.cluster.as_ref().map(|c| c.addrs()).unwrap_or_default();
+    let Some(router) = client.router() else {
+        return Ok(());
+    };
+    let checks = async {
+        router.refresh().await?;
+        let masters = router.masters().await?;
+        futures::future::try_join_all(masters.iter().map(PublishConn::open_to)).await?;
+        Ok::<_, Error>(())
+    };
+    match tokio::time::timeout(cfg.connect_timeout, checks).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Connect {
+            backend: "redis",
+            addr: seeds,
+            timeout: cfg.connect_timeout,
+            reason: "the cluster's slot map and every master did not answer in time".into(),
+        }),
+    }
+}
 
 /// The seeds of the cluster, for messages.
 pub(crate) fn seeds(sh: &Shared) -> String {
