@@ -417,6 +417,10 @@ async fn acl_channel_rule_of_the_namespace_covers_every_subscription() {
         .unwrap()
         .unwrap();
     assert_eq!(d.payload().as_ref(), b"hi");
+    for t in [&a, &b] {
+        let h = t.health().await;
+        assert!(matches!(h, switchyard_core::Health::Ok), "{h:?}");
+    }
     let narrow = connect(&with_user("narrow")).await;
     let e = narrow
         .subscribe(Subscription::new(Topic::new("room.1").unwrap()))
