@@ -325,6 +325,13 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
             limited_warn!(sh.warn, WarnKind::OutboxDrop, expired, ttl = ?ttl,
                 "redis pubsub: dropped messages not sent to redis within the outbox ttl; other replicas will see a gap");
         }
+        if !batch.is_empty() && matches!(sink, Sink::Cluster(_)) && batch.len() < cfg.batch {
+            // On a cluster what is left of a batch waits for one master
+            // (gone, or its slots moving): newer messages go along, so the
+            // other masters are not held up. Per-topic order holds, since a
+            // topic's messages all go to one master, in outbox order.
+            outbox.take(cfg.batch - batch.len(), &mut batch);
+        }
         if batch.is_empty() {
             outbox.take(cfg.batch, &mut batch);
             if batch.is_empty() {
