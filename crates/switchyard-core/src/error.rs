@@ -230,7 +230,10 @@ impl Error {
 ///   `scheme://` and followed by `:`, is kept; otherwise the whole part
 ///   before the `@` becomes `***`;
 /// - without any `@`, a non-numeric "port" (`scheme://user:password` with
-///   the host forgotten) is hidden up to the end of the string.
+///   the host forgotten) is hidden up to the end of the string, unless the
+///   scheme is a Sentinel or cluster form (`…+sentinel`, `…+cluster`) and
+///   every entry of its host list is `host[:port]`
+///   (`redis+streams+cluster://h1:7000,h2:7001`).
 ///
 /// ```
 /// use switchyard_core::redact_url;
@@ -240,6 +243,8 @@ impl Error {
 /// assert_eq!(redact_url("redis:app:s3cret@db"), "redis:***@db");
 /// assert_eq!(redact_url("redis://app:s3cret"), "redis://app:***");
 /// assert_eq!(redact_url("memory://"), "memory://");
+/// assert_eq!(redact_url("redis+streams+cluster://h1:7000,h2:7001"), "redis+streams+cluster://h1:7000,h2:7001");
+/// assert_eq!(redact_url("redis+streams+cluster://app:s3cret,h2:7001"), "redis+streams+cluster://app:***");
 /// ```
 pub fn redact_url(url: &str) -> String {
     match secret_span(url) {
@@ -320,6 +325,17 @@ fn secret_span(url: &str) -> Option<(usize, usize)> {
     // No `@`: a "port" that is not a number is most likely a password whose
     // host was forgotten (`redis://app:s3cret`). Hide it and all after it.
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The host list of a Sentinel or cluster URL: nothing to hide when
+    // every entry is `host`, `host:port` or `[v6]:port`.
+    let scheme = url[..start]
+        .trim_start()
+        .trim_end_matches("//")
+        .trim_end_matches(':');
+    let lists_hosts = scheme.ends_with("+sentinel") || scheme.ends_with("+cluster");
+    let authority = &rest[..authority_end];
+    if lists_hosts && authority.contains(',') && authority.split(',').all(is_host_port) {
+        return None;
+    }
     // An IPv6 host is bracketed right at the start: `[::1]:6379`.
     let after_bracket = match rest.starts_with('[') {
         true => rest[..authority_end].find(']').map_or(0, |b| b + 1),
@@ -337,6 +353,22 @@ fn secret_span(url: &str) -> Option<(usize, usize)> {
         return None;
     }
     Some((start + colon + 1, url.len()))
+}
+
+/// Whether `part` reads as `host`, `host:port` or `[v6]:port` (a port of
+/// digits only), so it holds no password.
+fn is_host_port(part: &str) -> bool {
+    let (host, port) = match part.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, rest)) => (h, rest.strip_prefix(':').unwrap_or(rest)),
+            None => return false,
+        },
+        None => match part.split_once(':') {
+            Some((h, p)) => (h, p),
+            None => (part, ""),
+        },
+    };
+    !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Length of `scheme://` (or of `scheme:` when the `//` is missing) at the

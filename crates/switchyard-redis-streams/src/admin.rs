@@ -36,9 +36,8 @@
 use std::sync::LazyLock;
 
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 use switchyard_core::{Error, Message, MessageId, Result, Topic, header};
-use switchyard_redis::RedisClient;
+use switchyard_redis::{RedisClient, SharedConnection};
 
 use crate::config::StreamsConfig;
 use crate::keys::{dead_letter_key, stream_key};
@@ -104,10 +103,10 @@ pub enum Replay {
     Malformed(Malformed),
 }
 
-/// Dead-letter operations on one Redis server, within the namespace of a
-/// [`StreamsConfig`].
+/// Dead-letter operations on one Redis server (or a Redis Cluster),
+/// within the namespace of a [`StreamsConfig`].
 pub struct DeadLetters {
-    conn: MultiplexedConnection,
+    conn: SharedConnection,
     namespace: String,
     maxlen: Option<u64>,
 }
@@ -126,9 +125,8 @@ impl DeadLetters {
     /// the config's `maxlen`, like published ones.
     pub async fn connect(config: &StreamsConfig) -> Result<DeadLetters> {
         let client = RedisClient::new(config.redis.clone())?;
-        let conn = client
-            .dedicated(Some(config.redis.response_timeout))
-            .await?;
+        // On a cluster: routed by key, SCAN on every master.
+        let conn = SharedConnection::open(client).await?;
         Ok(DeadLetters {
             conn,
             namespace: config.redis.namespace.clone(),
@@ -153,7 +151,7 @@ impl DeadLetters {
     /// pass over the namespace, then one `XLEN` per dead-letter stream.
     pub async fn topics(&mut self) -> Result<Vec<(Topic, u64)>> {
         let glob = crate::keys::scan_dead_letters(&self.namespace);
-        let keys = crate::discovery::scan_stream_keys(&mut self.conn, &glob).await?;
+        let keys = crate::discovery::scan_everywhere(&mut self.conn, &glob).await?;
         let mut out = Vec::new();
         for key in keys {
             let Some(topic) = crate::keys::topic_of_key(&self.namespace, &key) else {

@@ -67,3 +67,39 @@ pub fn parse_publish_reply(buf: &[u8]) -> Result<Option<(Option<MessageId>, usiz
         Err(e) => Err(e.0),
     }
 }
+
+/// Appends the XADD the writer sends for `message` on its lean connection
+/// (`XADD key * v 1 d <hex> p <payload> [h <headers>]`, no trimming), as
+/// hand-encoded RESP: what `bench-compare wire` measures.
+pub fn put_xadd(out: &mut Vec<u8>, key: &str, message: &Message) {
+    use crate::publish::resp::{Trim, put_xadd};
+    put_xadd(out, key, Trim::None, message);
+}
+
+/// The same XADD as [`put_xadd`], built as a redis-rs command (what a
+/// writer on a redis-rs pipeline would send).
+pub fn xadd_cmd(key: &str, message: &Message) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(key).arg("*");
+    crate::wire::push_fields(&mut cmd, message);
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_core::{Message, Topic};
+
+    #[test]
+    fn both_xadd_encodings_send_the_same_bytes() -> Result<(), switchyard_core::Error> {
+        let topic = Topic::new("a.b")?;
+        for m in [
+            Message::new(topic.clone(), vec![b'x'; 16]),
+            Message::new(topic.clone(), vec![b'x'; 256]).with_header("k", "v"),
+        ] {
+            let mut ours = Vec::new();
+            super::put_xadd(&mut ours, "ns:{a.b}", &m);
+            assert_eq!(ours, super::xadd_cmd("ns:{a.b}", &m).get_packed_command());
+        }
+        Ok(())
+    }
+}

@@ -56,6 +56,8 @@ pub const SCHEMES: &[&str] = &[
     "rediss+streams",
     "redis+streams+sentinel",
     "rediss+streams+sentinel",
+    "redis+streams+cluster",
+    "rediss+streams+cluster",
 ];
 
 /// Opens a transport for a `redis+streams://` or `rediss+streams://` URL.

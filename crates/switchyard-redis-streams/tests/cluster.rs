@@ -1,13 +1,14 @@
 //! Redis Streams on a Redis Cluster under load: 3 masters with a replica
 //! each (testkit `ClusterGroup`), a `redis+streams+cluster://` URL, six
 //! topics spread over the masters, two publishers and a pattern group of
-//! two members moving 6,000 messages while the cluster changes — a live
+//! two members moving 10,000 messages while the cluster changes — a live
 //! migration of a hot topic's slot, a manual failover of its master
 //! (`CLUSTER FAILOVER`), and a SIGKILL of that master.
 //!
 //! Each run keeps an exact ledger: acknowledged publishes, what the
 //! cluster holds at the end (read back), lost (acknowledged, not held:
-//! asynchronous replication on SIGKILL only), and what the group received.
+//! asynchronous replication on SIGKILL only), what the group received,
+//! duplicate deliveries (by dedup id) and entries still pending at the end.
 //!
 //! Reproduction of the defect: there was no cluster support;
 //! `redis+streams+cluster://` was refused as an unknown scheme, and a plain
@@ -25,11 +26,11 @@ use switchyard_core::{Message, Pattern, Start, Subscription, Topic, Transport};
 use switchyard_redis_streams::{RedisStreamsTransport, StreamsConfig, keys};
 use switchyard_testkit::{ClusterGroup, ClusterOptions};
 
-const TOTAL: u64 = 6_000;
+const TOTAL: u64 = 10_000;
 const TOPICS: u64 = 6;
 const PUBLISHERS: u64 = 2;
 /// The change happens once this many messages are acknowledged.
-const FAULT_AT: u64 = 2_000;
+const FAULT_AT: u64 = 3_000;
 const PACE: Duration = Duration::from_millis(1);
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
@@ -58,16 +59,20 @@ struct Ledger {
     present: usize,
     lost: usize,
     received: usize,
+    /// Deliveries of a dedup id already delivered (acked, then delivered
+    /// again).
+    duplicates: usize,
+    pending: i64,
     masters_used: usize,
 }
 
-async fn run(change: Change) -> Ledger {
+async fn run(change: Change, extra: &str) -> Ledger {
     let mut cluster =
         tokio::task::block_in_place(|| ClusterGroup::start(ClusterOptions::default()))
             .expect("cluster starts");
     let ns = format!("cl-{}", std::process::id());
     let url = format!(
-        "redis+streams+cluster://{}?namespace={ns}&block=200ms&pattern_rescan=200ms&connect_timeout=1s&response_timeout=2s&breaker_threshold=1000000",
+        "redis+streams+cluster://{}?namespace={ns}&block=200ms&pattern_rescan=200ms&connect_timeout=1s&response_timeout=2s&breaker_threshold=1000000{extra}",
         cluster.host_list()
     );
     // The topics live on more than one master.
@@ -95,6 +100,8 @@ async fn run(change: Change) -> Ledger {
     let deadline = started + RUN_LIMIT;
 
     let received = Arc::new(Mutex::new(BTreeSet::new()));
+    let dedup_seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let duplicates = Arc::new(AtomicU64::new(0));
     let consumer = connect(&url).await;
     let mut members = Vec::new();
     for _ in 0..2 {
@@ -108,6 +115,8 @@ async fn run(change: Change) -> Ledger {
             .await
             .expect("subscribe");
         let received = received.clone();
+        let dedup_seen = dedup_seen.clone();
+        let duplicates = duplicates.clone();
         members.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 match tokio::time::timeout(Duration::from_millis(500), sub.recv()).await {
@@ -115,6 +124,9 @@ async fn run(change: Change) -> Ledger {
                         let i = index_of(&d.message().payload);
                         if i != u64::MAX {
                             received.lock().insert(i);
+                        }
+                        if !dedup_seen.lock().insert(d.message().dedup_id) {
+                            duplicates.fetch_add(1, Ordering::Relaxed);
                         }
                         let _ = d.ack().await;
                     }
@@ -179,6 +191,11 @@ async fn run(change: Change) -> Ledger {
                 cluster
                     .wait_master_other_than(slot, killed, Duration::from_secs(60))
                     .unwrap();
+                // A supervisor restarts the killed node: it rejoins as a
+                // replica of the promoted one (with wait_replicas=1 the
+                // slot's publishes resume only then).
+                let index = cluster.index_of(killed).unwrap();
+                cluster.node_mut(index).unwrap().start_again().unwrap();
             }
         }
     });
@@ -243,19 +260,37 @@ async fn run(change: Change) -> Ledger {
     for m in members {
         m.await.unwrap();
     }
+    // Entries still pending for the group, on every stream's master (the
+    // members acked everything and closed: their acks are flushed).
+    let pending: i64 = tokio::task::block_in_place(|| {
+        (0..TOPICS)
+            .map(|t| {
+                let key = keys::stream_key(&ns, &topic(t));
+                let slot = cluster.slot_of(&key).unwrap();
+                let master = cluster.master_of(slot).unwrap();
+                let node = &cluster.nodes()[cluster.index_of(master.addr).unwrap()];
+                let summary = node.cmd(&["XPENDING", &key, "workers"]).unwrap();
+                summary.as_array().unwrap()[0].as_int().unwrap()
+            })
+            .sum()
+    });
     let ledger = Ledger {
         acknowledged: acknowledged.len(),
         present: present.len(),
         lost,
         received,
+        duplicates: usize::try_from(duplicates.load(Ordering::Relaxed)).unwrap(),
+        pending,
         masters_used: masters_used.len(),
     };
     eprintln!(
-        "cluster ledger ({change:?}): acknowledged {}, held {}, lost {}, received by the group {}, topics on {} masters, {:?}",
+        "cluster ledger ({change:?}{extra}): acknowledged {}, held {}, lost {}, received by the group {}, duplicate deliveries {}, pending at the end {}, topics on {} masters, {:?}",
         ledger.acknowledged,
         ledger.present,
         ledger.lost,
         ledger.received,
+        ledger.duplicates,
+        ledger.pending,
         ledger.masters_used,
         started.elapsed()
     );
@@ -264,26 +299,40 @@ async fn run(change: Change) -> Ledger {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_migrated_mid_stream_loses_nothing() {
-    let l = run(Change::Migrate).await;
+    let l = run(Change::Migrate, "").await;
     assert!(l.masters_used >= 2);
     assert_eq!(l.lost, 0);
     assert_eq!(l.present, TOTAL as usize);
     assert_eq!(l.received, TOTAL as usize);
+    assert_eq!(l.pending, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_failover_mid_stream_loses_nothing() {
-    let l = run(Change::Failover).await;
+    let l = run(Change::Failover, "").await;
     assert_eq!(l.lost, 0);
     assert_eq!(l.present, TOTAL as usize);
     assert_eq!(l.received, TOTAL as usize);
+    assert_eq!(l.pending, 0);
 }
 
 /// SIGKILL of a master: what it acknowledged and had not replicated yet
 /// is lost (asynchronous replication); everything else arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_stream() {
-    let l = run(Change::KillMaster).await;
+    let l = run(Change::KillMaster, "").await;
     assert_eq!(l.present + l.lost, TOTAL as usize);
     assert_eq!(l.received, l.present);
+    assert_eq!(l.pending, 0);
+}
+
+/// With `wait_replicas=1` a publish is acknowledged only once the master's
+/// replica has it: nothing acknowledged is lost when the master is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_with_wait_replicas_loses_nothing() {
+    let l = run(Change::KillMaster, "&wait_replicas=1&wait_timeout=500ms").await;
+    assert_eq!(l.lost, 0);
+    assert_eq!(l.present, TOTAL as usize);
+    assert_eq!(l.received, TOTAL as usize);
+    assert_eq!(l.pending, 0);
 }

@@ -336,3 +336,24 @@ proptest! {
         prop_assert!(!shown.contains(&written), "{} shows {}", url, shown);
     }
 }
+
+proptest! {
+    /// On a Redis Cluster every script touches a topic's stream and its
+    /// dead-letter stream together (dead-letter move, replay): both keys
+    /// must hash to one slot, whatever the namespace and the topic
+    /// (braces in a topic included).
+    #[test]
+    fn a_stream_and_its_dead_letters_share_a_slot(
+        ns in "[a-z0-9._:-]{1,20}",
+        name in "[a-zA-Z0-9{}._-]{1,40}",
+    ) {
+        if let Ok(t) = Topic::new(name) {
+            let stream = switchyard_redis_streams::keys::stream_key(&ns, &t);
+            let dlq = switchyard_redis_streams::keys::dead_letter_key(&ns, &t);
+            prop_assert_eq!(
+                switchyard_redis::key_slot(stream.as_bytes()),
+                switchyard_redis::key_slot(dlq.as_bytes())
+            );
+        }
+    }
+}

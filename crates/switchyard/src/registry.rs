@@ -55,6 +55,8 @@ pub(crate) static ADAPTERS: &[Adapter] = &[
             "rediss+streams",
             "redis+streams+sentinel",
             "rediss+streams+sentinel",
+            "redis+streams+cluster",
+            "rediss+streams+cluster",
         ],
         connect: connector!("redis-streams", switchyard_redis_streams),
     },
@@ -92,6 +94,7 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 /// | `redis+streams://[user:password@]host[:port][/db]`, `rediss+streams://…` (TLS) | Redis Streams | `redis-streams` |
 /// | `redis+pubsub://[user:password@]host[:port][/db]`, `rediss+pubsub://…` (TLS) | Redis Pub/Sub backplane | `redis-pubsub` |
 /// | `redis+streams+sentinel://[user:password@]s1:26379[,s2:26379…]/master[/db]`, `redis+pubsub+sentinel://…`, `rediss+…+sentinel://…` | either Redis adapter, primary found through Sentinel | `redis-streams` / `redis-pubsub` |
+/// | `redis+streams+cluster://[user:password@]h1:7000[,h2:7001…]`, `rediss+streams+cluster://…` | Redis Streams on a Redis Cluster | `redis-streams` |
 ///
 /// Errors, none of which ever contains the URL's password:
 /// - [`Error::InvalidUrl`] when the text has no `scheme://` (or is empty);

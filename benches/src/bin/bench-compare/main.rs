@@ -11,6 +11,9 @@
 //! - `scaling`: throughput as publishers, subscribers and topics grow, and
 //!   peak memory of a backlog and of a slow subscriber; writes
 //!   `scaling.json` and SVG charts.
+//! - `wire`: the Redis Streams writer's protocol layer, hand-written RESP
+//!   against a redis-rs pipeline on one connection, over TCP and TLS (the
+//!   TLS rows need the `tls` feature); writes `wire-SIZE.json`, `wire.md`.
 //! - `rss`: one memory scenario in this process (run by `scaling` as a
 //!   child process, so each peak RSS is measured alone).
 //!
@@ -27,6 +30,7 @@ mod peers;
 mod raw;
 mod scaling;
 mod svg;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +67,9 @@ enum Cmd {
     /// One of our rows alone, on its own redis-server (for profiling:
     /// `perf record -a -- bench-compare one --workload publish …`)
     One(OneArgs),
+    /// The Streams writer's protocol layer: hand-written RESP against
+    /// redis-rs on one connection, over TCP and TLS, alternating rounds
+    Wire(wire::WireArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,6 +130,7 @@ fn main() -> Result<()> {
         Cmd::Compare(args) => rt.block_on(compare(args)),
         Cmd::Scaling(args) => rt.block_on(scaling::run(args)),
         Cmd::One(args) => rt.block_on(one(args)),
+        Cmd::Wire(args) => rt.block_on(wire::run(args)),
         Cmd::Rss(_) | Cmd::Render { .. } => Ok(()),
     }
 }

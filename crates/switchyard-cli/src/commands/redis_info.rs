@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use switchyard_redis::redis::{self, Value, aio::MultiplexedConnection};
+use switchyard_redis::SharedConnection;
+use switchyard_redis::redis::{self, Value, aio::ConnectionLike, aio::MultiplexedConnection};
 
 use super::support::redis_conn;
 
@@ -52,7 +53,7 @@ pub(crate) fn int(v: &Value) -> Option<i64> {
 }
 
 /// The server's clock in milliseconds (TIME).
-pub(crate) async fn now_ms(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
+pub(crate) async fn now_ms<C: ConnectionLike + Send>(conn: &mut C) -> anyhow::Result<u64> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME")
         .query_async(conn)
         .await
@@ -60,9 +61,29 @@ pub(crate) async fn now_ms(conn: &mut MultiplexedConnection) -> anyhow::Result<u
     Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
 }
 
+/// [`scan_streams`] on the server, or on a cluster on every master.
+pub(crate) async fn scan_streams_everywhere(
+    conn: &mut SharedConnection,
+    glob: &str,
+) -> anyhow::Result<Vec<String>> {
+    let Some(router) = conn.client().router().cloned() else {
+        return scan_streams(conn, glob).await;
+    };
+    router.refresh().await.map_err(|e| anyhow::anyhow!(e))?;
+    let mut keys = Vec::new();
+    for master in router.masters().await.map_err(|e| anyhow::anyhow!(e))? {
+        if let Some(mut node) = conn.to_node(&master.host, master.port) {
+            keys.extend(scan_streams(&mut node, glob).await?);
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
 /// Every key of type stream matching `glob` (SCAN ... TYPE stream).
-pub(crate) async fn scan_streams(
-    conn: &mut MultiplexedConnection,
+pub(crate) async fn scan_streams<C: ConnectionLike + Send>(
+    conn: &mut C,
     glob: &str,
 ) -> anyhow::Result<Vec<String>> {
     let mut cursor: u64 = 0;

@@ -39,11 +39,15 @@ impl Backend {
             "redis+streams"
             | "rediss+streams"
             | "redis+streams+sentinel"
-            | "rediss+streams+sentinel" => Backend::Streams,
+            | "rediss+streams+sentinel"
+            | "redis+streams+cluster"
+            | "rediss+streams+cluster" => Backend::Streams,
             "redis+pubsub"
             | "rediss+pubsub"
             | "redis+pubsub+sentinel"
-            | "rediss+pubsub+sentinel" => Backend::PubSub,
+            | "rediss+pubsub+sentinel"
+            | "redis+pubsub+cluster"
+            | "rediss+pubsub+cluster" => Backend::PubSub,
             _ => Backend::Other,
         }
     }
@@ -212,6 +216,17 @@ pub(crate) mod redis_conn {
         let client = RedisClient::new(config.clone()).map_err(|e| anyhow!(e))?;
         client
             .dedicated(Some(config.response_timeout))
+            .await
+            .map_err(|e| anyhow!(e))
+    }
+
+    /// The shared connection to the Redis of `config` (on a cluster:
+    /// routed by key), bounded by its connect timeout.
+    pub(crate) async fn shared(
+        config: &RedisConfig,
+    ) -> anyhow::Result<switchyard_redis::SharedConnection> {
+        let client = RedisClient::new(config.clone()).map_err(|e| anyhow!(e))?;
+        switchyard_redis::SharedConnection::open(client)
             .await
             .map_err(|e| anyhow!(e))
     }

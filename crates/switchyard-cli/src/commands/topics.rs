@@ -63,7 +63,8 @@ mod inspect {
     use serde_json::json;
     use switchyard::redis_streams::keys;
     use switchyard::{Pattern, Topic};
-    use switchyard_redis::redis::{self, Value, aio::MultiplexedConnection};
+    use switchyard_redis::SharedConnection;
+    use switchyard_redis::redis::{self, Value};
 
     use super::TopicsArgs;
     use crate::GlobalOpts;
@@ -100,14 +101,15 @@ mod inspect {
             .map(Pattern::new)
             .transpose()
             .map_err(|e| anyhow!(e))?;
-        let mut conn = redis_conn::open(&cfg).await?;
+        // Routed by key on a cluster; SCAN then runs on every master.
+        let mut conn = redis_conn::shared(&cfg).await?;
         let ns = cfg.namespace.clone();
         let glob = match &pattern {
             Some(p) => keys::scan_match(&ns, p),
             None => keys::scan_all(&ns),
         };
         let mut found = Vec::new();
-        for key in redis_info::scan_streams(&mut conn, &glob).await? {
+        for key in redis_info::scan_streams_everywhere(&mut conn, &glob).await? {
             let Some(topic) = keys::topic_of_key(&ns, &key) else {
                 continue;
             };
@@ -131,7 +133,7 @@ mod inspect {
     /// XINFO STREAM, XINFO GROUPS and XPENDING of `key`; `None` when the
     /// stream disappeared meanwhile.
     async fn topic_info(
-        conn: &mut MultiplexedConnection,
+        conn: &mut SharedConnection,
         key: &str,
         topic: Topic,
     ) -> anyhow::Result<Option<TopicInfo>> {
@@ -197,7 +199,7 @@ mod inspect {
 
     /// The timestamp (ms) of the oldest pending entry of `group`.
     async fn oldest_pending(
-        conn: &mut MultiplexedConnection,
+        conn: &mut SharedConnection,
         key: &str,
         group: &str,
     ) -> anyhow::Result<Option<u64>> {

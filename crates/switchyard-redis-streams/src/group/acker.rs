@@ -200,6 +200,9 @@ pub(crate) async fn drain(g: &Group, timeout: Duration) {
 /// Sends the acks in `buf` (one XACK per stream, pipelined), retrying
 /// transient failures with backoff until they succeed, the subscriber
 /// stops (when `deadline` is `None`) or `deadline` passes. Empties `buf`.
+///
+/// On a Redis Cluster a pipeline may only touch one slot, and every stream
+/// has its own: one pipeline per stream there.
 async fn send(g: &Group, buf: &mut Vec<AckOp>, deadline: Option<Instant>) {
     if buf.is_empty() {
         return;
@@ -208,10 +211,16 @@ async fn send(g: &Group, buf: &mut Vec<AckOp>, deadline: Option<Instant>) {
     for op in buf.drain(..) {
         by_stream.entry(op.stream).or_default().push(op.id);
     }
-    let mut pipe = redis::pipe();
-    let mut acked = 0usize;
+    let per_stream = g.inner.client.is_cluster();
+    let mut pipes = vec![(redis::pipe(), 0usize)];
     for (idx, ids) in &by_stream {
         let Some(stream) = g.stream(*idx) else {
+            continue;
+        };
+        if per_stream && pipes.last().is_some_and(|(_, n)| *n > 0) {
+            pipes.push((redis::pipe(), 0));
+        }
+        let Some((pipe, acked)) = pipes.last_mut() else {
             continue;
         };
         for chunk in ids.chunks(XACK_MAX_IDS) {
@@ -220,9 +229,18 @@ async fn send(g: &Group, buf: &mut Vec<AckOp>, deadline: Option<Instant>) {
                 cmd.arg(id.to_string());
             }
             cmd.ignore();
-            acked += chunk.len();
+            *acked += chunk.len();
         }
     }
+    for (pipe, acked) in pipes {
+        if acked > 0 {
+            send_pipe(g, &pipe, acked, deadline).await;
+        }
+    }
+}
+
+/// Sends one pipeline of XACKs (`acked` ids), retrying as [`send`] says.
+async fn send_pipe(g: &Group, pipe: &redis::Pipeline, acked: usize, deadline: Option<Instant>) {
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
     loop {
         let mut conn = g.conn();

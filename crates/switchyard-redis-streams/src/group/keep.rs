@@ -277,18 +277,39 @@ pub(crate) async fn release_untracked(g: &Group) {
     if streams.is_empty() {
         return;
     }
-    let mut pipe = redis::pipe();
-    for s in &streams {
-        pipe.cmd("XPENDING")
-            .arg(&s.key)
+    let xpending = |s: &Stream| {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&s.key)
             .arg(&g.cfg.group)
             .arg("-")
             .arg("+")
             .arg(CLOSE_SCAN)
             .arg(&g.cfg.consumer);
-    }
+        cmd
+    };
     let mut conn = g.conn();
-    let replies: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
+    let replies: redis::RedisResult<Vec<redis::Value>> = if g.inner.client.is_cluster() {
+        // One slot per stream: no pipeline across them.
+        let mut replies = Vec::with_capacity(streams.len());
+        let mut failed = None;
+        for s in &streams {
+            match xpending(s).query_async(&mut conn).await {
+                Ok(v) => replies.push(v),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        failed.map_or(Ok(replies), Err)
+    } else {
+        let mut pipe = redis::pipe();
+        for s in &streams {
+            pipe.add_command(xpending(s));
+        }
+        pipe.query_async(&mut conn).await
+    };
+    let replies = match replies {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(group = %g.cfg.group, error = %e, "redis-streams: XPENDING on close failed; entries come back after the ack timeout");

@@ -19,6 +19,8 @@ use crate::output::out;
 #[cfg(any(feature = "redis-streams", feature = "redis-pubsub"))]
 mod acl;
 #[cfg(any(feature = "redis-streams", feature = "redis-pubsub"))]
+mod cluster_checks;
+#[cfg(any(feature = "redis-streams", feature = "redis-pubsub"))]
 mod permissions;
 #[cfg(any(feature = "redis-streams", feature = "redis-pubsub"))]
 mod redis_checks;

@@ -21,14 +21,31 @@ fn denied(what: &str, r: redis::RedisResult<redis::Value>) -> Option<String> {
     }
 }
 
-/// A scratch name unlikely to clash with anything.
-fn scratch(cfg: &RedisConfig) -> String {
-    format!(
-        "{}:{{switchyard-doctor-{}-{:08x}}}",
-        cfg.namespace,
-        std::process::id(),
-        rand::random::<u32>()
-    )
+/// A scratch name unlikely to clash with anything; with `slots` (a
+/// cluster master's slot ranges) one whose hash slot is among them, so the
+/// commands run on that master.
+fn scratch(cfg: &RedisConfig, slots: Option<&[(u16, u16)]>) -> String {
+    let make = || {
+        format!(
+            "{}:{{switchyard-doctor-{}-{:08x}}}",
+            cfg.namespace,
+            std::process::id(),
+            rand::random::<u32>()
+        )
+    };
+    let Some(slots) = slots.filter(|s| !s.is_empty()) else {
+        return make();
+    };
+    // A master of 1 of N slots needs about N tries; bounded anyway.
+    let mut key = make();
+    for _ in 0..200_000 {
+        let slot = switchyard_redis::key_slot(key.as_bytes());
+        if slots.iter().any(|&(a, b)| (a..=b).contains(&slot)) {
+            break;
+        }
+        key = make();
+    }
+    key
 }
 
 /// Runs every command the Streams adapter uses on a scratch stream in the
@@ -36,8 +53,9 @@ fn scratch(cfg: &RedisConfig) -> String {
 pub(super) async fn streams_permissions(
     conn: &mut MultiplexedConnection,
     cfg: &RedisConfig,
+    slots: Option<&[(u16, u16)]>,
 ) -> Check {
-    let key = scratch(cfg);
+    let key = scratch(cfg, slots);
     let mut problems = Vec::new();
     let xadd: redis::RedisResult<String> = redis::cmd("XADD")
         .arg(&key)
@@ -240,7 +258,7 @@ pub(super) async fn pubsub_permissions(
     cfg: &RedisConfig,
     globs: &[String],
 ) -> Check {
-    let channel = scratch(cfg);
+    let channel = scratch(cfg, None);
     let mut problems = Vec::new();
     if let Some(p) = denied(
         "PUBLISH",

@@ -34,16 +34,32 @@ pub(super) async fn run(
 ) -> anyhow::Result<Vec<Check>> {
     let cfg = redis_conn::config(url)?;
     let globs = pattern_globs(&cfg.namespace, patterns)?;
+    if cfg.cluster.is_some() {
+        return Ok(super::cluster_checks::run(&cfg, streams, &globs).await);
+    }
+    let mut checks = node_checks(&cfg, streams, &globs, None).await;
+    checks.push(tls(&cfg));
+    Ok(checks)
+}
+
+/// The checks of one server (or one cluster master, whose slots are
+/// `slots`): every check but `tls`; the `acl` line last.
+pub(super) async fn node_checks(
+    cfg: &RedisConfig,
+    streams: bool,
+    globs: &[String],
+    slots: Option<&[(u16, u16)]>,
+) -> Vec<Check> {
     let acl_check = |setinfo: bool| {
         Check::new(
             "acl",
             Status::Ok,
-            acl::line(&cfg.namespace, streams, &globs, setinfo),
+            acl::line(&cfg.namespace, streams, globs, setinfo),
         )
     };
     let mut checks = Vec::new();
     let started = Instant::now();
-    let mut conn = match redis_conn::open(&cfg).await {
+    let mut conn = match redis_conn::open(cfg).await {
         Ok(c) => c,
         Err(e) => {
             checks.push(Check::new("reachable", Status::Fail, format!("{e:#}")));
@@ -56,31 +72,29 @@ pub(super) async fn run(
             ] {
                 checks.push(Check::new(name, Status::Skip, "not reachable"));
             }
-            checks.push(tls(&cfg));
             checks.push(acl_check(false));
-            return Ok(checks);
+            return checks;
         }
     };
     let connect_ms = started.elapsed().as_secs_f64() * 1e3;
-    checks.push(reachable(&mut conn, &cfg, connect_ms).await);
+    checks.push(reachable(&mut conn, cfg, connect_ms).await);
     let server = redis_info::info(&mut conn, "server")
         .await
         .unwrap_or_default();
     checks.push(version(&server, streams));
     checks.push(persistence(&mut conn, streams).await);
     checks.push(eviction(&mut conn, streams).await);
-    checks.push(cluster(&mut conn, &server, streams).await);
+    checks.push(cluster(&mut conn, &server, streams, slots.is_some()).await);
     checks.push(if streams {
-        streams_permissions(&mut conn, &cfg).await
+        streams_permissions(&mut conn, cfg, slots).await
     } else {
-        pubsub_permissions(&mut conn, &cfg, &globs).await
+        pubsub_permissions(&mut conn, cfg, globs).await
     });
-    checks.push(tls(&cfg));
     checks.push(acl_check(acl::knows_setinfo(
         server.get("redis_version").map(String::as_str),
         server.get("server_name").map(String::as_str),
     )));
-    Ok(checks)
+    checks
 }
 
 /// The backplane's `PSUBSCRIBE` pattern of each `--pattern`.
@@ -301,6 +315,7 @@ async fn cluster(
     conn: &mut MultiplexedConnection,
     server: &HashMap<String, String>,
     streams: bool,
+    cluster_url: bool,
 ) -> Check {
     let replication = redis_info::info(conn, "replication")
         .await
@@ -328,10 +343,13 @@ async fn cluster(
         );
     }
     match (mode.as_str(), streams) {
+        ("cluster", _) if cluster_url => {
+            Check::new("cluster", Status::Ok, format!("cluster node, role {role}"))
+        }
         ("cluster", true) => Check::new(
             "cluster",
             Status::Fail,
-            "cluster mode: the Streams adapter does not support Redis Cluster yet; use a standalone primary (with replicas or Sentinel)",
+            "cluster mode: this node serves only its own slots; use the cluster URL form (redis+streams+cluster://host:port[,host:port...])",
         ),
         ("cluster", false) => Check::new(
             "cluster",
@@ -347,7 +365,7 @@ async fn cluster(
     }
 }
 
-fn tls(cfg: &RedisConfig) -> Check {
+pub(super) fn tls(cfg: &RedisConfig) -> Check {
     let loopback = matches!(cfg.host.as_str(), "localhost" | "::1" | "[::1]")
         || cfg
             .host
