@@ -270,7 +270,7 @@ async fn fault_run(change: Change) {
                 }
             }));
         }
-        if published % 4 == 0 {
+        if published.is_multiple_of(4) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
