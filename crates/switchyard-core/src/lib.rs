@@ -18,7 +18,9 @@
 
 mod backoff;
 mod breaker;
+mod buffer_watch;
 mod bus;
+mod catalog;
 mod codec;
 mod delivery;
 mod error;
@@ -30,7 +32,9 @@ mod transport;
 
 pub use backoff::Backoff;
 pub use breaker::{BreakerState, BreakerStats, CircuitBreaker};
+pub use buffer_watch::BufferWatch;
 pub use bus::{Bus, Typed, TypedSubscriber};
+pub use catalog::{GroupInfo, TopicInfo};
 pub use codec::Codec;
 pub use delivery::{Acknowledger, Delivery, Retry};
 pub use error::{Error, Result, redact_url, scrub_url_secret, url_secret};
@@ -39,7 +43,7 @@ pub use message::{DedupId, Headers, Message, MessageId, header};
 pub use subscription::{Mode, Overflow, Start, Subscription};
 pub use topic::{DEAD_LETTER_SUFFIX, Pattern, PatternToken, Topic, TopicFilter};
 pub use transport::{
-    Capabilities, Health, Recv, Subscriber, SubscriberStats, Transport, TransportStats,
+    Capabilities, Fetched, Health, Recv, Subscriber, SubscriberStats, Transport, TransportStats,
 };
 
 pub use async_trait::async_trait;

@@ -75,9 +75,17 @@ pub struct Subscription {
     overflow: Overflow,
     max_attempts: u32,
     ack_timeout: Duration,
+    buffer_warn_percent: u8,
+    buffer_warn_after: Duration,
 }
 
 impl Subscription {
+    /// Default [`buffer_warning`](Self::buffer_warning) threshold: 80 % full.
+    pub const DEFAULT_BUFFER_WARN_PERCENT: u8 = 80;
+    /// Default [`buffer_warning`](Self::buffer_warning) duration: 10 s.
+    pub const DEFAULT_BUFFER_WARN_AFTER: Duration = Duration::from_secs(10);
+    /// Longest accepted [`buffer_warning`](Self::buffer_warning) duration.
+    pub const MAX_BUFFER_WARN_AFTER: Duration = Duration::from_secs(60 * 60);
     /// Default local buffer size (deliveries).
     pub const DEFAULT_BUFFER: usize = 1024;
     /// Largest accepted local buffer.
@@ -103,6 +111,8 @@ impl Subscription {
             overflow: Overflow::Block,
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             ack_timeout: Self::DEFAULT_ACK_TIMEOUT,
+            buffer_warn_percent: Self::DEFAULT_BUFFER_WARN_PERCENT,
+            buffer_warn_after: Self::DEFAULT_BUFFER_WARN_AFTER,
         }
     }
 
@@ -187,6 +197,23 @@ impl Subscription {
         self
     }
 
+    /// Back-pressure warning: a `tracing` warning (at most one per
+    /// `after`) while the local buffer stays at least `percent` % full for
+    /// `after` or longer — a consumer that does not keep up. `percent`: 1 to
+    /// 100 (default 80); `after`: 0 to 1 h (default 10 s). The fill is in
+    /// [`SubscriberStats::buffered`](crate::SubscriberStats::buffered) and
+    /// `capacity`.
+    pub fn buffer_warning(mut self, percent: u8, after: Duration) -> Self {
+        self.buffer_warn_percent = percent;
+        self.buffer_warn_after = after;
+        self
+    }
+
+    /// The back-pressure warning's threshold (percent) and duration.
+    pub fn buffer_warning_values(&self) -> (u8, Duration) {
+        (self.buffer_warn_percent, self.buffer_warn_after)
+    }
+
     /// The filter.
     pub fn filter(&self) -> &TopicFilter {
         &self.filter
@@ -251,6 +278,14 @@ impl Subscription {
             return Err(Error::InvalidConfig(format!(
                 "ack_timeout must be 1ms to 24h, got {:?} (set with Subscription::ack_timeout)",
                 self.ack_timeout
+            )));
+        }
+        if !(1..=100).contains(&self.buffer_warn_percent)
+            || self.buffer_warn_after > Self::MAX_BUFFER_WARN_AFTER
+        {
+            return Err(Error::InvalidConfig(format!(
+                "buffer_warning takes a percent of 1 to 100 and a duration of 0 to 1h, got {} % and {:?} (set with Subscription::buffer_warning)",
+                self.buffer_warn_percent, self.buffer_warn_after
             )));
         }
         if let Mode::Group { group, consumer } = &self.mode {

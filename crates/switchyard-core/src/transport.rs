@@ -8,10 +8,11 @@ use std::time::Duration;
 use futures::Stream;
 
 use crate::delivery::Delivery;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::message::{Message, MessageId};
 use crate::subscription::Subscription;
+use crate::topic::TopicFilter;
 
 /// What an adapter can do. Adapters fill it with
 /// `Capabilities { persistent: true, ..Default::default() }`; the
@@ -89,6 +90,38 @@ pub struct SubscriberStats {
     pub lost: u64,
     /// Pending messages whose data was trimmed by retention before delivery.
     pub lost_to_retention: u64,
+    /// Deliveries ready to hand out now, without waiting: what the local
+    /// buffer holds (a memory group member has no local buffer: what its
+    /// group could hand out now). A snapshot, not a counter.
+    pub buffered: u64,
+    /// The local buffer's capacity ([`Subscription::buffer`](crate::Subscription::buffer));
+    /// `buffered / capacity` is its fill ratio. 0 when the subscriber has
+    /// no local buffer of its own (a memory group member).
+    pub capacity: u64,
+}
+
+impl SubscriberStats {
+    /// `buffered / capacity` (0.0 without a local buffer).
+    pub fn fill_ratio(&self) -> f64 {
+        if self.capacity == 0 {
+            0.0
+        } else {
+            self.buffered as f64 / self.capacity as f64
+        }
+    }
+}
+
+/// What [`fetch`](trait.Subscriber.html#method.fetch) returns.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Fetched {
+    /// Up to `max` items, in order; empty when nothing arrived in time.
+    pub items: Vec<Result<Delivery>>,
+    /// Whether more deliveries were ready when the fetch returned (the
+    /// next `fetch` returns at once).
+    pub more: bool,
+    /// Whether the subscriber is closed (no item will ever come again).
+    pub closed: bool,
 }
 
 /// Counters of a transport's publishing side and connection.
@@ -140,6 +173,19 @@ pub trait Transport: Send + Sync + 'static {
     /// afterwards are not missed (for `Start::Latest` too).
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>>;
 
+    /// The topics of this transport's namespace that match `filter`, with
+    /// their length, ids and consumer groups, sorted by topic. A topic's
+    /// dead-letter topic (`t:dlq`) is listed when `t` matches (wildcards
+    /// never match dead-letter names themselves). Adapters that keep no
+    /// topics (the Pub/Sub backplane) return `Error::Unsupported`.
+    async fn topics(&self, filter: &TopicFilter) -> Result<Vec<crate::TopicInfo>> {
+        let _ = filter;
+        Err(Error::Unsupported {
+            adapter: self.name(),
+            what: "listing topics (it keeps none)".into(),
+        })
+    }
+
     /// Checks the backend within a bounded time.
     async fn health(&self) -> Health;
 
@@ -178,9 +224,53 @@ impl dyn Subscriber {
         Recv { sub: self }
     }
 
+    /// A pull: up to `max` deliveries, waiting up to `wait` in all for the
+    /// batch to fill (it returns as soon as `max` arrived), and whether more
+    /// were ready when it returned ([`SubscriberStats::buffered`]).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use switchyard_core::{Subscriber, Fetched};
+    /// # async fn work(sub: &mut dyn Subscriber) {
+    /// loop {
+    ///     let Fetched { items, more, closed, .. } = sub.fetch(250, Duration::from_millis(300)).await;
+    ///     for item in items {
+    ///         // handle and ack each delivery
+    /// #       let _ = item;
+    ///     }
+    ///     if closed {
+    ///         break;
+    ///     }
+    /// #   let _ = more;
+    /// }
+    /// # }
+    /// ```
+    pub async fn fetch(&mut self, max: usize, wait: Duration) -> Fetched {
+        let mut items = Vec::with_capacity(max.min(1024));
+        let mut closed = false;
+        let deadline = tokio::time::Instant::now() + wait;
+        while items.len() < max {
+            match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let more = !closed && self.stats().buffered > 0;
+        Fetched {
+            items,
+            more,
+            closed,
+        }
+    }
+
     /// Waits up to `deadline` for the first delivery, then takes whatever
     /// else is ready without waiting, up to `max` items in all. Returns an
     /// empty vector when nothing arrived in time or the subscriber is closed.
+    /// ([`fetch`](Self::fetch) waits for the batch to fill.)
     pub async fn recv_batch(&mut self, max: usize, deadline: Duration) -> Vec<Result<Delivery>> {
         let mut out = Vec::new();
         if max == 0 {

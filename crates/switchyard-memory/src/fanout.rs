@@ -43,6 +43,8 @@ pub(crate) struct FanoutShared {
     dropped: AtomicU64,
     /// Topics this subscriber is attached to (to detach on close).
     topics: Mutex<Vec<Weak<TopicState>>>,
+    /// The back-pressure warning (`Subscription::buffer_warning`).
+    watch: Option<switchyard_core::BufferWatch>,
 }
 
 impl FanoutShared {
@@ -60,7 +62,19 @@ impl FanoutShared {
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             topics: Mutex::new(Vec::new()),
+            watch: None,
         }
+    }
+
+    /// Warns through `watch` while the queue stays full.
+    pub(crate) fn with_watch(mut self, watch: switchyard_core::BufferWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// Items queued now, and the capacity.
+    pub(crate) fn fill(&self) -> (usize, usize) {
+        (self.state.lock().items.len(), self.cap)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -129,7 +143,12 @@ impl FanoutShared {
             }
             _ => q.items.push_back(entry.clone()),
         }
+        let len = q.items.len();
         wakers.push_opt(q.waker.take());
+        drop(q);
+        if let Some(watch) = &self.watch {
+            watch.observe(len);
+        }
         true
     }
 
@@ -279,6 +298,12 @@ impl Subscriber for FanoutSubscriber {
         let mut s = SubscriberStats::default();
         s.received = self.received;
         s.dropped = self.shared.dropped.load(Ordering::Relaxed);
+        let (buffered, capacity) = self.shared.fill();
+        // Also what this subscriber took out of the queue in one batch, and
+        // the retained messages `Start` selected.
+        let held = self.local.items.len() + self.backlog.len();
+        s.buffered = (buffered + held) as u64;
+        s.capacity = capacity as u64;
         s
     }
 

@@ -146,6 +146,26 @@ impl GroupState {
         }
     }
 
+    /// What `topics()` tells about this group.
+    pub(crate) fn info(&self, log_len: usize, next_seq: u64) -> switchyard_core::GroupInfo {
+        let mut g = switchyard_core::GroupInfo::new(
+            self.name.as_ref(),
+            self.members.len() as u64,
+            self.pending.len() as u64,
+        );
+        let first = next_seq.saturating_sub(log_len as u64);
+        g.lag = Some(next_seq.saturating_sub(self.cursor.max(first)));
+        g.last_delivered =
+            (self.cursor > 1).then(|| switchyard_core::MessageId::from_seq(self.cursor - 1));
+        g
+    }
+
+    /// [`available`](Self::available) for a log of `log_len` entries ending
+    /// before `next_seq`.
+    pub(crate) fn ready(&self, log_len: usize, next_seq: u64) -> usize {
+        self.available(next_seq.saturating_sub(log_len as u64), next_seq)
+    }
+
     /// Messages that could be handed out now (an estimate: the retry queue
     /// may hold entries settled meanwhile).
     fn available(&self, first_seq: u64, next_seq: u64) -> usize {

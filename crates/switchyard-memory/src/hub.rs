@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use switchyard_core::{Pattern, Start, Topic};
+use switchyard_core::{MessageId, Pattern, Start, Topic, TopicFilter};
 use tokio::task::JoinHandle;
 
 use crate::config::MemoryConfig;
@@ -164,6 +164,37 @@ impl Hub {
         // Bits the map itself hardly uses (it takes the lowest and highest).
         let h = self.hasher.hash_one(topic) >> 20;
         &self.shards[(h as usize) % self.shards.len()]
+    }
+
+    /// The topics matching `filter` (and the dead-letter topics of those
+    /// that match), sorted by name.
+    pub(crate) fn topic_infos(&self, filter: &TopicFilter) -> Vec<switchyard_core::TopicInfo> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (topic, state) in shard.read().iter() {
+                let origin = topic.dead_letter_origin();
+                let wanted = filter.matches(topic.as_str())
+                    || origin.as_ref().is_some_and(|o| filter.matches(o.as_str()));
+                if !wanted {
+                    continue;
+                }
+                let inner = state.inner.lock();
+                let mut info =
+                    switchyard_core::TopicInfo::new(topic.clone(), inner.log.len() as u64);
+                info.first_id = inner.log.front().map(|e| MessageId::from_seq(e.seq));
+                info.last_id =
+                    (inner.next_seq > 1).then(|| MessageId::from_seq(inner.next_seq - 1));
+                info.groups = inner
+                    .groups
+                    .iter()
+                    .map(|g| g.info(inner.log.len(), inner.next_seq))
+                    .collect();
+                info.groups.sort_by(|a, b| a.name.cmp(&b.name));
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.topic.as_str().cmp(b.topic.as_str()));
+        out
     }
 
     /// Number of topics.

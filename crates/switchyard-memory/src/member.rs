@@ -252,6 +252,18 @@ impl Subscriber for MemberSubscriber {
         s.nacked = self.shared.nacked.load(Ordering::Relaxed);
         s.dead_lettered = self.shared.dead_lettered.load(Ordering::Relaxed);
         s.lost_to_retention = self.shared.lost_to_retention.load(Ordering::Relaxed);
+        // No local buffer: what the groups could hand out now.
+        s.buffered = self
+            .attached
+            .iter()
+            .map(|a| {
+                let inner = a.topic.inner.lock();
+                inner
+                    .groups
+                    .get(a.group)
+                    .map_or(0, |g| g.ready(inner.log.len(), inner.next_seq))
+            })
+            .sum::<usize>() as u64;
         s
     }
 

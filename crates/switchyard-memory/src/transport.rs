@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use switchyard_core::{
     Capabilities, Error, Health, Limits, Message, MessageId, Mode, Result, Start, Subscriber,
-    Subscription, TopicFilter, Transport, TransportStats, async_trait,
+    Subscription, TopicFilter, TopicInfo, Transport, TransportStats, async_trait,
 };
 use tokio::sync::Notify;
 
@@ -300,10 +300,14 @@ impl MemoryTransport {
         let hub = &shared.hub;
         let (target, sub_ref) = match subscription.mode() {
             Mode::Fanout => {
-                let f = Arc::new(FanoutShared::new(
-                    subscription.buffer_size(),
-                    subscription.overflow_policy(),
-                ));
+                let f = Arc::new(
+                    FanoutShared::new(subscription.buffer_size(), subscription.overflow_policy())
+                        .with_watch(switchyard_core::BufferWatch::new(
+                            subscription,
+                            subscription.buffer_size(),
+                            format!("memory fan-out {}", subscription.filter()),
+                        )),
+                );
                 let r = SubRef::Fanout(Arc::downgrade(&f));
                 (Target::Fanout(f, start), r)
             }
@@ -422,6 +426,10 @@ impl Transport for MemoryTransport {
 
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {
         self.subscribe_now(&subscription)
+    }
+
+    async fn topics(&self, filter: &TopicFilter) -> Result<Vec<TopicInfo>> {
+        Ok(self.shared().hub.topic_infos(filter))
     }
 
     async fn health(&self) -> Health {

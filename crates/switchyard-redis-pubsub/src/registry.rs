@@ -240,7 +240,6 @@ impl RemoteQueue {
     }
 
     /// Number of queued messages (not counting gap signals).
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.state.lock().messages
     }

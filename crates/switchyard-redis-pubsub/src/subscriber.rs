@@ -153,6 +153,14 @@ impl Subscriber for PubSubSubscriber {
             None => self.local_dropped,
         };
         s.dropped = local_dropped.saturating_add(self.remote.dropped.load(Ordering::Relaxed));
+        // Two buffers of the subscription's size: this replica's messages
+        // (the memory hub) and the other replicas'.
+        let (local_buffered, local_capacity) = self.local.as_ref().map_or((0, 0), |l| {
+            let st = l.stats();
+            (st.buffered, st.capacity)
+        });
+        s.buffered = local_buffered.saturating_add(self.remote.len() as u64);
+        s.capacity = local_capacity.saturating_mul(2);
         s
     }
 

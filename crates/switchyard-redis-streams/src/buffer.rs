@@ -40,6 +40,8 @@ pub(crate) struct LocalQueue<T> {
     overflow: Overflow,
     state: Mutex<State<T>>,
     room: Notify,
+    /// The back-pressure warning (`Subscription::buffer_warning`).
+    watch: Option<switchyard_core::BufferWatch>,
 }
 
 impl<T> LocalQueue<T> {
@@ -55,7 +57,20 @@ impl<T> LocalQueue<T> {
                 waker: None,
             }),
             room: Notify::new(),
+            watch: None,
         }
+    }
+
+    /// Warns through `watch` while the queue stays full (see
+    /// `Subscription::buffer_warning`).
+    pub(crate) fn with_watch(mut self, watch: switchyard_core::BufferWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// The capacity.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Adds an item, waiting for room under `Overflow::Block`.
@@ -92,8 +107,12 @@ impl<T> LocalQueue<T> {
             }
         }
         st.items.push_back(item);
+        let len = st.items.len();
         let waker = st.waker.take();
         drop(st);
+        if let Some(watch) = &self.watch {
+            watch.observe(len);
+        }
         if let Some(w) = waker {
             w.wake();
         }

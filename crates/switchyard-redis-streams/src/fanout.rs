@@ -57,7 +57,15 @@ pub(crate) async fn subscribe(
                 .await?,
         )
     };
-    let queue = Arc::new(LocalQueue::new(sub.buffer_size(), sub.overflow_policy()));
+    let queue = Arc::new(
+        LocalQueue::new(sub.buffer_size(), sub.overflow_policy()).with_watch(
+            switchyard_core::BufferWatch::new(
+                &sub,
+                sub.buffer_size(),
+                format!("redis-streams fan-out {}", sub.filter()),
+            ),
+        ),
+    );
     let stats = Arc::new(SubStats::default());
     let (stop, stop_rx) = watch::channel(false);
     let mut streams = Streams::default();
@@ -467,7 +475,10 @@ impl Subscriber for FanoutSubscriber {
     }
 
     fn stats(&self) -> SubscriberStats {
-        self.stats.snapshot()
+        let mut s = self.stats.snapshot();
+        s.buffered = self.queue.len() as u64;
+        s.capacity = self.queue.capacity() as u64;
+        s
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {

@@ -28,6 +28,7 @@
 
 pub mod admin;
 mod buffer;
+mod catalog;
 mod config;
 mod discovery;
 mod fanout;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use switchyard_core::{
     BreakerState, Capabilities, CircuitBreaker, Error, Health, Message, MessageId, Mode, Result,
-    Subscriber, Subscription, Transport, TransportStats,
+    Subscriber, Subscription, TopicFilter, TopicInfo, Transport, TransportStats,
 };
 use switchyard_redis::RedisClient;
 use tokio::sync::watch;
@@ -44,7 +44,10 @@ impl RedisStreamsTransport {
     pub async fn connect(config: StreamsConfig) -> Result<Self> {
         config.validate()?;
         let client = RedisClient::new(config.redis.clone())?;
-        let conn = switchyard_redis::SharedConnection::open(client.clone()).await?;
+        let conn = switchyard_redis::connect_with_retry(&config.redis, "redis-streams", || {
+            switchyard_redis::SharedConnection::open(client.clone())
+        })
+        .await?;
         let breaker = Arc::new(CircuitBreaker::new(
             "redis",
             config.breaker_threshold,
@@ -149,6 +152,10 @@ impl Transport for RedisStreamsTransport {
             Mode::Group { .. } => group::subscribe(self.inner.clone(), subscription, topics).await,
             _ => fanout::subscribe(self.inner.clone(), subscription, topics).await,
         }
+    }
+
+    async fn topics(&self, filter: &TopicFilter) -> Result<Vec<TopicInfo>> {
+        crate::catalog::topics(&self.inner.conn, self.inner.namespace(), filter).await
     }
 
     async fn health(&self) -> Health {

@@ -97,6 +97,17 @@ pub struct RedisConfig {
     /// Bound on one command's reply on the shared connection: 1 ms to 1 h
     /// (default 5 s; URL `response_timeout`).
     pub response_timeout: Duration,
+    /// Start-up retry: how long `connect` keeps trying while the server is
+    /// not reachable yet (a transient error: refused, timed out, loading),
+    /// with a backoff from 100 ms doubling up to
+    /// [`connect_retry_max_delay`](Self::connect_retry_max_delay), logging
+    /// each attempt. 0 (the default) tries once. 0 to 1 h (URL
+    /// `connect_retry`). Credentials refused, a bad certificate or a bad
+    /// setting fail at once.
+    pub connect_retry: Duration,
+    /// Longest pause between two start-up attempts: 10 ms to 1 min
+    /// (default 5 s; URL `connect_retry_max_delay`).
+    pub connect_retry_max_delay: Duration,
     /// Adapter-specific query parameters.
     pub params: BTreeMap<String, String>,
     /// Find the primary through Redis Sentinel (`None`: connect to
@@ -170,6 +181,20 @@ impl RedisConfig {
             MILLISECOND,
             HOUR,
             "1ms to 1h (60m)",
+        )?;
+        check_duration(
+            "connect_retry",
+            self.connect_retry,
+            Duration::ZERO,
+            HOUR,
+            "0 (off) to 1h (60m)",
+        )?;
+        check_duration(
+            "connect_retry_max_delay",
+            self.connect_retry_max_delay,
+            10 * MILLISECOND,
+            MINUTE,
+            "10ms to 1m",
         )
     }
 
@@ -189,6 +214,8 @@ impl RedisConfig {
             namespace: Self::DEFAULT_NAMESPACE.to_owned(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
+            connect_retry: Duration::ZERO,
+            connect_retry_max_delay: Duration::from_secs(5),
             params: BTreeMap::new(),
             sentinel: None,
             cluster: None,
@@ -225,6 +252,13 @@ impl RedisConfig {
     /// Sets the connect timeout.
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Keeps trying to connect for up to `deadline` while the server is not
+    /// reachable yet (see [`connect_retry`](Self::connect_retry)).
+    pub fn with_connect_retry(mut self, deadline: Duration) -> Self {
+        self.connect_retry = deadline;
         self
     }
 
@@ -429,6 +463,15 @@ impl RedisConfig {
                     cfg.response_timeout = parse_duration(&value)
                         .map_err(|r| Error::invalid_url(input, format!("response_timeout: {r}")))?;
                 }
+                "connect_retry" => {
+                    cfg.connect_retry = parse_duration(&value)
+                        .map_err(|r| Error::invalid_url(input, format!("connect_retry: {r}")))?;
+                }
+                "connect_retry_max_delay" => {
+                    cfg.connect_retry_max_delay = parse_duration(&value).map_err(|r| {
+                        Error::invalid_url(input, format!("connect_retry_max_delay: {r}"))
+                    })?;
+                }
                 "tls_ca" | "tls_cert" | "tls_key" | "tls_insecure" => {
                     crate::tls::take_url_param(&mut cfg, &key, &value)
                         .map_err(|r| Error::invalid_url(input, r))?;
@@ -476,7 +519,7 @@ impl RedisConfig {
         }
         let unknown: Vec<&str> = self.params.keys().map(String::as_str).collect();
         Err(Error::InvalidConfig(format!(
-            "unknown url parameter(s) {}: known are namespace, connect_timeout, response_timeout, tls_ca, tls_cert, tls_key, tls_insecure{}{}",
+            "unknown url parameter(s) {}: known are namespace, connect_timeout, response_timeout, connect_retry, connect_retry_max_delay, tls_ca, tls_cert, tls_key, tls_insecure{}{}",
             unknown.join(", "),
             if known.is_empty() { "" } else { ", " },
             known.join(", ")

@@ -386,6 +386,75 @@ fn connection_info(
         .set_redis_settings(redis_info))
 }
 
+/// Runs `attempt` (a connect) and, while it fails with a transient error,
+/// again after a backoff (100 ms doubling up to
+/// [`RedisConfig::connect_retry_max_delay`]) until
+/// [`RedisConfig::connect_retry`] has passed since the first try; each
+/// failure is logged with the attempt number and the time left. With
+/// `connect_retry` 0 it runs once. A non-transient error (credentials
+/// refused, a bad certificate, a bad setting) ends it at once. The last
+/// error is returned, saying how many attempts were made.
+pub async fn connect_with_retry<T, F, Fut>(
+    cfg: &RedisConfig,
+    what: &str,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100).min(cfg.connect_retry_max_delay);
+    let mut tries: u32 = 0;
+    loop {
+        tries = tries.saturating_add(1);
+        let e = match attempt().await {
+            Ok(v) => {
+                if tries > 1 {
+                    tracing::info!(what, tries, after = ?started.elapsed(), "redis: connected after retrying");
+                }
+                return Ok(v);
+            }
+            Err(e) => e,
+        };
+        let elapsed = started.elapsed();
+        if cfg.connect_retry.is_zero() || !e.is_transient() || elapsed >= cfg.connect_retry {
+            if tries > 1 {
+                return Err(retried(e, tries, elapsed));
+            }
+            return Err(e);
+        }
+        let left = cfg.connect_retry - elapsed;
+        let pause = delay.min(left);
+        tracing::info!(
+            what, attempt = tries, error = %e, next_in = ?pause, left = ?left,
+            "redis: not reachable yet; retrying (connect_retry)"
+        );
+        tokio::time::sleep(pause).await;
+        delay = delay.saturating_mul(2).min(cfg.connect_retry_max_delay);
+    }
+}
+
+/// `e` after `tries` attempts over `elapsed`, said in its message.
+fn retried(e: Error, tries: u32, elapsed: Duration) -> Error {
+    match e {
+        Error::Connect {
+            backend,
+            addr,
+            timeout,
+            reason,
+        } => Error::Connect {
+            backend,
+            addr,
+            timeout,
+            reason: format!(
+                "{reason} (gave up after {tries} attempts in {elapsed:.1?}: connect_retry)"
+            ),
+        },
+        other => other,
+    }
+}
+
 /// [`Error::Connect`] for `cfg` with `reason`.
 pub(crate) fn connect_failed(cfg: &RedisConfig, reason: String) -> Error {
     Error::Connect {

@@ -47,7 +47,7 @@ pub mod tls;
 
 pub use cluster::{ClusterConfig, cluster_health, key_slot};
 pub use config::{RedisConfig, Secret, parse_duration, validate_namespace};
-pub use connect::{CLUSTER_RETRIES, RedisClient, ping_health};
+pub use connect::{CLUSTER_RETRIES, RedisClient, connect_with_retry, ping_health};
 pub use error::{
     CLUSTER_CODES, REDISCOVER_CODES, RetryMethod, TRANSIENT_CODES, classify, classify_reply, code,
     is_transient, is_transient_code, retry_method, retry_method_code,

@@ -279,16 +279,25 @@ pub fn replica_reason(addr: &str, of: Option<&str>) -> String {
 /// connect timeout) and checks with `ROLE` that the server named is a
 /// primary (a failover in progress may name a server not promoted yet).
 ///
-/// Errors: [`Error::Backend`] when every sentinel that answered does not
-/// know the master name (a typo: not transient); [`Error::Connect`]
-/// (transient) when no sentinel answered, or the server named is not a
-/// primary yet — naming every sentinel and why.
+/// Errors, each naming every sentinel and why (never a password):
+/// [`Error::Backend`] when every sentinel does not know the master name (a
+/// typo: not transient); [`Error::Tls`] when the TLS handshake with the
+/// sentinels failed (their certificate refused, or ours) and none answered;
+/// [`Error::Backend`] saying the sentinels refused authentication when they
+/// refused the credentials (`NOAUTH`, `WRONGPASS`) and none answered —
+/// neither is transient, a retry meets the same certificate or password;
+/// [`Error::Connect`] (transient) when no sentinel could be reached, or the
+/// server named is not a primary yet.
 pub async fn resolve(cfg: &RedisConfig) -> Result<RedisConfig> {
     let Some(s) = &cfg.sentinel else {
         return Ok(cfg.clone());
     };
     let mut failures = Vec::new();
     let mut unknown = 0;
+    // Sentinels that answered, but named no usable primary.
+    let mut answered = 0;
+    let mut refused_auth = 0;
+    let mut tls_kind = None;
     for (host, port) in &s.sentinels {
         let at = host_port(host, *port);
         match ask(cfg, s, host, *port).await {
@@ -301,20 +310,59 @@ pub async fn resolve(cfg: &RedisConfig) -> Result<RedisConfig> {
                         tracing::debug!(sentinel = %at, primary = %primary.addr(), master = %s.master_name, "sentinel named the primary");
                         return Ok(primary);
                     }
-                    Err(why) => failures.push(format!("{at} named {}, but {why}", primary.addr())),
+                    Err(why) => {
+                        answered += 1;
+                        failures.push(format!("{at} named {}, but {why}", primary.addr()));
+                    }
                 }
             }
             Ok(None) => {
                 unknown += 1;
+                answered += 1;
                 failures.push(format!("{at} does not monitor {:?}", s.master_name));
             }
-            Err(why) => failures.push(format!("{at}: {why}")),
+            Err(AskFailure::Config(e)) => return Err(e),
+            Err(AskFailure::Auth(why)) => {
+                refused_auth += 1;
+                failures.push(format!("{at} refused authentication: {why}"));
+            }
+            Err(AskFailure::Tls(kind, why)) => {
+                tls_kind.get_or_insert(kind);
+                failures.push(format!("{at}: TLS failed ({kind}): {why}"));
+            }
+            Err(AskFailure::Other(why)) => failures.push(format!("{at}: {why}")),
         }
     }
     let detail = failures.join("; ");
     if unknown == s.sentinels.len() {
         return Err(Error::Backend(format!(
             "no sentinel monitors a master named {:?} ({detail}): check the master name in the URL path (SENTINEL MASTERS on a sentinel lists them)",
+            s.master_name
+        )));
+    }
+    // No sentinel answered; those reached refused our certificate settings
+    // or credentials, which a retry does not change.
+    if answered == 0
+        && let Some(kind) = tls_kind
+    {
+        return Err(Error::Tls {
+            backend: "redis sentinel",
+            addr: s.addrs(),
+            kind,
+            reason: format!(
+                "the TLS handshake with the sentinels failed ({detail}); the sentinels use the URL's TLS settings (tls_ca, tls_cert, tls_key), as the nodes do"
+            ),
+        });
+    }
+    if answered == 0 && refused_auth > 0 {
+        let advice = if s.password.is_none() {
+            "the sentinels require a password: add sentinel_auth=same to the URL when they take the nodes' user and password, else set theirs in code with SentinelConfig::with_credentials"
+        } else {
+            "check the sentinels' user and password: sentinel_auth=same sends the nodes' ones from the URL, SentinelConfig::with_credentials sets others in code"
+        };
+        return Err(Error::Backend(format!(
+            "the sentinels at {} refused authentication for master {:?} ({detail}): {advice}",
+            s.addrs(),
             s.master_name
         )));
     }
@@ -326,6 +374,42 @@ pub async fn resolve(cfg: &RedisConfig) -> Result<RedisConfig> {
     })
 }
 
+/// Why one sentinel could not be asked.
+enum AskFailure {
+    /// The settings are unusable (a TLS file missing or not PEM, ...):
+    /// reported as it is, whichever sentinel.
+    Config(Error),
+    /// It refused the credentials, or asked for some (`NOAUTH`,
+    /// `WRONGPASS`, a failed `AUTH`).
+    Auth(String),
+    /// The TLS handshake failed: its kind (as in [`Error::Tls`]) and why.
+    Tls(&'static str, String),
+    /// Unreachable, no reply in time, or another failure.
+    Other(String),
+}
+
+impl AskFailure {
+    /// Sorts the redis-rs error of asking the sentinel at `host:port`.
+    fn of(cfg: &RedisConfig, host: &str, port: u16, e: &redis::RedisError) -> AskFailure {
+        if cfg.tls && e.code().is_none() {
+            let mut at = cfg.clone();
+            at.host = host.to_owned();
+            at.port = port;
+            if let Some((kind, why)) = crate::tls::tls_failure(&at, &e.to_string()) {
+                return AskFailure::Tls(kind, why);
+            }
+        }
+        let auth = matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+            || e.kind() == redis::ErrorKind::AuthenticationFailed;
+        if auth {
+            // redis-rs error texts never contain the password.
+            AskFailure::Auth(e.to_string())
+        } else {
+            AskFailure::Other(e.to_string())
+        }
+    }
+}
+
 /// `SENTINEL GET-MASTER-ADDR-BY-NAME` on one sentinel: the address, `None`
 /// when it does not know the name, or why it could not be asked.
 async fn ask(
@@ -333,7 +417,7 @@ async fn ask(
     s: &SentinelConfig,
     host: &str,
     port: u16,
-) -> std::result::Result<Option<(String, u16)>, String> {
+) -> std::result::Result<Option<(String, u16)>, AskFailure> {
     let client = crate::connect::client_for(
         cfg,
         host,
@@ -342,7 +426,7 @@ async fn ask(
         s.username.as_deref(),
         s.password.as_ref().map(Secret::expose),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(AskFailure::Config)?;
     let conf = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(cfg.connect_timeout))
         .set_response_timeout(Some(cfg.connect_timeout));
@@ -357,15 +441,22 @@ async fn ask(
             .await
     };
     let reply = match tokio::time::timeout(cfg.connect_timeout, attempt).await {
-        Err(_) => return Err(format!("no reply within {:?}", cfg.connect_timeout)),
-        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => {
+            return Err(AskFailure::Other(format!(
+                "no reply within {:?}",
+                cfg.connect_timeout
+            )));
+        }
+        Ok(Err(e)) => return Err(AskFailure::of(cfg, host, port, &e)),
         Ok(Ok(r)) => r,
     };
     match reply {
         None => Ok(None),
         Some((h, p)) => match p.parse::<u16>() {
             Ok(p) if p > 0 => Ok(Some((h, p))),
-            _ => Err(format!("answered an address with an invalid port {p:?}")),
+            _ => Err(AskFailure::Other(format!(
+                "answered an address with an invalid port {p:?}"
+            ))),
         },
     }
 }
@@ -506,6 +597,57 @@ mod tests {
         ] {
             assert!(split_url(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Before: a sentinel refusing the credentials was one more reason in
+    /// a transient `Error::Connect` ("could not connect to redis sentinel
+    /// ... NOAUTH"), retried forever; a failed TLS handshake likewise.
+    #[test]
+    fn ask_failures_are_sorted_by_cause() {
+        let server_error = |text: &str| -> redis::RedisError {
+            match redis::parse_redis_value(format!("-{text}\r\n").as_bytes()) {
+                Ok(Value::ServerError(e)) => e.into(),
+                other => panic!("not a server error: {other:?}"),
+            }
+        };
+        let plain = RedisConfig::new("127.0.0.1", 1);
+        let tls = RedisConfig::new("127.0.0.1", 1).with_tls(true);
+        let auth = [
+            server_error("NOAUTH Authentication required."),
+            server_error("WRONGPASS invalid username-password pair"),
+            redis::RedisError::from((
+                redis::ErrorKind::AuthenticationFailed,
+                "Password authentication failed",
+            )),
+        ];
+        for e in &auth {
+            for cfg in [&plain, &tls] {
+                assert!(
+                    matches!(AskFailure::of(cfg, "h", 2, e), AskFailure::Auth(_)),
+                    "{e}"
+                );
+            }
+        }
+        let handshake = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert!(matches!(
+            AskFailure::of(&tls, "h", 2, &handshake),
+            AskFailure::Tls("unknown issuer", _)
+        ));
+        assert!(matches!(
+            AskFailure::of(&plain, "h", 2, &handshake),
+            AskFailure::Other(_)
+        ));
+        let refused = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert!(matches!(
+            AskFailure::of(&tls, "h", 2, &refused),
+            AskFailure::Other(_)
+        ));
     }
 
     #[test]

@@ -32,7 +32,13 @@
 //!   primary with [`failover`](SentinelGroup::failover) (`SENTINEL
 //!   FAILOVER`) or [`kill_primary`](SentinelGroup::kill_primary) (SIGKILL);
 //!   [`wait_for_new_primary`](SentinelGroup::wait_for_new_primary) polls
-//!   with a deadline until the sentinels agree on the new one.
+//!   with a deadline until the sentinels agree on the new one
+//!   ([`failover_and_wait`](SentinelGroup::failover_and_wait) does both,
+//!   asking again when a CPU-starved sentinel dropped the request). The
+//!   sentinels may require a password
+//!   ([`SentinelOptions::sentinel_password`]), and all five processes may
+//!   speak TLS only on one shared CA ([`SentinelOptions::tls`],
+//!   [`SentinelGroup::tls_files`]).
 //! * [`ClusterGroup`] starts a Redis Cluster ([`ClusterOptions`]: 3
 //!   masters with a replica each by default, every port free on loopback,
 //!   the cluster bus on a second port), waits for `cluster_state:ok`, and
@@ -136,7 +142,7 @@ pub use error::TestkitError;
 pub use options::{Persistence, RedisOptions, ServerKind};
 pub use proxy::FaultProxy;
 pub use resp::{DEFAULT_IO_TIMEOUT, RespConnection, RespValue};
-pub use sentinel::{SentinelGroup, SentinelOptions};
+pub use sentinel::{SentinelGroup, SentinelOptions, SentinelTlsFiles};
 pub use server::{RedisServer, redis_server_available};
 pub use tls::{CertKeyPaths, ServerCertificate, TestPki, TlsClientAuth, TlsOptions};
 pub use tls_client::TlsConnect;

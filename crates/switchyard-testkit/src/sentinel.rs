@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::TestkitError;
@@ -10,6 +11,7 @@ use crate::options::{RedisOptions, ServerKind};
 use crate::process::{info_field, poll_until, quote};
 use crate::resp::{RespConnection, RespValue};
 use crate::server::{Mode, RedisServer};
+use crate::tls::{CertKeyPaths, TestPki, TlsOptions};
 
 /// How many sentinels a group runs.
 const SENTINELS: usize = 3;
@@ -29,6 +31,8 @@ const STARTUP_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(600));
 /// Longest accepted [`SentinelOptions::master_name`].
 const MAX_MASTER_NAME: usize = 64;
+/// Longest accepted [`SentinelOptions::sentinel_password`], in bytes.
+const MAX_SENTINEL_PASSWORD: usize = 512;
 
 /// Options for [`SentinelGroup::start`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +47,8 @@ pub struct SentinelOptions {
     /// Password of the two data nodes (`requirepass`, and `masterauth` so
     /// that either can replicate from the other), given to the sentinels as
     /// `sentinel auth-pass` (default `None`). The sentinels themselves take
-    /// no password.
+    /// no password unless [`sentinel_password`](Self::sentinel_password) is
+    /// set.
     pub password: Option<String>,
     /// An ACL user `(name, password)` with full permissions on the two data
     /// nodes (as [`RedisOptions::acl_user`]); when set, the nodes replicate
@@ -51,6 +56,27 @@ pub struct SentinelOptions {
     /// (`sentinel auth-user`/`auth-pass`) as this user, and
     /// [`RedisServer::cmd`] on a node uses it (default `None`).
     pub acl_user: Option<(String, String)>,
+    /// Password of the three sentinels (default `None`: they take none).
+    /// When set, each sentinel has `requirepass` (clients must `AUTH` with
+    /// it, as the default user) and `sentinel sentinel-pass` (what it sends
+    /// to the other sentinels); the testkit's own questions to the
+    /// sentinels authenticate with it. It may differ from the nodes'
+    /// [`password`](Self::password). 1 to 512 bytes, any of them (the
+    /// config file quotes it).
+    pub sentinel_password: Option<String>,
+    /// TLS everywhere (default `false`): the two nodes and the three
+    /// sentinels listen with TLS only (`port 0`, `tls-port` on a free
+    /// loopback port, which [`RedisServer::addr`] and
+    /// [`SentinelGroup::sentinel_addrs`] return), replicate and talk to each
+    /// other over TLS (`tls-replication yes`), and require a client
+    /// certificate (`tls-auth-clients yes`). All five use one [`TestPki`]
+    /// generated for the group ([`SentinelGroup::pki`],
+    /// [`SentinelGroup::tls_files`]): a client trusting its CA and
+    /// presenting its client certificate reaches every process. The
+    /// testkit's probes ([`SentinelGroup::failover`],
+    /// [`SentinelGroup::current_primary_addr`], [`RedisServer::cmd`], ...)
+    /// then speak TLS themselves.
+    pub tls: bool,
     /// `sentinel down-after-milliseconds`: how long the primary must be
     /// unreachable before a sentinel considers it down (default 2 s; range
     /// 100 ms to 60 s, whole milliseconds).
@@ -78,6 +104,8 @@ impl Default for SentinelOptions {
             kind: None,
             password: None,
             acl_user: None,
+            sentinel_password: None,
+            tls: false,
             down_after: Duration::from_secs(2),
             failover_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(30),
@@ -111,6 +139,20 @@ impl SentinelOptions {
     #[must_use]
     pub fn acl_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.acl_user = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Sets [`sentinel_password`](Self::sentinel_password).
+    #[must_use]
+    pub fn sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.sentinel_password = Some(password.into());
+        self
+    }
+
+    /// Sets [`tls`](Self::tls).
+    #[must_use]
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -159,6 +201,15 @@ impl SentinelOptions {
                  out of A-Z a-z 0-9 . _ -"
             )));
         }
+        if let Some(password) = &self.sentinel_password
+            && (password.is_empty() || password.len() > MAX_SENTINEL_PASSWORD)
+        {
+            return Err(TestkitError::InvalidSetting(format!(
+                "SentinelOptions::sentinel_password is {} bytes long: use 1 to \
+                 {MAX_SENTINEL_PASSWORD} bytes",
+                password.len()
+            )));
+        }
         check_range("down_after", self.down_after, DOWN_AFTER_RANGE)?;
         check_range(
             "failover_timeout",
@@ -187,7 +238,9 @@ fn check_range(
 }
 
 /// A primary, one replica and three sentinels, all on free loopback ports:
-/// the topology Sentinel-aware clients are tested against.
+/// the topology Sentinel-aware clients are tested against. The sentinels
+/// may require a password ([`SentinelOptions::sentinel_password`]) and all
+/// five processes may speak TLS only ([`SentinelOptions::tls`]).
 ///
 /// [`start`](Self::start) launches the primary, the replica (`replicaof` the
 /// primary), then three sentinels (`redis-server --sentinel`, or
@@ -210,6 +263,25 @@ pub struct SentinelGroup {
     kind: ServerKind,
     nodes: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
+    failover_timeout: Duration,
+    // Declared after the processes: its directory is removed only once
+    // they are gone.
+    pki: Option<TestPki>,
+}
+
+/// The files a TLS client of a [`SentinelGroup`] needs
+/// ([`SentinelGroup::tls_files`]): they belong to the group's one CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelTlsFiles {
+    /// The CA certificate every node and sentinel certificate is signed by
+    /// (`tls_ca=`).
+    pub ca_cert: PathBuf,
+    /// A client certificate and key signed by that CA (`tls_cert=`,
+    /// `tls_key=`); the processes require one.
+    pub client: CertKeyPaths,
+    /// An unrelated CA: a client trusting only it must refuse every
+    /// process of the group.
+    pub other_ca_cert: PathBuf,
 }
 
 impl SentinelGroup {
@@ -224,12 +296,27 @@ impl SentinelGroup {
             Some(kind) => kind,
             None => ServerKind::from_env()?,
         };
+        // One CA for all five processes, so that they trust each other and
+        // a client trusting it reaches each of them.
+        let pki = if opts.tls {
+            Some(TestPki::generate()?)
+        } else {
+            None
+        };
+        let tls = pki.as_ref().map(|pki| {
+            TlsOptions::default()
+                .tls_only(true)
+                .pki_dir(pki.dir().to_path_buf())
+        });
         // Either node may be the primary a replica syncs from: start the
         // (diskless) full sync at once instead of after the default 5 s.
         let mut node_opts = RedisOptions::default()
             .kind(kind)
             .startup_timeout(opts.startup_timeout)
             .arg("repl-diskless-sync-delay", "0");
+        if let Some(tls) = &tls {
+            node_opts = node_opts.tls(tls.clone()).arg("tls-replication", "yes");
+        }
         if let Some(password) = &opts.password {
             node_opts = node_opts.password(password.clone());
         }
@@ -252,6 +339,8 @@ impl SentinelGroup {
             kind,
             nodes: vec![primary, replica],
             sentinels: Vec::with_capacity(SENTINELS),
+            failover_timeout: opts.failover_timeout,
+            pki,
         };
         // One deadline for the whole readiness wait (each process' own
         // start is bounded by the same timeout).
@@ -265,9 +354,15 @@ impl SentinelGroup {
 
         let conf = sentinel_config(&opts, group.nodes[0].port());
         for _ in 0..SENTINELS {
-            let sentinel_opts = RedisOptions::default()
+            let mut sentinel_opts = RedisOptions::default()
                 .kind(kind)
                 .startup_timeout(opts.startup_timeout);
+            if let Some(password) = &opts.sentinel_password {
+                sentinel_opts = sentinel_opts.password(password.clone());
+            }
+            if let Some(tls) = &tls {
+                sentinel_opts = sentinel_opts.tls(tls.clone()).arg("tls-replication", "yes");
+            }
             let sentinel =
                 RedisServer::start_mode(sentinel_opts, Mode::Sentinel { conf: conf.clone() })?;
             group.sentinels.push(sentinel);
@@ -318,10 +413,11 @@ impl SentinelGroup {
         Ok(healthy.then_some(()))
     }
 
-    /// A connection to sentinel `index`.
+    /// A connection to sentinel `index`: TLS and authenticated when the
+    /// group is.
     fn ask(&self, index: usize) -> Result<RespConnection, TestkitError> {
         let sentinel = self.sentinels.get(index).ok_or(TestkitError::NotRunning)?;
-        RespConnection::connect_timeout(sentinel.addr(), ASK_TIMEOUT)
+        sentinel.open(ASK_TIMEOUT)
     }
 
     /// The last lines of every process' log (nodes, then sentinels), each
@@ -365,6 +461,23 @@ impl SentinelGroup {
     /// given).
     pub fn sentinel_addrs(&self) -> Vec<SocketAddr> {
         self.sentinels.iter().map(RedisServer::addr).collect()
+    }
+
+    /// The group's PKI with [`SentinelOptions::tls`] (`None` without): one
+    /// CA for every node and sentinel, the client certificate they accept,
+    /// and the negative-test material of [`TestPki`].
+    pub fn pki(&self) -> Option<&TestPki> {
+        self.pki.as_ref()
+    }
+
+    /// With [`SentinelOptions::tls`], the files a client needs to reach
+    /// every process of the group (`None` without TLS).
+    pub fn tls_files(&self) -> Option<SentinelTlsFiles> {
+        self.pki.as_ref().map(|pki| SentinelTlsFiles {
+            ca_cert: pki.ca_cert().to_path_buf(),
+            client: pki.client().clone(),
+            other_ca_cert: pki.other_ca_cert().to_path_buf(),
+        })
     }
 
     /// The three sentinel processes.
@@ -477,6 +590,36 @@ impl SentinelGroup {
         Err(last)
     }
 
+    /// [`failover`](Self::failover), then
+    /// [`wait_for_new_primary`](Self::wait_for_new_primary) with the
+    /// primary of before; returns the new primary's address.
+    ///
+    /// A sentinel starved of CPU for over 2 s enters TILT mode, and a
+    /// requested failover then runs into `failover-timeout` and is dropped:
+    /// nothing retries it. So when no new primary is there after twice
+    /// [`SentinelOptions::failover_timeout`] (at least 10 s), the failover
+    /// is requested again, as an operator would (an `-INPROG` or
+    /// `-NOGOODSLAVE` reply just means "wait"), until `timeout` passes.
+    pub fn failover_and_wait(&self, timeout: Duration) -> Result<SocketAddr, TestkitError> {
+        let deadline = Instant::now() + timeout;
+        let old = self.current_primary_addr()?;
+        let retry_after = (self.failover_timeout * 2).max(Duration::from_secs(10));
+        loop {
+            match self.failover() {
+                Ok(()) | Err(TestkitError::Reply(_)) => {}
+                Err(e) => return Err(e),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait_for_new_primary(old, left.min(retry_after)) {
+                Ok(new) => return Ok(new),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no new primary yet; requesting the failover again");
+                }
+            }
+        }
+    }
+
     /// Kills the current primary with SIGKILL and returns its address (pass
     /// it to [`wait_for_new_primary`](Self::wait_for_new_primary)). The
     /// sentinels notice after [`SentinelOptions::down_after`] and fail over.
@@ -583,6 +726,10 @@ fn sentinel_config(opts: &SentinelOptions, primary_port: u16) -> String {
         }
         let _ = writeln!(conf, "sentinel auth-pass {name} {}", quote(password));
     }
+    // What a sentinel sends to the others (which `requirepass` the same).
+    if let Some(password) = &opts.sentinel_password {
+        let _ = writeln!(conf, "sentinel sentinel-pass {}", quote(password));
+    }
     conf
 }
 
@@ -628,6 +775,8 @@ mod tests {
             SentinelOptions::default().down_after(Duration::from_secs(61)),
             SentinelOptions::default().failover_timeout(Duration::from_millis(999)),
             SentinelOptions::default().startup_timeout(Duration::ZERO),
+            SentinelOptions::default().sentinel_password(""),
+            SentinelOptions::default().sentinel_password("x".repeat(513)),
         ];
         for opts in bad {
             let err = opts.validate().unwrap_err();
@@ -649,6 +798,9 @@ mod tests {
         assert!(conf.contains("sentinel failover-timeout switchyard 5000\n"));
         assert!(conf.contains("sentinel auth-pass switchyard \"p \\\"w\\\"\"\n"));
         assert!(!conf.contains("auth-user"));
+        assert!(!conf.contains("sentinel-pass"));
+        let conf = sentinel_config(&opts.clone().sentinel_password("s pw"), 7000);
+        assert!(conf.contains("sentinel sentinel-pass \"s pw\"\n"), "{conf}");
         let acl = SentinelOptions::default()
             .password("default pw")
             .acl_user("app", "app pw");

@@ -81,6 +81,12 @@ pub struct TlsOptions {
     ///
     /// [`RedisServer::port`]: crate::RedisServer::port
     pub tls_only: bool,
+    /// Use the [`TestPki`] already generated in this directory (by
+    /// [`TestPki::generate_in`]) instead of generating one for the server
+    /// (default `None`). Servers given the same directory share one CA, so
+    /// a client trusting it reaches all of them, and they reach each other
+    /// (replication, Sentinel). The directory must outlive the server.
+    pub pki_dir: Option<PathBuf>,
 }
 
 impl TlsOptions {
@@ -102,6 +108,13 @@ impl TlsOptions {
     #[must_use]
     pub fn tls_only(mut self, tls_only: bool) -> Self {
         self.tls_only = tls_only;
+        self
+    }
+
+    /// Sets [`pki_dir`](Self::pki_dir).
+    #[must_use]
+    pub fn pki_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pki_dir = Some(dir.into());
         self
     }
 
@@ -317,6 +330,43 @@ impl TestPki {
         })
     }
 
+    /// The PKI [`generate_in`](Self::generate_in) wrote into `dir` earlier,
+    /// without generating anything: every file must be there. The files
+    /// stay when the `TestPki` is dropped.
+    ///
+    /// Fails with [`TestkitError::Tls`] naming the first missing file.
+    pub fn open(dir: &Path) -> Result<TestPki, TestkitError> {
+        let file = |name: &str| -> Result<PathBuf, TestkitError> {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(TestkitError::Tls(format!(
+                    "{} is missing: {} holds no PKI written by TestPki::generate_in",
+                    path.display(),
+                    dir.display()
+                )))
+            }
+        };
+        let pair = |name: &str| -> Result<CertKeyPaths, TestkitError> {
+            Ok(CertKeyPaths {
+                cert: file(&format!("{name}.crt"))?,
+                key: file(&format!("{name}.key"))?,
+            })
+        };
+        Ok(TestPki {
+            dir: dir.to_path_buf(),
+            _owned: None,
+            ca_cert: file("ca.crt")?,
+            server: pair("server")?,
+            client: pair("client")?,
+            other_ca_cert: file("other-ca.crt")?,
+            other_ca_client: pair("other-client")?,
+            expired_server: pair("expired-server")?,
+            wrong_name_server: pair("wrong-name-server")?,
+        })
+    }
+
     /// The directory holding the PEM files.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -409,6 +459,21 @@ mod tests {
         );
         drop(pki);
         assert!(!dir.exists(), "an owned PKI directory is removed on drop");
+    }
+
+    #[test]
+    fn open_finds_what_generate_in_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            TestPki::open(dir.path()),
+            Err(TestkitError::Tls(_))
+        ));
+        let written = TestPki::generate_in(dir.path()).unwrap();
+        let opened = TestPki::open(dir.path()).unwrap();
+        assert_eq!(opened.ca_cert(), written.ca_cert());
+        assert_eq!(opened.client(), written.client());
+        assert_eq!(opened.server(), written.server());
+        assert_eq!(opened.other_ca_cert(), written.other_ca_cert());
     }
 
     #[test]

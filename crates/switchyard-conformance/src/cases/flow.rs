@@ -177,3 +177,93 @@ pub async fn backpressure_drop_newest(ctx: &Ctx) -> CaseResult {
     }
     Ok(())
 }
+
+/// The buffer's fill is visible (`stats().buffered`, `capacity`), and a
+/// pull (`fetch`) waits for its batch to fill and says whether more is
+/// ready.
+pub async fn fetch_and_buffer_fill(ctx: &Ctx) -> CaseResult {
+    let tuning = ctx.tuning().clone();
+    let t = ctx.connect().await?;
+    let topic = ctx.topic("fetch")?;
+    let mut sub = subscribe(
+        &t,
+        Subscription::new(topic.clone()).buffer(64),
+        "fetching subscriber (buffer 64)",
+    )
+    .await?;
+    publish_range(&t, &topic, "f", 0..30).await?;
+    // All 30 arrive in the local buffer without anyone reading.
+    let deadline = tokio::time::Instant::now() + tuning.recv_timeout;
+    loop {
+        let s = sub.stats();
+        if s.buffered == 30 {
+            ensure!(
+                s.capacity >= 64,
+                "stats().capacity = {} with buffer(64)",
+                s.capacity
+            );
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "stats().buffered = {} (want 30 waiting, nobody reading)",
+                s.buffered
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = sub.fetch(20, tuning.recv_timeout).await;
+    ensure!(
+        first.items.len() == 20,
+        "fetch(20) returned {} items",
+        first.items.len()
+    );
+    ensure!(
+        first.more,
+        "fetch(20) of 30 buffered must say more are ready"
+    );
+    ensure!(!first.closed, "fetch said closed");
+    let second = sub.fetch(20, Duration::from_millis(300)).await;
+    ensure!(
+        second.items.len() == 10,
+        "the second fetch(20, 300ms) returned {} items (10 were left)",
+        second.items.len()
+    );
+    ensure!(!second.more, "nothing is left, but fetch said more");
+    let mut got = Vec::with_capacity(30);
+    for item in first.items.into_iter().chain(second.items) {
+        got.push(item.context("fetch returned an error item")?);
+    }
+    let idx = indices("f", &got)?;
+    exactly_once(&idx, 30, "fetched")?;
+    if ctx.capabilities().per_topic_ordering {
+        in_order(&idx, 0..30, "fetched")?;
+    }
+    ensure!(
+        sub.stats().buffered == 0,
+        "buffered = {} after fetching all",
+        sub.stats().buffered
+    );
+    // A fetch waits for the batch to fill: 5 published 100 ms apart reach
+    // one fetch(5).
+    let publisher = {
+        let t = t.clone();
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            for i in 30..35 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                publish_range(&t, &topic, "f", i..i + 1).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let third = sub.fetch(5, tuning.recv_timeout).await;
+    join(publisher, "paced publisher").await?;
+    ensure!(
+        third.items.len() == 5,
+        "fetch(5) while 5 were published 100 ms apart returned {}",
+        third.items.len()
+    );
+    sub.close().await?;
+    Ok(())
+}

@@ -416,6 +416,18 @@ static CASES: &[Case] = &[
         "`Start::After(id of the 10th)` of 20 published messages receives exactly the 11th to the 20th, then a message published afterwards."
     ),
     case!(
+        "topics_catalog",
+        &[Has(Replay)],
+        replay::topics_catalog,
+        "`topics()` of a pattern over two of three topics lists exactly those two, sorted, with lengths 3 and 5 and the first and last ids `publish` returned; with groups: a member (buffer 1) that acked 2 of 3 deliveries shows pending 1 plus what the adapter read ahead (its buffer of 1 and one read waiting for room: at most 3), last delivered the id that many after the 3rd and, where known, the lag to match; with dead letters: a dead-lettered message makes `a:dlq` listed (length 1) with its origin; a filter that matches nothing lists nothing."
+    ),
+    case!(
+        "topics_unsupported",
+        &[Lacks(Replay)],
+        replay::topics_unsupported,
+        "An adapter that keeps no messages answers `topics()` with `Error::Unsupported`."
+    ),
+    case!(
         "replay_unsupported",
         &[Lacks(Replay)],
         replay::replay_unsupported,
@@ -457,6 +469,12 @@ static CASES: &[Case] = &[
         &[],
         flow::backpressure_drop_newest,
         "As `backpressure_drop_oldest` with `Overflow::DropNewest`: `dropped > 0`, received + dropped == 2,000, the oldest (first) kept when ordered and exact; a message published afterwards still arrives."
+    ),
+    case!(
+        "fetch_and_buffer_fill",
+        &[],
+        flow::fetch_and_buffer_fill,
+        "30 messages reach a fan-out subscriber (buffer 64) nobody reads: `stats().buffered` becomes 30 with `capacity >= 64`; `fetch(20, …)` returns 20 with `more`, `fetch(20, 300ms)` the other 10 without `more`; all 30 exactly once (in order when ordered), `buffered` 0 after; a `fetch(5, …)` while 5 are published 100 ms apart returns all 5."
     ),
     // errors.rs
     case!(

@@ -349,7 +349,13 @@ pub(crate) async fn subscribe(
     let (acks, ack_rx) = mpsc::channel(ACK_QUEUE);
     let (stop, _) = watch::channel(false);
     let group = Arc::new(Group {
-        queue: LocalQueue::new(cfg.buffer, cfg.overflow),
+        queue: LocalQueue::new(cfg.buffer, cfg.overflow).with_watch(
+            switchyard_core::BufferWatch::new(
+                &sub,
+                cfg.buffer,
+                format!("redis-streams group {}", cfg.group),
+            ),
+        ),
         inner: inner.clone(),
         cfg,
         stats: Arc::new(SubStats::default()),
@@ -462,7 +468,10 @@ impl Subscriber for GroupSubscriber {
     }
 
     fn stats(&self) -> SubscriberStats {
-        self.group.stats.snapshot()
+        let mut s = self.group.stats.snapshot();
+        s.buffered = self.group.queue.len() as u64;
+        s.capacity = self.group.queue.capacity() as u64;
+        s
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {

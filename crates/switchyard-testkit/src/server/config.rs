@@ -19,6 +19,10 @@ impl RedisServer {
             Mode::Sentinel { .. } if path.exists() => return Ok(path),
             Mode::Sentinel { conf } => {
                 let mut text = self.common_config();
+                self.auth_and_tls_config(&mut text);
+                for (name, value) in &self.opts.extra_args {
+                    config_line(&mut text, name, value);
+                }
                 text.push_str(conf);
                 text
             }
@@ -53,6 +57,27 @@ impl RedisServer {
         conf
     }
 
+    /// The directives both modes take from the options: `requirepass`, and
+    /// with TLS the `tls-*` ones. The client certificate is also what the
+    /// process presents when it connects to another one (replication,
+    /// Sentinel links): the server certificate is for servers only.
+    fn auth_and_tls_config(&self, conf: &mut String) {
+        let mut line = |name: &str, value: &str| config_line(conf, name, value);
+        if let Some(password) = &self.opts.password {
+            line("requirepass", password);
+        }
+        if let (Some(tls), Some(tls_port), Some(pki)) = (&self.opts.tls, self.tls_port, &self.pki) {
+            let server = pki.server_certificate(tls.server_certificate);
+            line("tls-port", &tls_port.to_string());
+            line("tls-cert-file", &server.cert.to_string_lossy());
+            line("tls-key-file", &server.key.to_string_lossy());
+            line("tls-client-cert-file", &pki.client().cert.to_string_lossy());
+            line("tls-client-key-file", &pki.client().key.to_string_lossy());
+            line("tls-ca-cert-file", &pki.ca_cert().to_string_lossy());
+            line("tls-auth-clients", tls.client_auth.directive());
+        }
+    }
+
     /// The config of a data server, from the options.
     fn server_config(&self) -> String {
         let mut conf = self.common_config();
@@ -70,20 +95,11 @@ impl RedisServer {
                 line("appendonly", "no");
             }
         }
-        if let Some(password) = &self.opts.password {
-            line("requirepass", password);
-        }
         if let Some(policy) = &self.opts.maxmemory_policy {
             line("maxmemory-policy", policy);
         }
-        if let (Some(tls), Some(tls_port), Some(pki)) = (&self.opts.tls, self.tls_port, &self.pki) {
-            let server = pki.server_certificate(tls.server_certificate);
-            line("tls-port", &tls_port.to_string());
-            line("tls-cert-file", &server.cert.to_string_lossy());
-            line("tls-key-file", &server.key.to_string_lossy());
-            line("tls-ca-cert-file", &pki.ca_cert().to_string_lossy());
-            line("tls-auth-clients", tls.client_auth.directive());
-        }
+        self.auth_and_tls_config(&mut conf);
+        let mut line = |name: &str, value: &str| config_line(&mut conf, name, value);
         if let (Some(_), Some((user, pass))) = (self.opts.replica_of, self.opts.credentials()) {
             if let Some(user) = user {
                 line("masteruser", user);

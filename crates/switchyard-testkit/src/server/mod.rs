@@ -101,8 +101,11 @@ impl RedisServer {
             .prefix(&format!("switchyard-{}-", kind.name()))
             .tempdir()
             .map_err(|e| TestkitError::io("creating the temporary data directory", e))?;
-        let pki = match opts.tls {
-            Some(_) => Some(TestPki::generate_in(&dir.path().join(TLS_DIR))?),
+        let pki = match &opts.tls {
+            Some(tls) => Some(match &tls.pki_dir {
+                Some(shared) => TestPki::open(shared)?,
+                None => TestPki::generate_in(&dir.path().join(TLS_DIR))?,
+            }),
             None => None,
         };
         let mut server = RedisServer {
@@ -270,7 +273,8 @@ impl RedisServer {
 
     /// The PKI of a TLS server (CA, server and client certificates, and the
     /// "wrong CA", expired and wrong-name variants); the files live in
-    /// `dir()/tls` and stay the same across restarts.
+    /// `dir()/tls` (or in [`TlsOptions::pki_dir`](crate::TlsOptions::pki_dir)
+    /// when given) and stay the same across restarts.
     pub fn pki(&self) -> Option<&TestPki> {
         self.pki.as_ref()
     }
@@ -354,7 +358,7 @@ impl RedisServer {
 
     /// An authenticated connection whose I/O is bounded by `timeout`: TLS in
     /// TLS-only mode, plain TCP otherwise.
-    fn open(&self, timeout: Duration) -> Result<RespConnection, TestkitError> {
+    pub(crate) fn open(&self, timeout: Duration) -> Result<RespConnection, TestkitError> {
         let mut conn = if self.opts.tls_only() {
             RespConnection::connect_tls_timeout(self.addr(), &self.tls_connect()?, timeout)?
         } else {
