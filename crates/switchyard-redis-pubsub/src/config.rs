@@ -23,6 +23,7 @@ pub const URL_PARAMS: &[&str] = &[
     "close_timeout",
     "instance_id",
     "warn_interval",
+    "partitions",
 ];
 
 /// Settings of a [`RedisPubSubTransport`](crate::RedisPubSubTransport).
@@ -37,6 +38,8 @@ pub const URL_PARAMS: &[&str] = &[
 ///     &reconnect_min=50ms&reconnect_max=1s&close_timeout=2s
 ///     &instance_id=00000000000000ff&warn_interval=10s
 /// rediss+pubsub://...   (TLS, needs the `tls` feature)
+/// redis+pubsub+cluster://h1:7000,h2:7001[?...&partitions=16]   (Redis Cluster)
+/// rediss+pubsub+cluster://...   (Redis Cluster over TLS)
 /// ```
 ///
 /// or in code:
@@ -109,6 +112,12 @@ pub struct PubSubConfig {
     /// per this interval (`warn_interval`: 1 ms to 24 h, default 10 s); the
     /// others are logged at debug.
     pub warn_interval: Duration,
+    /// On a Redis Cluster: how many sharded channels (partitions) the
+    /// topics are hashed onto (`partitions`: 1 to 1024, default 16). Every
+    /// replica of a namespace must use the same count (replicas with
+    /// different counts share no channel); see `docs/redis-pubsub.md`,
+    /// "Redis Cluster". Validated but unused on a single server.
+    pub partitions: usize,
 }
 
 impl Default for PubSubConfig {
@@ -144,12 +153,15 @@ impl PubSubConfig {
             instance_id: None,
             gap_tracker_capacity: 100_000,
             warn_interval: Duration::from_secs(10),
+            partitions: Self::DEFAULT_PARTITIONS,
         }
     }
 
     /// Parses a `redis+pubsub://` or `rediss+pubsub://` URL (plain
-    /// `redis://` and `rediss://` are accepted too). Unknown parameters are
-    /// an error listing the known ones.
+    /// `redis://` and `rediss://` are accepted too), the Sentinel form
+    /// `redis+pubsub+sentinel://` and the Redis Cluster form
+    /// `redis+pubsub+cluster://h1:7000,h2:7001` (`rediss+…` for TLS).
+    /// Unknown parameters are an error listing the known ones.
     pub fn from_url(url: &str) -> Result<Self> {
         // Up to the first ':' only: without `://` the rest may hold a password.
         let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
@@ -161,11 +173,13 @@ impl PubSubConfig {
                 | "rediss"
                 | "redis+pubsub+sentinel"
                 | "rediss+pubsub+sentinel"
+                | "redis+pubsub+cluster"
+                | "rediss+pubsub+cluster"
         ) {
             return Err(Error::invalid_url(
                 url,
                 format!(
-                    "scheme {scheme:?} is not a Redis Pub/Sub scheme: use redis+pubsub://, rediss+pubsub:// or (Sentinel) redis+pubsub+sentinel://"
+                    "scheme {scheme:?} is not a Redis Pub/Sub scheme: use redis+pubsub://, rediss+pubsub://, (Sentinel) redis+pubsub+sentinel:// or (Redis Cluster) redis+pubsub+cluster://"
                 ),
             ));
         }
@@ -179,6 +193,9 @@ impl PubSubConfig {
         }
         if let Some(n) = redis.take_u64("batch")? {
             cfg.batch = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = redis.take_u64("partitions")? {
+            cfg.partitions = usize::try_from(n).unwrap_or(usize::MAX);
         }
         let durations: [(&str, &mut Duration); 8] = [
             ("outbox_ttl", &mut cfg.outbox_ttl),
@@ -215,6 +232,10 @@ impl PubSubConfig {
     pub const MAX_BATCH: usize = 100_000;
     /// Largest `gap_tracker_capacity`.
     pub const MAX_GAP_TRACKER: usize = 10_000_000;
+    /// Default `partitions` (Redis Cluster).
+    pub const DEFAULT_PARTITIONS: usize = crate::partition::DEFAULT_PARTITIONS;
+    /// Largest `partitions` (Redis Cluster).
+    pub const MAX_PARTITIONS: usize = crate::partition::MAX_PARTITIONS;
 
     /// Checks every value against its documented range (those of
     /// [`RedisConfig`] included, with the same rules as redis-streams);
@@ -261,6 +282,7 @@ impl PubSubConfig {
             "0 to 1m",
         )?;
         check_count("batch", self.batch, 1, Self::MAX_BATCH)?;
+        check_count("partitions", self.partitions, 1, Self::MAX_PARTITIONS)?;
         check_duration(
             "probe_interval",
             self.probe_interval,
@@ -378,15 +400,30 @@ impl PubSubConfig {
         self
     }
 
+    /// Sets [`partitions`](Self::partitions) (Redis Cluster).
+    pub fn with_partitions(mut self, partitions: usize) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
     /// Sets [`warn_interval`](Self::warn_interval).
     pub fn with_warn_interval(mut self, interval: Duration) -> Self {
         self.warn_interval = interval;
         self
     }
 
-    /// The Redis channel of `topic`: `{namespace}:{topic}`.
+    /// The Redis channel of `topic`: `{namespace}:{topic}` on a single
+    /// server; on a cluster the sharded channel of its partition,
+    /// `{namespace}:{p<k>/<n>:<i>}` (see `docs/redis-pubsub.md`, "Redis
+    /// Cluster").
     pub fn channel(&self, topic: &str) -> String {
-        channel_name(&self.redis.namespace, topic)
+        if self.redis.cluster.is_some() {
+            crate::partition::Partitions::new(&self.redis.namespace, self.partitions)
+                .channel_of(topic)
+                .to_owned()
+        } else {
+            channel_name(&self.redis.namespace, topic)
+        }
     }
 }
 
@@ -426,6 +463,56 @@ mod tests {
         assert_eq!(c.warn_interval, Duration::from_secs(60));
         assert_eq!(c.channel("a.b"), "chat:a.b");
         assert!(!format!("{c:?}").contains("pw"));
+    }
+
+    #[test]
+    fn cluster_urls_and_partitions() {
+        let c = PubSubConfig::from_url(
+            "redis+pubsub+cluster://u:pw@127.0.0.1:7000,127.0.0.1:7001?namespace=chat&partitions=64",
+        )
+        .unwrap();
+        assert_eq!(c.partitions, 64);
+        assert_eq!(c.redis.cluster.as_ref().unwrap().seeds.len(), 2);
+        assert!(
+            c.channel("rooms.42").starts_with("chat:{p"),
+            "{}",
+            c.channel("rooms.42")
+        );
+        let d = PubSubConfig::from_url("rediss+pubsub+cluster://h1:7000").unwrap();
+        assert_eq!(d.partitions, 16);
+        assert!(d.redis.tls);
+        // On a single server the parameter is validated, not used.
+        let s = PubSubConfig::from_url("redis+pubsub://h?partitions=8&namespace=n").unwrap();
+        assert_eq!((s.partitions, s.channel("a")), (8, "n:a".to_owned()));
+        for (url, needle) in [
+            (
+                "redis+pubsub+cluster://h:1?partitions=0",
+                "partitions must be 1 to 1024",
+            ),
+            (
+                "redis+pubsub+cluster://h:1?partitions=1025",
+                "partitions must be 1 to 1024",
+            ),
+            ("redis+pubsub+cluster://h:1?partitions=x", "partitions"),
+            ("redis+pubsub+cluster://u:hunter2@h:1/2", "only database 0"),
+        ] {
+            let e = PubSubConfig::from_url(url).unwrap_err().to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert!(PubSubConfig::from_url("redis+pubsub+cluster://h:1?partitions=1024").is_ok());
+        assert!(
+            PubSubConfig::default()
+                .with_partitions(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            PubSubConfig::default()
+                .with_partitions(1)
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn parse_push_frame(
             channel: slice(channel),
             payload: slice(payload),
         },
-        Frame::Confirmed(change) => PushFrame::Confirmed(change.command()),
+        Frame::Confirmed(change, _) => PushFrame::Confirmed(change.command()),
         Frame::Pong => PushFrame::Pong,
         Frame::Error(text) => PushFrame::Error(slice(text)),
     };

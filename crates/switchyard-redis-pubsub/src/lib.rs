@@ -3,8 +3,18 @@
 //!
 //! Built for WebSocket, chat and notification servers that run many
 //! replicas. URL schemes `redis+pubsub://` and `rediss+pubsub://` (TLS, with
-//! the `tls` feature); in the `switchyard` facade behind its `redis-pubsub`
-//! feature. The full guide is `docs/redis-pubsub.md` in the repository.
+//! the `tls` feature), `redis+pubsub+sentinel://` (Sentinel) and
+//! `redis+pubsub+cluster://h1:7000,h2:7001` (Redis Cluster); in the
+//! `switchyard` facade behind its `redis-pubsub` feature. The full guide is
+//! `docs/redis-pubsub.md` in the repository.
+//!
+//! On a **Redis Cluster** the backplane uses Redis 7 sharded pub/sub
+//! (`SPUBLISH`/`SSUBSCRIBE`): topics are hashed onto `partitions` channels
+//! (1 to 1024, default 16) whose hash tags spread them over the slot space
+//! and so over the masters; one publishing and (for subscribed partitions)
+//! one subscribing connection per master; `MOVED` and the server's own
+//! `sunsubscribe` after a resharding or failover are followed by a fresh
+//! slot map. Everything below holds there too, per partition.
 //!
 //! # How it works
 //!
@@ -87,13 +97,16 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod config;
+mod denied;
 mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gaps;
 mod glob;
 mod outbox;
+mod partition;
 mod publisher;
 mod receiver;
 mod registry;
@@ -118,6 +131,8 @@ pub const SCHEMES: &[&str] = &[
     "rediss+pubsub",
     "redis+pubsub+sentinel",
     "rediss+pubsub+sentinel",
+    "redis+pubsub+cluster",
+    "rediss+pubsub+cluster",
 ];
 
 /// Splits the `origin` of an `Error::Lost` from this adapter into the

@@ -24,7 +24,8 @@ use switchyard_core::Backoff;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::publisher::PublishConn;
+use crate::cluster::ClusterSink;
+use crate::publisher::{Answered, Failed, PublishConn};
 use crate::shared::Shared;
 use crate::stats::{WarnKind, add, limited_warn};
 
@@ -229,14 +230,92 @@ impl Outbox {
     }
 }
 
+/// Where the sender publishes: one server (`PUBLISH`, following the
+/// Sentinel primary) or the masters of a cluster (`SPUBLISH`).
+enum Sink {
+    Single {
+        conn: Option<PublishConn>,
+        /// The Sentinel primary epoch `conn` was opened under.
+        epoch: u64,
+    },
+    Cluster(ClusterSink),
+}
+
+impl Sink {
+    /// Publishes `batch`. Afterwards `batch` holds what is to be sent
+    /// again (all of it, or on a cluster what did not reach its master);
+    /// the answer counts what Redis took or refused.
+    async fn send(
+        &mut self,
+        sh: &Shared,
+        batch: &mut Vec<OutboxEntry>,
+    ) -> (Answered, Option<Failed>) {
+        let (conn, conn_epoch) = match self {
+            Sink::Cluster(c) => return c.send(sh, batch).await,
+            Sink::Single { conn, epoch } => (conn, epoch),
+        };
+        let epoch = sh.client.primary_epoch();
+        if epoch != *conn_epoch {
+            // The sentinels name a new primary: publish there.
+            *conn = None;
+        }
+        let connection = match conn {
+            Some(c) => c,
+            None => {
+                *conn_epoch = epoch;
+                match PublishConn::open(&sh.client).await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        return (
+                            Answered::default(),
+                            Some(Failed::connect(format!(
+                                "cannot reach redis to publish: {e}"
+                            ))),
+                        );
+                    }
+                }
+            }
+        };
+        match connection
+            .publish(batch, sh.config.redis.response_timeout)
+            .await
+        {
+            Ok(mut answered) => {
+                // No cluster here: a redirection is a refusal like any other.
+                answered.refused += std::mem::take(&mut answered.redirected).len();
+                batch.clear();
+                (answered, None)
+            }
+            Err(failed) => {
+                *conn = None;
+                (Answered::default(), Some(failed))
+            }
+        }
+    }
+
+    /// Connects if needed and PINGs (every master on a cluster); false
+    /// on failure.
+    async fn probe(&mut self, sh: &Shared) -> bool {
+        match self {
+            Sink::Single { conn, .. } => probe(sh, conn).await,
+            Sink::Cluster(c) => c.probe(sh).await,
+        }
+    }
+}
+
 /// The sender task: drains the outbox into Redis until cancelled.
 pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
     let cfg = &sh.config;
     let outbox = &sh.outbox;
     let ttl = cfg.outbox_ttl;
-    let mut conn: Option<PublishConn> = None;
-    // The Sentinel primary epoch `conn` was opened under.
-    let mut conn_epoch = sh.client.primary_epoch();
+    let mut sink = if sh.client.is_cluster() {
+        Sink::Cluster(ClusterSink::default())
+    } else {
+        Sink::Single {
+            conn: None,
+            epoch: sh.client.primary_epoch(),
+        }
+    };
     let mut batch: Vec<OutboxEntry> = Vec::with_capacity(cfg.batch);
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
     loop {
@@ -246,6 +325,13 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
             limited_warn!(sh.warn, WarnKind::OutboxDrop, expired, ttl = ?ttl,
                 "redis pubsub: dropped messages not sent to redis within the outbox ttl; other replicas will see a gap");
         }
+        if !batch.is_empty() && matches!(sink, Sink::Cluster(_)) && batch.len() < cfg.batch {
+            // On a cluster what is left of a batch waits for one master
+            // (gone, or its slots moving): newer messages go along, so the
+            // other masters are not held up. Per-topic order holds, since a
+            // topic's messages all go to one master, in outbox order.
+            outbox.take(cfg.batch - batch.len(), &mut batch);
+        }
         if batch.is_empty() {
             outbox.take(cfg.batch, &mut batch);
             if batch.is_empty() {
@@ -253,7 +339,11 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
                 if !outbox.is_healthy() {
                     // Nothing to send, but the last attempt failed: find out
                     // when Redis is back, so health() does not stay degraded.
-                    if probe(&sh, &mut conn).await {
+                    let up = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        up = sink.probe(&sh) => up,
+                    };
+                    if up {
                         outbox.healthy.store(true, Ordering::Relaxed);
                         backoff.reset();
                     } else {
@@ -271,66 +361,45 @@ pub(crate) async fn run_sender(sh: Arc<Shared>, cancel: CancellationToken) {
                 }
             }
         }
-        let epoch = sh.client.primary_epoch();
-        if epoch != conn_epoch {
-            // The sentinels name a new primary: publish there.
-            conn = None;
-        }
-        let connection = match conn.as_mut() {
-            Some(c) => c,
-            None => {
-                conn_epoch = epoch;
-                let attempt = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = PublishConn::open(&sh.client) => r,
-                };
-                match attempt {
-                    Ok(c) => conn.insert(c),
-                    Err(e) => {
-                        outbox.healthy.store(false, Ordering::Relaxed);
-                        limited_warn!(sh.warn, WarnKind::PublishError, error = %e,
-                            "redis pubsub: cannot reach redis to publish; keeping messages while they are young");
-                        if sleep_or_cancel(backoff.next_delay(), &cancel).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
-        let sent = tokio::select! {
+        let (answered, failed) = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = connection.publish(&batch, cfg.redis.response_timeout) => r,
+            r = sink.send(&sh, &mut batch) => r,
         };
-        match sent {
-            Ok(answered) => {
-                let refused = answered.refused;
-                if refused > 0 {
-                    add(&sh.counters.outbox_refused, refused as u64);
-                    if let Some(reply) = answered.first_refusal.as_deref()
-                        && switchyard_redis::denied::is_noperm_text(reply)
-                    {
-                        sh.denied.record("PUBLISH", reply);
-                    }
-                    limited_warn!(sh.warn, WarnKind::PublishError, refused, reply = ?answered.first_refusal,
-                        "redis pubsub: redis refused PUBLISH; those messages are dropped");
-                }
-                add(&sh.counters.published, (batch.len() - refused) as u64);
+        let refused = answered.refused;
+        if refused > 0 {
+            add(&sh.counters.outbox_refused, refused as u64);
+            if let Some(reply) = answered.first_refusal.as_deref()
+                && switchyard_redis::denied::is_noperm_text(reply)
+            {
+                let command = if sh.client.is_cluster() {
+                    "SPUBLISH"
+                } else {
+                    "PUBLISH"
+                };
+                sh.denied.record(command, reply);
+            }
+            limited_warn!(sh.warn, WarnKind::PublishError, refused, reply = ?answered.first_refusal,
+                "redis pubsub: redis refused PUBLISH; those messages are dropped");
+        }
+        add(&sh.counters.published, answered.delivered as u64);
+        match failed {
+            None => {
                 batch.clear();
                 outbox.healthy.store(true, Ordering::Relaxed);
                 backoff.reset();
             }
-            Err(failed) if !failed.transient => {
+            Some(failed) if !failed.transient => {
                 add(&sh.counters.publish_errors, 1);
                 add(&sh.counters.outbox_refused, batch.len() as u64);
                 limited_warn!(sh.warn, WarnKind::PublishError, error = %failed.reason, dropped = batch.len(),
                     "redis pubsub: publishing failed for good; dropping the batch");
                 batch.clear();
             }
-            Err(failed) => {
-                add(&sh.counters.publish_errors, 1);
+            Some(failed) => {
+                if !failed.connect {
+                    add(&sh.counters.publish_errors, 1);
+                }
                 outbox.healthy.store(false, Ordering::Relaxed);
-                conn = None;
                 limited_warn!(sh.warn, WarnKind::PublishError, error = %failed.reason, pending = batch.len(),
                     "redis pubsub: publishing to redis failed; retrying while the messages are young");
                 if sleep_or_cancel(backoff.next_delay(), &cancel).await {

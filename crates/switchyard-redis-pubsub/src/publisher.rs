@@ -22,8 +22,14 @@ const KEEP_OUT: usize = 8 * 1024 * 1024;
 /// What Redis answered to one batch.
 #[derive(Debug, Default)]
 pub(crate) struct Answered {
+    /// Messages Redis took (an integer reply each).
+    pub(crate) delivered: usize,
     /// `PUBLISH`es Redis refused (an error reply each).
     pub(crate) refused: usize,
+    /// Positions in the batch of the commands answered with a cluster
+    /// redirection or a transient cluster error (`MOVED`, `ASK`,
+    /// `TRYAGAIN`, `CLUSTERDOWN`): not executed, to be sent again.
+    pub(crate) redirected: Vec<usize>,
     /// The first refusal's text.
     pub(crate) first_refusal: Option<String>,
 }
@@ -34,15 +40,44 @@ pub(crate) struct Failed {
     /// Whether retrying on a new connection may help.
     pub(crate) transient: bool,
     pub(crate) reason: String,
+    /// No connection could be opened (not counted as a publish error).
+    pub(crate) connect: bool,
 }
 
 impl Failed {
-    fn transient(reason: String) -> Self {
+    pub(crate) fn transient(reason: String) -> Self {
         Failed {
             transient: true,
             reason,
+            connect: false,
         }
     }
+
+    /// No connection could be opened: `reason` says why.
+    pub(crate) fn connect(reason: String) -> Self {
+        Failed {
+            transient: true,
+            reason,
+            connect: true,
+        }
+    }
+}
+
+/// Appends one `PUBLISH`/`SPUBLISH` (`command`: its encoded name) of `e`.
+fn put_publish(out: &mut Vec<u8>, command: &[u8], e: &OutboxEntry) {
+    out.reserve(40 + e.channel.len() + e.frame.len());
+    lean::put_array_header(out, 3);
+    out.extend_from_slice(command);
+    lean::put_bulk(out, e.channel.as_bytes());
+    lean::put_bulk(out, &e.frame);
+}
+
+/// Whether an error reply means "not executed, send it again after the
+/// slot map is refreshed": `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`.
+pub(crate) fn is_cluster_retry(text: &[u8]) -> bool {
+    [&b"MOVED "[..], b"ASK ", b"TRYAGAIN", b"CLUSTERDOWN"]
+        .iter()
+        .any(|p| text.starts_with(p))
 }
 
 /// The sender's connection (TCP or TLS): publishes only.
@@ -58,7 +93,12 @@ impl PublishConn {
     /// Opens the connection; the server has answered a `PING` (after
     /// `AUTH` and `SELECT`) within the connect timeout, or this fails.
     pub(crate) async fn open(client: &RedisClient) -> Result<Self> {
-        let stream = lean::connect(client.config()).await?;
+        Self::open_to(client.config()).await
+    }
+
+    /// [`open`](Self::open) to the server of `cfg` (a cluster node).
+    pub(crate) async fn open_to(cfg: &switchyard_redis::RedisConfig) -> Result<Self> {
+        let stream = lean::connect(cfg).await?;
         Ok(PublishConn {
             stream,
             out: Vec::new(),
@@ -75,13 +115,32 @@ impl PublishConn {
     ) -> std::result::Result<Answered, Failed> {
         self.out.clear();
         for e in batch {
-            self.out.reserve(40 + e.channel.len() + e.frame.len());
-            lean::put_array_header(&mut self.out, 3);
-            self.out.extend_from_slice(b"$7\r\nPUBLISH\r\n");
-            lean::put_bulk(&mut self.out, e.channel.as_bytes());
-            lean::put_bulk(&mut self.out, &e.frame);
+            put_publish(&mut self.out, b"$7\r\nPUBLISH\r\n", e);
         }
-        let result = match tokio::time::timeout(timeout, self.exchange(batch.len())).await {
+        self.send(batch.len(), timeout).await
+    }
+
+    /// Like [`publish`](Self::publish) with `SPUBLISH` (sharded pub/sub on
+    /// a Redis Cluster): the same encoding, another command name.
+    pub(crate) async fn spublish(
+        &mut self,
+        batch: &[&OutboxEntry],
+        timeout: Duration,
+    ) -> std::result::Result<Answered, Failed> {
+        self.out.clear();
+        for e in batch {
+            put_publish(&mut self.out, b"$8\r\nSPUBLISH\r\n", e);
+        }
+        self.send(batch.len(), timeout).await
+    }
+
+    /// Writes the encoded batch and reads its `replies`, within `timeout`.
+    async fn send(
+        &mut self,
+        replies: usize,
+        timeout: Duration,
+    ) -> std::result::Result<Answered, Failed> {
+        let result = match tokio::time::timeout(timeout, self.exchange(replies)).await {
             Ok(r) => r,
             Err(_) => Err(Failed::transient(format!("no reply within {timeout:?}"))),
         };
@@ -106,7 +165,10 @@ impl PublishConn {
                         start += used;
                         got += 1;
                         match token {
-                            Token::Int(_) => {}
+                            Token::Int(_) => answered.delivered += 1,
+                            Token::Error(text) if is_cluster_retry(text) => {
+                                answered.redirected.push(got - 1);
+                            }
                             Token::Error(text) => {
                                 answered.refused += 1;
                                 if answered.first_refusal.is_none() {

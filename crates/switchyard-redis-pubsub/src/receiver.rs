@@ -18,7 +18,9 @@ use crate::stats::{WarnKind, add, limited_warn};
 use crate::subconn::{Change, ChangeError, Incoming, SubConn};
 
 /// Channels or patterns per SUBSCRIBE / UNSUBSCRIBE command.
-const CHUNK: usize = 256;
+pub(crate) const CHUNK: usize = 256;
+/// A sharded `sunsubscribe` on a single server's plain subscription.
+const UNEXPECTED_SUNSUBSCRIBE: &str = "an unexpected sunsubscribe frame";
 /// Messages handled per wake-up before other events get a turn.
 const BURST: usize = 512;
 /// How far in the future an origin's boot epoch may lie (clock skew
@@ -184,6 +186,7 @@ async fn serve(
                     }
                     Some(Incoming::Failed(e)) => return End::Failed(e),
                     Some(Incoming::Closed) => return End::Closed,
+                    Some(Incoming::Unsubscribed(_)) => return End::Failed(UNEXPECTED_SUNSUBSCRIBE.into()),
                     None => {}
                 }
                 if !probing {
@@ -231,6 +234,7 @@ async fn serve(
                     }
                     Incoming::Failed(e) => return End::Failed(e),
                     Incoming::Closed => return End::Closed,
+                    Incoming::Unsubscribed(_) => return End::Failed(UNEXPECTED_SUNSUBSCRIBE.into()),
                 }
                 for _ in 0..BURST {
                     match conn.next_ready() {
@@ -242,6 +246,7 @@ async fn serve(
                         }
                         Some(Incoming::Failed(e)) => return End::Failed(e),
                         Some(Incoming::Closed) => return End::Closed,
+                    Some(Incoming::Unsubscribed(_)) => return End::Failed(UNEXPECTED_SUNSUBSCRIBE.into()),
                         None => break,
                     }
                 }
@@ -319,13 +324,20 @@ async fn reconcile(
                     }
                 };
                 let held = match change {
-                    Change::Subscribe | Change::Unsubscribe => &mut active.channels,
+                    Change::Subscribe
+                    | Change::Unsubscribe
+                    | Change::SSubscribe
+                    | Change::SUnsubscribe => &mut active.channels,
                     Change::PSubscribe | Change::PUnsubscribe => &mut active.globs,
                 };
                 for name in done {
                     match change {
-                        Change::Subscribe | Change::PSubscribe => held.insert(name),
-                        Change::Unsubscribe | Change::PUnsubscribe => held.remove(&name),
+                        Change::Subscribe | Change::PSubscribe | Change::SSubscribe => {
+                            held.insert(name)
+                        }
+                        Change::Unsubscribe | Change::PUnsubscribe | Change::SUnsubscribe => {
+                            held.remove(&name)
+                        }
                     };
                 }
             }
@@ -347,7 +359,7 @@ async fn reconcile(
 /// only that `subscribe` fails. A denied command (not one channel or
 /// pattern: every later subscription of its kind fails too) also turns
 /// `health()` into `permission denied: …`.
-fn refuse(sh: &Shared, change: Change, names: &[String], reply: String) {
+pub(crate) fn refuse(sh: &Shared, change: Change, names: &[String], reply: String) {
     if switchyard_redis::denied::is_command_denial(&reply) {
         sh.denied
             .record(change.command(), &format!("{} ({reply})", names.join(" ")));
@@ -371,7 +383,12 @@ fn refuse(sh: &Shared, change: Change, names: &[String], reply: String) {
 }
 
 /// Decodes one frame and hands it to the local subscribers it concerns.
-fn handle(sh: &Shared, channel: &[u8], payload: &[u8], targets: &mut Vec<Arc<RemoteQueue>>) {
+pub(crate) fn handle(
+    sh: &Shared,
+    channel: &[u8],
+    payload: &[u8],
+    targets: &mut Vec<Arc<RemoteQueue>>,
+) {
     let Ok(channel) = std::str::from_utf8(channel) else {
         add(&sh.counters.malformed, 1);
         limited_warn!(
@@ -406,10 +423,16 @@ fn handle(sh: &Shared, channel: &[u8], payload: &[u8], targets: &mut Vec<Arc<Rem
             return;
         }
     };
-    let on_its_channel = channel
-        .strip_prefix(sh.config.redis.namespace.as_str())
-        .and_then(|rest| rest.strip_prefix(':'))
-        == Some(env.topic.as_str());
+    let on_its_channel = match &sh.partitions {
+        // On a cluster: the channel of the topic's partition.
+        Some(p) => p.channel_of(env.topic.as_str()) == channel,
+        None => {
+            channel
+                .strip_prefix(sh.config.redis.namespace.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                == Some(env.topic.as_str())
+        }
+    };
     if !on_its_channel {
         add(&sh.counters.malformed, 1);
         limited_warn!(sh.warn, WarnKind::Malformed, channel, topic = %env.topic,

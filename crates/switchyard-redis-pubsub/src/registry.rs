@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::config::channel_name;
 pub(crate) use crate::glob::pattern_glob;
+use crate::partition::Partitions;
 use crate::receiver::{is_lost_origin, lost_origin};
 use crate::stats::add;
 
@@ -266,17 +267,38 @@ struct Inner {
 /// Every local subscriber fed from Redis.
 pub(crate) struct Registry {
     namespace: String,
+    /// On a Redis Cluster: the partitions a topic maps onto. A topic then
+    /// holds its partition's channel and a pattern every partition's
+    /// channel (no glob).
+    partitions: Option<Arc<Partitions>>,
     inner: Mutex<Inner>,
     /// Signalled whenever the desired channels or patterns change.
     pub(crate) changed: Notify,
 }
 
 impl Registry {
-    pub(crate) fn new(namespace: &str) -> Self {
+    pub(crate) fn new(namespace: &str, partitions: Option<Arc<Partitions>>) -> Self {
         Registry {
             namespace: namespace.to_owned(),
+            partitions,
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
+        }
+    }
+
+    /// The channel a subscription to `topic` holds.
+    fn topic_channel(&self, topic: &str) -> String {
+        match &self.partitions {
+            Some(p) => p.channel_of(topic).to_owned(),
+            None => channel_name(&self.namespace, topic),
+        }
+    }
+
+    /// The channels (`true`) or the glob (`false`) a pattern holds.
+    fn pattern_names(&self, p: &Pattern) -> (bool, Vec<String>) {
+        match &self.partitions {
+            Some(parts) => (true, parts.channels().to_vec()),
+            None => (false, vec![pattern_glob(&self.namespace, p)]),
         }
     }
 
@@ -301,14 +323,22 @@ impl Registry {
                         .or_default()
                         .push((id, queue.clone()));
                     *g.channels
-                        .entry(channel_name(&self.namespace, t.as_str()))
+                        .entry(self.topic_channel(t.as_str()))
                         .or_default() += 1;
                 }
             }
             None => {
                 if let TopicFilter::Pattern(p) = filter {
                     g.patterns.push((id, p.clone(), queue.clone()));
-                    *g.globs.entry(pattern_glob(&self.namespace, p)).or_default() += 1;
+                    let (channels, names) = self.pattern_names(p);
+                    let held = if channels {
+                        &mut g.channels
+                    } else {
+                        &mut g.globs
+                    };
+                    for n in names {
+                        *held.entry(n).or_default() += 1;
+                    }
                 }
             }
         }
@@ -323,12 +353,17 @@ impl Registry {
     /// `filter`.
     pub(crate) fn names(&self, filter: &TopicFilter) -> Vec<String> {
         match filter.topics() {
-            Some(topics) => topics
-                .iter()
-                .map(|t| channel_name(&self.namespace, t.as_str()))
-                .collect(),
+            Some(topics) => {
+                let mut names: Vec<String> = topics
+                    .iter()
+                    .map(|t| self.topic_channel(t.as_str()))
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+            }
             None => match filter {
-                TopicFilter::Pattern(p) => vec![pattern_glob(&self.namespace, p)],
+                TopicFilter::Pattern(p) => self.pattern_names(p).1,
                 _ => Vec::new(),
             },
         }
@@ -353,7 +388,7 @@ impl Registry {
                     if list.is_empty() {
                         g.exact.remove(t);
                     }
-                    decrement(&mut g.channels, channel_name(&self.namespace, t.as_str()));
+                    decrement(&mut g.channels, self.topic_channel(t.as_str()));
                 }
             }
             None => {
@@ -362,7 +397,15 @@ impl Registry {
                 if g.patterns.len() != before {
                     removed = true;
                     if let TopicFilter::Pattern(p) = filter {
-                        decrement(&mut g.globs, pattern_glob(&self.namespace, p));
+                        let (channels, names) = self.pattern_names(p);
+                        let held = if channels {
+                            &mut g.channels
+                        } else {
+                            &mut g.globs
+                        };
+                        for n in names {
+                            decrement(held, n);
+                        }
                     }
                 }
             }
@@ -445,168 +488,4 @@ fn decrement(map: &mut HashMap<String, usize>, key: String) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use futures::task::noop_waker;
-
-    fn msg(i: u64) -> Arc<RemoteMessage> {
-        Arc::new(RemoteMessage {
-            message: Message::to("a", i.to_string()).unwrap(),
-            id: MessageId::from_seq(i),
-            origin: 0xab,
-        })
-    }
-
-    fn drain(q: &RemoteQueue) -> Vec<String> {
-        let w = noop_waker();
-        let mut cx = Context::from_waker(&w);
-        let mut out = Vec::new();
-        while let Poll::Ready(Some(item)) = q.poll_pop(&mut cx) {
-            out.push(match item {
-                Item::Message(m) => String::from_utf8_lossy(&m.message.payload).into_owned(),
-                Item::Lost { from, to, gap, .. } => format!("lost {from}-{to} ({gap})"),
-            });
-        }
-        out
-    }
-
-    #[test]
-    fn globs() {
-        let g = |p: &str| pattern_glob("ns", &Pattern::new(p).unwrap());
-        assert_eq!(g("orders.*"), "ns:orders.*");
-        assert_eq!(g("*/camera/rgb"), "ns:*/camera/rgb");
-        assert_eq!(g("robot-1/>"), "ns:robot-1/*");
-        assert_eq!(g("a.**"), "ns:a.*");
-        assert_eq!(g("a.*.c"), "ns:a.*.c");
-        assert_eq!(g(">"), "ns:*");
-    }
-
-    #[test]
-    fn queue_policies() {
-        let q = RemoteQueue::new(2, Overflow::DropNewest);
-        assert!(q.push(&msg(1)) && q.push(&msg(2)));
-        assert!(!q.push(&msg(3)));
-        q.push_lost("o", 4, 5);
-        assert_eq!(drain(&q), ["1", "2", "lost 4-5 (2)"]);
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
-
-        // Block never waits on remote input: it drops the new message and
-        // reports what it dropped as one gap signal, in its place; those
-        // count as dropped, not as lost in transit (gap 0).
-        let q = RemoteQueue::new(2, Overflow::Block);
-        for i in 1..=5 {
-            q.push(&msg(i));
-        }
-        assert_eq!(drain(&q), ["1", "2", "lost 3-5 (0)"]);
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
-        q.push(&msg(6));
-        q.push(&msg(7));
-        q.push(&msg(8));
-        q.push(&msg(10));
-        let w = noop_waker();
-        let mut cx = Context::from_waker(&w);
-        assert!(matches!(
-            q.poll_pop(&mut cx),
-            Poll::Ready(Some(Item::Message(_)))
-        ));
-        q.push(&msg(11));
-        let mut items = Vec::new();
-        while let Poll::Ready(Some(item)) = q.poll_pop(&mut cx) {
-            items.push(item);
-        }
-        let described: Vec<String> = items
-            .iter()
-            .map(|it| match it {
-                Item::Message(m) => m.id.seq.to_string(),
-                Item::Lost {
-                    origin, from, to, ..
-                } => format!("{origin} {from}-{to}"),
-            })
-            .collect();
-        assert!(is_lost_origin("00000000000000ab/a", 0xab, "a"));
-        assert!(!is_lost_origin("00000000000000ac/a", 0xab, "a"));
-        assert!(!is_lost_origin("00000000000000ab/b", 0xab, "a"));
-        assert!(!is_lost_origin("00000000000000ab/ab", 0xab, "a"));
-        assert!(!is_lost_origin("é00000000000000a/a", 0xab, "a"));
-        // 8 and 10 are not adjacent: two signals.
-        assert_eq!(
-            described,
-            [
-                "7",
-                "00000000000000ab/a 8-8",
-                "00000000000000ab/a 10-10",
-                "11"
-            ]
-        );
-
-        let q = RemoteQueue::new(2, Overflow::DropOldest);
-        q.push_lost("o", 1, 1);
-        for i in 2..=5 {
-            q.push(&msg(i));
-        }
-        assert_eq!(q.len(), 2);
-        assert_eq!(drain(&q), ["lost 1-1 (1)", "4", "5"]);
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 2);
-    }
-
-    #[test]
-    fn gap_signals_are_bounded_and_merged() {
-        let q = RemoteQueue::new(2, Overflow::DropNewest);
-        q.push_lost("o", 1, 1);
-        q.push_lost("p", 3, 3);
-        q.push_lost("o", 5, 6);
-        q.push_lost("x", 9, 11);
-        assert_eq!(drain(&q), ["lost 1-6 (3)", "lost 3-3 (1)"]);
-        // The signal for 9..=11 had no room: its 3 messages count as dropped.
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
-    }
-
-    #[test]
-    fn close_ends_the_queue() {
-        let q = RemoteQueue::new(2, Overflow::DropNewest);
-        q.push(&msg(1));
-        q.close();
-        assert!(!q.push(&msg(2)));
-        let w = noop_waker();
-        assert!(matches!(
-            q.poll_pop(&mut Context::from_waker(&w)),
-            Poll::Ready(None)
-        ));
-    }
-
-    #[test]
-    fn reference_counts() {
-        let r = Registry::new("ns");
-        let q = || Arc::new(RemoteQueue::new(4, Overflow::DropNewest));
-        let f1 = TopicFilter::parse("a.b").unwrap();
-        let f2 = TopicFilter::parse("a.b, c").unwrap();
-        let f3 = TopicFilter::parse("a.*").unwrap();
-        let (id1, v1) = r.register(&f1, q()).unwrap();
-        let (id2, v2) = r.register(&f2, q()).unwrap();
-        let (id3, _) = r.register(&f3, q()).unwrap();
-        assert!(v2 > v1);
-        let d = r.desired();
-        assert_eq!(
-            d.channels,
-            HashSet::from(["ns:a.b".to_owned(), "ns:c".to_owned()])
-        );
-        assert_eq!(d.globs, HashSet::from(["ns:a.*".to_owned()]));
-        let mut out = Vec::new();
-        r.matching(&Topic::new("a.b").unwrap(), &mut out);
-        assert_eq!(out.len(), 3);
-        out.clear();
-        r.matching(&Topic::new("a.b.c").unwrap(), &mut out);
-        assert!(out.is_empty());
-        r.deregister(id1, &f1);
-        assert_eq!(r.desired().channels.len(), 2);
-        r.deregister(id2, &f2);
-        r.deregister(id2, &f2);
-        assert!(r.desired().channels.is_empty());
-        assert!(r.has_match(&Topic::new("a.x").unwrap()));
-        r.deregister(id3, &f3);
-        assert_eq!(r.subscription_count(), 0);
-        assert!(!r.has_match(&Topic::new("a.x").unwrap()));
-        r.close_all();
-        assert!(matches!(r.register(&f1, q()), Err(Error::Closed)));
-    }
-}
+mod tests;

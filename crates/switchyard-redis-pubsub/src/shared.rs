@@ -17,6 +17,7 @@ use crate::config::PubSubConfig;
 use crate::envelope::Origin;
 use crate::gaps::GapTracker;
 use crate::outbox::{Outbox, sleep_or_cancel};
+use crate::partition::Partitions;
 use crate::registry::Registry;
 use crate::stats::{Counters, WarnLimiter, add};
 use crate::subconn::SubConn;
@@ -91,6 +92,19 @@ pub(crate) struct Shared {
     pub(crate) last_failure: Mutex<Option<String>>,
     /// The connection opened by `connect`, handed to the receiving loop.
     pub(crate) initial: Mutex<Option<SubConn>>,
+    /// On a Redis Cluster: the partitions topics map onto.
+    pub(crate) partitions: Option<Arc<Partitions>>,
+}
+
+impl Shared {
+    /// Where Redis is, for messages: `redis at host:port` or `redis
+    /// cluster at h1:p1,h2:p2`.
+    pub(crate) fn describe(&self) -> String {
+        match &self.config.redis.cluster {
+            Some(c) => format!("redis cluster at {}", c.addrs()),
+            None => format!("redis at {}", self.config.redis.addr()),
+        }
+    }
 }
 
 /// Runs `task` on its own Tokio task and starts it again (after a jittered
@@ -146,7 +160,7 @@ mod tests {
             client: RedisClient::new(config.redis.clone()).unwrap(),
             origin: Origin { id: 1, epoch: 1 },
             origin_hex: origin_hex(1),
-            registry: Arc::new(Registry::new("ns")),
+            registry: Arc::new(Registry::new("ns", None)),
             outbox: Outbox::new(1, usize::MAX),
             tracker: Mutex::new(GapTracker::new(1)),
             counters: Counters::default(),
@@ -158,6 +172,7 @@ mod tests {
             denied: switchyard_redis::denied::Denials::new(),
             last_failure: Mutex::new(None),
             initial: Mutex::new(None),
+            partitions: None,
             config,
         })
     }

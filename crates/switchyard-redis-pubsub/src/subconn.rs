@@ -17,6 +17,11 @@ use switchyard_redis::RedisClient;
 use switchyard_redis::lean::{self, RedisStream, Token, write_flush};
 use tokio::io::AsyncReadExt;
 
+mod sharded;
+
+#[allow(unused_imports)]
+pub(crate) use sharded::ShardedOutcome;
+
 /// Initial read buffer of the lean connection.
 const READ_BUF: usize = 64 * 1024;
 /// Largest read buffer kept once everything in it was handled.
@@ -32,6 +37,9 @@ pub(crate) enum Change {
     PSubscribe,
     Unsubscribe,
     PUnsubscribe,
+    /// Sharded pub/sub (Redis Cluster).
+    SSubscribe,
+    SUnsubscribe,
 }
 
 impl Change {
@@ -41,6 +49,8 @@ impl Change {
             Change::PSubscribe => "PSUBSCRIBE",
             Change::Unsubscribe => "UNSUBSCRIBE",
             Change::PUnsubscribe => "PUNSUBSCRIBE",
+            Change::SSubscribe => "SSUBSCRIBE",
+            Change::SUnsubscribe => "SUNSUBSCRIBE",
         }
     }
 }
@@ -73,6 +83,9 @@ pub(crate) enum Incoming<'a> {
     },
     /// The liveness probe was answered.
     ProbeAnswered,
+    /// Redis ended a sharded subscription by itself (`sunsubscribe`): the
+    /// channel's slot moved to another node (resharding or failover).
+    Unsubscribed(&'a [u8]),
     /// Redis closed the connection.
     Closed,
     /// The connection is unusable.
@@ -89,7 +102,11 @@ impl SubConn {
     /// `PING` (after `AUTH` and `SELECT`) within the connect timeout, or
     /// this fails.
     pub(crate) async fn open(client: &RedisClient) -> Result<SubConn> {
-        let cfg = client.config();
+        Self::open_to(client.config()).await
+    }
+
+    /// [`open`](Self::open) to the server of `cfg` (a cluster node).
+    pub(crate) async fn open_to(cfg: &switchyard_redis::RedisConfig) -> Result<SubConn> {
         let stream = lean::connect(cfg).await?;
         Ok(SubConn::Lean(Box::new(LeanSub {
             stream,
@@ -168,9 +185,10 @@ pub(crate) enum Frame {
         channel: (usize, usize),
         payload: (usize, usize),
     },
-    /// A `subscribe`, `psubscribe`, `unsubscribe` or `punsubscribe`
-    /// confirmation, for one name.
-    Confirmed(Change),
+    /// A `subscribe`, `psubscribe`, `unsubscribe`, `punsubscribe`,
+    /// `ssubscribe` or `sunsubscribe` confirmation, for one name (its
+    /// position).
+    Confirmed(Change, (usize, usize)),
     Pong,
     /// An error reply (to a command the connection sent).
     Error((usize, usize)),
@@ -237,7 +255,7 @@ pub(crate) fn parse_frame(
     }
     let kind = &buf[parts[0].0..parts[0].1];
     let frame = match (kind, n) {
-        (b"message", 3) => Frame::Message {
+        (b"message" | b"smessage", 3) => Frame::Message {
             channel: parts[1],
             payload: parts[2],
         },
@@ -245,10 +263,12 @@ pub(crate) fn parse_frame(
             channel: parts[2],
             payload: parts[3],
         },
-        (b"subscribe", 3) => Frame::Confirmed(Change::Subscribe),
-        (b"psubscribe", 3) => Frame::Confirmed(Change::PSubscribe),
-        (b"unsubscribe", 3) => Frame::Confirmed(Change::Unsubscribe),
-        (b"punsubscribe", 3) => Frame::Confirmed(Change::PUnsubscribe),
+        (b"subscribe", 3) => Frame::Confirmed(Change::Subscribe, parts[1]),
+        (b"psubscribe", 3) => Frame::Confirmed(Change::PSubscribe, parts[1]),
+        (b"unsubscribe", 3) => Frame::Confirmed(Change::Unsubscribe, parts[1]),
+        (b"punsubscribe", 3) => Frame::Confirmed(Change::PUnsubscribe, parts[1]),
+        (b"ssubscribe", 3) => Frame::Confirmed(Change::SSubscribe, parts[1]),
+        (b"sunsubscribe", 3) => Frame::Confirmed(Change::SUnsubscribe, parts[1]),
         (b"pong", 2) => Frame::Pong,
         _ => return Err(Unexpected("an unknown push frame")),
     };
@@ -341,7 +361,10 @@ impl LeanSub {
                 Incoming::ProbeAnswered
             }
             Frame::Pong => Incoming::Failed("an unexpected PING reply".into()),
-            Frame::Confirmed(c) => {
+            Frame::Confirmed(Change::SUnsubscribe, name) => {
+                Incoming::Unsubscribed(&self.buf[name.0..name.1])
+            }
+            Frame::Confirmed(c, _) => {
                 Incoming::Failed(format!("an unexpected {} confirmation", c.command()))
             }
             Frame::Error((a, b)) => Incoming::Failed(format!(
@@ -396,7 +419,7 @@ impl LeanSub {
         let mut confirmed = 0;
         while confirmed < names.len() {
             match self.step().await {
-                Step::Frame(Frame::Confirmed(c)) if c == change => confirmed += 1,
+                Step::Frame(Frame::Confirmed(c, _)) if c == change => confirmed += 1,
                 Step::Frame(Frame::Message { channel, payload }) => {
                     on_msg(
                         &self.buf[channel.0..channel.1],
@@ -450,12 +473,19 @@ mod tests {
         assert_eq!(payload.0, payload.1);
         assert_eq!(
             frame(b"*3\r\n$9\r\nsubscribe\r\n$4\r\nns:a\r\n:1\r\n"),
-            Some((Frame::Confirmed(Change::Subscribe), 33))
+            Some((Frame::Confirmed(Change::Subscribe, (23, 27)), 33))
         );
         assert_eq!(
             frame(b"*3\r\n$12\r\npunsubscribe\r\n$4\r\nns:*\r\n:0\r\n").map(|f| f.0),
-            Some(Frame::Confirmed(Change::PUnsubscribe))
+            Some(Frame::Confirmed(Change::PUnsubscribe, (27, 31)))
         );
+        let s = b"*3\r\n$8\r\nsmessage\r\n$4\r\nns:a\r\n$1\r\nx\r\n";
+        assert!(matches!(frame(s), Some((Frame::Message { .. }, _))));
+        let u = b"*3\r\n$12\r\nsunsubscribe\r\n$4\r\nns:a\r\n:0\r\n";
+        let Some((Frame::Confirmed(Change::SUnsubscribe, name), _)) = frame(u) else {
+            panic!("not a sunsubscribe");
+        };
+        assert_eq!(&u[name.0..name.1], b"ns:a");
         assert_eq!(
             frame(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
             Some((Frame::Pong, 20))

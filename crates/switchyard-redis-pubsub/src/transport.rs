@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use switchyard_core::{
     Capabilities, Error, Health, Message, MessageId, Mode, Result, Start, Subscriber, Subscription,
-    TopicFilter, Transport, TransportStats, async_trait, header,
+    Transport, TransportStats, async_trait, header,
 };
 use switchyard_memory::{MemoryConfig, MemoryTransport};
 use switchyard_redis::RedisClient;
@@ -20,10 +20,13 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{self, run_cluster_receiver};
 use crate::config::{PubSubConfig, channel_name};
+use crate::denied::{refused, refused_subscription};
 use crate::envelope::{self, Origin, origin_hex};
 use crate::gaps::GapTracker;
 use crate::outbox::{Outbox, OutboxEntry, run_sender};
+use crate::partition::Partitions;
 use crate::publisher::PublishConn;
 use crate::receiver::run_receiver;
 use crate::registry::{Registry, RemoteQueue};
@@ -56,6 +59,9 @@ pub struct RedisPubSubTransport {
     /// The connection `health()` asks `ROLE` on, opened on first use and
     /// dropped after a failure (one at a time: the lock bounds it).
     role_conn: tokio::sync::Mutex<Option<switchyard_redis::redis::aio::MultiplexedConnection>>,
+    /// On a cluster: the connection `health()` checks the masters and
+    /// `cluster_state` on, opened on first use, dropped after a failure.
+    cluster_conn: tokio::sync::Mutex<Option<switchyard_redis::SharedConnection>>,
 }
 
 impl fmt::Debug for RedisPubSubTransport {
@@ -90,11 +96,18 @@ impl RedisPubSubTransport {
     pub async fn connect(config: PubSubConfig) -> Result<Self> {
         config.validate()?;
         let client = RedisClient::new(config.redis.clone())?;
-        // The publishing side must connect (and authenticate) too; the
-        // sender opens its own connection from here on.
-        let (pubsub, publisher) =
-            tokio::try_join!(SubConn::open(&client), PublishConn::open(&client))?;
-        drop(publisher);
+        let (pubsub, partitions) = if client.is_cluster() {
+            cluster::connect(&client).await?;
+            let parts = Partitions::new(&config.redis.namespace, config.partitions);
+            (None, Some(Arc::new(parts)))
+        } else {
+            // The publishing side must connect (and authenticate) too; the
+            // sender opens its own connection from here on.
+            let (pubsub, publisher) =
+                tokio::try_join!(SubConn::open(&client), PublishConn::open(&client))?;
+            drop(publisher);
+            (Some(pubsub), None)
+        };
         let epoch = next_epoch();
         let origin = Origin {
             id: config.instance_id.unwrap_or_else(rand::random),
@@ -106,7 +119,7 @@ impl RedisPubSubTransport {
         let shared = Arc::new(Shared {
             origin,
             origin_hex: origin_hex(origin.id),
-            registry: Arc::new(Registry::new(&config.redis.namespace)),
+            registry: Arc::new(Registry::new(&config.redis.namespace, partitions.clone())),
             outbox: Outbox::new(config.outbox_capacity, config.outbox_bytes),
             tracker: Mutex::new(GapTracker::new(config.gap_tracker_capacity)),
             counters: Counters::default(),
@@ -117,13 +130,24 @@ impl RedisPubSubTransport {
             refusals: Mutex::new(VecDeque::new()),
             denied: switchyard_redis::denied::Denials::new(),
             last_failure: Mutex::new(None),
-            initial: Mutex::new(Some(pubsub)),
+            initial: Mutex::new(pubsub),
+            partitions,
             client,
             config,
         });
         let cancel = CancellationToken::new();
+        let receiving = if shared.client.is_cluster() {
+            supervise(
+                "receiving",
+                shared.clone(),
+                cancel.clone(),
+                run_cluster_receiver,
+            )
+        } else {
+            supervise("receiving", shared.clone(), cancel.clone(), run_receiver)
+        };
         let tasks = vec![
-            supervise("receiving", shared.clone(), cancel.clone(), run_receiver),
+            receiving,
             supervise("sending", shared.clone(), cancel.clone(), run_sender),
         ];
         tracing::debug!(
@@ -141,6 +165,7 @@ impl RedisPubSubTransport {
             shared,
             cancel,
             role_conn: tokio::sync::Mutex::new(None),
+            cluster_conn: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -180,7 +205,11 @@ impl RedisPubSubTransport {
         self.check_open()?;
         let shared = &self.shared;
         let mut frame = envelope::encode(shared.origin, &message)?;
-        let channel = channel_name(&shared.config.redis.namespace, message.topic.as_str());
+        let channel = match &shared.partitions {
+            // On a cluster: the sharded channel of the topic's partition.
+            Some(p) => p.channel_of(message.topic.as_str()).to_owned(),
+            None => channel_name(&shared.config.redis.namespace, message.topic.as_str()),
+        };
         message
             .headers
             .insert(header::ORIGIN, shared.origin_hex.clone());
@@ -384,28 +413,21 @@ impl Transport for RedisPubSubTransport {
                         .unwrap_or_default();
                     return Err(Error::Timeout {
                         operation: format!(
-                            "confirming the subscription to {} by redis at {}{why}; nothing was subscribed, retry later",
+                            "confirming the subscription to {} by {}{why}; nothing was subscribed, retry later",
                             subscription.filter(),
-                            cfg.redis.addr()
+                            shared.describe()
                         ),
                         after: bound,
                     });
                 }
             };
             if let Some(reply) = refused(shared, refusals, &names) {
-                if switchyard_redis::denied::is_noperm_text(&reply) {
-                    return Err(denied_subscription(
-                        &cfg.redis.addr(),
-                        subscription.filter(),
-                        &names,
-                        &reply,
-                    ));
-                }
-                return Err(Error::Backend(format!(
-                    "redis at {} refused the subscription to {} ({reply}); allow the channel or pattern for the ACL user (ACL SETUSER <user> &<channel>) or subscribe to another one",
-                    cfg.redis.addr(),
-                    subscription.filter()
-                )));
+                return Err(refused_subscription(
+                    shared,
+                    subscription.filter(),
+                    &names,
+                    &reply,
+                ));
             }
             refusals = state.refusals;
             if state.synced >= version {
@@ -427,6 +449,13 @@ impl Transport for RedisPubSubTransport {
             return Health::Down("closed".into());
         }
         let shared = &self.shared;
+        if shared.client.is_cluster() {
+            let health = cluster::health(shared, &self.cluster_conn).await;
+            if self.closed.load(Ordering::Acquire) {
+                return Health::Down("closed".into());
+            }
+            return health;
+        }
         let cfg = &shared.config;
         let addr = cfg.redis.addr();
         let unreachable = || {
@@ -524,37 +553,6 @@ impl Transport for RedisPubSubTransport {
         }
         Ok(())
     }
-}
-
-/// The error of a subscription the ACL user may not make: names the
-/// command, the channel or pattern and the exact rule to grant.
-fn denied_subscription(addr: &str, filter: &TopicFilter, names: &[String], reply: &str) -> Error {
-    let rules: Vec<String> = names.iter().map(|n| format!("&{n}")).collect();
-    let (command, why) = if matches!(filter, TopicFilter::Pattern(_)) {
-        (
-            "PSUBSCRIBE",
-            "Redis matches a pattern subscription literally against the user's channel rules, so `&<namespace>:*` does not allow it: allow exactly this pattern",
-        )
-    } else {
-        ("SUBSCRIBE", "allow the channel")
-    };
-    Error::Backend(format!(
-        "permission denied: redis at {addr} refused {command} {} for the subscription to {filter} ({reply}); {why} (ACL SETUSER <user> {}) or all channels (&*); see docs/security.md",
-        names.join(" "),
-        rules.join(" ")
-    ))
-}
-
-/// The reply with which Redis refused one of `names` after refusal number
-/// `after`, if it did.
-fn refused(shared: &Shared, after: u64, names: &[String]) -> Option<String> {
-    shared
-        .refusals
-        .lock()
-        .iter()
-        .filter(|r| r.number > after)
-        .find(|r| r.names.iter().any(|n| names.contains(n)))
-        .map(|r| r.reply.clone())
 }
 
 /// Opens a backplane transport from a `redis+pubsub://` or

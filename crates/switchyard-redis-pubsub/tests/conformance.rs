@@ -14,7 +14,9 @@ use switchyard_conformance::libtest_mimic::Arguments;
 use switchyard_conformance::{CaseInfo, Harness, Namespace, anyhow, async_trait};
 use switchyard_core::{Capabilities, Transport};
 use switchyard_redis_pubsub::{PubSubConfig, RedisPubSubTransport};
-use switchyard_testkit::{RedisServer, SentinelGroup, SentinelOptions};
+use switchyard_testkit::{
+    ClusterGroup, ClusterOptions, RedisServer, SentinelGroup, SentinelOptions,
+};
 
 /// Timeouts suited to a local test server.
 const PARAMS: &str = "connect_timeout=2s&response_timeout=5s&probe_interval=500ms&probe_timeout=1s";
@@ -94,7 +96,28 @@ fn main() -> ExitCode {
             }
         }
     };
+    // SWITCHYARD_TEST_CLUSTER=1: the backplane runs on a Redis Cluster (3
+    // masters with a replica each, `redis+pubsub+cluster://`, sharded
+    // pub/sub on partition channels).
+    let cluster = if args.list || std::env::var_os("SWITCHYARD_TEST_CLUSTER").is_none() {
+        None
+    } else {
+        match ClusterGroup::start(ClusterOptions::default()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("conformance: could not start the cluster: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let shared_url = match (&group, &server) {
+        _ if cluster.is_some() => format!(
+            "redis+pubsub+cluster://{}",
+            cluster
+                .as_ref()
+                .map(ClusterGroup::host_list)
+                .unwrap_or_default()
+        ),
         (Some(g), _) => {
             let sentinels: Vec<String> =
                 g.sentinel_addrs().iter().map(ToString::to_string).collect();
@@ -116,6 +139,7 @@ fn main() -> ExitCode {
         counter: AtomicU64::new(0),
     };
     let code = switchyard_conformance::run_with_args(harness, args);
+    drop(cluster);
     drop(group);
     drop(server);
     code

@@ -67,6 +67,8 @@ pub(crate) static ADAPTERS: &[Adapter] = &[
             "rediss+pubsub",
             "redis+pubsub+sentinel",
             "rediss+pubsub+sentinel",
+            "redis+pubsub+cluster",
+            "rediss+pubsub+cluster",
         ],
         connect: connector!("redis-pubsub", switchyard_redis_pubsub),
     },
@@ -95,6 +97,7 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 /// | `redis+pubsub://[user:password@]host[:port][/db]`, `rediss+pubsub://…` (TLS) | Redis Pub/Sub backplane | `redis-pubsub` |
 /// | `redis+streams+sentinel://[user:password@]s1:26379[,s2:26379…]/master[/db]`, `redis+pubsub+sentinel://…`, `rediss+…+sentinel://…` | either Redis adapter, primary found through Sentinel | `redis-streams` / `redis-pubsub` |
 /// | `redis+streams+cluster://[user:password@]h1:7000[,h2:7001…]`, `rediss+streams+cluster://…` | Redis Streams on a Redis Cluster | `redis-streams` |
+/// | `redis+pubsub+cluster://[user:password@]h1:7000[,h2:7001…]`, `rediss+pubsub+cluster://…` | Redis Pub/Sub backplane on a Redis Cluster (sharded pub/sub) | `redis-pubsub` |
 ///
 /// Errors, none of which ever contains the URL's password:
 /// - [`Error::InvalidUrl`] when the text has no `scheme://` (or is empty);
