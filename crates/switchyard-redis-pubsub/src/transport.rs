@@ -96,15 +96,24 @@ impl RedisPubSubTransport {
     pub async fn connect(config: PubSubConfig) -> Result<Self> {
         config.validate()?;
         let client = RedisClient::new(config.redis.clone())?;
+        // Strict start-up: both sides must connect (and authenticate); with
+        // `connect_retry` (off by default) they are tried again while Redis
+        // is not reachable yet.
         let (pubsub, partitions) = if client.is_cluster() {
-            cluster::connect(&client).await?;
+            switchyard_redis::connect_with_retry(&config.redis, "redis-pubsub", || {
+                cluster::connect(&client)
+            })
+            .await?;
             let parts = Partitions::new(&config.redis.namespace, config.partitions);
             (None, Some(Arc::new(parts)))
         } else {
             // The publishing side must connect (and authenticate) too; the
             // sender opens its own connection from here on.
             let (pubsub, publisher) =
-                tokio::try_join!(SubConn::open(&client), PublishConn::open(&client))?;
+                switchyard_redis::connect_with_retry(&config.redis, "redis-pubsub", || async {
+                    tokio::try_join!(SubConn::open(&client), PublishConn::open(&client))
+                })
+                .await?;
             drop(publisher);
             (Some(pubsub), None)
         };

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use switchyard_core::{Error, Health, Subscription, Topic, Transport};
+use switchyard_redis_pubsub::{PubSubConfig, RedisPubSubTransport};
 use switchyard_testkit::{RedisOptions, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -357,5 +358,36 @@ async fn close_ends_a_waiting_subscribe() -> anyhow::Result<()> {
     // Well before its bound, connect_timeout + response_timeout (2.8 s).
     let bound = CONNECT + Duration::from_secs(2);
     ensure!(took < bound / 2, "ended {took:?} after close");
+    Ok(())
+}
+
+/// `connect_retry`: a backplane started before its Redis connects once
+/// Redis is up (off by default: strict start-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_retry_waits_for_redis_to_come_up() -> anyhow::Result<()> {
+    let mut server = tokio::task::block_in_place(RedisServer::start)?;
+    tokio::task::block_in_place(|| server.stop())?;
+    let addr = server.addr();
+    // Without it: fails at once.
+    let e = RedisPubSubTransport::connect(PubSubConfig::from_url(&format!(
+        "redis+pubsub://{addr}?connect_timeout=500ms"
+    ))?)
+    .await
+    .err()
+    .ok_or_else(|| anyhow::anyhow!("connected to a stopped server"))?;
+    anyhow::ensure!(e.is_transient(), "{e}");
+    let cfg = PubSubConfig::from_url(&format!(
+        "redis+pubsub://{addr}?connect_timeout=500ms&connect_retry=30s&connect_retry_max_delay=100ms"
+    ))?;
+    let connecting = tokio::spawn(RedisPubSubTransport::connect(cfg));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    anyhow::ensure!(
+        !connecting.is_finished(),
+        "connect gave up while Redis was down"
+    );
+    tokio::task::block_in_place(|| server.start_again())?;
+    let bus = tokio::time::timeout(Duration::from_secs(20), connecting).await???;
+    anyhow::ensure!(bus.health().await == Health::Ok, "health after start-up");
+    bus.close().await?;
     Ok(())
 }
