@@ -152,7 +152,14 @@ struct Node {
 
 /// A plain connection to every master and the slots it serves.
 struct Masters {
-    nodes: Vec<(SocketAddr, Vec<(u16, u16)>, MultiplexedConnection)>,
+    nodes: Vec<Master>,
+}
+
+/// One master: its address, the slot ranges it serves, a connection.
+struct Master {
+    addr: SocketAddr,
+    slots: Vec<(u16, u16)>,
+    conn: MultiplexedConnection,
 }
 
 impl Masters {
@@ -176,9 +183,9 @@ impl Masters {
                 .get_multiplexed_async_connection()
                 .await
                 .with_context(|| format!("connecting to {addr}"))?;
-            nodes.push((addr, slots, conn));
+            nodes.push(Master { addr, slots, conn });
         }
-        nodes.sort_by_key(|n| n.0);
+        nodes.sort_by_key(|n| n.addr);
         Ok(Masters { nodes })
     }
 
@@ -187,19 +194,19 @@ impl Masters {
         let slot = switchyard_redis::key_slot(key.as_bytes());
         self.nodes
             .iter()
-            .position(|(_, slots, _)| slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+            .position(|m| m.slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
             .with_context(|| format!("no master serves slot {slot}"))
     }
 
     fn conn(&self, key: &str) -> Result<MultiplexedConnection> {
-        Ok(self.nodes[self.index_of(key)?].2.clone())
+        Ok(self.nodes[self.index_of(key)?].conn.clone())
     }
 
     /// `host:port` of every master, joined with `,`.
     fn addrs(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| n.0.to_string())
+            .map(|n| n.addr.to_string())
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -268,8 +275,9 @@ pub(crate) async fn run(args: ClusterArgs) -> Result<()> {
         .with_context(|| format!("could not create {}", args.out.display()))?;
     let mut nodes = Vec::new();
     for &m in &args.masters {
-        let group = ClusterGroup::start(ClusterOptions::default().masters(m).replicas_per_master(0))
-            .with_context(|| format!("could not start a cluster of {m} master(s)"))?;
+        let group =
+            ClusterGroup::start(ClusterOptions::default().masters(m).replicas_per_master(0))
+                .with_context(|| format!("could not start a cluster of {m} master(s)"))?;
         let url = format!(
             "redis+streams+cluster://{}?namespace={NAMESPACE}",
             group.host_list()
@@ -499,10 +507,7 @@ async fn throughput(
     let mut total = 0_u64;
     for k in &keys {
         let mut c = node.conns.conn(k)?;
-        total += redis::cmd("XLEN")
-            .arg(k)
-            .query_async::<u64>(&mut c)
-            .await?;
+        total += redis::cmd("XLEN").arg(k).query_async::<u64>(&mut c).await?;
     }
     if total != n {
         bail!("the topics hold {total} entries after publishing {n}");
@@ -622,11 +627,7 @@ fn cpu_ratios(series: &[Series], masters: &[usize]) -> Vec<(&'static str, Vec<f6
     }
     let mut out = Vec::new();
     for what in ["publish", "group consume+ack"] {
-        let find = |m: usize| {
-            series
-                .iter()
-                .find(|s| s.masters == m && s.what == what)
-        };
+        let find = |m: usize| series.iter().find(|s| s.masters == m && s.what == what);
         if let (Some(x), Some(y)) = (find(a), find(b)) {
             let r = x
                 .client_us
@@ -677,7 +678,9 @@ async fn discovery_point(node: &Node, streams: u64, modes: &[String]) -> Result<
             let _ = stdout.read_to_string(&mut text);
         }
         let value = match status {
-            None => json!({"mode": mode, "error": format!("killed after {} s", CHILD_TIMEOUT.as_secs())}),
+            None => {
+                json!({"mode": mode, "error": format!("killed after {} s", CHILD_TIMEOUT.as_secs())})
+            }
             Some(s) if !s.success() => json!({"mode": mode, "error": format!("exit {s}")}),
             Some(_) => text
                 .lines()
@@ -702,7 +705,7 @@ async fn create_streams(node: &Node, prefix: &str, streams: u64) -> Result<()> {
     }
     let body = payload(16);
     for (i, entries) in per_master.iter().enumerate() {
-        let mut conn = node.conns.nodes[i].2.clone();
+        let mut conn = node.conns.nodes[i].conn.clone();
         for chunk in entries.chunks(CREATE_PIPELINE) {
             let mut pipe = redis::pipe();
             for (key, topic) in chunk {
@@ -771,10 +774,7 @@ async fn discover(args: &DiscoveryArgs) -> Result<Value> {
     let obj = doc.as_object_mut().context("a JSON object")?;
     obj.insert("delivered".into(), json!(got));
     obj.insert("all_delivered_secs".into(), json!(round(all_secs, 6)));
-    obj.insert(
-        "client_cpu_secs".into(),
-        json!(round(cpu as f64 / 1e9, 4)),
-    );
+    obj.insert("client_cpu_secs".into(), json!(round(cpu as f64 / 1e9, 4)));
     obj.insert("rss_before_kib".into(), json!(rss0));
     obj.insert("rss_after_kib".into(), json!(rss1));
     obj.insert(
@@ -862,7 +862,11 @@ fn markdown(
             args.publishers,
             args.members
         ));
-        s.push_str(&header(rounds, "median msg/s", "group: msg/s at the last delivery"));
+        s.push_str(&header(
+            rounds,
+            "median msg/s",
+            "group: msg/s at the last delivery",
+        ));
         for x in series {
             s.push_str(&format!("| {} | {} |", x.masters, x.what));
             for v in &x.runs {
@@ -879,7 +883,11 @@ fn markdown(
             ));
         }
         s.push_str("\nClient CPU time per message (this process, every thread), and every master's CPU over the wall time (100 % = one core):\n\n");
-        s.push_str(&header(rounds, "median µs/msg", "every master's CPU (median)"));
+        s.push_str(&header(
+            rounds,
+            "median µs/msg",
+            "every master's CPU (median)",
+        ));
         for x in series.iter().filter(|x| !x.client_us.is_empty()) {
             s.push_str(&format!("| {} | {} |", x.masters, x.what));
             for v in &x.client_us {
