@@ -14,6 +14,11 @@
 //! - `wire`: the Redis Streams writer's protocol layer, hand-written RESP
 //!   against a redis-rs pipeline on one connection, over TCP and TLS (the
 //!   TLS rows need the `tls` feature); writes `wire-SIZE.json`, `wire.md`.
+//! - `cluster`: the Redis Streams adapter on a Redis Cluster of 1 and of 3
+//!   masters in the same run: publish and group consume + ack over 30
+//!   topics beside `redis-benchmark --cluster`, client CPU per message, and
+//!   the cost of pattern discovery as streams grow (1 → 10,000); writes
+//!   `cluster.json`, `cluster.md`.
 //! - `rss`: one memory scenario in this process (run by `scaling` as a
 //!   child process, so each peak RSS is measured alone).
 //!
@@ -22,6 +27,7 @@
 //! same way; never a shared server.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod cluster;
 mod harness;
 mod machine;
 mod ours;
@@ -70,6 +76,12 @@ enum Cmd {
     /// The Streams writer's protocol layer: hand-written RESP against
     /// redis-rs on one connection, over TCP and TLS, alternating rounds
     Wire(wire::WireArgs),
+    /// The Redis Streams adapter on a Redis Cluster of 1 and of 3 masters:
+    /// throughput, client CPU per message, pattern discovery cost
+    Cluster(cluster::ClusterArgs),
+    /// One pattern discovery point (run by `cluster` in a child process,
+    /// so each RSS is measured alone)
+    ClusterDiscovery(cluster::DiscoveryArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,6 +130,10 @@ fn main() -> Result<()> {
         // No runtime of our own around the measured one.
         return scaling::rss(args);
     }
+    if let Cmd::ClusterDiscovery(args) = &cli.command {
+        // Its own runtime, as `rss`.
+        return cluster::discovery(args);
+    }
     if let Cmd::Render { out } = &cli.command {
         return scaling::render(out);
     }
@@ -131,7 +147,8 @@ fn main() -> Result<()> {
         Cmd::Scaling(args) => rt.block_on(scaling::run(args)),
         Cmd::One(args) => rt.block_on(one(args)),
         Cmd::Wire(args) => rt.block_on(wire::run(args)),
-        Cmd::Rss(_) | Cmd::Render { .. } => Ok(()),
+        Cmd::Cluster(args) => rt.block_on(cluster::run(args)),
+        Cmd::Rss(_) | Cmd::Render { .. } | Cmd::ClusterDiscovery(_) => Ok(()),
     }
 }
 

@@ -148,13 +148,13 @@ struct Sample {
 
 /// The measured window: wall time and this process' CPU time from the
 /// start of the first write to the last reply.
-struct Window {
+pub(crate) struct Window {
     started: Instant,
     cpu0: u64,
 }
 
 impl Window {
-    fn open() -> Window {
+    pub(crate) fn open() -> Window {
         Window {
             cpu0: cpu_ns(),
             started: Instant::now(),
@@ -162,7 +162,7 @@ impl Window {
     }
 
     /// Seconds and CPU nanoseconds since `open`.
-    fn close(&self) -> (f64, u64) {
+    pub(crate) fn close(&self) -> (f64, u64) {
         let secs = self.started.elapsed().as_secs_f64();
         (secs, cpu_ns().saturating_sub(self.cpu0))
     }
@@ -170,7 +170,7 @@ impl Window {
 
 /// CPU time of every thread of this process so far, in ns (the first
 /// field of `/proc/self/task/*/schedstat`; 0 where unreadable).
-fn cpu_ns() -> u64 {
+pub(crate) fn cpu_ns() -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return 0;
     };
@@ -181,7 +181,7 @@ fn cpu_ns() -> u64 {
 }
 
 /// Redis' `used_cpu_user + used_cpu_sys`, in seconds.
-fn redis_cpu(server: &RedisServer) -> Result<f64> {
+pub(crate) fn redis_cpu(server: &RedisServer) -> Result<f64> {
     let info = server.info("cpu").context("INFO cpu")?;
     let mut total = 0.0;
     for line in info.lines() {
@@ -642,7 +642,7 @@ async fn redis_rs(
     Ok(done)
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -789,7 +789,7 @@ fn table(
 }
 
 /// `1234567.8` as `1,234,568`.
-fn thousands(v: f64) -> String {
+pub(crate) fn thousands(v: f64) -> String {
     let digits = format!("{:.0}", v.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
