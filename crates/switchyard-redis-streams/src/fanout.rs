@@ -83,6 +83,7 @@ pub(crate) async fn subscribe(
         warn: WarnLimiter::default(),
         malformed_warn: WarnLimiter::default(),
         cluster_key: None,
+        last_error: String::new(),
     };
     let task = if cluster {
         tokio::spawn(reader.run_cluster())
@@ -113,22 +114,19 @@ pub(crate) async fn last_ids(inner: &Inner, topics: &[Topic]) -> Result<Vec<Mess
         return Ok(Vec::new());
     }
     if inner.client.is_cluster() {
-        // One slot per stream: no pipeline across them.
-        let mut out = Vec::with_capacity(topics.len());
-        for t in topics {
-            let mut conn = inner.conn.clone();
-            let reply: Value = redis::cmd("XREVRANGE")
-                .arg(inner.key(t))
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| switchyard_redis::classify("XREVRANGE", &e))?;
-            let entries = wire::parse_entries(reply)
-                .map_err(|m| Error::Backend(format!("redis XREVRANGE: {m}")))?;
-            out.push(entries.first().map_or(MessageId::new(0, 0), |e| e.id));
+        // One slot per stream: no pipeline across them; 64 at once (the
+        // cluster connection multiplexes them per master).
+        let keys: Vec<String> = topics.iter().map(|t| inner.key(t)).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(64) {
+            let calls: Vec<_> = chunk
+                .iter()
+                .cloned()
+                .map(|key| last_id(inner.conn.clone(), key))
+                .collect();
+            for r in futures::future::join_all(calls).await {
+                out.push(r?);
+            }
         }
         return Ok(out);
     }
@@ -153,6 +151,22 @@ pub(crate) async fn last_ids(inner: &Inner, topics: &[Topic]) -> Result<Vec<Mess
         out.push(entries.first().map_or(MessageId::new(0, 0), |e| e.id));
     }
     Ok(out)
+}
+
+/// The id of the last entry of `key` (`0-0` when empty or missing).
+async fn last_id(mut conn: switchyard_redis::SharedConnection, key: String) -> Result<MessageId> {
+    let reply: Value = redis::cmd("XREVRANGE")
+        .arg(&key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| switchyard_redis::classify("XREVRANGE", &e))?;
+    let entries =
+        wire::parse_entries(reply).map_err(|m| Error::Backend(format!("redis XREVRANGE: {m}")))?;
+    Ok(entries.first().map_or(MessageId::new(0, 0), |e| e.id))
 }
 
 /// The streams a reader follows: keys, topics and cursors, in XREAD order.
@@ -209,6 +223,8 @@ struct Reader {
     malformed_warn: WarnLimiter,
     /// On a cluster: the one stream key this reader reads.
     cluster_key: Option<String>,
+    /// The last read or connect error (for `health()`).
+    last_error: String,
 }
 
 #[derive(PartialEq, Eq)]
@@ -243,6 +259,7 @@ impl Reader {
                     warn: WarnLimiter::default(),
                     malformed_warn: WarnLimiter::default(),
                     cluster_key: Some(self.streams.keys[i].clone()),
+                    last_error: String::new(),
                 };
                 children.push(tokio::spawn(child.read(None)));
                 started += 1;
@@ -273,6 +290,9 @@ impl Reader {
     /// Reads until stopped.
     async fn read(mut self, conn: Option<MultiplexedConnection>) {
         let mut conn = conn;
+        let mut opened_once = conn.is_some();
+        // Whether this reader counts as down in `health()`.
+        let mut down = false;
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             if *self.stop.borrow() || *self.shutdown.borrow() || self.queue.is_consumer_closed() {
@@ -290,8 +310,13 @@ impl Reader {
                 }
             }
             if conn.is_none() {
-                conn = self.reopen(&mut backoff).await;
+                conn = self.reopen(&mut backoff, !opened_once).await;
+                opened_once = true;
                 if conn.is_none() {
+                    if !down && !self.last_error.is_empty() {
+                        self.inner.readers.went_down(&self.last_error);
+                        down = true;
+                    }
                     continue;
                 }
             }
@@ -309,6 +334,10 @@ impl Reader {
             match reply {
                 Ok(v) => {
                     backoff.reset();
+                    if down {
+                        self.inner.readers.came_back();
+                        down = false;
+                    }
                     match wire::parse_streams_reply(v) {
                         Ok(batches) => {
                             if self.deliver(batches).await == Step::Stop {
@@ -331,6 +360,10 @@ impl Reader {
                         switchyard_redis::classify("XREAD", &e).to_string()
                     };
                     self.warn_once(&err);
+                    if !down {
+                        self.inner.readers.went_down(&err);
+                        down = true;
+                    }
                     // Reopen after transient errors (the connection may be
                     // gone); back off in any case so nothing spins.
                     conn = None;
@@ -340,6 +373,9 @@ impl Reader {
                     }
                 }
             }
+        }
+        if down {
+            self.inner.readers.came_back();
         }
     }
 
@@ -358,10 +394,19 @@ impl Reader {
         }
     }
 
-    /// Sleeps a backoff delay, then opens a new dedicated connection;
-    /// `None` when that failed (or the reader is stopping).
-    async fn reopen(&mut self, backoff: &mut Backoff) -> Option<MultiplexedConnection> {
-        let delay = backoff.next_delay();
+    /// Sleeps a backoff delay (not before the `first` connection of a
+    /// reader), then opens a new dedicated connection; `None` when that
+    /// failed (or the reader is stopping).
+    async fn reopen(
+        &mut self,
+        backoff: &mut Backoff,
+        first: bool,
+    ) -> Option<MultiplexedConnection> {
+        let delay = if first {
+            Duration::ZERO
+        } else {
+            backoff.next_delay()
+        };
         let mut stop = self.stop.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
@@ -382,11 +427,13 @@ impl Reader {
         };
         match opened {
             Ok(c) => {
-                self.inner
-                    .stats
-                    .reconnects
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(redis = %self.inner.config.redis.addr(), "fan-out reader reconnected");
+                if !first {
+                    self.inner
+                        .stats
+                        .reconnects
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(redis = %self.inner.config.redis.addr(), "fan-out reader reconnected");
+                }
                 Some(c)
             }
             Err(e) => {
@@ -396,7 +443,8 @@ impl Reader {
         }
     }
 
-    fn warn_once(&self, what: &str) {
+    fn warn_once(&mut self, what: &str) {
+        self.last_error = what.to_owned();
         if let Some(suppressed) = self.warn.check() {
             tracing::warn!(
                 redis = %self.inner.config.redis.addr(),

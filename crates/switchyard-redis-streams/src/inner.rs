@@ -44,10 +44,46 @@ pub(crate) struct Inner {
     pub(crate) group_closers: Mutex<Vec<watch::Receiver<bool>>>,
     /// The latest `NOPERM` (for `health()`).
     pub(crate) denied: switchyard_redis::denied::Denials,
+    /// Subscriber readers that cannot read now (for `health()`).
+    pub(crate) readers: ReaderHealth,
     /// `true` once `CLIENT ID` or `CLIENT UNBLOCK` was refused: closing a
     /// group member then waits for its blocked read to end instead of
     /// ending it (see `group::reader::settle`).
     pub(crate) no_unblock: AtomicBool,
+}
+
+/// How many subscriber readers (group or fan-out, one per stream on a
+/// cluster) failed their last read or connect, and the last error.
+#[derive(Default)]
+pub(crate) struct ReaderHealth {
+    down: std::sync::atomic::AtomicUsize,
+    last: parking_lot::Mutex<Option<String>>,
+}
+
+impl ReaderHealth {
+    /// A reader that was reading failed (`error`).
+    pub(crate) fn went_down(&self, error: &str) {
+        self.down.fetch_add(1, Ordering::AcqRel);
+        *self.last.lock() = Some(error.to_owned());
+    }
+
+    /// A reader that had failed reads again (or ended).
+    pub(crate) fn came_back(&self) {
+        let _ = self
+            .down
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    /// `Some(reason)` while any reader cannot read.
+    pub(crate) fn reason(&self) -> Option<String> {
+        let n = self.down.load(Ordering::Acquire);
+        (n > 0).then(|| {
+            let last = self.last.lock().clone().unwrap_or_default();
+            format!("{n} subscriber reader(s) cannot read from redis (last error: {last})")
+        })
+    }
 }
 
 impl Inner {

@@ -71,6 +71,7 @@ impl RedisStreamsTransport {
                 group_closers: parking_lot::Mutex::new(Vec::new()),
                 denied: switchyard_redis::denied::Denials::new(),
                 no_unblock: AtomicBool::new(false),
+                readers: crate::inner::ReaderHealth::default(),
             }),
         })
     }
@@ -176,6 +177,10 @@ impl Transport for RedisStreamsTransport {
                 Health::Ok => switchyard_redis::role_health(&mut conn, &addr, timeout).await,
                 other => other,
             }
+        };
+        let health = match (health, self.inner.readers.reason()) {
+            (Health::Ok, Some(reason)) => Health::Degraded(reason),
+            (other, _) => other,
         };
         match health {
             Health::Ok if self.inner.breaker.state() == BreakerState::Open => {

@@ -117,6 +117,9 @@ async fn run_cluster(g: Arc<Group>, mut topics: TopicSource) {
                     break;
                 }
             }
+            if r.failed {
+                r.g.inner.readers.came_back();
+            }
             r.g.stop();
         }));
     };
@@ -169,6 +172,9 @@ async fn run_single(g: Arc<Group>, mut topics: TopicSource) {
         if !r.step().await {
             break;
         }
+    }
+    if r.failed {
+        g.inner.readers.came_back();
     }
     g.stop();
 }
@@ -245,6 +251,9 @@ impl Reader {
         match result {
             Ok(open) => {
                 self.backoff.reset();
+                if self.failed {
+                    self.g.inner.readers.came_back();
+                }
                 self.failed = false;
                 open
             }
@@ -298,6 +307,9 @@ impl Reader {
         if let Some(router) = self.g.inner.client.router() {
             // MOVED, a failover or a lost node: the map may be stale.
             let _ = router.refresh().await;
+        }
+        if !self.failed {
+            self.g.inner.readers.went_down(error);
         }
         self.failed = true;
         self.history = self

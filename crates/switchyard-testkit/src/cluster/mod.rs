@@ -163,7 +163,7 @@ impl ClusterGroup {
         let mut last = TestkitError::NotRunning;
         for node in &self.nodes {
             match node.cmd(&["CLUSTER", "NODES"]) {
-                Ok(reply) => return parse_nodes(&reply_string(&reply)?),
+                Ok(reply) => return parse_nodes(&reply_string(&reply)?, Some(node.addr())),
                 Err(e) => last = e,
             }
         }
@@ -332,11 +332,13 @@ impl ClusterGroup {
             || {
                 let mut seen: Option<Vec<(String, bool, Option<String>)>> = None;
                 for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
-                    let mut roles: Vec<_> =
-                        parse_nodes(&reply_string(&node.cmd(&["CLUSTER", "NODES"])?)?)?
-                            .into_iter()
-                            .map(|n| (n.id, n.master, n.master_id))
-                            .collect();
+                    let mut roles: Vec<_> = parse_nodes(
+                        &reply_string(&node.cmd(&["CLUSTER", "NODES"])?)?,
+                        Some(node.addr()),
+                    )?
+                    .into_iter()
+                    .map(|n| (n.id, n.master, n.master_id))
+                    .collect();
                     roles.sort();
                     if seen.as_ref().is_some_and(|s| *s != roles) {
                         return Ok(None);
@@ -364,7 +366,10 @@ impl ClusterGroup {
         let what = format!("every node naming {addr} for slot {slot}");
         poll_until(timeout, &what, || {
             for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
-                let nodes = parse_nodes(&reply_string(&node.cmd(&["CLUSTER", "NODES"])?)?)?;
+                let nodes = parse_nodes(
+                    &reply_string(&node.cmd(&["CLUSTER", "NODES"])?)?,
+                    Some(node.addr()),
+                )?;
                 let owner = nodes.iter().find(|n| {
                     n.master && !n.failing && n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
                 });
