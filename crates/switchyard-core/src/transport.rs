@@ -270,7 +270,7 @@ impl dyn Subscriber {
     /// Waits up to `deadline` for the first delivery, then takes whatever
     /// else is ready without waiting, up to `max` items in all. Returns an
     /// empty vector when nothing arrived in time or the subscriber is closed.
-    /// ([`fetch`](Self::fetch) waits for the batch to fill.)
+    /// ([`fetch`](trait.Subscriber.html#method.fetch) waits for the batch to fill.)
     pub async fn recv_batch(&mut self, max: usize, deadline: Duration) -> Vec<Result<Delivery>> {
         let mut out = Vec::new();
         if max == 0 {

@@ -137,7 +137,7 @@ mod server;
 mod tls;
 mod tls_client;
 
-pub use cluster::{ClusterGroup, ClusterNode, ClusterOptions, SLOTS};
+pub use cluster::{ClusterGroup, ClusterNode, ClusterOptions, ClusterTlsFiles, SLOTS};
 pub use error::TestkitError;
 pub use options::{Persistence, RedisOptions, ServerKind};
 pub use proxy::FaultProxy;

@@ -15,6 +15,7 @@ use crate::options::{RedisOptions, ServerKind};
 use crate::process::{free_port, info_field, poll_until};
 use crate::resp::RespValue;
 use crate::server::RedisServer;
+use crate::tls::{CertKeyPaths, TestPki, TlsOptions};
 use nodes::parse_nodes;
 
 /// Hash slots of a Redis Cluster.
@@ -38,6 +39,20 @@ pub struct ClusterGroup {
     kind: ServerKind,
     nodes: Vec<RedisServer>,
     node_timeout: Duration,
+    // Declared after the nodes: its directory is removed once they are gone.
+    pki: Option<TestPki>,
+}
+
+/// The files a TLS client of a [`ClusterGroup`] needs
+/// ([`ClusterGroup::tls_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTlsFiles {
+    /// The CA every node certificate is signed by (`tls_ca=`).
+    pub ca_cert: std::path::PathBuf,
+    /// A client certificate and key signed by it (`tls_cert=`, `tls_key=`).
+    pub client: CertKeyPaths,
+    /// An unrelated CA: a client trusting only it must refuse every node.
+    pub other_ca_cert: std::path::PathBuf,
 }
 
 impl ClusterGroup {
@@ -53,14 +68,22 @@ impl ClusterGroup {
             None => ServerKind::from_env()?,
         };
         let count = opts.masters * (1 + opts.replicas_per_master);
+        // One CA for every node, so that they trust each other on the bus
+        // and a client trusting it reaches each of them.
+        let pki = if opts.tls {
+            Some(TestPki::generate()?)
+        } else {
+            None
+        };
         let mut nodes = Vec::with_capacity(count);
         for _ in 0..count {
-            nodes.push(start_node(&opts, kind)?);
+            nodes.push(start_node(&opts, kind, pki.as_ref())?);
         }
         let group = ClusterGroup {
             kind,
             nodes,
             node_timeout: opts.node_timeout,
+            pki,
         };
         let ready_by = Instant::now() + opts.startup_timeout;
         let left = || ready_by.saturating_duration_since(Instant::now());
@@ -124,6 +147,16 @@ impl ClusterGroup {
             "cluster ready"
         );
         Ok(group)
+    }
+
+    /// With [`ClusterOptions::tls`], the files a client needs (`None`
+    /// without TLS).
+    pub fn tls_files(&self) -> Option<ClusterTlsFiles> {
+        self.pki.as_ref().map(|pki| ClusterTlsFiles {
+            ca_cert: pki.ca_cert().to_path_buf(),
+            client: pki.client().clone(),
+            other_ca_cert: pki.other_ca_cert().to_path_buf(),
+        })
     }
 
     /// The server kind of every node.
@@ -390,7 +423,11 @@ impl ClusterGroup {
 }
 
 /// Starts one cluster node with its bus on a second free port.
-fn start_node(opts: &ClusterOptions, kind: ServerKind) -> Result<RedisServer, TestkitError> {
+fn start_node(
+    opts: &ClusterOptions,
+    kind: ServerKind,
+    pki: Option<&TestPki>,
+) -> Result<RedisServer, TestkitError> {
     let mut last = TestkitError::NotRunning;
     for _ in 0..5 {
         let bus = free_port()?;
@@ -412,6 +449,16 @@ fn start_node(opts: &ClusterOptions, kind: ServerKind) -> Result<RedisServer, Te
             node = node
                 .password(password.clone())
                 .arg("masterauth", password.clone());
+        }
+        if let Some(pki) = pki {
+            node = node
+                .tls(
+                    TlsOptions::default()
+                        .tls_only(true)
+                        .pki_dir(pki.dir().to_path_buf()),
+                )
+                .arg("tls-replication", "yes")
+                .arg("tls-cluster", "yes");
         }
         match RedisServer::start_with(node) {
             Ok(server) if server.port() != bus => return Ok(server),

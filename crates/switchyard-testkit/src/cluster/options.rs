@@ -30,6 +30,12 @@ pub struct ClusterOptions {
     /// Password of the default user on every node (`requirepass`, and
     /// `masterauth` for replication; default `None`).
     pub password: Option<String>,
+    /// TLS only (default `false`): every node listens with TLS only (`port
+    /// 0`, `tls-port`), the cluster bus and replication use TLS
+    /// (`tls-cluster yes`, `tls-replication yes`), and clients must present
+    /// a certificate. All nodes use one [`TestPki`](crate::TestPki)
+    /// ([`ClusterGroup::tls_files`](super::ClusterGroup::tls_files)).
+    pub tls: bool,
     /// `cluster-node-timeout`: how long a master must be unreachable before
     /// its replica takes over (default 2 s; range 100 ms to 60 s, whole
     /// milliseconds).
@@ -48,6 +54,7 @@ impl Default for ClusterOptions {
             replicas_per_master: 1,
             kind: None,
             password: None,
+            tls: false,
             node_timeout: Duration::from_secs(2),
             startup_timeout: Duration::from_secs(30),
         }
@@ -80,6 +87,13 @@ impl ClusterOptions {
     #[must_use]
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
+        self
+    }
+
+    /// Sets [`tls`](Self::tls).
+    #[must_use]
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
         self
     }
 
