@@ -231,7 +231,7 @@ impl dyn Subscriber {
     /// ```
     /// # use std::time::Duration;
     /// # use switchyard_core::{Subscriber, Fetched};
-    /// # async fn work(sub: &mut dyn Subscriber) {
+    /// # async fn work(sub: &mut Box<dyn Subscriber>) {
     /// loop {
     ///     let Fetched { items, more, closed, .. } = sub.fetch(250, Duration::from_millis(300)).await;
     ///     for item in items {

@@ -91,6 +91,8 @@ const DAY: u64 = 24 * HOUR;
 const REDIS: &[Param] = &[
     timing(millis("connect_timeout", 1, 10 * MINUTE)),
     timing(millis("response_timeout", 1, HOUR)),
+    millis("connect_retry", 0, HOUR),
+    millis("connect_retry_max_delay", 10, MINUTE),
 ];
 
 const STREAMS: &[Param] = &[
@@ -120,6 +122,7 @@ const PUBSUB: &[Param] = &[
     with(millis("reconnect_max", 1, 10 * MINUTE), "reconnect_min=0"),
     millis("close_timeout", 0, HOUR),
     millis("warn_interval", 1, DAY),
+    count("partitions", 1, 1024),
 ];
 
 const MEMORY: &[Param] = &[
