@@ -33,6 +33,26 @@ impl TopicInfo {
     }
 }
 
+/// Who listens on one topic ([`Transport::subscribers`](crate::Transport::subscribers)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriberCounts {
+    /// Subscribers of this transport (for the memory adapter: of its hub)
+    /// whose filter matches the topic, fan-out and group members alike.
+    pub local: u64,
+    /// Across a backplane: how many replicas (subscribing connections)
+    /// are subscribed to the topic's channel now, this one included;
+    /// `None` where the adapter cannot tell.
+    pub remote: Option<u64>,
+}
+
+impl SubscriberCounts {
+    /// `local` subscribers here, `remote` replicas where known.
+    pub fn new(local: u64, remote: Option<u64>) -> Self {
+        SubscriberCounts { local, remote }
+    }
+}
+
 /// One consumer group of a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

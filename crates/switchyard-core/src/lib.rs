@@ -34,7 +34,7 @@ pub use backoff::Backoff;
 pub use breaker::{BreakerState, BreakerStats, CircuitBreaker};
 pub use buffer_watch::BufferWatch;
 pub use bus::{Bus, Typed, TypedSubscriber};
-pub use catalog::{GroupInfo, TopicInfo};
+pub use catalog::{GroupInfo, SubscriberCounts, TopicInfo};
 pub use codec::Codec;
 pub use delivery::{Acknowledger, Delivery, Retry};
 pub use error::{Error, Result, redact_url, scrub_url_secret, url_secret};

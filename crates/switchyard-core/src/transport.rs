@@ -186,6 +186,18 @@ pub trait Transport: Send + Sync + 'static {
         })
     }
 
+    /// Who listens on `topic`: this transport's subscribers whose filter
+    /// matches it and, across a backplane, the replicas subscribed to it
+    /// (presence rooms, "is anyone listening?"). Adapters that cannot
+    /// tell return `Error::Unsupported`.
+    async fn subscribers(&self, topic: &crate::Topic) -> Result<crate::SubscriberCounts> {
+        let _ = topic;
+        Err(Error::Unsupported {
+            adapter: self.name(),
+            what: "counting subscribers (use topics() for consumer groups)".into(),
+        })
+    }
+
     /// Checks the backend within a bounded time.
     async fn health(&self) -> Health;
 

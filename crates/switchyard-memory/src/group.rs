@@ -149,6 +149,11 @@ impl GroupState {
         }
     }
 
+    /// Members of the group now (open ones).
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.iter().filter(|m| !m.is_closed()).count()
+    }
+
     /// What `topics()` tells about this group.
     pub(crate) fn info(&self, log_len: usize, next_seq: u64) -> switchyard_core::GroupInfo {
         let mut g = switchyard_core::GroupInfo::new(

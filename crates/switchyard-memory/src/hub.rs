@@ -166,6 +166,30 @@ impl Hub {
         &self.shards[(h as usize) % self.shards.len()]
     }
 
+    /// Open subscribers (fan-out and group members) whose filter matches
+    /// `topic`, without creating it: those attached to it, or for a topic
+    /// not created yet the pattern subscriptions that match it.
+    pub(crate) fn subscriber_count(&self, topic: &Topic) -> usize {
+        let existing = self.shard(topic).read().get(topic).cloned();
+        match existing {
+            Some(state) => {
+                let inner = state.inner.lock();
+                inner.fanout.iter().filter(|f| !f.sub.is_closed()).count()
+                    + inner
+                        .groups
+                        .iter()
+                        .map(GroupState::member_count)
+                        .sum::<usize>()
+            }
+            None => self
+                .patterns
+                .lock()
+                .iter()
+                .filter(|p| !p.target.is_closed() && p.pattern.matches(topic.as_str()))
+                .count(),
+        }
+    }
+
     /// The topics matching `filter` (and the dead-letter topics of those
     /// that match), sorted by name.
     pub(crate) fn topic_infos(&self, filter: &TopicFilter) -> Vec<switchyard_core::TopicInfo> {

@@ -7,7 +7,8 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use switchyard_core::{
     Capabilities, Error, Health, Limits, Message, MessageId, Mode, Result, Start, Subscriber,
-    Subscription, TopicFilter, TopicInfo, Transport, TransportStats, async_trait,
+    SubscriberCounts, Subscription, Topic, TopicFilter, TopicInfo, Transport, TransportStats,
+    async_trait,
 };
 use tokio::sync::Notify;
 
@@ -429,6 +430,11 @@ impl Transport for MemoryTransport {
 
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {
         self.subscribe_now(&subscription)
+    }
+
+    async fn subscribers(&self, topic: &Topic) -> Result<SubscriberCounts> {
+        let local = self.shared().hub.subscriber_count(topic) as u64;
+        Ok(SubscriberCounts::new(local, None))
     }
 
     async fn topics(&self, filter: &TopicFilter) -> Result<Vec<TopicInfo>> {

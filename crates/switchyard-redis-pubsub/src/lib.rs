@@ -107,6 +107,7 @@ mod gaps;
 mod glob;
 mod outbox;
 mod partition;
+mod presence;
 mod publisher;
 mod receiver;
 mod registry;

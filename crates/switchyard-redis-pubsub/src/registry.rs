@@ -430,6 +430,16 @@ impl Registry {
         }
     }
 
+    /// How many local subscribers' filters match `topic`.
+    pub(crate) fn count_matching(&self, topic: &Topic) -> usize {
+        let g = self.inner.lock();
+        g.exact.get(topic).map_or(0, Vec::len)
+            + g.patterns
+                .iter()
+                .filter(|(_, p, _)| p.matches(topic.as_str()))
+                .count()
+    }
+
     /// Whether any subscriber's filter matches `topic`.
     pub(crate) fn has_match(&self, topic: &Topic) -> bool {
         let g = self.inner.lock();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use switchyard_core::{
-    Capabilities, Error, Health, Message, MessageId, Mode, Result, Start, Subscriber, Subscription,
-    Transport, TransportStats, async_trait, header,
+    Capabilities, Error, Health, Message, MessageId, Mode, Result, Start, Subscriber,
+    SubscriberCounts, Subscription, Topic, Transport, TransportStats, async_trait, header,
 };
 use switchyard_memory::{MemoryConfig, MemoryTransport};
 use switchyard_redis::RedisClient;
@@ -340,6 +340,16 @@ pub fn capabilities() -> Capabilities {
 impl Transport for RedisPubSubTransport {
     fn name(&self) -> &'static str {
         ADAPTER
+    }
+
+    /// This replica's subscribers whose filter matches `topic`, and the
+    /// replicas subscribed to its channel (`PUBSUB NUMSUB`; on a cluster
+    /// `SHARDNUMSUB` of its partition). Pattern subscriptions of other
+    /// replicas are not in `remote` (Redis counts them per pattern).
+    async fn subscribers(&self, topic: &Topic) -> Result<SubscriberCounts> {
+        let local = self.shared.registry.count_matching(topic) as u64;
+        let remote = crate::presence::remote_count(&self.shared, topic).await?;
+        Ok(SubscriberCounts::new(local, Some(remote)))
     }
 
     fn capabilities(&self) -> Capabilities {

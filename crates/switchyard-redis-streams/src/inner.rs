@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) group_closers: Mutex<Vec<watch::Receiver<bool>>>,
     /// The latest `NOPERM` (for `health()`).
     pub(crate) denied: switchyard_redis::denied::Denials,
+    /// This transport's open subscribers (`Transport::subscribers`).
+    pub(crate) subscribers: Arc<crate::presence::Subscribers>,
     /// Subscriber readers that cannot read now (for `health()`).
     pub(crate) readers: ReaderHealth,
     /// `true` once `CLIENT ID` or `CLIENT UNBLOCK` was refused: closing a

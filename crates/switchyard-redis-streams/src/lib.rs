@@ -37,6 +37,7 @@ pub mod fuzzing;
 mod group;
 mod inner;
 pub mod keys;
+mod presence;
 mod publish;
 mod transport;
 pub mod wire;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use switchyard_core::{
     BreakerState, Capabilities, CircuitBreaker, Error, Health, Message, MessageId, Mode, Result,
-    Subscriber, Subscription, TopicFilter, TopicInfo, Transport, TransportStats,
+    Subscriber, SubscriberCounts, Subscription, Topic, TopicFilter, TopicInfo, Transport,
+    TransportStats,
 };
 use switchyard_redis::RedisClient;
 use tokio::sync::watch;
@@ -72,6 +73,7 @@ impl RedisStreamsTransport {
                 denied: switchyard_redis::denied::Denials::new(),
                 no_unblock: AtomicBool::new(false),
                 readers: crate::inner::ReaderHealth::default(),
+                subscribers: Arc::default(),
             }),
         })
     }
@@ -149,10 +151,24 @@ impl Transport for RedisStreamsTransport {
         self.check_open()?;
         subscription.validate()?;
         let topics = TopicSource::open(&self.inner, subscription.filter()).await?;
-        match subscription.mode() {
-            Mode::Group { .. } => group::subscribe(self.inner.clone(), subscription, topics).await,
-            _ => fanout::subscribe(self.inner.clone(), subscription, topics).await,
-        }
+        let filter = subscription.filter().clone();
+        let sub = match subscription.mode() {
+            Mode::Group { .. } => {
+                group::subscribe(self.inner.clone(), subscription, topics).await?
+            }
+            _ => fanout::subscribe(self.inner.clone(), subscription, topics).await?,
+        };
+        Ok(self.inner.subscribers.counted(&filter, sub))
+    }
+
+    /// This transport's open subscribers whose filter matches `topic`;
+    /// `remote` is `None` (a Redis stream has readers, not subscriptions:
+    /// see `topics()` for its consumer groups).
+    async fn subscribers(&self, topic: &Topic) -> Result<SubscriberCounts> {
+        Ok(SubscriberCounts::new(
+            self.inner.subscribers.count(topic) as u64,
+            None,
+        ))
     }
 
     async fn topics(&self, filter: &TopicFilter) -> Result<Vec<TopicInfo>> {

@@ -497,3 +497,64 @@ pub async fn second_transport(ctx: &Ctx) -> CaseResult {
     }
     Ok(())
 }
+
+/// `subscribers()` counts who listens on a topic: exact and pattern
+/// subscribers of this transport, fan-out and group members, and drops
+/// the ones that closed; across a backplane `remote` counts the replicas.
+pub async fn subscriber_counts(ctx: &Ctx) -> CaseResult {
+    use anyhow::ensure;
+    use switchyard_core::{Pattern, Subscription, TopicFilter};
+    let t = ctx.connect().await?;
+    let room = ctx.topic("room.a")?;
+    let other = ctx.topic("room.b")?;
+    let counts = t.subscribers(&room).await?;
+    ensure!(
+        counts.local == 0,
+        "nobody subscribed yet, local = {}",
+        counts.local
+    );
+    let exact = t.subscribe(Subscription::new(room.clone())).await?;
+    let prefix = room.as_str().trim_end_matches(".room.a");
+    let pattern = t
+        .subscribe(Subscription::new(TopicFilter::Pattern(Pattern::new(
+            &format!("{prefix}.room.*"),
+        )?)))
+        .await?;
+    let mut held = vec![exact, pattern];
+    if ctx.capabilities().consumer_groups {
+        held.push(
+            t.subscribe(Subscription::new(room.clone()).group("g"))
+                .await?,
+        );
+    }
+    let want = held.len() as u64;
+    let counts = t.subscribers(&room).await?;
+    ensure!(
+        counts.local == want,
+        "local = {} with {want} subscribers on {room}",
+        counts.local
+    );
+    if let Some(remote) = counts.remote {
+        // This replica's subscribing connection holds the channel.
+        ensure!(
+            remote >= 1,
+            "remote = {remote} while this replica is subscribed"
+        );
+    }
+    let on_other = t.subscribers(&other).await?;
+    ensure!(
+        on_other.local == 1,
+        "only the pattern matches {other}: local = {}",
+        on_other.local
+    );
+    for sub in held.drain(..) {
+        sub.close().await?;
+    }
+    let counts = t.subscribers(&room).await?;
+    ensure!(
+        counts.local == 0,
+        "everyone closed, local = {}",
+        counts.local
+    );
+    Ok(())
+}

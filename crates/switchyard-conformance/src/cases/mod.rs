@@ -275,6 +275,12 @@ static CASES: &[Case] = &[
         "1,000 messages published one by one arrive on one subscriber exactly once and in publish order, with strictly increasing ids equal to the ids `publish` returned."
     ),
     case!(
+        "subscriber_counts",
+        &[],
+        basic::subscriber_counts,
+        "`subscribers(topic)`: 0 before anyone subscribes; with an exact, a pattern and (with groups) a group subscriber, `local` is 3 (2 without groups), and 1 on a sibling topic only the pattern matches; `remote`, where the adapter knows it, is at least 1; 0 after all closed."
+    ),
+    case!(
         "fanout_three_subscribers",
         &[],
         basic::fanout_three_subscribers,
