@@ -141,7 +141,7 @@ fn pubsub_line_allows_exactly_the_patterns_given() {
     assert_eq!(
         line,
         format!(
-            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:chat.* -@all +ping +role +publish +subscribe +unsubscribe +psubscribe +punsubscribe +info{}",
+            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:chat.* -@all +ping +role +publish +subscribe +unsubscribe +psubscribe +punsubscribe +pubsub|numsub +info{}",
             setinfo(&server)
         )
     );

@@ -30,7 +30,14 @@ pub(crate) async fn remote_count(shared: &Shared, topic: &Topic) -> Result<u64> 
             .arg(&channel)
             .query_async(&mut conn)
             .await
-            .map_err(|e| switchyard_redis::classify(&format!("PUBSUB {sub}"), &e))?;
+            .map_err(|e| {
+                let what = format!("PUBSUB {sub}");
+                if switchyard_redis::denied::is_noperm(&e) {
+                    switchyard_redis::denied::permission_denied(&what, &e.to_string())
+                } else {
+                    switchyard_redis::classify(&what, &e)
+                }
+            })?;
         count_of(&reply).ok_or_else(|| {
             Error::Backend(format!("redis PUBSUB {sub}: unexpected reply {reply:?}"))
         })

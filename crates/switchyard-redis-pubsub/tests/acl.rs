@@ -54,6 +54,7 @@ fn create_user(server: &RedisServer, user: &str, ns: &str, extra: &[&str], missi
             "+unsubscribe",
             "+psubscribe",
             "+punsubscribe",
+            "+pubsub|numsub",
         ]
         .into_iter()
         .filter(|c| Some(&c[1..]) != missing),

@@ -31,6 +31,7 @@ const COMMANDS: &[&str] = &[
     "+unsubscribe",
     "+psubscribe",
     "+punsubscribe",
+    "+pubsub|numsub",
 ];
 
 /// Creates `user` for `namespace`: no keys, channels `&<ns>:*` and, for

@@ -47,6 +47,7 @@ pub(crate) const PUBSUB_SERVICE: &[&str] = &[
     "unsubscribe",
     "psubscribe",
     "punsubscribe",
+    "pubsub|numsub",
 ];
 
 /// What `doctor` adds for the backplane (`info`).
@@ -123,7 +124,7 @@ mod tests {
         let l = line("app", false, &["app:orders.*".to_owned()], false);
         assert_eq!(
             l,
-            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:orders.* -@all +ping +role +publish +subscribe +unsubscribe +psubscribe +punsubscribe +info"
+            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels &app:* &app:orders.* -@all +ping +role +publish +subscribe +unsubscribe +psubscribe +punsubscribe +pubsub|numsub +info"
         );
     }
 }
