@@ -97,13 +97,19 @@ pub fn topic_of_key(namespace: &str, key: &str) -> Option<Topic> {
 /// use switchyard_redis_streams::keys::scan_match;
 /// assert_eq!(scan_match("app", &Pattern::new("robot-1/*/rgb")?), "app:{robot-1/*}");
 /// assert_eq!(scan_match("app", &Pattern::new("*.x")?), "app:{*}");
+/// assert_eq!(scan_match("app", &Pattern::new("orders.*:dlq")?), "app:{orders.*}:dlq");
 /// # Ok::<(), switchyard_core::Error>(())
 /// ```
 pub fn scan_match(namespace: &str, pattern: &Pattern) -> String {
     let mut glob = String::with_capacity(namespace.len() + pattern.as_str().len() + 4);
     switchyard_redis::push_glob_escaped(&mut glob, namespace);
     glob.push_str(":{");
-    if pattern.has_wildcards() {
+    if pattern.matches_dead_letters() {
+        // `orders.*:dlq`: the dead-letter streams `<ns>:{orders.…}:dlq`.
+        switchyard_redis::push_glob_escaped(&mut glob, &pattern.literal_prefix());
+        glob.push_str("*}");
+        glob.push_str(switchyard_core::DEAD_LETTER_SUFFIX);
+    } else if pattern.has_wildcards() {
         switchyard_redis::push_glob_escaped(&mut glob, &pattern.literal_prefix());
         // Wildcards never match dead-letter topics: only keys ending in `}`.
         glob.push_str("*}");

@@ -446,6 +446,17 @@ static CASES: &[Case] = &[
         "`<prefix>.*` and `<prefix>.>` subscriptions made before any topic exists receive the topics created afterwards: `*` gets exactly t1's 3 and t2's 4 messages, `>` also `t1.deep`'s 1 (8); neither gets the 2 messages on the dead-letter topic `<prefix>.t3:dlq` nor the 1 outside the prefix."
     ),
     case!(
+        "dead_letter_pattern",
+        &[
+            Has(Patterns),
+            Has(ConsumerGroups),
+            Has(DeadLetters),
+            Has(Replay)
+        ],
+        patterns::dead_letter_pattern,
+        "A fan-out subscriber on `<prefix>.dl.*:dlq` (from Earliest) receives exactly the 4 dead letters of two topics (2 each) and nothing else — not a live message published on a matching topic."
+    ),
+    case!(
         "rooted_topics",
         &[Has(Patterns)],
         patterns::rooted_topics,

@@ -176,3 +176,67 @@ pub async fn patterns_unsupported(ctx: &Ctx) -> CaseResult {
         ),
     }
 }
+
+/// A dead-letter pattern (`<prefix>.*:dlq`) follows the dead letters of
+/// every topic its wildcard part matches, and nothing else.
+pub async fn dead_letter_pattern(ctx: &Ctx) -> CaseResult {
+    use anyhow::{Context as _, ensure};
+    use switchyard_core::{Pattern, Retry, Start, Subscription, TopicFilter};
+    let tuning = ctx.tuning().clone();
+    let t = ctx.connect().await?;
+    let a = ctx.topic("dl.a")?;
+    let b = ctx.topic("dl.b")?;
+    let prefix = a.as_str().trim_end_matches(".dl.a");
+    let filter = TopicFilter::Pattern(Pattern::new(&format!("{prefix}.dl.*:dlq"))?);
+    // Dead letters of a and b.
+    for (topic, tag) in [(&a, "a"), (&b, "b")] {
+        let mut sub = crate::support::subscribe(
+            &t,
+            Subscription::new(topic.clone())
+                .group("fix")
+                .start(Start::Earliest),
+            "group member",
+        )
+        .await?;
+        crate::support::publish_range(&t, topic, tag, 0..2).await?;
+        for _ in 0..2 {
+            let d = crate::support::next(&mut sub, tuning.recv_timeout, "to dead-letter").await?;
+            d.nack(Retry::DeadLetter("bad".into())).await?;
+        }
+        sub.close().await?;
+    }
+    // Something that is no dead letter, on a matching name.
+    crate::support::publish_range(&t, &a, "live", 0..1).await?;
+    let mut dead = crate::support::subscribe(
+        &t,
+        Subscription::new(filter.clone()).start(Start::Earliest),
+        "dead-letter pattern subscriber",
+    )
+    .await?;
+    let mut topics = Vec::new();
+    for _ in 0..4 {
+        let d = crate::support::next(&mut dead, tuning.recv_timeout, "the 4 dead letters").await?;
+        ensure!(
+            d.topic().is_dead_letter(),
+            "the dead-letter pattern delivered {} (not a dead letter)",
+            d.topic()
+        );
+        topics.push(d.topic().to_string());
+    }
+    topics.sort();
+    let want = vec![
+        a.dead_letter()?.to_string(),
+        a.dead_letter()?.to_string(),
+        b.dead_letter()?.to_string(),
+        b.dead_letter()?.to_string(),
+    ];
+    ensure!(
+        topics == want,
+        "dead letters from {topics:?}, want {want:?}"
+    );
+    crate::support::quiet(&mut dead, tuning.quiet_period, "after the 4 dead letters")
+        .await
+        .context("nothing else arrives")?;
+    dead.close().await?;
+    Ok(())
+}

@@ -27,11 +27,31 @@ pub struct Pattern {
     tokens: Vec<PatternToken>,
     /// Separator after token i (None for the last token).
     seps: Vec<u8>,
+    /// Written `<pattern>:dlq` with wildcards: matches the dead-letter
+    /// topics of the topics `<pattern>` matches (and nothing else).
+    dead_letters: bool,
 }
 
 impl Pattern {
     /// Parses a pattern such as `orders.*`, `*/camera/rgb` or `robot-1/>`.
     pub fn new(source: &str) -> Result<Self> {
+        // `orders.*:dlq`, `>:dlq`: the dead letters of what the wildcard
+        // pattern before the suffix matches.
+        if let Some(base) = source.strip_suffix(DEAD_LETTER_SUFFIX)
+            && base.contains(['*', '>'])
+        {
+            let mut p = Self::parse(base).map_err(|e| match e {
+                Error::InvalidTopic { reason, .. } => Error::invalid_topic(source, reason),
+                other => other,
+            })?;
+            p.source = Arc::from(source);
+            p.dead_letters = true;
+            return Ok(p);
+        }
+        Self::parse(source)
+    }
+
+    fn parse(source: &str) -> Result<Self> {
         if source.is_empty() {
             return Err(Error::invalid_topic(source, "filters may not be empty"));
         }
@@ -98,7 +118,15 @@ impl Pattern {
             rooted,
             tokens,
             seps,
+            dead_letters: false,
         })
+    }
+
+    /// Whether this is a dead-letter pattern (`orders.*:dlq`, `>:dlq`):
+    /// it matches the dead-letter topics of the topics its part before
+    /// `:dlq` matches, and only those.
+    pub fn matches_dead_letters(&self) -> bool {
+        self.dead_letters
     }
 
     /// The pattern as written.
@@ -142,11 +170,24 @@ impl Pattern {
         out
     }
 
-    /// Whether `topic` matches. Wildcards never match dead-letter topics.
+    /// Whether `topic` matches. Wildcards never match dead-letter topics,
+    /// except in a dead-letter pattern (`orders.*:dlq`), which matches
+    /// only them.
     pub fn matches(&self, topic: &str) -> bool {
+        if self.dead_letters {
+            return topic
+                .strip_suffix(DEAD_LETTER_SUFFIX)
+                .is_some_and(|origin| {
+                    !origin.ends_with(DEAD_LETTER_SUFFIX) && self.matches_base(origin)
+                });
+        }
         if self.has_wildcards() && topic.ends_with(DEAD_LETTER_SUFFIX) {
             return false;
         }
+        self.matches_base(topic)
+    }
+
+    fn matches_base(&self, topic: &str) -> bool {
         let (rooted, topic) = match topic.strip_prefix('/') {
             Some(rest) => (true, rest),
             None => (false, topic),
@@ -237,6 +278,27 @@ mod tests {
         assert!(!pat("orders.*").matches("orders.created:dlq"));
         assert!(!pat(">").matches("x:dlq"));
         assert!(pat("orders.created:dlq").matches("orders.created:dlq"));
+    }
+
+    #[test]
+    fn dead_letter_patterns_match_only_dead_letters() {
+        let p = pat("orders.*:dlq");
+        assert!(p.matches_dead_letters());
+        assert!(p.matches("orders.created:dlq"));
+        assert!(!p.matches("orders.created"));
+        assert!(!p.matches("billing.x:dlq"));
+        assert!(!p.matches("orders.a.b:dlq"));
+        let all = pat(">:dlq");
+        assert!(all.matches("x:dlq") && !all.matches("/robot-1/scan:dlq"));
+        assert!(pat("/>:dlq").matches("/robot-1/scan:dlq"));
+        assert!(!all.matches("x"));
+        assert!(!pat("orders.created:dlq").matches_dead_letters());
+        assert_eq!(all.literal_prefix(), "");
+        assert_eq!(p.literal_prefix(), "orders.");
+        assert!(
+            Pattern::new("orders.*:x:dlq").is_err()
+                || !pat("orders.*:x:dlq").matches("orders.a:dlq")
+        );
     }
 
     #[test]
