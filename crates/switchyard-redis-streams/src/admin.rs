@@ -103,6 +103,18 @@ pub enum Replay {
     Malformed(Malformed),
 }
 
+/// Every stream key matching the `SCAN … MATCH` glob `glob` (see
+/// [`keys::scan_all`](crate::keys::scan_all), [`keys::scan_match`](crate::keys::scan_match)):
+/// on one server one full `SCAN` pass, on a Redis Cluster one on every
+/// master. Sorted, without repeats.
+pub async fn stream_keys(conn: &mut SharedConnection, glob: &str) -> Result<Vec<String>> {
+    let mut keys = crate::discovery::scan_everywhere(conn, glob).await?;
+    // SCAN may return a key twice.
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys)
+}
+
 /// Dead-letter operations on one Redis server (or a Redis Cluster),
 /// within the namespace of a [`StreamsConfig`].
 pub struct DeadLetters {

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use switchyard_redis::SharedConnection;
 use switchyard_redis::redis::{self, Value, aio::ConnectionLike, aio::MultiplexedConnection};
 
 use super::support::redis_conn;
@@ -59,56 +58,6 @@ pub(crate) async fn now_ms<C: ConnectionLike + Send>(conn: &mut C) -> anyhow::Re
         .await
         .map_err(|e| redis_conn::failed("TIME", &e))?;
     Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
-}
-
-/// [`scan_streams`] on the server, or on a cluster on every master.
-pub(crate) async fn scan_streams_everywhere(
-    conn: &mut SharedConnection,
-    glob: &str,
-) -> anyhow::Result<Vec<String>> {
-    let Some(router) = conn.client().router().cloned() else {
-        return scan_streams(conn, glob).await;
-    };
-    router.refresh().await.map_err(|e| anyhow::anyhow!(e))?;
-    let mut keys = Vec::new();
-    for master in router.masters().await.map_err(|e| anyhow::anyhow!(e))? {
-        if let Some(mut node) = conn.to_node(&master.host, master.port) {
-            keys.extend(scan_streams(&mut node, glob).await?);
-        }
-    }
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
-}
-
-/// Every key of type stream matching `glob` (SCAN ... TYPE stream).
-pub(crate) async fn scan_streams<C: ConnectionLike + Send>(
-    conn: &mut C,
-    glob: &str,
-) -> anyhow::Result<Vec<String>> {
-    let mut cursor: u64 = 0;
-    let mut keys = Vec::new();
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(glob)
-            .arg("COUNT")
-            .arg(1000)
-            .arg("TYPE")
-            .arg("stream")
-            .query_async(conn)
-            .await
-            .map_err(|e| redis_conn::failed("SCAN", &e))?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
 }
 
 /// One INFO section as `field -> value`.

@@ -109,7 +109,10 @@ mod inspect {
             None => keys::scan_all(&ns),
         };
         let mut found = Vec::new();
-        for key in redis_info::scan_streams_everywhere(&mut conn, &glob).await? {
+        let found_keys = switchyard::redis_streams::admin::stream_keys(&mut conn, &glob)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        for key in found_keys {
             let Some(topic) = keys::topic_of_key(&ns, &key) else {
                 continue;
             };

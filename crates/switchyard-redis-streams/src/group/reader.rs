@@ -495,25 +495,15 @@ async fn settle_one(g: &Group, slot: ReadSlot) {
     if let Some(id) = client_id
         && !g.inner.no_unblock.load(Ordering::Relaxed)
     {
+        let mut unblock = redis::cmd("CLIENT");
+        unblock.arg("UNBLOCK").arg(id);
         let unblocked: redis::RedisResult<Value> = match node {
             // On a cluster: on the node the reader is connected to.
             Some(node) => match g.conn().to_node(&node.host, node.port) {
-                Some(mut c) => {
-                    redis::cmd("CLIENT")
-                        .arg("UNBLOCK")
-                        .arg(id)
-                        .query_async(&mut c)
-                        .await
-                }
+                Some(mut c) => unblock.query_async(&mut c).await,
                 None => Ok(Value::Nil),
             },
-            None => {
-                redis::cmd("CLIENT")
-                    .arg("UNBLOCK")
-                    .arg(id)
-                    .query_async(&mut g.conn())
-                    .await
-            }
+            None => unblock.query_async(&mut g.conn()).await,
         };
         if let Err(e) = unblocked {
             if switchyard_redis::denied::is_noperm(&e) {
