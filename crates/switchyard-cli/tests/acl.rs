@@ -88,7 +88,7 @@ fn streams_line_passes_doctor_strict_and_runs_topics_and_dlq() {
     assert_eq!(
         line,
         format!(
-            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels ~app:* -@all +ping +role +xadd +xread +xrange +xrevrange +scan +xgroup|create +xreadgroup +xack +xpending +xclaim +xautoclaim +xinfo|consumers +xgroup|delconsumer +evalsha +script|load +client|id +client|unblock +xinfo|stream +xinfo|groups +xlen +xdel +xtrim +time +info +del{}",
+            "ACL SETUSER <user> reset on ><password> resetkeys resetchannels ~app:* -@all +ping +role +xadd +xread +xrange +xrevrange +scan +xgroup|create +xreadgroup +xack +xpending +xclaim +xautoclaim +xinfo|consumers +xgroup|delconsumer +evalsha +script|load +client|id +client|unblock +xinfo|stream +xinfo|groups +xlen +xdel +xtrim +info +del{}",
             setinfo(&server)
         )
     );

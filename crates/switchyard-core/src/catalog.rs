@@ -1,6 +1,8 @@
 //! What a transport can tell about its topics: [`TopicInfo`] and
 //! [`GroupInfo`], returned by [`Transport::topics`](crate::Transport::topics).
 
+use std::time::Duration;
+
 use crate::{MessageId, Topic};
 
 /// One topic as the backend knows it.
@@ -67,6 +69,13 @@ pub struct GroupInfo {
     pub lag: Option<u64>,
     /// Id of the last message delivered to the group, if any.
     pub last_delivered: Option<MessageId>,
+    /// How long the oldest unsettled delivery has been waiting: the time
+    /// since its message was published, when the backend knows (Redis
+    /// Streams: from the entry id's timestamp, which Redis takes from its
+    /// own clock, against this process's clock; a skew between the two
+    /// shifts it, and an id ahead of this clock gives zero). `None` when
+    /// nothing is pending or the backend cannot tell.
+    pub oldest_pending_age: Option<Duration>,
 }
 
 impl GroupInfo {
@@ -78,6 +87,7 @@ impl GroupInfo {
             pending,
             lag: None,
             last_delivered: None,
+            oldest_pending_age: None,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! `Transport::topics`: the streams of the namespace (`SCAN`, on every
-//! master of a cluster) with `XINFO STREAM` and `XINFO GROUPS` of each.
+//! master of a cluster) with `XINFO STREAM` and `XINFO GROUPS` of each, and
+//! the `XPENDING` summary of each group with pending entries.
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Value;
 use switchyard_core::{GroupInfo, MessageId, Result, TopicFilter, TopicInfo};
@@ -57,7 +59,7 @@ async fn info(
     {
         Ok(v) => v,
         Err(e) if e.to_string().contains("no such key") => return Ok(None),
-        Err(e) => return Err(switchyard_redis::classify("XINFO STREAM", &e)),
+        Err(e) => return Err(failed("XINFO STREAM", &e)),
     };
     let stream = map(stream);
     let entry_id = |field: &str| match stream.get(field) {
@@ -79,7 +81,7 @@ async fn info(
         .arg(key)
         .query_async(conn)
         .await
-        .map_err(|e| switchyard_redis::classify("XINFO GROUPS", &e))?;
+        .map_err(|e| failed("XINFO GROUPS", &e))?;
     if let Value::Array(groups) = groups {
         for g in groups {
             let g = map(g);
@@ -94,11 +96,58 @@ async fn info(
                 .and_then(text)
                 .and_then(|t| crate::wire::parse_id(&t))
                 .filter(|id| *id != MessageId::new(0, 0));
+            if info.pending > 0 {
+                info.oldest_pending_age = oldest_pending(conn, key, &info.name).await?;
+            }
             out.groups.push(info);
         }
     }
     out.groups.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Some(out))
+}
+
+/// The age of `group`'s oldest pending entry, from its id's timestamp
+/// (the `XPENDING key group` summary), by this process's clock.
+async fn oldest_pending(
+    conn: &mut SharedConnection,
+    key: &str,
+    group: &str,
+) -> Result<Option<Duration>> {
+    let summary: Value = match redis::cmd("XPENDING")
+        .arg(key)
+        .arg(group)
+        .query_async(conn)
+        .await
+    {
+        Ok(v) => v,
+        // The stream or the group vanished since XINFO GROUPS.
+        Err(e) if e.code() == Some("NOGROUP") => return Ok(None),
+        Err(e) => return Err(failed("XPENDING", &e)),
+    };
+    let Value::Array(parts) = summary else {
+        return Ok(None);
+    };
+    let Some(oldest) = parts
+        .get(1)
+        .and_then(text)
+        .and_then(|t| crate::wire::parse_id(&t))
+    else {
+        return Ok(None);
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Ok(Some(Duration::from_millis(
+        now_ms.saturating_sub(oldest.ms),
+    )))
+}
+
+/// `command`'s error; a `NOPERM` says `permission denied` and what to grant.
+pub(crate) fn failed(command: &str, e: &redis::RedisError) -> switchyard_core::Error {
+    if switchyard_redis::denied::is_noperm(e) {
+        return switchyard_redis::denied::permission_denied(command, &e.to_string());
+    }
+    switchyard_redis::classify(command, e)
 }
 
 /// A flat `[field, value, ...]` reply (or a RESP3 map) as a map.

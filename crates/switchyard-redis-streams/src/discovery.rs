@@ -180,7 +180,7 @@ where
             .arg("stream")
             .query_async(conn)
             .await
-            .map_err(|e| switchyard_redis::classify("SCAN", &e))?;
+            .map_err(|e| crate::catalog::failed("SCAN", &e))?;
         out.extend(batch);
         cursor = next;
         if cursor == 0 {

@@ -220,17 +220,6 @@ pub(crate) mod redis_conn {
             .map_err(|e| anyhow!(e))
     }
 
-    /// The shared connection to the Redis of `config` (on a cluster:
-    /// routed by key), bounded by its connect timeout.
-    pub(crate) async fn shared(
-        config: &RedisConfig,
-    ) -> anyhow::Result<switchyard_redis::SharedConnection> {
-        let client = RedisClient::new(config.clone()).map_err(|e| anyhow!(e))?;
-        switchyard_redis::SharedConnection::open(client)
-            .await
-            .map_err(|e| anyhow!(e))
-    }
-
     /// A redis-rs error as one line naming the command; a `NOPERM` says
     /// `permission denied` and what to grant.
     pub(crate) fn failed(what: &str, e: &switchyard_redis::redis::RedisError) -> anyhow::Error {

@@ -1,6 +1,7 @@
 //! `switchyard topics`: the topics of a persistent backend (Redis Streams)
 //! with their length, first and last id, and per consumer group its
-//! consumers, pending entries and the age of the oldest pending entry.
+//! consumers, pending entries and the age of the oldest pending entry, as
+//! [`Transport::topics`](switchyard::Transport::topics) reports them.
 //!
 //! `memory://` and `redis+pubsub://` keep no inspectable topics (messages
 //! are not stored): the command says so and exits 1.
@@ -52,194 +53,89 @@ async fn streams(_args: TopicsArgs, _global: &GlobalOpts) -> anyhow::Result<()> 
     )
 }
 
+/// Lists through [`Transport::topics`](switchyard::Transport::topics), the
+/// library's own catalog.
 #[cfg(feature = "redis-streams")]
 async fn streams(args: TopicsArgs, global: &GlobalOpts) -> anyhow::Result<()> {
-    inspect::run(args, global).await
+    use anyhow::{Context as _, anyhow};
+    use switchyard::{Pattern, TopicFilter};
+
+    let filters = match args.pattern.as_deref() {
+        Some(p) => vec![TopicFilter::Pattern(
+            Pattern::new(p).map_err(|e| anyhow!(e))?,
+        )],
+        // Everything: `>` does not match rooted topics (`/scan`), `/>` does.
+        None => vec![
+            TopicFilter::Pattern(Pattern::new(">").map_err(|e| anyhow!(e))?),
+            TopicFilter::Pattern(Pattern::new("/>").map_err(|e| anyhow!(e))?),
+        ],
+    };
+    let transport = super::support::connect(global).await?;
+    let mut found = Vec::new();
+    let mut failed = None;
+    for filter in &filters {
+        match transport.topics(filter).await {
+            Ok(mut topics) => found.append(&mut topics),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let closed = super::support::close(&transport).await;
+    if let Some(e) = failed {
+        return Err(anyhow!(e).context("could not list the topics"));
+    }
+    closed?;
+    found.sort_by(|a, b| a.topic.as_str().cmp(b.topic.as_str()));
+    let namespace = switchyard::redis_streams::StreamsConfig::from_url(global.url.trim())
+        .map(|c| c.redis.namespace)
+        .unwrap_or_default();
+    let text = if args.json {
+        let arr: Vec<_> = found.iter().map(render::to_json).collect();
+        format!("{}\n", serde_json::Value::Array(arr))
+    } else {
+        render::to_text(&found, &namespace)
+    };
+    crate::output::out(&text).context("could not write to stdout")
 }
 
 #[cfg(feature = "redis-streams")]
-mod inspect {
-    use anyhow::{Context as _, anyhow};
+mod render {
+    use std::fmt::Write as _;
+
     use serde_json::json;
-    use switchyard::redis_streams::keys;
-    use switchyard::{Pattern, Topic};
-    use switchyard_redis::SharedConnection;
-    use switchyard_redis::redis::{self, Value};
+    use switchyard::TopicInfo;
 
-    use super::TopicsArgs;
-    use crate::GlobalOpts;
-    use crate::commands::redis_info::{self, now_ms};
-    use crate::commands::support::redis_conn;
-    use crate::output::out;
+    use crate::commands::redis_info;
 
-    /// A consumer group of one stream.
-    struct GroupInfo {
-        name: String,
-        consumers: i64,
-        pending: i64,
-        last_delivered: String,
-        /// Entries not yet delivered to the group (Redis >= 7), when known.
-        lag: Option<i64>,
-        /// Age in ms of the oldest pending entry (by its id's timestamp).
-        oldest_pending_ms: Option<u64>,
+    fn id(id: Option<&switchyard::MessageId>) -> Option<String> {
+        id.map(ToString::to_string)
     }
 
-    /// One stream.
-    struct TopicInfo {
-        topic: Topic,
-        length: i64,
-        first_id: Option<String>,
-        last_id: Option<String>,
-        groups: Vec<GroupInfo>,
+    fn age_ms(g: &switchyard::GroupInfo) -> Option<u64> {
+        g.oldest_pending_age
+            .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX))
     }
 
-    pub(super) async fn run(args: TopicsArgs, global: &GlobalOpts) -> anyhow::Result<()> {
-        let cfg = redis_conn::config(&global.url)?;
-        let pattern = args
-            .pattern
-            .as_deref()
-            .map(Pattern::new)
-            .transpose()
-            .map_err(|e| anyhow!(e))?;
-        // Routed by key on a cluster; SCAN then runs on every master.
-        let mut conn = redis_conn::shared(&cfg).await?;
-        let ns = cfg.namespace.clone();
-        let glob = match &pattern {
-            Some(p) => keys::scan_match(&ns, p),
-            None => keys::scan_all(&ns),
-        };
-        let mut found = Vec::new();
-        let found_keys = switchyard::redis_streams::admin::stream_keys(&mut conn, &glob)
-            .await
-            .map_err(|e| anyhow!(e))?;
-        for key in found_keys {
-            let Some(topic) = keys::topic_of_key(&ns, &key) else {
-                continue;
-            };
-            if pattern.as_ref().is_some_and(|p| !p.matches(topic.as_str())) {
-                continue;
-            }
-            if let Some(info) = topic_info(&mut conn, &key, topic).await? {
-                found.push(info);
-            }
-        }
-        found.sort_by(|a, b| a.topic.as_str().cmp(b.topic.as_str()));
-        let text = if args.json {
-            let arr: Vec<_> = found.iter().map(to_json).collect();
-            format!("{}\n", serde_json::Value::Array(arr))
-        } else {
-            to_text(&found, &ns)
-        };
-        out(&text).context("could not write to stdout")
-    }
-
-    /// XINFO STREAM, XINFO GROUPS and XPENDING of `key`; `None` when the
-    /// stream disappeared meanwhile.
-    async fn topic_info(
-        conn: &mut SharedConnection,
-        key: &str,
-        topic: Topic,
-    ) -> anyhow::Result<Option<TopicInfo>> {
-        let stream: Value = match redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(key)
-            .query_async(conn)
-            .await
-        {
-            Ok(v) => v,
-            Err(e) if e.to_string().contains("no such key") => return Ok(None),
-            Err(e) => return Err(redis_conn::failed("XINFO STREAM", &e)),
-        };
-        let stream = redis_info::map(stream);
-        let entry_id = |field: &str| -> Option<String> {
-            match stream.get(field) {
-                Some(Value::Array(parts)) => parts.first().and_then(redis_info::text),
-                _ => None,
-            }
-        };
-        let mut info = TopicInfo {
-            length: stream.get("length").and_then(redis_info::int).unwrap_or(0),
-            first_id: entry_id("first-entry"),
-            last_id: entry_id("last-entry"),
-            topic,
-            groups: Vec::new(),
-        };
-        let groups: Value = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(key)
-            .query_async(conn)
-            .await
-            .map_err(|e| redis_conn::failed("XINFO GROUPS", &e))?;
-        let Value::Array(groups) = groups else {
-            return Ok(Some(info));
-        };
-        let now = now_ms(conn).await?;
-        for g in groups {
-            let g = redis_info::map(g);
-            let name = g.get("name").and_then(redis_info::text).unwrap_or_default();
-            let pending = g.get("pending").and_then(redis_info::int).unwrap_or(0);
-            let oldest_pending_ms = if pending > 0 {
-                oldest_pending(conn, key, &name)
-                    .await?
-                    .map(|ms| now.saturating_sub(ms))
-            } else {
-                None
-            };
-            info.groups.push(GroupInfo {
-                consumers: g.get("consumers").and_then(redis_info::int).unwrap_or(0),
-                pending,
-                last_delivered: g
-                    .get("last-delivered-id")
-                    .and_then(redis_info::text)
-                    .unwrap_or_default(),
-                lag: g.get("lag").and_then(redis_info::int),
-                oldest_pending_ms,
-                name,
-            });
-        }
-        Ok(Some(info))
-    }
-
-    /// The timestamp (ms) of the oldest pending entry of `group`.
-    async fn oldest_pending(
-        conn: &mut SharedConnection,
-        key: &str,
-        group: &str,
-    ) -> anyhow::Result<Option<u64>> {
-        let summary: Value = redis::cmd("XPENDING")
-            .arg(key)
-            .arg(group)
-            .query_async(conn)
-            .await
-            .map_err(|e| redis_conn::failed("XPENDING", &e))?;
-        let Value::Array(parts) = summary else {
-            return Ok(None);
-        };
-        Ok(parts
-            .get(1)
-            .and_then(redis_info::text)
-            .and_then(|id| id.split('-').next().and_then(|ms| ms.parse().ok())))
-    }
-
-    fn to_json(t: &TopicInfo) -> serde_json::Value {
+    pub(super) fn to_json(t: &TopicInfo) -> serde_json::Value {
         json!({
             "topic": t.topic.as_str(),
             "length": t.length,
-            "first_id": t.first_id,
-            "last_id": t.last_id,
+            "first_id": id(t.first_id.as_ref()),
+            "last_id": id(t.last_id.as_ref()),
             "groups": t.groups.iter().map(|g| json!({
                 "group": g.name,
                 "consumers": g.consumers,
                 "pending": g.pending,
-                "last_delivered_id": g.last_delivered,
+                "last_delivered_id": id(g.last_delivered.as_ref()).unwrap_or_else(|| "0-0".to_owned()),
                 "lag": g.lag,
-                "oldest_pending_age_ms": g.oldest_pending_ms,
+                "oldest_pending_age_ms": age_ms(g),
             })).collect::<Vec<_>>(),
         })
     }
 
-    fn to_text(topics: &[TopicInfo], ns: &str) -> String {
-        use std::fmt::Write as _;
+    pub(super) fn to_text(topics: &[TopicInfo], ns: &str) -> String {
         if topics.is_empty() {
             return format!("no topics in namespace {ns:?}\n");
         }
@@ -259,20 +155,22 @@ mod inspect {
                 "{:<width$}  {:>8}  {:<20}  {:<20}  {}",
                 t.topic.as_str(),
                 t.length,
-                t.first_id.as_deref().unwrap_or("-"),
-                t.last_id.as_deref().unwrap_or("-"),
+                id(t.first_id.as_ref()).as_deref().unwrap_or("-"),
+                id(t.last_id.as_ref()).as_deref().unwrap_or("-"),
                 t.groups.len()
             );
             for g in &t.groups {
                 let lag = g.lag.map(|l| format!(", lag {l}")).unwrap_or_default();
-                let oldest = g
-                    .oldest_pending_ms
+                let oldest = age_ms(g)
                     .map(|ms| format!(", oldest pending {}", redis_info::human_ms(ms)))
                     .unwrap_or_default();
                 let _ = writeln!(
                     s,
                     "  group {}: {} consumer(s), {} pending{oldest}{lag}, last delivered {}",
-                    g.name, g.consumers, g.pending, g.last_delivered
+                    g.name,
+                    g.consumers,
+                    g.pending,
+                    id(g.last_delivered.as_ref()).as_deref().unwrap_or("0-0")
                 );
             }
         }

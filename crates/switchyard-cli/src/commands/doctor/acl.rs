@@ -34,9 +34,9 @@ pub(crate) const STREAMS_SERVICE: &[&str] = &[
 ];
 
 /// What the CLI adds for the Streams adapter: `dlq` (`xlen`, `xdel`,
-/// `xtrim`), `topics` (`xinfo|stream`, `xinfo|groups`, `time`) and `doctor`
+/// `xtrim`), `topics` (`xinfo|stream`, `xinfo|groups`) and `doctor`
 /// (`info`; `del` removes its scratch stream).
-pub(crate) const STREAMS_OPS: &[&str] = &["xlen", "xdel", "xtrim", "time", "info", "del"];
+pub(crate) const STREAMS_OPS: &[&str] = &["xlen", "xdel", "xtrim", "info", "del"];
 
 /// Commands of an application using the Pub/Sub backplane.
 pub(crate) const PUBSUB_SERVICE: &[&str] = &[

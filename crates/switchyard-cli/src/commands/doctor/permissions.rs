@@ -138,7 +138,6 @@ pub(super) async fn streams_permissions(
             "XINFO GROUPS",
             redis::cmd("XINFO").arg("GROUPS").arg(&key).clone(),
         ),
-        ("TIME", redis::cmd("TIME").clone()),
         (
             "XREADGROUP",
             redis::cmd("XREADGROUP")
@@ -242,14 +241,7 @@ pub(super) async fn streams_permissions(
 
 /// Probes of commands only the CLI needs (`dlq`, `topics`, `doctor`): the
 /// adapter works without them.
-const OPS_ONLY: &[&str] = &[
-    "XLEN",
-    "XDEL",
-    "XTRIM",
-    "XINFO STREAM",
-    "XINFO GROUPS",
-    "TIME",
-];
+const OPS_ONLY: &[&str] = &["XLEN", "XDEL", "XTRIM", "XINFO STREAM", "XINFO GROUPS"];
 
 /// Publishes, subscribes and pattern-subscribes on a scratch channel in the
 /// namespace, on a connection of its own.
