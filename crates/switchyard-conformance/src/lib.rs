@@ -88,3 +88,8 @@ macro_rules! suite {
         }
     };
 }
+
+/// The examples of `docs/conformance.md`, compiled as doctests.
+#[doc = include_str!("../../../docs/conformance.md")]
+#[cfg(doctest)]
+pub struct ConformanceGuideDoctests;

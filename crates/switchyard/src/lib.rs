@@ -129,3 +129,21 @@ pub mod prelude {
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The examples of `docs/semantics.md`, compiled as doctests against the
+/// facade.
+#[doc = include_str!("../../../docs/semantics.md")]
+#[cfg(doctest)]
+pub struct SemanticsGuideDoctests;
+
+/// The examples of `docs/redis-streams.md`, compiled as doctests against
+/// the facade.
+#[doc = include_str!("../../../docs/redis-streams.md")]
+#[cfg(all(doctest, feature = "redis-streams"))]
+pub struct RedisStreamsGuideDoctests;
+
+/// The examples of `docs/redis-pubsub.md`, compiled as doctests against
+/// the facade.
+#[doc = include_str!("../../../docs/redis-pubsub.md")]
+#[cfg(all(doctest, feature = "redis-pubsub"))]
+pub struct RedisPubSubGuideDoctests;
