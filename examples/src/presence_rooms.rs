@@ -208,19 +208,22 @@ impl fmt::Display for Summary {
             "  duplicates: {}, topic/room mismatches: {}",
             self.duplicates, self.room_mismatches
         )?;
+        let mut lines = Vec::new();
         for r in &self.rooms {
-            writeln!(f, "  room {:?} -> {TOPIC_PREFIX}{}", r.room, r.segment)?;
+            lines.push(format!(
+                "  room {:?} -> {TOPIC_PREFIX}{}",
+                r.room, r.segment
+            ));
             for (i, name) in REPLICAS.iter().enumerate() {
-                writeln!(
-                    f,
+                lines.push(format!(
                     "    {name}: subscribers {}, {} events, roster [{}]",
                     show_counts(&r.counts[i]),
                     r.received[i],
                     r.rosters[i].join(", ")
-                )?;
+                ));
             }
         }
-        Ok(())
+        write!(f, "{}", lines.join("\n"))
     }
 }
 
