@@ -9,6 +9,14 @@ use anyhow::ensure;
 use switchyard::SubscriberCounts;
 use switchyard_examples::presence_rooms::{self, Summary, room_topic, topic_room, url_from};
 
+/// A room's name, segment, events per replica and rosters per replica.
+type ExpectedRoom = (
+    &'static str,
+    &'static str,
+    [u64; 2],
+    [&'static [&'static str]; 2],
+);
+
 /// What every adapter must show: events, rosters, no duplicates.
 fn check(summary: &Summary, adapter: &str) -> anyhow::Result<()> {
     ensure!(summary.adapter == adapter, "adapter {}", summary.adapter);
@@ -17,7 +25,7 @@ fn check(summary: &Summary, adapter: &str) -> anyhow::Result<()> {
     ensure!(summary.received == [8, 7], "{summary}");
     ensure!(summary.duplicates == 0, "{summary}");
     ensure!(summary.room_mismatches == 0, "{summary}");
-    let expected: [(&str, &str, [u64; 2], [&[&str]; 2]); 3] = [
+    let expected: [ExpectedRoom; 3] = [
         (
             "Lobby {main}",
             "Lobby=20=7Bmain=7D",
