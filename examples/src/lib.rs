@@ -8,6 +8,9 @@
 //! cargo run -p switchyard-examples --example robot_telemetry
 //! cargo run -p switchyard-examples --example order_workers
 //! cargo run -p switchyard-examples --example chat_backplane
+//! cargo run -p switchyard-examples --example presence_rooms
+//! cargo run -p switchyard-examples --example events_library
+//! cargo run -p switchyard-examples --example event_bus
 //! ```
 //!
 //! Every example connects to the URL in `SWITCHYARD_URL` (default
@@ -16,7 +19,10 @@
 //! what it was waiting for instead of hanging.
 
 pub mod chat_backplane;
+pub mod event_bus;
+pub mod events_library;
 pub mod order_workers;
+pub mod presence_rooms;
 pub mod robot_telemetry;
 
 use std::future::Future;
@@ -60,6 +66,16 @@ pub fn has_param(url: &str, key: &str) -> bool {
         query
             .split('&')
             .any(|pair| pair.split('=').next() == Some(key))
+    })
+}
+
+/// The value of `key` in the query of `url`, if it is set.
+pub fn param<'a>(url: &'a str, key: &str) -> Option<&'a str> {
+    url.split_once('?').and_then(|(_, query)| {
+        query.split('&').find_map(|pair| {
+            pair.split_once('=')
+                .and_then(|(k, v)| (k == key).then_some(v))
+        })
     })
 }
 
@@ -196,6 +212,11 @@ mod tests {
         );
         assert!(has_param("redis+streams://h?namespace=x", "namespace"));
         assert!(!has_param("redis+streams://h?ns=x", "namespace"));
+        assert_eq!(
+            param("redis+streams://h?a=1&namespace=x", "namespace"),
+            Some("x")
+        );
+        assert_eq!(param("redis+streams://h?ns=x", "namespace"), None);
         assert!(shared_url("memory://", "x").starts_with("memory://x-"));
         assert!(shared_url("memory://?retention=5", "x").ends_with("?retention=5"));
         assert_eq!(shared_url("memory://hub", "x"), "memory://hub");
