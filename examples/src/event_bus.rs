@@ -8,6 +8,13 @@
 //!   `publish_batch` (one pipeline of XADDs on Redis). Each message's dedup
 //!   id is `DedupId::from_key("{PRODUCER}:{seq}")`, so a producer that
 //!   rebuilds the message after a crash gets the same id.
+//! - A foreign producer writes one event that is not JSON on the same topic
+//!   (a corrupt payload). The consumer cannot decode it and dead-letters it
+//!   with the decode error as the reason (`Retry::DeadLetter`): it is
+//!   never processed, and it never wedges the cursor or the group. An entry
+//!   the adapter itself cannot read (a foreign `XADD` on Redis) arrives as
+//!   one `Error::Malformed` item, is counted and skipped; the adapter
+//!   dead-letters it.
 //! - Its last publish "times out" from the producer's point of view and is
 //!   retried with a clone of the same `Message` (same dedup id). Neither
 //!   memory nor Redis Streams drops the second copy when it is published:
@@ -50,6 +57,8 @@ pub const FETCH_MAX: usize = 4;
 pub const FETCH_WAIT: Duration = Duration::from_millis(300);
 /// The replay cursor starts after this event (by sequence number).
 pub const REPLAY_AFTER: u64 = 5;
+/// The payload of the foreign producer's corrupt event.
+pub const CORRUPT_PAYLOAD: &str = "{\"seq\": 11, \"kind\": \"invoice.vo";
 /// The command timeout set on a Redis URL without `response_timeout=`.
 pub const RESPONSE_TIMEOUT: &str = "2s";
 
@@ -90,6 +99,10 @@ pub struct Summary {
     pub processed: u64,
     /// Of those, duplicates dropped by dedup id.
     pub duplicates_dropped: u64,
+    /// Of those, corrupt payloads dead-lettered with their decode error.
+    pub corrupt_dead_lettered: u64,
+    /// `Error::Malformed` items (entries the adapter could not read), skipped.
+    pub malformed_skipped: u64,
     /// The size of each fetch, in order, and whether it said `more`.
     pub fetches: Vec<(usize, bool)>,
     /// Deliveries of the cursor `Start::After(id of event REPLAY_AFTER)`.
@@ -143,6 +156,11 @@ impl fmt::Display for Summary {
             sizes.join(", "),
             self.processed,
             self.duplicates_dropped
+        )?;
+        writeln!(
+            f,
+            "  corrupt entries:   {} payload not decodable, dead-lettered with the decode error; {} unreadable entry skipped (Error::Malformed)",
+            self.corrupt_dead_lettered, self.malformed_skipped
         )?;
         writeln!(
             f,
@@ -261,18 +279,27 @@ async fn script(
         .context("publish_batch returned fewer ids than messages")?;
     let last_id = ids.last().copied().context("no ids")?;
 
+    // A foreign producer writes an event that is not valid JSON.
+    producer
+        .publish(Message::new(topic.clone(), CORRUPT_PAYLOAD))
+        .await
+        .context("publishing the corrupt event")?;
+
     // The producer "timed out" waiting for the last event and retries it
     // with a clone: same payload, same dedup id.
     let retry_id = producer
         .publish(last.clone())
         .await
         .context("retrying the last event")?;
-    let expected_deliveries = EVENTS + 1;
+    // The batch, the corrupt event and the retry copy.
+    let expected_deliveries = EVENTS + 2;
 
     // The pull consumer: fetch, process once per dedup id, ack everything.
     let mut seen: HashSet<DedupId> = HashSet::new();
     let mut pulled = 0;
     let mut duplicates = 0;
+    let mut corrupt = 0;
+    let mut malformed = 0;
     let mut fetches = Vec::new();
     let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
     while pulled < expected_deliveries {
@@ -291,8 +318,29 @@ async fn script(
             fetches.push((items.len(), more));
         }
         for item in items {
-            let delivery = item.context("the pull consumer's fetch")?;
+            let delivery = match item {
+                Ok(delivery) => delivery,
+                // Unreadable for the adapter: it dead-letters the entry
+                // itself; the cursor goes on.
+                Err(Error::Malformed { .. }) => {
+                    malformed += 1;
+                    continue;
+                }
+                Err(e) => return Err(e).context("the pull consumer's fetch"),
+            };
             pulled += 1;
+            // Processing needs the event; one that does not decode is
+            // dead-lettered with the reason.
+            let _event: BusEvent = match bus.codec().decode(delivery.payload()) {
+                Ok(event) => event,
+                Err(e) => {
+                    corrupt += 1;
+                    delivery
+                        .nack(Retry::DeadLetter(format!("not a BusEvent: {e}")))
+                        .await?;
+                    continue;
+                }
+            };
             if !seen.insert(delivery.dedup_id()) {
                 duplicates += 1;
             }
@@ -311,10 +359,18 @@ async fn script(
         Start::After(replay_from),
         last_id,
         retry_id,
+        bus.codec(),
     )
     .await?;
-    let (replay_earliest, replay_earliest_distinct) =
-        replay(consumer, &topic, Start::Earliest, last_id, retry_id).await?;
+    let (replay_earliest, replay_earliest_distinct) = replay(
+        consumer,
+        &topic,
+        Start::Earliest,
+        last_id,
+        retry_id,
+        bus.codec(),
+    )
+    .await?;
 
     let stored = consumer
         .topics(&TopicFilter::from(topic.clone()))
@@ -344,6 +400,8 @@ async fn script(
         pulled,
         processed: seen.len() as u64,
         duplicates_dropped: duplicates,
+        corrupt_dead_lettered: corrupt,
+        malformed_skipped: malformed,
         fetches,
         replay_after,
         replay_after_distinct,
@@ -358,13 +416,15 @@ async fn script(
 
 /// Reads `topic` from `start` with a fan-out cursor until the newest entry
 /// (`max(last_id, retry_id)`) arrived; returns the deliveries and the
-/// distinct dedup ids among them.
+/// distinct events (by dedup id) among those that decode. Corrupt payloads
+/// and `Error::Malformed` items are passed over: a cursor never wedges.
 async fn replay(
     transport: &Arc<dyn Transport>,
     topic: &Topic,
     start: Start,
     last_id: MessageId,
     retry_id: MessageId,
+    codec: Codec,
 ) -> anyhow::Result<(u64, u64)> {
     let newest = last_id.max(retry_id);
     let mut cursor = transport
@@ -385,9 +445,15 @@ async fn replay(
             Ok(None) => bail!("the {start:?} cursor closed after {deliveries} deliveries"),
             Err(_) => continue,
         };
-        let delivery = item.with_context(|| format!("the {start:?} cursor"))?;
+        let delivery = match item {
+            Ok(delivery) => delivery,
+            Err(Error::Malformed { .. }) => continue,
+            Err(e) => return Err(e).with_context(|| format!("the {start:?} cursor")),
+        };
         deliveries += 1;
-        distinct.insert(delivery.dedup_id());
+        if codec.decode::<BusEvent>(delivery.payload()).is_ok() {
+            distinct.insert(delivery.dedup_id());
+        }
         if delivery.id() >= newest {
             break;
         }
