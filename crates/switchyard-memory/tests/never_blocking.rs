@@ -130,7 +130,10 @@ async fn a_plain_block_subscriber_on_the_same_hub_still_makes_publishers_wait() 
     t.publish(msg(&tp, 0)).await.unwrap();
     t.publish(msg(&tp, 1)).await.unwrap();
     let third = tokio::time::timeout(Duration::from_millis(200), t.publish(msg(&tp, 2))).await;
-    assert!(third.is_err(), "the plain Block subscriber must hold the publisher back");
+    assert!(
+        third.is_err(),
+        "the plain Block subscriber must hold the publisher back"
+    );
     assert_eq!(num(&recv(&mut plain).await), 0);
     assert_eq!(plain.stats().dropped, 0);
 }
