@@ -428,6 +428,7 @@ impl Transport for MemoryTransport {
         c.cross_process = false;
         c.at_least_once = true;
         c.gap_signals = false;
+        c.lossy_block = false;
         c.limits = Limits::DEFAULT;
         c
     }

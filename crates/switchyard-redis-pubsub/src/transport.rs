@@ -321,7 +321,9 @@ impl Drop for RedisPubSubTransport {
 
 /// What the backplane can do: fan-out across processes, patterns, per-topic
 /// order (per origin) and gap signals; no persistence, replay, groups,
-/// acknowledgements or dead letters; at-most-once.
+/// acknowledgements or dead letters; at-most-once; `Overflow::Block` never
+/// holds a publisher back (`lossy_block`: a full subscriber gets a gap
+/// signal instead).
 pub fn capabilities() -> Capabilities {
     let mut c = Capabilities::default();
     c.persistent = false;
@@ -334,6 +336,7 @@ pub fn capabilities() -> Capabilities {
     c.cross_process = true;
     c.at_least_once = false;
     c.gap_signals = true;
+    c.lossy_block = true;
     c.limits = envelope::LIMITS;
     c
 }
