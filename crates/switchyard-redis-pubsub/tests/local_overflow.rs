@@ -14,7 +14,7 @@ use switchyard_core::{
 use switchyard_testkit::RedisServer;
 use tokio::task::JoinHandle;
 
-use support::{namespace, pubsub_url, replica};
+use support::{namespace, pubsub_url, replica, wait_until};
 
 const N: u64 = 3_000;
 const STUCK_BUFFER: usize = 16;
@@ -116,6 +116,12 @@ async fn a_stuck_local_block_subscriber_stalls_neither_the_publisher_nor_other_r
     publish_all(&*a, &topic).await?;
     ensure!(local.await?? == N);
     ensure!(remote.await?? == N);
+    // The sender counts a PUBLISH once Redis' reply is read, which may be
+    // after the other replica got the message.
+    wait_until(Duration::from_secs(10), "every PUBLISH confirmed", || async {
+        a.pubsub_stats().published == N
+    })
+    .await?;
     let s = a.pubsub_stats();
     ensure!(
         s.published == N && s.outbox_full == 0 && s.outbox_expired == 0,
