@@ -118,9 +118,11 @@ async fn a_stuck_local_block_subscriber_stalls_neither_the_publisher_nor_other_r
     ensure!(remote.await?? == N);
     // The sender counts a PUBLISH once Redis' reply is read, which may be
     // after the other replica got the message.
-    wait_until(Duration::from_secs(10), "every PUBLISH confirmed", || async {
-        a.pubsub_stats().published == N
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "every PUBLISH confirmed",
+        || async { a.pubsub_stats().published == N },
+    )
     .await?;
     let s = a.pubsub_stats();
     ensure!(

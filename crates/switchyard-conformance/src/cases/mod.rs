@@ -307,7 +307,7 @@ static CASES: &[Case] = &[
         "concurrent_publishers",
         &[],
         basic::concurrent_publishers,
-        "8 tasks publish 1,000 messages each on one transport concurrently; one subscriber receives all 8,000 exactly once (each publisher's messages in its order when `per_topic_ordering`)."
+        "8 tasks publish 1,000 messages each on one transport concurrently; one subscriber receives all 8,000 exactly once (each publisher's messages in its order when `per_topic_ordering`); with `lossy_block` its buffer holds all 8,000."
     ),
     case!(
         "second_transport",
