@@ -37,10 +37,25 @@ pub enum Start {
 }
 
 /// What happens when a subscriber's local buffer is full.
+///
+/// `DropOldest` and `DropNewest` mean the same on every adapter and never
+/// make anyone wait. What `Block` (the default) does depends on the adapter
+/// ([`Capabilities::lossy_block`](crate::Capabilities::lossy_block) tells
+/// which kind it is):
+///
+/// | adapter | `Block` with a full buffer |
+/// |---|---|
+/// | memory | the **publisher waits** for room (lossless): one slow `Block` subscriber slows every publisher of its topics |
+/// | redis-streams | the subscriber's **reader waits** (it reads from Redis only what fits, in a group only as many entries as there is room for); publishers never wait, the entries wait in the stream. Lossless as long as the stream's retention (`maxlen=` / `retention=`) keeps them; what is trimmed before it is read is gone, not reported |
+/// | redis-pubsub | **nobody waits** (`lossy_block`): the new message is dropped for that subscriber, counted in its `stats().dropped`, and reported in its place as an `Error::Lost` gap signal (not counted again in `lost`); same for messages of this replica and of other replicas, so a stuck subscriber never stalls a publisher or the other replicas |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Overflow {
-    /// Wait for room: lossless; the producer side (publisher or reader) slows down.
+    /// Lossless where the adapter can push back: the producer side (the
+    /// publisher on memory, the subscriber's reader on redis-streams) waits
+    /// for room. On the Pub/Sub backplane nobody waits: a full subscriber
+    /// misses the message and gets an `Error::Lost` gap signal in its place.
+    /// See the table above.
     #[default]
     Block,
     /// Drop the oldest buffered message to make room (counted in stats).

@@ -41,6 +41,13 @@ pub struct Capabilities {
     pub at_least_once: bool,
     /// Losses on the way are reported as `Error::Lost` items (gap signals).
     pub gap_signals: bool,
+    /// [`Overflow::Block`](crate::Overflow::Block) never holds a producer
+    /// back: a subscriber whose buffer is full misses the new message
+    /// (counted in its `stats().dropped`) and gets an `Error::Lost` gap
+    /// signal in its place. False (the default) where `Block` is lossless
+    /// (the producer side waits for room). True for the Redis Pub/Sub
+    /// backplane, whose publishers must never stall on a slow subscriber.
+    pub lossy_block: bool,
     /// The message limits `publish` enforces: [`Limits::DEFAULT`], or a
     /// lower payload bound where the backend needs one.
     pub limits: Limits,

@@ -7,6 +7,12 @@
 //! slot (an atomic fill counter); when the queue is full it waits on the
 //! queue's `Notify` without holding any lock, then tries again. The drop
 //! policies never wait and count what they drop.
+//!
+//! A `Block` subscriber made with a gap origin (see
+//! [`MemoryTransport::subscribe_never_blocking`](crate::MemoryTransport::subscribe_never_blocking),
+//! used by the Redis Pub/Sub backplane) never makes a publisher wait: when
+//! full it drops the new message, counts it and queues a gap signal in its
+//! place (consecutive drops of one topic widen one signal).
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -16,7 +22,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use parking_lot::Mutex;
 use switchyard_core::{
-    Delivery, MessageId, Overflow, Result, Subscriber, SubscriberStats, async_trait,
+    Delivery, Error, MessageId, Overflow, Result, Subscriber, SubscriberStats, Topic, async_trait,
 };
 use tokio::sync::Notify;
 
@@ -24,10 +30,35 @@ use crate::hub::Hub;
 use crate::topic_log::{Entry, TopicState};
 use crate::wake::Wakers;
 
+/// One item of a fan-out queue.
+pub(crate) enum Queued {
+    /// A message.
+    Entry(Arc<Entry>),
+    /// Messages the full queue had no room for (gap-signalling `Block`
+    /// subscribers only).
+    Gap(Box<Gap>),
+}
+
+/// Messages `from..=to` of `topic` (sequence numbers, also the message ids)
+/// that a full gap-signalling subscriber dropped.
+pub(crate) struct Gap {
+    topic: Topic,
+    from: u64,
+    to: u64,
+}
+
 struct QueueState {
-    items: VecDeque<Arc<Entry>>,
+    items: VecDeque<Queued>,
+    /// How many of `items` are gap signals (at most `cap`).
+    gaps: usize,
     waker: Option<Waker>,
     closed: bool,
+}
+
+impl QueueState {
+    fn messages(&self) -> usize {
+        self.items.len() - self.gaps
+    }
 }
 
 /// The part of a fan-out subscriber that publishers see.
@@ -45,6 +76,9 @@ pub(crate) struct FanoutShared {
     topics: Mutex<Vec<Weak<TopicState>>>,
     /// The back-pressure warning (`Subscription::buffer_warning`).
     watch: Option<switchyard_core::BufferWatch>,
+    /// Set for a `Block` subscriber that never makes publishers wait: the
+    /// `origin` of its gap signals is `"{gap_origin}/{topic}"`.
+    gap_origin: Option<Arc<str>>,
 }
 
 impl FanoutShared {
@@ -55,6 +89,7 @@ impl FanoutShared {
             fill: AtomicUsize::new(0),
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
+                gaps: 0,
                 waker: None,
                 closed: false,
             }),
@@ -63,7 +98,19 @@ impl FanoutShared {
             dropped: AtomicU64::new(0),
             topics: Mutex::new(Vec::new()),
             watch: None,
+            gap_origin: None,
         }
+    }
+
+    /// Makes a `Block` subscriber never make publishers wait: a message that
+    /// finds it full is dropped, counted in `dropped` and reported in its
+    /// place as an `Error::Lost` whose origin is `"{origin}/{topic}"`. No
+    /// effect on the drop policies.
+    pub(crate) fn with_gap_signals(mut self, origin: &str) -> Self {
+        if !matches!(self.policy, Overflow::DropOldest | Overflow::DropNewest) {
+            self.gap_origin = Some(origin.into());
+        }
+        self
     }
 
     /// Warns through `watch` while the queue stays full.
@@ -74,7 +121,7 @@ impl FanoutShared {
 
     /// Items queued now, and the capacity.
     pub(crate) fn fill(&self) -> (usize, usize) {
-        (self.state.lock().items.len(), self.cap)
+        (self.state.lock().messages(), self.cap)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -83,7 +130,8 @@ impl FanoutShared {
 
     /// Whether publishers wait for room (lossless policy).
     pub(crate) fn blocks(&self) -> bool {
-        !matches!(self.policy, Overflow::DropOldest | Overflow::DropNewest)
+        self.gap_origin.is_none()
+            && !matches!(self.policy, Overflow::DropOldest | Overflow::DropNewest)
     }
 
     /// Reserves a slot; false when full (a closed queue always has room).
@@ -132,23 +180,58 @@ impl FanoutShared {
                     q.items.pop_front();
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                q.items.push_back(entry.clone());
+                q.items.push_back(Queued::Entry(entry.clone()));
             }
             Overflow::DropNewest => {
                 if q.items.len() >= self.cap {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
-                q.items.push_back(entry.clone());
+                q.items.push_back(Queued::Entry(entry.clone()));
             }
-            _ => q.items.push_back(entry.clone()),
+            _ if self.gap_origin.is_some() && q.messages() >= self.cap => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                if self.signal_gap(&mut q, entry) {
+                    wakers.push_opt(q.waker.take());
+                }
+                return true;
+            }
+            _ => q.items.push_back(Queued::Entry(entry.clone())),
         }
-        let len = q.items.len();
+        let len = q.messages();
         wakers.push_opt(q.waker.take());
         drop(q);
         if let Some(watch) = &self.watch {
             watch.observe(len);
         }
+        true
+    }
+
+    /// Reports `entry`, dropped by a full gap-signalling subscriber: widens
+    /// the signal of its topic that ends right before it among the signals
+    /// at the back of the queue (behind the last message), or queues a new
+    /// one. Returns whether a new one was queued. At most `cap` signals wait
+    /// at once; beyond that the drop is only counted.
+    fn signal_gap(&self, q: &mut QueueState, entry: &Entry) -> bool {
+        let (topic, seq) = (&entry.message.topic, entry.seq);
+        let mut widened = false;
+        for item in q.items.iter_mut().rev() {
+            let Queued::Gap(g) = item else { break };
+            if g.topic == *topic && g.to.checked_add(1) == Some(seq) {
+                g.to = seq;
+                widened = true;
+                break;
+            }
+        }
+        if widened || q.gaps >= self.cap {
+            return false;
+        }
+        q.items.push_back(Queued::Gap(Box::new(Gap {
+            topic: topic.clone(),
+            from: seq,
+            to: seq,
+        })));
+        q.gaps += 1;
         true
     }
 
@@ -172,7 +255,7 @@ impl FanoutShared {
     /// once into `local` (one lock per batch, not per message). Their slots
     /// are given back when the batch is used up, or at once while the queue
     /// is full, so a waiting publisher never waits for more than the bound.
-    fn poll_pop(&self, local: &mut LocalBatch, cx: &mut Context<'_>) -> Poll<Option<Arc<Entry>>> {
+    fn poll_pop(&self, local: &mut LocalBatch, cx: &mut Context<'_>) -> Poll<Option<Queued>> {
         if let Some(entry) = local.take(self) {
             return Poll::Ready(Some(entry));
         }
@@ -182,8 +265,11 @@ impl FanoutShared {
             drop(q);
             return Poll::Ready(local.take(self));
         }
-        if let Some(entry) = q.items.pop_front() {
-            return Poll::Ready(Some(entry));
+        if let Some(item) = q.items.pop_front() {
+            if matches!(item, Queued::Gap(_)) {
+                q.gaps -= 1;
+            }
+            return Poll::Ready(Some(item));
         }
         if q.closed {
             return Poll::Ready(None);
@@ -204,6 +290,7 @@ impl FanoutShared {
         let (items, waker) = {
             let mut q = self.state.lock();
             q.closed = true;
+            q.gaps = 0;
             (std::mem::take(&mut q.items), q.waker.take())
         };
         drop(items);
@@ -226,12 +313,12 @@ impl FanoutShared {
 /// many delivered ones still hold a slot.
 #[derive(Default)]
 struct LocalBatch {
-    items: VecDeque<Arc<Entry>>,
+    items: VecDeque<Queued>,
     unreleased: usize,
 }
 
 impl LocalBatch {
-    fn take(&mut self, queue: &FanoutShared) -> Option<Arc<Entry>> {
+    fn take(&mut self, queue: &FanoutShared) -> Option<Queued> {
         let entry = self.items.pop_front()?;
         self.unreleased += 1;
         if self.items.is_empty() || queue.fill.load(Ordering::Acquire) >= queue.cap {
@@ -286,7 +373,16 @@ impl Subscriber for FanoutSubscriber {
         let entry = match self.backlog.pop_front() {
             Some(e) => e,
             None => match ready!(self.shared.poll_pop(&mut self.local, cx)) {
-                Some(e) => e,
+                Some(Queued::Entry(e)) => e,
+                Some(Queued::Gap(gap)) => {
+                    coop.made_progress();
+                    let origin = self.shared.gap_origin.as_deref().unwrap_or("memory");
+                    return Poll::Ready(Some(Err(Error::Lost {
+                        origin: format!("{origin}/{}", gap.topic),
+                        from: gap.from,
+                        to: gap.to,
+                    })));
+                }
                 None => return Poll::Ready(None),
             },
         };

@@ -94,9 +94,12 @@
 //! adds are not counted again.
 //! Publishing is ordered per topic (each publish appends under the topic's
 //! lock before fan-out), so fan-out subscribers see the messages of a topic
-//! in the order the receive loop published them. Give the receive loop's
-//! publishes a timeout or use drop-policy subscriptions if a slow `Block`
-//! subscriber must not stall it.
+//! in the order the receive loop published them. A slow `Block` subscriber
+//! made with [`Transport::subscribe`](switchyard_core::Transport::subscribe)
+//! stalls publishers of its topics; one made with
+//! [`MemoryTransport::subscribe_never_blocking`] (what the backplane uses)
+//! never does: it misses what finds it full and gets an `Error::Lost` gap
+//! signal in its place.
 //!
 //! # Design
 //!

@@ -242,6 +242,32 @@ impl MemoryTransport {
         Ok(MessageId::from_seq(seq))
     }
 
+    /// Subscribes like [`Transport::subscribe`], except that a fan-out
+    /// subscriber with [`Overflow::Block`](switchyard_core::Overflow) never
+    /// makes a publisher wait. For an adapter layered on a hub whose local
+    /// publishers must not stall (the Redis Pub/Sub backplane: a stuck local
+    /// subscriber would hold back every other replica); applications call
+    /// [`Transport::subscribe`], where `Block` is lossless.
+    ///
+    /// When such a subscriber's buffer is full, a new message is dropped for
+    /// it (the publisher and the other subscribers go on), counted in its
+    /// `stats().dropped`, and reported in its place, in its stream, as
+    /// `Err(Error::Lost { origin, from, to })` with `origin`
+    /// `"{lost_origin}/{topic}"` and `from..=to` the dropped messages'
+    /// sequence numbers on that topic (their ids are `0-from` to `0-to`).
+    /// Consecutive drops of one topic widen one signal; at most the buffer
+    /// size of signals wait at once, beyond that a drop is only counted.
+    /// The messages of a signal are counted once, in `dropped` (not in
+    /// `lost`). `DropOldest`, `DropNewest` and group members are not
+    /// affected.
+    pub fn subscribe_never_blocking(
+        &self,
+        subscription: &Subscription,
+        lost_origin: &str,
+    ) -> Result<Box<dyn Subscriber>> {
+        self.subscribe_now(subscription, Some(lost_origin))
+    }
+
     /// Another independent transport on `hub`, with its own closed state:
     /// what a second process on the same broker would be.
     pub fn connect_to(hub: &MemoryHub) -> Self {
@@ -284,7 +310,13 @@ impl MemoryTransport {
         }
     }
 
-    fn subscribe_now(&self, subscription: &Subscription) -> Result<Box<dyn Subscriber>> {
+    /// Subscribes; `gap_origin` makes a `Block` fan-out subscriber signal
+    /// gaps instead of making publishers wait.
+    fn subscribe_now(
+        &self,
+        subscription: &Subscription,
+        gap_origin: Option<&str>,
+    ) -> Result<Box<dyn Subscriber>> {
         let shared = self.shared();
         if shared.is_closed() {
             return Err(Error::Closed);
@@ -301,14 +333,17 @@ impl MemoryTransport {
         let hub = &shared.hub;
         let (target, sub_ref) = match subscription.mode() {
             Mode::Fanout => {
-                let f = Arc::new(
+                let mut f =
                     FanoutShared::new(subscription.buffer_size(), subscription.overflow_policy())
                         .with_watch(switchyard_core::BufferWatch::new(
                             subscription,
                             subscription.buffer_size(),
                             format!("memory fan-out {}", subscription.filter()),
-                        )),
-                );
+                        ));
+                if let Some(origin) = gap_origin {
+                    f = f.with_gap_signals(origin);
+                }
+                let f = Arc::new(f);
                 let r = SubRef::Fanout(Arc::downgrade(&f));
                 (Target::Fanout(f, start), r)
             }
@@ -393,6 +428,7 @@ impl Transport for MemoryTransport {
         c.cross_process = false;
         c.at_least_once = true;
         c.gap_signals = false;
+        c.lossy_block = false;
         c.limits = Limits::DEFAULT;
         c
     }
@@ -429,7 +465,7 @@ impl Transport for MemoryTransport {
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {
-        self.subscribe_now(&subscription)
+        self.subscribe_now(&subscription, None)
     }
 
     async fn subscribers(&self, topic: &Topic) -> Result<SubscriberCounts> {

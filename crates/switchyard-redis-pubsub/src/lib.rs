@@ -60,14 +60,17 @@
 //!   notices a half-open connection within `probe_interval +
 //!   probe_timeout`. The loops are supervised (a panic restarts them and is
 //!   counted) and stop when the transport is dropped or closed.
-//! - **Slow subscribers** never stall anyone: remote input goes into each
-//!   subscriber's own bounded buffer without waiting. `DropOldest` drops the
-//!   oldest; `DropNewest` and `Block` drop the new message (for remote
-//!   input `Block` cannot push back on other replicas) and count it in
+//! - **Slow subscribers** never stall anyone: every message, published on
+//!   this replica or arriving from another one, goes into each subscriber's
+//!   own bounded buffer without waiting. `DropOldest` drops the oldest;
+//!   `DropNewest` and `Block` drop the new message and count it in
 //!   `stats().dropped`; under `Block` the drop also reaches the subscriber
 //!   as an `Error::Lost` gap signal in the message's place (counted in
-//!   `dropped` only, not again in `lost`). Local input keeps the memory
-//!   hub's semantics (`Block` makes local publishers wait).
+//!   `dropped` only, not again in `lost`). So on the backplane **`Block`
+//!   never makes a publisher wait** ([`capabilities`]`().lossy_block`): a
+//!   WebSocket that stops reading cannot stall its room on this replica
+//!   or, through the outbox, on the others. `Block` stays the default
+//!   because it is the policy that *reports* every drop in the stream.
 //!
 //! Delivery is **at-most-once** with gap signals: no message is delivered
 //! twice, a lost one is reported. Per-topic order holds per origin.

@@ -85,6 +85,9 @@ impl PubSubSubscriber {
             return Poll::Pending;
         };
         match local.poll_recv(cx) {
+            // An `Err(Lost)` from the hub reports local messages this
+            // subscriber's full `Block` buffer dropped: already counted in
+            // the hub subscriber's `dropped`, so not in `lost`.
             Poll::Ready(Some(item)) => {
                 if item.is_ok() {
                     self.received += 1;

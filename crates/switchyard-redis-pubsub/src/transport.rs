@@ -226,7 +226,9 @@ impl RedisPubSubTransport {
         // Local subscribers first; the hub's per-topic number is the topic
         // sequence number other replicas check for gaps.
         // Checked against LIMITS by `encode`; the local hub must not count
-        // the `sy-origin` header added here.
+        // the `sy-origin` header added here. Never waits: every local
+        // subscriber is a never-blocking one (see `subscribe`), so a stuck
+        // subscriber cannot hold this stripe, the outbox or other replicas.
         let id = self.local.publish_prechecked(message).await?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         envelope::set_seqs(&mut frame, seq, id.seq);
@@ -319,7 +321,9 @@ impl Drop for RedisPubSubTransport {
 
 /// What the backplane can do: fan-out across processes, patterns, per-topic
 /// order (per origin) and gap signals; no persistence, replay, groups,
-/// acknowledgements or dead letters; at-most-once.
+/// acknowledgements or dead letters; at-most-once; `Overflow::Block` never
+/// holds a publisher back (`lossy_block`: a full subscriber gets a gap
+/// signal instead).
 pub fn capabilities() -> Capabilities {
     let mut c = Capabilities::default();
     c.persistent = false;
@@ -332,6 +336,7 @@ pub fn capabilities() -> Capabilities {
     c.cross_process = true;
     c.at_least_once = false;
     c.gap_signals = true;
+    c.lossy_block = true;
     c.limits = envelope::LIMITS;
     c
 }
@@ -359,7 +364,10 @@ impl Transport for RedisPubSubTransport {
     /// Delivers `message` to this transport's local subscribers, enqueues it
     /// for Redis and returns its id. It does not wait for Redis: a message
     /// that cannot reach Redis in time is dropped and counted, and other
-    /// replicas receive an `Error::Lost` for it.
+    /// replicas receive an `Error::Lost` for it. Nor does it wait for a
+    /// local subscriber: one whose buffer is full (under `Overflow::Block`
+    /// too) misses the message, counted in its `stats().dropped`, and under
+    /// `Block` gets an `Error::Lost` in its place.
     async fn publish(&self, message: Message) -> Result<MessageId> {
         self.publish_one(message).await
     }
@@ -391,7 +399,12 @@ impl Transport for RedisPubSubTransport {
         self.check_open()?;
         Self::check_subscription(&subscription)?;
         let shared = &self.shared;
-        let local = self.local.subscribe(subscription.clone()).await?;
+        // Local publishes never wait for a local subscriber: a full `Block`
+        // one gets a gap signal (origin `{instance id}/{topic}`) in place of
+        // what it had no room for, like for messages of other replicas.
+        let local = self
+            .local
+            .subscribe_never_blocking(&subscription, &shared.origin_hex)?;
         let remote = Arc::new(RemoteQueue::new(
             subscription.buffer_size(),
             subscription.overflow_policy(),

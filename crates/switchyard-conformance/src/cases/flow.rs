@@ -4,20 +4,25 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use switchyard_core::{Message, Overflow, Subscription};
+use switchyard_core::{Error, Message, Overflow, Subscription};
 use tokio::time::timeout;
 
 use crate::support::{
-    drain, exactly_once, first, in_order, indices, join, next, payload, publish_range, quiet,
-    subscribe,
+    describe, drain, exactly_once, first, in_order, indices, join, next, payload, publish_range,
+    quiet, subscribe,
 };
 use crate::{CaseResult, Ctx};
 
 const N: usize = 2000;
 const BUFFER: usize = 16;
 
-/// A slow subscriber with `Block` loses nothing.
+/// A slow subscriber with `Block` loses nothing; with `lossy_block` (the
+/// Pub/Sub backplane) a stuck one stalls nobody and gets gap signals for
+/// what it missed.
 pub async fn backpressure_block(ctx: &Ctx) -> CaseResult {
+    if ctx.capabilities().lossy_block {
+        return block_never_waits(ctx).await;
+    }
     let tuning = ctx.tuning().clone();
     let t = ctx.connect().await?;
     let topic = ctx.topic("block")?;
@@ -59,6 +64,94 @@ pub async fn backpressure_block(ctx: &Ctx) -> CaseResult {
         "Overflow::Block must be lossless, but stats().dropped = {dropped}"
     );
     quiet(&mut sub, tuning.quiet_period, "slow subscriber after all").await
+}
+
+/// `lossy_block`: a `Block` subscriber (buffer 16) that never reads does
+/// not hold back the publisher or a reading subscriber; drained, it yields
+/// its buffer in order and gap signals covering exactly what it missed.
+async fn block_never_waits(ctx: &Ctx) -> CaseResult {
+    let tuning = ctx.tuning().clone();
+    let t = ctx.connect().await?;
+    let topic = ctx.topic("block")?;
+    let what = format!("unread subscriber (Block, buffer {BUFFER}, lossy_block)");
+    let mut stuck = subscribe(
+        &t,
+        Subscription::new(topic.clone())
+            .buffer(BUFFER)
+            .overflow(Overflow::Block),
+        &what,
+    )
+    .await?;
+    let mut reader = subscribe(
+        &t,
+        Subscription::new(topic.clone())
+            .buffer(N)
+            .overflow(Overflow::Block),
+        "reading subscriber (Block, buffer 2,000)",
+    )
+    .await?;
+    for i in 0..N {
+        match timeout(
+            tuning.recv_timeout,
+            t.publish(Message::new(topic.clone(), payload("k", i))),
+        )
+        .await
+        {
+            Err(_) => bail!(
+                "publish of message {i} blocked for {:?}: with lossy_block a full Block subscriber must not stall the publisher",
+                tuning.recv_timeout
+            ),
+            Ok(r) => {
+                r.with_context(|| format!("publish of message {i}"))?;
+            }
+        }
+    }
+    let got = drain(&mut reader, tuning.quiet_period, "reading subscriber").await?;
+    let idx = indices("k", &got)?;
+    exactly_once(&idx, N, "reading subscriber (Block)")?;
+    if ctx.capabilities().per_topic_ordering {
+        in_order(&idx, 0..N, "reading subscriber (Block)")?;
+    }
+    let mut kept = Vec::new();
+    let mut signalled = 0u64;
+    loop {
+        match timeout(tuning.quiet_period, stuck.recv()).await {
+            Err(_) | Ok(None) => break,
+            Ok(Some(Ok(d))) => {
+                ensure!(
+                    signalled == 0,
+                    "{what}: message {} arrived after a gap signal",
+                    describe(&d)
+                );
+                kept.push(d);
+            }
+            Ok(Some(Err(Error::Lost { from, to, .. }))) => {
+                ensure!(from <= to, "{what}: gap signal {from}..={to}");
+                signalled += to - from + 1;
+            }
+            Ok(Some(Err(e))) => bail!("{what}: unexpected error item: {e}"),
+        }
+    }
+    let idx = indices("k", &kept)?;
+    if ctx.capabilities().per_topic_ordering {
+        in_order(&idx, 0..BUFFER, &what)?;
+    }
+    let missed = (N - BUFFER) as u64;
+    let st = stuck.stats();
+    ensure!(
+        kept.len() == BUFFER && signalled == missed,
+        "{what}: kept {} (expected its buffer, {BUFFER}), gap signals for {signalled} (expected {missed})",
+        kept.len()
+    );
+    if tuning.exact_drop_accounting {
+        ensure!(
+            st.dropped == missed && st.lost == 0,
+            "{what}: stats().dropped = {}, lost = {}; expected {missed} dropped and 0 lost (a gap signal for a dropped message does not count it again)",
+            st.dropped,
+            st.lost
+        );
+    }
+    Ok(())
 }
 
 /// Publishes `N` into an unread subscriber with `overflow`, then checks the

@@ -46,6 +46,8 @@ pub enum Flag {
     AtLeastOnce,
     /// `capabilities.gap_signals`
     GapSignals,
+    /// `capabilities.lossy_block`
+    LossyBlock,
 }
 
 impl Flag {
@@ -62,6 +64,7 @@ impl Flag {
             Flag::CrossProcess => "cross_process",
             Flag::AtLeastOnce => "at_least_once",
             Flag::GapSignals => "gap_signals",
+            Flag::LossyBlock => "lossy_block",
         }
     }
 
@@ -78,6 +81,7 @@ impl Flag {
             Flag::CrossProcess => "cross-process delivery",
             Flag::AtLeastOnce => "at-least-once delivery",
             Flag::GapSignals => "gap signals",
+            Flag::LossyBlock => "Overflow::Block that never waits (gap signal instead)",
         }
     }
 
@@ -94,6 +98,7 @@ impl Flag {
             Flag::CrossProcess => caps.cross_process,
             Flag::AtLeastOnce => caps.at_least_once,
             Flag::GapSignals => caps.gap_signals,
+            Flag::LossyBlock => caps.lossy_block,
         }
     }
 }
@@ -302,7 +307,7 @@ static CASES: &[Case] = &[
         "concurrent_publishers",
         &[],
         basic::concurrent_publishers,
-        "8 tasks publish 1,000 messages each on one transport concurrently; one subscriber receives all 8,000 exactly once (each publisher's messages in its order when `per_topic_ordering`)."
+        "8 tasks publish 1,000 messages each on one transport concurrently; one subscriber receives all 8,000 exactly once (each publisher's messages in its order when `per_topic_ordering`); with `lossy_block` its buffer holds all 8,000."
     ),
     case!(
         "second_transport",
@@ -473,7 +478,7 @@ static CASES: &[Case] = &[
         "backpressure_block",
         &[],
         flow::backpressure_block,
-        "A slow subscriber with buffer 16 and `Overflow::Block` receives all 2,000 messages of a concurrent publisher exactly once (in order when `per_topic_ordering`), `stats().dropped == 0`."
+        "A slow subscriber with buffer 16 and `Overflow::Block` receives all 2,000 messages of a concurrent publisher exactly once (in order when `per_topic_ordering`), `stats().dropped == 0`. With `lossy_block` instead: a Block subscriber (buffer 16) that never reads holds no publish back (each within the recv timeout), a reading one gets all 2,000, and the stuck one yields 0..16 then gap signals covering exactly 1,984 (`dropped` 1,984, `lost` 0)."
     ),
     case!(
         "backpressure_drop_oldest",
