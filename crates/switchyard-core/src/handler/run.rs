@@ -156,13 +156,19 @@ impl HandlerHandle {
         self.task.is_finished()
     }
 
+    /// Stops taking deliveries now, without waiting: the calls in flight go
+    /// on. [`shutdown`](Self::shutdown) then waits for them and reports.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Stops taking deliveries, waits for the handler calls in flight up to
     /// the shutdown deadline, abandons the rest (they come back to the
     /// group), closes the subscription and returns the final counts.
     pub async fn shutdown(mut self) -> Result<HandlerReport> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop();
         (&mut self.task).await.map_err(|e| {
             Error::Backend(format!(
                 "the handler's receive loop ended abnormally ({e}); unsettled deliveries come back to the group"
