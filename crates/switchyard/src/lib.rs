@@ -119,10 +119,10 @@ pub mod redis_pubsub {
 /// The names most applications need: `use switchyard::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Bus, Codec, Delivery, Error, HandlerError, HandlerReport, Headers, Incoming, Message,
-        MessageId, Mode, Overflow, Result, Retry, RetryPolicy, Start, Subscriber, Subscription,
-        Topic, TopicFilter, Transport, Typed, TypedSubscriber, connect, connect_from_env, header,
-        shutdown_signal,
+        Bus, Codec, Delivery, Error, HandlerError, HandlerHandle, HandlerReport, Headers, Incoming,
+        Message, MessageId, Mode, Overflow, Result, Retry, RetryPolicy, Start, Subscriber,
+        Subscription, Topic, TopicFilter, Transport, Typed, TypedSubscriber, connect,
+        connect_from_env, header, shutdown_signal,
     };
 }
 
