@@ -94,7 +94,7 @@ async fn concurrency_and_retries(transport: Arc<dyn Transport>) {
                     if job.attempt() == 1 && n == 55 {
                         panic!("job 55 panics on its first attempt");
                     }
-                    if job.attempt() == 1 && n % 10 == 0 {
+                    if job.attempt() == 1 && n.is_multiple_of(10) {
                         return Err(format!("job {n} fails its first attempt").into());
                     }
                     *done.lock().unwrap().entry(n).or_default() += 1;
@@ -150,7 +150,7 @@ async fn permanent_and_malformed(transport: Arc<dyn Transport>) {
         .handle(
             Subscription::new(topic.clone()).group_member("poison", "m1"),
             |job: Incoming<Job>| async move {
-                if job.value.n % 3 == 0 {
+                if job.value.n.is_multiple_of(3) {
                     return Err(HandlerError::permanent(format!(
                         "job {} is poison",
                         job.value.n
@@ -499,8 +499,7 @@ async fn settings_are_validated() {
             |_: Incoming<Job>| async { Ok(()) },
         )
     };
-    type H = Handler<Job, fn(Incoming<Job>) -> std::future::Ready<Result<(), HandlerError>>>;
-    assert_eq!(H::MAX_CONCURRENCY, 10_000);
+    assert_eq!(Handler::<(), ()>::MAX_CONCURRENCY, 10_000);
     for (handler, expected) in [
         (build().concurrency(0), "concurrency must be 1 to 10000"),
         (

@@ -177,12 +177,8 @@ impl<T, F> std::fmt::Debug for Handler<T, F> {
     }
 }
 
-impl<T, F, Fut> Handler<T, F>
-where
-    T: DeserializeOwned + Send + 'static,
-    F: Fn(Incoming<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
-{
+/// The documented ranges (usable as `Handler::<(), ()>::MAX_CONCURRENCY`).
+impl<T, F> Handler<T, F> {
     /// Default [`concurrency`](Handler::concurrency): 1.
     pub const DEFAULT_CONCURRENCY: usize = 1;
     /// Largest accepted [`concurrency`](Handler::concurrency): 10 000.
@@ -195,7 +191,14 @@ where
     pub const MIN_KEEP_ALIVE: Duration = Duration::from_millis(1);
     /// Longest accepted [`keep_alive`](Handler::keep_alive) interval: 24 h.
     pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 60 * 60);
+}
 
+impl<T, F, Fut> Handler<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(Incoming<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+{
     pub(crate) fn new(bus: Bus, subscription: Subscription, handler: F) -> Self {
         Handler {
             bus,
