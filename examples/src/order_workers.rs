@@ -5,12 +5,16 @@
 //! - The order service publishes [`ORDERS`] [`OrderCreated`] events on
 //!   `orders.created`. The service, the workers and the operator each use a
 //!   transport of their own, as separate processes would.
-//! - A group of [`WORKERS`] workers (`fulfilment`) shares them:
+//! - A group of [`WORKERS`] workers (`fulfilment`) shares them. Each worker
+//!   is a handler ([`Bus::handle`]): the function `handle` gets one
+//!   decoded order and returns `Ok` (acked) or a [`HandlerError`]; the
+//!   handler API does the receiving, settling and stopping:
 //!   - orders whose payment gateway answers "busy" ([`is_transient`]) fail
-//!     twice: the worker nacks them with `Retry::After(backoff)`, the
-//!     back-off doubling with `delivery.attempt()`; the third attempt works;
-//!   - poison orders (unknown SKU, [`is_poison`]) are dead-lettered at once
-//!     with `Retry::DeadLetter(reason)`;
+//!     twice with a retryable error: the handler nacks them with
+//!     `Retry::After(backoff)` by its [`retry_policy`], 50 ms then 100 ms;
+//!     the third attempt works;
+//!   - poison orders (unknown SKU, [`is_poison`]) fail with
+//!     [`HandlerError::permanent`]: dead-lettered at once with the reason;
 //!   - an order whose warehouse is down ([`is_stuck`]) fails on every
 //!     attempt until the subscription's `max_attempts` ([`MAX_ATTEMPTS`]) is
 //!     reached, and the adapter dead-letters it.
@@ -24,18 +28,19 @@
 //!   order over twice, it is processed once.
 //!
 //! Needs consumer groups: the Redis Pub/Sub backplane is refused with a
-//! clear error.
+//! clear error. [`run_until`] stops early when its future resolves (the
+//! example binary passes [`shutdown_signal`]): the workers stop taking
+//! orders and finish the ones in hand within [`SHUTDOWN_DEADLINE`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use switchyard::prelude::*;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::{PHASE_TIMEOUT, close_all, lock, shared_url, wait_until};
 
@@ -51,6 +56,10 @@ pub const MAX_ATTEMPTS: u32 = 3;
 pub const TRANSIENT_FAILURES: u32 = 2;
 /// First retry delay; doubled with every further attempt.
 pub const BASE_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest retry delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long the workers get to finish the orders in hand when stopped.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// Header the operator sets on a replayed order.
 pub const FIXED_HEADER: &str = "x-fixed-by";
 
@@ -82,9 +91,18 @@ pub const fn is_stuck(id: u64) -> bool {
     id == 13
 }
 
-/// Exponential back-off from the attempt number: 50 ms, 100 ms, 200 ms, ...
+/// The workers' retry policy: exponential back-off from the attempt
+/// number, 50 ms, 100 ms, 200 ms, ... up to [`MAX_BACKOFF`].
+pub fn retry_policy() -> RetryPolicy {
+    RetryPolicy::exponential(BASE_BACKOFF, MAX_BACKOFF)
+}
+
+/// The delay [`retry_policy`] nacks attempt `attempt` with.
 pub fn backoff(attempt: u32) -> Duration {
-    BASE_BACKOFF * 2_u32.saturating_pow(attempt.saturating_sub(1).min(10))
+    match retry_policy().retry(attempt) {
+        Retry::After(delay) => delay,
+        _ => Duration::ZERO,
+    }
 }
 
 /// What a run of the example saw.
@@ -103,7 +121,7 @@ pub struct Summary {
     /// Of those, processed after the operator replayed them.
     pub after_replay: u64,
     /// Retries requested with `nack(Retry::After(backoff))` that led to
-    /// another delivery.
+    /// another delivery (the handlers' [`HandlerReport::retried`]).
     pub retried: u64,
     /// Orders dead-lettered (by the workers or by `max_attempts`).
     pub dead_lettered: u64,
@@ -157,16 +175,15 @@ enum How {
     AfterReplay,
 }
 
+/// What the workers share.
 #[derive(Default)]
 struct Books {
     /// Order id -> how it was processed.
     processed: HashMap<u64, How>,
     per_worker: Vec<u64>,
-    retried: u64,
     /// Orders the workers dead-lettered themselves.
     poisoned: HashSet<u64>,
     duplicates: u64,
-    errors: Vec<String>,
 }
 
 /// Runs the example against `url` (a `memory://` URL becomes a named hub
@@ -174,6 +191,14 @@ struct Books {
 /// clear error on an adapter without consumer groups or dead letters. Every
 /// wait is bounded by [`PHASE_TIMEOUT`].
 pub async fn run(url: &str) -> anyhow::Result<Summary> {
+    run_until(url, std::future::pending()).await
+}
+
+/// Like [`run`], but stops early when `stop` resolves (for example on
+/// SIGINT or SIGTERM, [`shutdown_signal`]): the workers stop taking orders,
+/// finish the ones in hand within [`SHUTDOWN_DEADLINE`] (what is left comes
+/// back to the group), and the run fails with an error that says so.
+pub async fn run_until(url: &str, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
     let url = shared_url(url, "orders");
     let connect = |role: &'static str| {
         let url = url.clone();
@@ -207,25 +232,27 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
         per_worker: vec![0; WORKERS],
         ..Books::default()
     }));
-    // Dropping the sender (on an early return too) stops the workers.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    // Dropping a handle (on an early return too) stops its worker.
+    let mut workers: Vec<HandlerHandle> = Vec::new();
     let workers_bus = Bus::new(workers_transport.clone());
     for index in 0..WORKERS {
-        let sub = workers_bus
-            .subscribe::<OrderCreated>(
+        let books = books.clone();
+        let worker = workers_bus
+            .handle(
                 Subscription::new(topic.clone())
                     .group_member("fulfilment", format!("worker-{}", index + 1))
                     .max_attempts(MAX_ATTEMPTS)
                     .ack_timeout(Duration::from_secs(10)),
+                move |order: Incoming<OrderCreated>| {
+                    let outcome = handle(index, &order, &books);
+                    async move { outcome }
+                },
             )
+            .retry(retry_policy())
+            .shutdown_deadline(SHUTDOWN_DEADLINE)
+            .spawn()
             .await?;
-        workers.push(tokio::spawn(worker(
-            index,
-            sub,
-            books.clone(),
-            stop_rx.clone(),
-        )));
+        workers.push(worker);
     }
     // The operator's view of the dead letters: a group, so that each dead
     // letter is acked once it was dealt with.
@@ -237,6 +264,88 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
         )
         .await?;
 
+    let outcome = {
+        let script = script(
+            &topic,
+            &service,
+            &service_bus,
+            &operator,
+            &mut dead_letters,
+            &books,
+            &workers,
+        );
+        tokio::select! {
+            outcome = script => outcome,
+            () = stop => Err(anyhow!(
+                "stopped before the end: the workers stop taking orders and finish the ones in hand within {SHUTDOWN_DEADLINE:?}"
+            )),
+        }
+    };
+
+    // Stop the workers: no new orders, the ones in hand finished.
+    let mut retried = 0;
+    let mut stopped = Ok(());
+    for (index, worker) in workers.into_iter().enumerate() {
+        match worker.shutdown().await {
+            Ok(report) => retried += report.retried,
+            Err(e) => {
+                stopped =
+                    Err(anyhow::Error::from(e).context(format!("stopping worker-{}", index + 1)))
+            }
+        }
+    }
+    let closed = dead_letters.close().await;
+    let closed_all = close_all(&[&service, &workers_transport, &operator]).await;
+    let (by_max_attempts, replayed, replay_log) = outcome?;
+    stopped?;
+    closed?;
+    closed_all?;
+
+    let b = lock(&books);
+    let count = |how: How| b.processed.values().filter(|h| **h == how).count() as u64;
+    Ok(Summary {
+        adapter: service.name(),
+        orders: ORDERS,
+        processed: b.processed.len() as u64,
+        first_try: count(How::FirstTry),
+        after_retries: count(How::AfterRetries),
+        after_replay: count(How::AfterReplay),
+        retried,
+        dead_lettered: EXPECTED_DEAD_LETTERS,
+        dead_lettered_by_max_attempts: by_max_attempts,
+        replayed,
+        duplicates: b.duplicates,
+        per_worker: (1..=WORKERS)
+            .map(|i| format!("worker-{i}"))
+            .zip(b.per_worker.iter().copied())
+            .collect(),
+        replay_log,
+    })
+}
+
+/// Anything the handlers could not do (settle, decode, receive) or a
+/// handler panic: the example expects none.
+fn trouble(workers: &[HandlerHandle]) -> anyhow::Result<()> {
+    for (index, worker) in workers.iter().enumerate() {
+        let r = worker.report();
+        if r.settle_errors + r.decode_failures + r.receive_errors + r.panicked + r.unsettled > 0 {
+            bail!("worker-{} failed: {r:?}", index + 1);
+        }
+    }
+    Ok(())
+}
+
+/// The service publishes, the workers work, the operator replays the dead
+/// letters; returns (dead-lettered by max_attempts, replayed, replay log).
+async fn script(
+    topic: &Topic,
+    service: &Arc<dyn Transport>,
+    service_bus: &Bus,
+    operator: &Arc<dyn Transport>,
+    dead_letters: &mut Box<dyn Subscriber>,
+    books: &Mutex<Books>,
+    workers: &[HandlerHandle],
+) -> anyhow::Result<(u64, u64, Vec<String>)> {
     // The order service.
     for id in 1..=ORDERS {
         let order = OrderCreated {
@@ -249,7 +358,7 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
             quantity: 1 + u32::try_from(id % 3).unwrap_or(0),
         };
         let message = service_bus
-            .message(&topic, &order)?
+            .message(topic, &order)?
             .with_header("tenant", "acme");
         service.publish(message).await?;
     }
@@ -258,21 +367,15 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
     let mut letters: Vec<Delivery> = Vec::new();
     let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
     loop {
-        {
-            let b = lock(&books);
-            if !b.errors.is_empty() {
-                bail!("workers failed: {}", b.errors.join("; "));
-            }
-            if b.processed.len() as u64 + letters.len() as u64 >= ORDERS {
-                break;
-            }
+        trouble(workers)?;
+        if lock(books).processed.len() as u64 + letters.len() as u64 >= ORDERS {
+            break;
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            let b = lock(&books);
             bail!(
                 "timed out after {PHASE_TIMEOUT:?}: {} orders processed and {} dead-lettered of {ORDERS}",
-                b.processed.len(),
+                lock(books).processed.len(),
                 letters.len()
             );
         }
@@ -299,7 +402,7 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
             .codec()
             .decode(letter.payload())
             .context("a dead letter that is not an order")?;
-        if !lock(&books).poisoned.contains(&order.id) {
+        if !lock(books).poisoned.contains(&order.id) {
             by_max_attempts += 1;
         }
         replay_log.push(format!(
@@ -324,53 +427,19 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
     }
 
     // Phase 3: every order processed.
-    let waited = wait_until(
+    wait_until(
         PHASE_TIMEOUT,
-        || {
-            let b = lock(&books);
-            !b.errors.is_empty() || b.processed.len() as u64 >= ORDERS
-        },
+        || trouble(workers).is_err() || lock(books).processed.len() as u64 >= ORDERS,
         || {
             format!(
                 "{} of {ORDERS} orders processed after the replay",
-                lock(&books).processed.len()
+                lock(books).processed.len()
             )
         },
     )
-    .await;
-    drop(stop_tx);
-    for w in workers {
-        w.await.context("a worker panicked")?;
-    }
-    let closed = dead_letters.close().await;
-    let closed_all = close_all(&[&service, &workers_transport, &operator]).await;
-    waited?;
-    closed?;
-    closed_all?;
-
-    let b = lock(&books);
-    if !b.errors.is_empty() {
-        bail!("workers failed: {}", b.errors.join("; "));
-    }
-    let count = |how: How| b.processed.values().filter(|h| **h == how).count() as u64;
-    Ok(Summary {
-        adapter: service.name(),
-        orders: ORDERS,
-        processed: b.processed.len() as u64,
-        first_try: count(How::FirstTry),
-        after_retries: count(How::AfterRetries),
-        after_replay: count(How::AfterReplay),
-        retried: b.retried,
-        dead_lettered: EXPECTED_DEAD_LETTERS,
-        dead_lettered_by_max_attempts: by_max_attempts,
-        replayed,
-        duplicates: b.duplicates,
-        per_worker: (1..=WORKERS)
-            .map(|i| format!("worker-{i}"))
-            .zip(b.per_worker.iter().copied())
-            .collect(),
-        replay_log,
-    })
+    .await?;
+    trouble(workers)?;
+    Ok((by_max_attempts, replayed, replay_log))
 }
 
 /// Dead letters expected: the poison orders and the stuck one.
@@ -386,64 +455,38 @@ pub const EXPECTED_DEAD_LETTERS: u64 = {
     n
 };
 
-/// One member of the `fulfilment` group, until stopped. Problems are
-/// recorded in the books, where the waiting phases see them at once.
-async fn worker(
+/// Processes one order (one handler call of worker `index`): skip a
+/// duplicate, dead-letter poison, fail (to be retried with back-off) on a
+/// transient problem, else record it. `Ok` acks.
+fn handle(
     index: usize,
-    mut sub: TypedSubscriber<OrderCreated>,
-    books: Arc<Mutex<Books>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let name = format!("worker-{}", index + 1);
-    loop {
-        let item = tokio::select! {
-            _ = stop.changed() => break,
-            item = sub.recv() => item,
-        };
-        let order = match item {
-            None => break,
-            Some(Ok(order)) => order,
-            Some(Err(e)) => {
-                lock(&books).errors.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        if let Err(e) = handle(index, order, &books).await {
-            lock(&books).errors.push(format!("{name}: {e}"));
-        }
-    }
-    if let Err(e) = sub.close().await {
-        lock(&books).errors.push(format!("{name}: closing: {e}"));
-    }
-}
-
-/// Processes one order: skip a duplicate, dead-letter poison, back off on
-/// a transient failure, else record it and ack.
-async fn handle(index: usize, order: Typed<OrderCreated>, books: &Mutex<Books>) -> Result<()> {
+    order: &Incoming<OrderCreated>,
+    books: &Mutex<Books>,
+) -> Result<(), HandlerError> {
     let id = order.value.id;
-    let fixed = order.delivery.headers().get(FIXED_HEADER).is_some();
-    let attempt = order.delivery.attempt();
+    let fixed = order.headers().get(FIXED_HEADER).is_some();
+    let attempt = order.attempt();
 
-    if lock(books).processed.contains_key(&id) {
+    let mut b = lock(books);
+    if b.processed.contains_key(&id) {
         // Already done (at-least-once redelivery): skip, but settle it.
-        lock(books).duplicates += 1;
-        return order.ack().await;
+        b.duplicates += 1;
+        return Ok(());
     }
     if is_poison(id) && !fixed {
-        lock(books).poisoned.insert(id);
-        let reason = format!("unknown SKU {}", order.value.sku);
-        return order.nack(Retry::DeadLetter(reason)).await;
+        b.poisoned.insert(id);
+        return Err(HandlerError::permanent(format!(
+            "unknown SKU {}",
+            order.value.sku
+        )));
     }
-    let failing = (is_transient(id) && attempt <= TRANSIENT_FAILURES) || (is_stuck(id) && !fixed);
-    if failing {
-        // Count a retry only when another delivery will follow; on the
-        // last attempt the adapter dead-letters instead.
-        if attempt < MAX_ATTEMPTS {
-            lock(books).retried += 1;
-        }
-        return order.nack(Retry::After(backoff(attempt))).await;
+    if is_transient(id) && attempt <= TRANSIENT_FAILURES {
+        return Err(format!("order {id}: payment gateway busy").into());
     }
-    // Process: record it once, then ack.
+    if is_stuck(id) && !fixed {
+        return Err(format!("order {id}: warehouse down").into());
+    }
+    // Process: record it once; the handler acks.
     let how = if fixed {
         How::AfterReplay
     } else if attempt > 1 {
@@ -451,13 +494,10 @@ async fn handle(index: usize, order: Typed<OrderCreated>, books: &Mutex<Books>) 
     } else {
         How::FirstTry
     };
-    {
-        let mut b = lock(books);
-        if b.processed.insert(id, how).is_some() {
-            b.duplicates += 1;
-        } else if let Some(n) = b.per_worker.get_mut(index) {
-            *n += 1;
-        }
+    if b.processed.insert(id, how).is_some() {
+        b.duplicates += 1;
+    } else if let Some(n) = b.per_worker.get_mut(index) {
+        *n += 1;
     }
-    order.ack().await
+    Ok(())
 }

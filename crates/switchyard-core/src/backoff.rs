@@ -34,8 +34,7 @@ impl Backoff {
 
     /// The upper bound of the next delay, before jitter.
     pub fn ceiling(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.max)
+        exponential_ceiling(self.base, 2, self.attempt, self.max)
     }
 
     /// The next delay, and counts an attempt.
@@ -58,6 +57,19 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+}
+
+/// `base * factor^n`, capped at `max`, without overflow (shared with the
+/// handlers' [`RetryPolicy::Exponential`](crate::RetryPolicy::Exponential)).
+pub(crate) fn exponential_ceiling(base: Duration, factor: u32, n: u32, max: Duration) -> Duration {
+    let mut delay = base;
+    for _ in 0..n {
+        if delay >= max || delay.is_zero() || factor <= 1 {
+            break;
+        }
+        delay = delay.saturating_mul(factor);
+    }
+    delay.min(max)
 }
 
 impl Default for Backoff {

@@ -13,6 +13,9 @@
 //! - [`Subscription`], [`Mode`], [`Start`], [`Overflow`]: how to subscribe;
 //! - [`Capabilities`], [`Health`], [`SubscriberStats`], [`TransportStats`];
 //! - [`Codec`], [`Bus`], [`TypedSubscriber`]: the typed layer;
+//! - [`Handler`] ([`Bus::handle`]), [`HandlerError`], [`RetryPolicy`],
+//!   [`HandlerReport`], [`shutdown_signal`]: the receive loop, written once
+//!   ([`handler`]);
 //! - [`Backoff`], [`CircuitBreaker`]: resilience helpers shared by adapters;
 //! - [`Error`]: one error type, with [`Error::is_transient`].
 
@@ -24,6 +27,7 @@ mod catalog;
 mod codec;
 mod delivery;
 mod error;
+pub mod handler;
 mod limits;
 mod message;
 mod subscription;
@@ -38,6 +42,10 @@ pub use catalog::{GroupInfo, SubscriberCounts, TopicInfo};
 pub use codec::Codec;
 pub use delivery::{Acknowledger, Delivery, Retry};
 pub use error::{Error, Result, redact_url, scrub_url_secret, url_secret};
+pub use handler::{
+    Failure, Handler, HandlerError, HandlerHandle, HandlerReport, Incoming, RetryPolicy, Signal,
+    shutdown_signal,
+};
 pub use limits::Limits;
 pub use message::{DedupId, Headers, Message, MessageId, header};
 pub use subscription::{Mode, Overflow, Start, Subscription};

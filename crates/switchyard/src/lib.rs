@@ -119,11 +119,17 @@ pub mod redis_pubsub {
 /// The names most applications need: `use switchyard::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Bus, Codec, Delivery, Error, Headers, Message, MessageId, Mode, Overflow, Result, Retry,
-        Start, Subscriber, Subscription, Topic, TopicFilter, Transport, Typed, TypedSubscriber,
-        connect, connect_from_env, header,
+        Bus, Codec, Delivery, Error, HandlerError, HandlerHandle, HandlerReport, Headers, Incoming,
+        Message, MessageId, Mode, Overflow, Result, Retry, RetryPolicy, Start, Subscriber,
+        Subscription, Topic, TopicFilter, Transport, Typed, TypedSubscriber, connect,
+        connect_from_env, header, shutdown_signal,
     };
 }
+
+/// The examples of docs/handlers.md, compiled and run as doctests.
+#[doc = include_str!("../../../docs/handlers.md")]
+#[cfg(doctest)]
+pub struct HandlersDoctests;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]
