@@ -68,7 +68,9 @@ pub use switchyard_core::*;
 mod registry;
 
 pub use registry::{
-    DEFAULT_URL, URL_ENV, compiled_schemes, connect, connect_from_env, url_from_env,
+    DEFAULT_URL, MAX_REGISTERED_SCHEMES, MAX_SCHEME_LEN, SchemeConstructor, URL_ENV,
+    compiled_schemes, connect, connect_from_env, register_scheme, register_scheme_boxed, schemes,
+    unregister_scheme, url_from_env,
 };
 
 /// The in-process adapter (`memory://`): re-export of `switchyard-memory`.

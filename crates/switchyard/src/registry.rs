@@ -11,8 +11,14 @@
 //! `connector!("feature", adapter_crate)`. The adapter crate exports
 //! `SCHEMES: &[&str]` and `async fn connect(url: &str) -> Result<Arc<dyn Transport>>`;
 //! a unit test checks that the entry's schemes equal the crate's `SCHEMES`.
+//!
+//! Adapters outside this workspace plug in at run time with
+//! [`register_scheme`]: a process-wide table, consulted after the built-in
+//! one, that can never shadow a built-in scheme.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::future::BoxFuture;
 use switchyard_core::{Error, Result, Transport, redact_url, scrub_url_secret, url_secret};
@@ -99,10 +105,15 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 /// | `redis+streams+cluster://[user:password@]h1:7000[,h2:7001…]`, `rediss+streams+cluster://…` | Redis Streams on a Redis Cluster | `redis-streams` |
 /// | `redis+pubsub+cluster://[user:password@]h1:7000[,h2:7001…]`, `rediss+pubsub+cluster://…` | Redis Pub/Sub backplane on a Redis Cluster (sharded pub/sub) | `redis-pubsub` |
 ///
+/// Any other scheme opens the adapter registered for it with
+/// [`register_scheme`] (built-in schemes are looked up first and cannot be
+/// registered).
+///
 /// Errors, none of which ever contains the URL's password:
 /// - [`Error::InvalidUrl`] when the text has no `scheme://` (or is empty);
 /// - [`Error::UnknownScheme`] when no adapter has that scheme; it lists the
-///   schemes this build supports and the ones a feature would add;
+///   schemes this build supports, the ones a feature would add and the
+///   registered ones;
 /// - [`Error::FeatureNotEnabled`] when the adapter exists but its Cargo
 ///   feature is not compiled in;
 /// - whatever the adapter reports when it cannot connect.
@@ -120,27 +131,216 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
     let url = url.trim();
     let scheme = parse_scheme(url)?;
-    let adapter = ADAPTERS
-        .iter()
-        .find(|a| a.schemes.contains(&scheme.as_str()))
-        .ok_or_else(|| Error::UnknownScheme {
-            scheme: scheme.clone(),
-            known: known_schemes(),
-        })?;
-    let Some(open) = adapter.connect else {
-        return Err(Error::FeatureNotEnabled(adapter.feature));
-    };
     // Adapters see the scheme in lowercase (`MEMORY://x` is `memory://x`).
     let normalized = format!("{scheme}{}", &url[scheme.len()..]);
     let url = normalized.as_str();
-    tracing::debug!(url = %redact_url(url), adapter = adapter.feature, "connecting");
-    match open(url).await {
+    let opened = match ADAPTERS
+        .iter()
+        .find(|a| a.schemes.contains(&scheme.as_str()))
+    {
+        Some(adapter) => {
+            let Some(open) = adapter.connect else {
+                return Err(Error::FeatureNotEnabled(adapter.feature));
+            };
+            tracing::debug!(url = %redact_url(url), adapter = adapter.feature, "connecting");
+            open(url).await
+        }
+        None => {
+            let Some(constructor) = registered(&scheme) else {
+                return Err(Error::UnknownScheme {
+                    scheme,
+                    known: known_schemes(),
+                });
+            };
+            tracing::debug!(url = %redact_url(url), scheme = %scheme, "connecting (registered scheme)");
+            constructor(url.to_owned()).await
+        }
+    };
+    match opened {
         Ok(transport) => {
             tracing::debug!(url = %redact_url(url), adapter = transport.name(), "connected");
             Ok(transport)
         }
         Err(e) => Err(scrub_password(e, url)),
     }
+}
+
+/// The constructor of a registered scheme: receives the whole URL (scheme
+/// in lowercase, surrounding whitespace trimmed) and opens the transport.
+pub type SchemeConstructor =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn Transport>>> + Send + Sync>;
+
+/// How many schemes [`register_scheme`] accepts in one process (the
+/// registry is a bounded table, not a cache).
+pub const MAX_REGISTERED_SCHEMES: usize = 64;
+
+/// The longest scheme name [`register_scheme`] accepts, in bytes.
+pub const MAX_SCHEME_LEN: usize = 64;
+
+/// The schemes added with [`register_scheme`], by lowercase name.
+static REGISTERED: RwLock<BTreeMap<String, SchemeConstructor>> = RwLock::new(BTreeMap::new());
+
+/// Makes [`connect`] open `scheme://…` URLs with `constructor`: the way a
+/// third-party adapter plugs into `connect(url)` and [`connect_from_env`].
+///
+/// `constructor` is an async function of the URL (an owned `String`, the
+/// scheme in lowercase) returning the transport. It runs on each `connect`
+/// of that scheme; errors it returns reach the caller with any password of
+/// the URL scrubbed. The registration lasts for the process (or until
+/// [`unregister_scheme`]) and is seen by every thread.
+///
+/// The scheme is matched without regard to case and stored in lowercase.
+/// Refused with [`Error::InvalidConfig`], the registry unchanged:
+/// - a name that is not a URL scheme: it must start with an ASCII letter and
+///   contain only ASCII letters, digits, `+`, `-` and `.`, at most
+///   [`MAX_SCHEME_LEN`] bytes (`myqueue`, `acme+kafka`; not `my queue`, not
+///   `myqueue://`);
+/// - a built-in scheme (`memory`, `redis+streams`, …), whether or not its
+///   feature is compiled in: a plug-in never silently replaces an adapter of
+///   this crate, nor starts doing so when a feature is turned on;
+/// - a scheme that is already registered (call [`unregister_scheme`] first
+///   to replace it);
+/// - a registration past [`MAX_REGISTERED_SCHEMES`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use switchyard::Transport;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> switchyard::Result<()> {
+/// // A stand-in adapter: `myqueue://NAME` opens the memory hub NAME. A real
+/// // one would parse the URL and connect to its backend.
+/// async fn connect_myqueue(url: String) -> switchyard::Result<Arc<dyn Transport>> {
+///     let name = url.trim_start_matches("myqueue://");
+///     switchyard::connect(&format!("memory://{name}")).await
+/// }
+///
+/// switchyard::register_scheme("myqueue", connect_myqueue)?;
+/// assert!(switchyard::schemes().contains(&"myqueue".to_owned()));
+///
+/// let transport = switchyard::connect("myqueue://orders").await?;
+/// # let _ = transport;
+///
+/// // Built-in and already registered schemes are refused.
+/// assert!(switchyard::register_scheme("memory", connect_myqueue).is_err());
+/// assert!(switchyard::register_scheme("MyQueue", connect_myqueue).is_err());
+/// # Ok(()) }
+/// ```
+pub fn register_scheme<F, Fut>(scheme: &str, constructor: F) -> Result<()>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Arc<dyn Transport>>> + Send + 'static,
+{
+    let constructor: SchemeConstructor = Arc::new(move |url| Box::pin(constructor(url)));
+    register_scheme_boxed(scheme, constructor)
+}
+
+/// [`register_scheme`] with a constructor that is already a
+/// [`SchemeConstructor`] (for example one kept in a plug-in table).
+pub fn register_scheme_boxed(scheme: &str, constructor: SchemeConstructor) -> Result<()> {
+    let name = scheme_name(scheme)?;
+    if let Some(adapter) = ADAPTERS.iter().find(|a| a.schemes.contains(&name.as_str())) {
+        return Err(Error::InvalidConfig(format!(
+            "cannot register url scheme {name:?}: it belongs to the built-in {} adapter \
+             (feature `{}`); register the adapter under a scheme of its own",
+            adapter.feature, adapter.feature
+        )));
+    }
+    let mut table = REGISTERED.write().unwrap_or_else(PoisonError::into_inner);
+    if table.contains_key(&name) {
+        return Err(Error::InvalidConfig(format!(
+            "cannot register url scheme {name:?}: it is already registered; \
+             call switchyard::unregister_scheme({name:?}) first to replace it"
+        )));
+    }
+    if table.len() >= MAX_REGISTERED_SCHEMES {
+        return Err(Error::InvalidConfig(format!(
+            "cannot register url scheme {name:?}: {MAX_REGISTERED_SCHEMES} schemes are \
+             registered already (the maximum); unregister one you no longer use"
+        )));
+    }
+    tracing::debug!(scheme = %name, "url scheme registered");
+    table.insert(name, constructor);
+    Ok(())
+}
+
+/// Removes a scheme added with [`register_scheme`]; returns whether it was
+/// registered. Transports already opened through it are not affected.
+/// Built-in schemes cannot be removed (this returns `false` for them).
+pub fn unregister_scheme(scheme: &str) -> bool {
+    let name = scheme.trim().to_ascii_lowercase();
+    REGISTERED
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&name)
+        .is_some()
+}
+
+/// Every scheme [`connect`] can open now: the compiled-in ones
+/// ([`compiled_schemes`]) followed by the registered ones, sorted.
+///
+/// ```
+/// # #[cfg(feature = "memory")]
+/// assert!(switchyard::schemes().contains(&"memory".to_owned()));
+/// ```
+pub fn schemes() -> Vec<String> {
+    let mut all: Vec<String> = compiled_schemes().into_iter().map(str::to_owned).collect();
+    all.extend(registered_schemes());
+    all
+}
+
+/// The registered schemes, sorted.
+fn registered_schemes() -> Vec<String> {
+    REGISTERED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// The constructor registered for `scheme` (lowercase), cloned out so the
+/// lock is not held while it runs.
+fn registered(scheme: &str) -> Option<SchemeConstructor> {
+    REGISTERED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(scheme)
+        .cloned()
+}
+
+/// The lowercase form of a scheme name given to [`register_scheme`], or why
+/// it is not one.
+fn scheme_name(scheme: &str) -> Result<String> {
+    let shown: String = scheme.chars().take(MAX_SCHEME_LEN).collect();
+    let refuse = |why: &str| {
+        Err(Error::InvalidConfig(format!(
+            "cannot register url scheme {shown:?}: {why}"
+        )))
+    };
+    if scheme.is_empty() {
+        return refuse("the name is empty; give the part before `://`, for example \"myqueue\"");
+    }
+    if scheme.len() > MAX_SCHEME_LEN {
+        return refuse(&format!(
+            "the name is {} bytes long, the maximum is {MAX_SCHEME_LEN}",
+            scheme.len()
+        ));
+    }
+    if !valid_scheme(scheme) {
+        return refuse(
+            "a scheme starts with a letter and contains only letters, digits, '+', '-' and '.' \
+             (give the part before `://`, for example \"myqueue\")",
+        );
+    }
+    Ok(scheme.to_ascii_lowercase())
+}
+
+/// RFC 3986 scheme syntax: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn valid_scheme(scheme: &str) -> bool {
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// [`connect`]s to the URL in the `SWITCHYARD_URL` environment variable, or
@@ -186,10 +386,7 @@ fn parse_scheme(url: &str) -> Result<String> {
             "no scheme: expected scheme://..., for example memory:// or redis+streams://127.0.0.1:6379",
         ));
     };
-    let mut chars = scheme.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if !valid {
+    if !valid_scheme(scheme) {
         return Err(Error::invalid_url(
             url,
             "the scheme must start with a letter and contain only letters, digits, '+', '-' and '.'",
@@ -198,7 +395,7 @@ fn parse_scheme(url: &str) -> Result<String> {
     Ok(scheme.to_ascii_lowercase())
 }
 
-/// `memory, redis+streams (needs feature `redis-streams`), ...`
+/// `memory, redis+streams (needs feature `redis-streams`), ..., myqueue (registered)`
 fn known_schemes() -> String {
     let mut parts = Vec::new();
     for adapter in ADAPTERS {
@@ -209,6 +406,11 @@ fn known_schemes() -> String {
             });
         }
     }
+    parts.extend(
+        registered_schemes()
+            .into_iter()
+            .map(|s| format!("{s} (registered)")),
+    );
     parts.join(", ")
 }
 
@@ -442,6 +644,37 @@ mod tests {
         let url = "redis+streams://app:S3cret%23x@127.0.0.1:7441";
         let e = scrub_password(Error::Backend("auth S3cret#x failed".into()), url);
         assert_eq!(e.to_string(), "backend error: auth *** failed");
+    }
+
+    /// The table is bounded: registration past the maximum is refused
+    /// with an error that says what to do, and nothing is added.
+    #[test]
+    fn registrations_are_bounded() {
+        let never = |_url: String| async { Err::<Arc<dyn Transport>, _>(Error::Closed) };
+        let mut added = Vec::new();
+        let refusal = loop {
+            let name = format!("bounded-{}", added.len());
+            match register_scheme(&name, never) {
+                Ok(()) => added.push(name),
+                Err(e) => break e,
+            }
+            assert!(added.len() <= MAX_REGISTERED_SCHEMES, "no bound");
+        };
+        assert!(
+            refusal
+                .to_string()
+                .contains("64 schemes are registered already"),
+            "{refusal}"
+        );
+        assert_eq!(registered_schemes().len(), MAX_REGISTERED_SCHEMES);
+        for name in &added {
+            assert!(unregister_scheme(name));
+        }
+        assert!(
+            registered_schemes()
+                .iter()
+                .all(|s| !s.starts_with("bounded-"))
+        );
     }
 
     #[test]
