@@ -12,7 +12,7 @@
 //! - [`Delivery`], [`Retry`], [`Acknowledger`]: what is received and how it is settled;
 //! - [`Subscription`], [`Mode`], [`Start`], [`Overflow`]: how to subscribe;
 //! - [`Capabilities`], [`Health`], [`SubscriberStats`], [`TransportStats`];
-//! - [`Codec`], [`Bus`], [`TypedSubscriber`]: the typed layer;
+//! - [`Codec`], [`CustomCodec`], [`Bus`], [`TypedSubscriber`]: the typed layer;
 //! - [`Backoff`], [`CircuitBreaker`]: resilience helpers shared by adapters;
 //! - [`Error`]: one error type, with [`Error::is_transient`].
 
@@ -35,7 +35,7 @@ pub use breaker::{BreakerState, BreakerStats, CircuitBreaker};
 pub use buffer_watch::BufferWatch;
 pub use bus::{Bus, Typed, TypedSubscriber};
 pub use catalog::{GroupInfo, SubscriberCounts, TopicInfo};
-pub use codec::Codec;
+pub use codec::{Codec, CodecError, CustomCodec, CustomRef};
 pub use delivery::{Acknowledger, Delivery, Retry};
 pub use error::{Error, Result, redact_url, scrub_url_secret, url_secret};
 pub use limits::Limits;
