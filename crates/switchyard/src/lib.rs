@@ -47,12 +47,13 @@
 //! | `redis-streams` | no | the Redis Streams adapter, `redis+streams://`, `rediss+streams://` (module [`redis_streams`]) |
 //! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (module [`redis_pubsub`]) |
 //! | `tls` | no | TLS for the Redis adapters compiled in (`rediss+…://`, rustls): the platform's roots or `tls_ca=`, client certificates with `tls_cert=`/`tls_key=`; a refused certificate is [`Error::Tls`] |
-//! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit) |
+//! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit); other formats: [`CustomCodec`] |
 //!
 //! A URL whose adapter is not compiled in fails with
 //! [`Error::FeatureNotEnabled`] naming the feature to turn on; an unknown
 //! scheme fails with [`Error::UnknownScheme`] listing the schemes this build
-//! supports. See [`compiled_schemes`].
+//! supports. See [`compiled_schemes`], and [`register_scheme`] for adapters
+//! of other crates.
 //!
 //! # Extension points
 //!
