@@ -141,12 +141,15 @@
 
 pub use switchyard_core::*;
 
+mod registered;
 mod registry;
 
+pub use registered::{
+    MAX_REGISTERED_SCHEMES, MAX_SCHEME_LEN, SchemeConstructor, register_scheme,
+    register_scheme_boxed, schemes, unregister_scheme,
+};
 pub use registry::{
-    DEFAULT_URL, MAX_REGISTERED_SCHEMES, MAX_SCHEME_LEN, SchemeConstructor, URL_ENV,
-    compiled_schemes, connect, connect_from_env, register_scheme, register_scheme_boxed, schemes,
-    unregister_scheme, url_from_env,
+    DEFAULT_URL, URL_ENV, compiled_schemes, connect, connect_from_env, url_from_env,
 };
 
 /// The in-process adapter (`memory://`): re-export of `switchyard-memory`.
