@@ -1,14 +1,19 @@
 //! The typed layer: publish and receive `T: Serialize + DeserializeOwned`.
 
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures::Stream;
+use futures::future::BoxFuture;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::Codec;
 use crate::delivery::{Delivery, Retry};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::message::{Message, MessageId, header};
 use crate::subscription::Subscription;
 use crate::topic::Topic;
@@ -89,6 +94,7 @@ impl Bus {
             inner,
             codec: self.codec,
             decode_errors: 0,
+            settling: None,
             _marker: PhantomData,
         })
     }
@@ -125,43 +131,91 @@ impl<T> Typed<T> {
     }
 }
 
-/// A subscriber that decodes payloads as `T`.
+/// A subscriber that decodes payloads as `T`. Also a [`futures::Stream`]
+/// of the same items as [`recv`](TypedSubscriber::recv).
 ///
-/// A payload that fails to decode yields one `Err(Error::Codec)` item and the
-/// stream goes on. In group mode that message is dead-lettered with the
-/// decode error as reason, so it is neither lost nor redelivered forever.
+/// A message whose `content-type` header names another media type than
+/// the bus's codec (a bincode message on a JSON subscriber) is not decoded:
+/// it is an `Err(Error::Codec)` item naming both types. A message without
+/// the header is decoded with the bus's codec.
+///
+/// A payload that fails to decode (or is labelled with another content
+/// type) yields one `Err(Error::Codec)` item and the stream goes on. In
+/// group mode that message is dead-lettered with the decode error as
+/// reason, so it is neither lost nor redelivered forever; the error item
+/// comes once the dead-letter request settled.
+///
+/// ```
+/// # async fn demo(bus: switchyard_core::Bus, topic: switchyard_core::Topic) -> switchyard_core::Result<()> {
+/// use futures::StreamExt;
+/// use switchyard_core::Subscription;
+///
+/// let orders = bus.subscribe::<u64>(Subscription::new(topic)).await?;
+/// let mut first_two = orders.take(2);
+/// while let Some(item) = first_two.next().await {
+///     let order = item?;
+///     order.ack().await?;
+/// }
+/// # Ok(()) }
+/// ```
 pub struct TypedSubscriber<T> {
     inner: Box<dyn Subscriber>,
     codec: Codec,
     decode_errors: u64,
+    /// The dead-letter request of an undecodable group delivery, under way,
+    /// and the error item to yield once it settled.
+    settling: Option<(BoxFuture<'static, ()>, Error)>,
     _marker: PhantomData<fn() -> T>,
 }
 
 impl<T: DeserializeOwned> TypedSubscriber<T> {
     /// The next decoded delivery; `None` once closed.
+    ///
+    /// Cancel-safe: dropping the future loses no delivery (a dead-letter
+    /// request under way goes on at the next call).
     pub async fn recv(&mut self) -> Option<Result<Typed<T>>> {
-        let delivery = match self.inner.recv().await? {
-            Ok(d) => d,
-            Err(e) => return Some(Err(e)),
-        };
-        match self.codec.decode::<T>(delivery.payload()) {
-            Ok(value) => Some(Ok(Typed { value, delivery })),
-            Err(e) => {
-                self.decode_errors += 1;
-                tracing::warn!(
-                    topic = %delivery.topic(),
-                    id = %delivery.id(),
-                    error = %e,
-                    "payload failed to decode"
-                );
-                if delivery.needs_ack() {
-                    let reason = format!("decode error: {e}");
-                    if let Err(settle) = delivery.nack(Retry::DeadLetter(reason)).await {
-                        tracing::warn!(error = %settle, "could not dead-letter an undecodable payload; it will be redelivered");
-                    }
+        futures::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next decoded delivery; `Ready(None)` once closed.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Typed<T>>>> {
+        loop {
+            if let Some((settle, _)) = &mut self.settling {
+                ready!(settle.as_mut().poll(cx));
+                if let Some((_, error)) = self.settling.take() {
+                    return Poll::Ready(Some(Err(error)));
                 }
-                Some(Err(e))
             }
+            let delivery = match ready!(self.inner.poll_recv(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Ok(d)) => d,
+            };
+            let decoded = self
+                .codec
+                .check_content_type(delivery.headers().get(header::CONTENT_TYPE))
+                .and_then(|()| self.codec.decode::<T>(delivery.payload()));
+            let e = match decoded {
+                Ok(value) => return Poll::Ready(Some(Ok(Typed { value, delivery }))),
+                Err(e) => e,
+            };
+            self.decode_errors += 1;
+            tracing::warn!(
+                topic = %delivery.topic(),
+                id = %delivery.id(),
+                error = %e,
+                "payload failed to decode"
+            );
+            if !delivery.needs_ack() {
+                return Poll::Ready(Some(Err(e)));
+            }
+            let reason = format!("decode error: {e}");
+            let settle = async move {
+                if let Err(settle) = delivery.nack(Retry::DeadLetter(reason)).await {
+                    tracing::warn!(error = %settle, "could not dead-letter an undecodable payload; it will be redelivered");
+                }
+            };
+            self.settling = Some((Box::pin(settle), e));
         }
     }
 
@@ -177,9 +231,20 @@ impl<T: DeserializeOwned> TypedSubscriber<T> {
         self.inner
     }
 
-    /// Closes the subscriber.
-    pub async fn close(self) -> Result<()> {
+    /// Closes the subscriber (after a dead-letter request under way settled).
+    pub async fn close(mut self) -> Result<()> {
+        if let Some((settle, _)) = self.settling.take() {
+            settle.await;
+        }
         self.inner.close().await
+    }
+}
+
+impl<T: DeserializeOwned> Stream for TypedSubscriber<T> {
+    type Item = Result<Typed<T>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
     }
 }
 

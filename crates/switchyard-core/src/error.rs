@@ -106,7 +106,9 @@ pub enum Error {
     UnknownScheme {
         /// The scheme given.
         scheme: String,
-        /// Comma-separated list of compiled-in schemes.
+        /// Comma-separated list of the schemes this build knows: compiled in,
+        /// needing a feature (`(needs feature ...)`) and registered at run
+        /// time (`(registered)`).
         known: String,
     },
     /// The adapter exists but its Cargo feature is not compiled in.

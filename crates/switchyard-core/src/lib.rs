@@ -12,7 +12,7 @@
 //! - [`Delivery`], [`Retry`], [`Acknowledger`]: what is received and how it is settled;
 //! - [`Subscription`], [`Mode`], [`Start`], [`Overflow`]: how to subscribe;
 //! - [`Capabilities`], [`Health`], [`SubscriberStats`], [`TransportStats`];
-//! - [`Codec`], [`Bus`], [`TypedSubscriber`]: the typed layer;
+//! - [`Codec`], [`CustomCodec`], [`Bus`], [`TypedSubscriber`]: the typed layer;
 //! - [`Handler`] ([`Bus::handle`]), [`HandlerError`], [`RetryPolicy`],
 //!   [`HandlerReport`], [`shutdown_signal`]: the receive loop, written once
 //!   ([`handler`]);
@@ -39,7 +39,7 @@ pub use breaker::{BreakerState, BreakerStats, CircuitBreaker};
 pub use buffer_watch::BufferWatch;
 pub use bus::{Bus, Typed, TypedSubscriber};
 pub use catalog::{GroupInfo, SubscriberCounts, TopicInfo};
-pub use codec::Codec;
+pub use codec::{Codec, CodecError, CustomCodec, CustomRef};
 pub use delivery::{Acknowledger, Delivery, Retry};
 pub use error::{Error, Result, redact_url, scrub_url_secret, url_secret};
 pub use handler::{

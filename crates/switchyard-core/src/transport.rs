@@ -14,9 +14,33 @@ use crate::message::{Message, MessageId};
 use crate::subscription::Subscription;
 use crate::topic::TopicFilter;
 
-/// What an adapter can do. Adapters fill it with
-/// `Capabilities { persistent: true, ..Default::default() }`; the
-/// conformance suite reads it to decide which cases apply.
+/// What an adapter can do; the conformance suite reads it to decide which
+/// cases apply.
+///
+/// The struct is `#[non_exhaustive]` (a new flag is not a breaking change),
+/// so a struct literal does not compile outside this crate. Adapters build
+/// it with [`Capabilities::new`] (every flag off, [`Limits::DEFAULT`]) and
+/// the `with_*` methods, which are `const`:
+///
+/// ```
+/// use switchyard_core::{Capabilities, Limits};
+///
+/// const CAPS: Capabilities = Capabilities::new()
+///     .with_persistent(true)
+///     .with_replay(true)
+///     .with_consumer_groups(true)
+///     .with_ack_redelivery(true)
+///     .with_per_topic_ordering(true)
+///     .with_at_least_once(true);
+///
+/// assert!(CAPS.persistent && CAPS.consumer_groups);
+/// assert!(!CAPS.patterns);
+/// assert_eq!(CAPS.limits, Limits::DEFAULT);
+/// assert_eq!(Capabilities::new(), Capabilities::default());
+/// ```
+///
+/// The fields are public, so `let mut c = Capabilities::new(); c.patterns =
+/// true;` works too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Capabilities {
@@ -51,6 +75,93 @@ pub struct Capabilities {
     /// The message limits `publish` enforces: [`Limits::DEFAULT`], or a
     /// lower payload bound where the backend needs one.
     pub limits: Limits,
+}
+
+impl Capabilities {
+    /// Every flag off and [`Limits::DEFAULT`] (the same as `default()`,
+    /// usable in a `const`).
+    pub const fn new() -> Self {
+        Capabilities {
+            persistent: false,
+            replay: false,
+            consumer_groups: false,
+            ack_redelivery: false,
+            per_topic_ordering: false,
+            dead_letters: false,
+            patterns: false,
+            cross_process: false,
+            at_least_once: false,
+            gap_signals: false,
+            limits: Limits::DEFAULT,
+        }
+    }
+
+    /// Sets [`persistent`](Capabilities::persistent): messages survive a restart of the backend.
+    pub const fn with_persistent(mut self, on: bool) -> Self {
+        self.persistent = on;
+        self
+    }
+
+    /// Sets [`replay`](Capabilities::replay): subscriptions can start at `Earliest` or `After(id)`.
+    pub const fn with_replay(mut self, on: bool) -> Self {
+        self.replay = on;
+        self
+    }
+
+    /// Sets [`consumer_groups`](Capabilities::consumer_groups): `Mode::Group` is supported.
+    pub const fn with_consumer_groups(mut self, on: bool) -> Self {
+        self.consumer_groups = on;
+        self
+    }
+
+    /// Sets [`ack_redelivery`](Capabilities::ack_redelivery): nack and unsettled deliveries are redelivered.
+    pub const fn with_ack_redelivery(mut self, on: bool) -> Self {
+        self.ack_redelivery = on;
+        self
+    }
+
+    /// Sets [`per_topic_ordering`](Capabilities::per_topic_ordering): messages of one topic reach a subscriber in publish order.
+    pub const fn with_per_topic_ordering(mut self, on: bool) -> Self {
+        self.per_topic_ordering = on;
+        self
+    }
+
+    /// Sets [`dead_letters`](Capabilities::dead_letters): exhausted or rejected messages move to `{topic}:dlq`.
+    pub const fn with_dead_letters(mut self, on: bool) -> Self {
+        self.dead_letters = on;
+        self
+    }
+
+    /// Sets [`patterns`](Capabilities::patterns): wildcard pattern subscriptions.
+    pub const fn with_patterns(mut self, on: bool) -> Self {
+        self.patterns = on;
+        self
+    }
+
+    /// Sets [`cross_process`](Capabilities::cross_process): two transports in different processes reach each other.
+    pub const fn with_cross_process(mut self, on: bool) -> Self {
+        self.cross_process = on;
+        self
+    }
+
+    /// Sets [`at_least_once`](Capabilities::at_least_once): delivery may repeat a message (at-least-once).
+    pub const fn with_at_least_once(mut self, on: bool) -> Self {
+        self.at_least_once = on;
+        self
+    }
+
+    /// Sets [`gap_signals`](Capabilities::gap_signals): losses on the way are reported as `Error::Lost` items.
+    pub const fn with_gap_signals(mut self, on: bool) -> Self {
+        self.gap_signals = on;
+        self
+    }
+
+    /// Sets [`limits`](Capabilities::limits), the message limits `publish`
+    /// enforces.
+    pub const fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// The health of a transport.

@@ -47,12 +47,88 @@
 //! | `redis-streams` | no | the Redis Streams adapter, `redis+streams://`, `rediss+streams://` (module [`redis_streams`]) |
 //! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (module [`redis_pubsub`]) |
 //! | `tls` | no | TLS for the Redis adapters compiled in (`rediss+…://`, rustls): the platform's roots or `tls_ca=`, client certificates with `tls_cert=`/`tls_key=`; a refused certificate is [`Error::Tls`] |
-//! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit) |
+//! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit); other formats: [`CustomCodec`] |
 //!
 //! A URL whose adapter is not compiled in fails with
 //! [`Error::FeatureNotEnabled`] naming the feature to turn on; an unknown
 //! scheme fails with [`Error::UnknownScheme`] listing the schemes this build
-//! supports. See [`compiled_schemes`].
+//! supports. See [`compiled_schemes`], and [`register_scheme`] for adapters
+//! of other crates.
+//!
+//! # Extension points
+//!
+//! ## Your own adapter behind `connect(url)`
+//!
+//! [`register_scheme`] makes [`connect`] (and [`connect_from_env`]) open
+//! `myqueue://…` URLs with your constructor; [`schemes`] lists what
+//! `connect` can open. An adapter implements [`Transport`] and
+//! [`Subscriber`] and describes itself with [`Capabilities::new`] and its
+//! `with_*` builders; the `switchyard-conformance` suite checks it keeps
+//! the contract.
+//!
+//! ## Custom codecs
+//!
+//! The typed [`Bus`] encodes with a [`Codec`]: `Codec::Json` (default),
+//! `Codec::Bincode` (feature `bincode`), or any serde format through
+//! [`CustomCodec`] and [`Codec::custom`]. Each codec writes its content type
+//! into the `content-type` header, and a [`TypedSubscriber`] refuses a
+//! message labelled with another type (an [`Error::Codec`] naming both)
+//! instead of misreading it. MessagePack with `rmp-serde`:
+//!
+//! ```
+//! use serde::de::DeserializeSeed;
+//! use switchyard::prelude::*;
+//! use switchyard::{CodecError, CustomCodec};
+//!
+//! struct MsgPack;
+//!
+//! impl CustomCodec for MsgPack {
+//!     fn name(&self) -> &'static str {
+//!         "msgpack"
+//!     }
+//!     fn content_type(&self) -> &'static str {
+//!         "application/msgpack"
+//!     }
+//!     fn encode<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+//!         Ok(rmp_serde::to_vec_named(value)?)
+//!     }
+//!     fn decode_seed<'de, S: DeserializeSeed<'de>>(
+//!         &self,
+//!         bytes: &'de [u8],
+//!         seed: S,
+//!     ) -> Result<S::Value, CodecError> {
+//!         let mut rest = bytes;
+//!         let mut de = rmp_serde::Deserializer::new(&mut rest);
+//!         let value = seed.deserialize(&mut de)?;
+//!         if !de.get_ref().is_empty() {
+//!             return Err("trailing bytes after the value".into());
+//!         }
+//!         Ok(value)
+//!     }
+//! }
+//!
+//! const MSGPACK: Codec = Codec::custom(&MsgPack);
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+//! struct Reading {
+//!     sensor: String,
+//!     celsius: f32,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> switchyard::Result<()> {
+//! let bus = Bus::new(switchyard::connect("memory://").await?).with_codec(MSGPACK);
+//! let topic = Topic::new("sensors.temperature")?;
+//! let mut readings = bus.subscribe::<Reading>(Subscription::new(topic.clone())).await?;
+//! bus.publish(&topic, &Reading { sensor: "t1".into(), celsius: 21.5 }).await?;
+//!
+//! // A TypedSubscriber is also a futures::Stream.
+//! use futures::StreamExt;
+//! let reading = readings.next().await.expect("open")?;
+//! assert_eq!(reading.value.celsius, 21.5);
+//! assert_eq!(reading.delivery.headers().get(header::CONTENT_TYPE), Some("application/msgpack"));
+//! # Ok(()) }
+//! ```
 //!
 //! # Further reading
 //!
@@ -65,8 +141,13 @@
 
 pub use switchyard_core::*;
 
+mod registered;
 mod registry;
 
+pub use registered::{
+    MAX_REGISTERED_SCHEMES, MAX_SCHEME_LEN, SchemeConstructor, register_scheme,
+    register_scheme_boxed, schemes, unregister_scheme,
+};
 pub use registry::{
     DEFAULT_URL, URL_ENV, compiled_schemes, connect, connect_from_env, url_from_env,
 };

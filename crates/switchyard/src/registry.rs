@@ -11,11 +11,18 @@
 //! `connector!("feature", adapter_crate)`. The adapter crate exports
 //! `SCHEMES: &[&str]` and `async fn connect(url: &str) -> Result<Arc<dyn Transport>>`;
 //! a unit test checks that the entry's schemes equal the crate's `SCHEMES`.
+//!
+//! Adapters outside this workspace plug in at run time with
+//! [`register_scheme`](crate::register_scheme) (module `registered`): a
+//! process-wide table, consulted after the built-in one, that can never
+//! shadow a built-in scheme.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use switchyard_core::{Error, Result, Transport, redact_url, scrub_url_secret, url_secret};
+
+use crate::registered::{registered, registered_schemes};
 
 /// Opens a transport for a URL whose scheme belongs to the adapter.
 pub(crate) type ConnectFn = for<'a> fn(&'a str) -> BoxFuture<'a, Result<Arc<dyn Transport>>>;
@@ -99,10 +106,15 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 /// | `redis+streams+cluster://[user:password@]h1:7000[,h2:7001…]`, `rediss+streams+cluster://…` | Redis Streams on a Redis Cluster | `redis-streams` |
 /// | `redis+pubsub+cluster://[user:password@]h1:7000[,h2:7001…]`, `rediss+pubsub+cluster://…` | Redis Pub/Sub backplane on a Redis Cluster (sharded pub/sub) | `redis-pubsub` |
 ///
+/// Any other scheme opens the adapter registered for it with
+/// [`register_scheme`](crate::register_scheme) (built-in schemes are looked up first and cannot be
+/// registered).
+///
 /// Errors, none of which ever contains the URL's password:
 /// - [`Error::InvalidUrl`] when the text has no `scheme://` (or is empty);
 /// - [`Error::UnknownScheme`] when no adapter has that scheme; it lists the
-///   schemes this build supports and the ones a feature would add;
+///   schemes this build supports, the ones a feature would add and the
+///   registered ones;
 /// - [`Error::FeatureNotEnabled`] when the adapter exists but its Cargo
 ///   feature is not compiled in;
 /// - whatever the adapter reports when it cannot connect.
@@ -120,21 +132,32 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
     let url = url.trim();
     let scheme = parse_scheme(url)?;
-    let adapter = ADAPTERS
-        .iter()
-        .find(|a| a.schemes.contains(&scheme.as_str()))
-        .ok_or_else(|| Error::UnknownScheme {
-            scheme: scheme.clone(),
-            known: known_schemes(),
-        })?;
-    let Some(open) = adapter.connect else {
-        return Err(Error::FeatureNotEnabled(adapter.feature));
-    };
     // Adapters see the scheme in lowercase (`MEMORY://x` is `memory://x`).
     let normalized = format!("{scheme}{}", &url[scheme.len()..]);
     let url = normalized.as_str();
-    tracing::debug!(url = %redact_url(url), adapter = adapter.feature, "connecting");
-    match open(url).await {
+    let opened = match ADAPTERS
+        .iter()
+        .find(|a| a.schemes.contains(&scheme.as_str()))
+    {
+        Some(adapter) => {
+            let Some(open) = adapter.connect else {
+                return Err(Error::FeatureNotEnabled(adapter.feature));
+            };
+            tracing::debug!(url = %redact_url(url), adapter = adapter.feature, "connecting");
+            open(url).await
+        }
+        None => {
+            let Some(constructor) = registered(&scheme) else {
+                return Err(Error::UnknownScheme {
+                    scheme,
+                    known: known_schemes(),
+                });
+            };
+            tracing::debug!(url = %redact_url(url), scheme = %scheme, "connecting (registered scheme)");
+            constructor(url.to_owned()).await
+        }
+    };
+    match opened {
         Ok(transport) => {
             tracing::debug!(url = %redact_url(url), adapter = transport.name(), "connected");
             Ok(transport)
@@ -172,6 +195,13 @@ pub fn url_from_env() -> String {
     }
 }
 
+/// RFC 3986 scheme syntax: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+pub(crate) fn valid_scheme(scheme: &str) -> bool {
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
 /// The lowercase scheme of `url`, or `Error::InvalidUrl`.
 fn parse_scheme(url: &str) -> Result<String> {
     if url.is_empty() {
@@ -186,10 +216,7 @@ fn parse_scheme(url: &str) -> Result<String> {
             "no scheme: expected scheme://..., for example memory:// or redis+streams://127.0.0.1:6379",
         ));
     };
-    let mut chars = scheme.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if !valid {
+    if !valid_scheme(scheme) {
         return Err(Error::invalid_url(
             url,
             "the scheme must start with a letter and contain only letters, digits, '+', '-' and '.'",
@@ -198,7 +225,7 @@ fn parse_scheme(url: &str) -> Result<String> {
     Ok(scheme.to_ascii_lowercase())
 }
 
-/// `memory, redis+streams (needs feature `redis-streams`), ...`
+/// `memory, redis+streams (needs feature `redis-streams`), ..., myqueue (registered)`
 fn known_schemes() -> String {
     let mut parts = Vec::new();
     for adapter in ADAPTERS {
@@ -209,6 +236,11 @@ fn known_schemes() -> String {
             });
         }
     }
+    parts.extend(
+        registered_schemes()
+            .into_iter()
+            .map(|s| format!("{s} (registered)")),
+    );
     parts.join(", ")
 }
 

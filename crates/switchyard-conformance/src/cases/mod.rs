@@ -570,6 +570,12 @@ static CASES: &[Case] = &[
         typed::typed_malformed_payload,
         "A raw publish of bytes that are not JSON yields exactly one `Err(Error::Codec)` item on a typed JSON subscriber, and the good message published next still arrives; nothing else."
     ),
+    case!(
+        "typed_content_type_mismatch",
+        &[],
+        typed::typed_content_type_mismatch,
+        "A raw publish of valid JSON labelled `content-type: application/x-bincode` yields exactly one `Err(Error::Codec)` item naming both content types on a typed JSON subscriber (no silent misdecode), and the good message published next still arrives; `decode_errors` is 1; nothing else."
+    ),
 ];
 
 #[cfg(test)]

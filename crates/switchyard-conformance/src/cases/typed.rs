@@ -1,5 +1,6 @@
-//! The typed layer on top of the adapter: `Bus` with JSON and bincode, and
-//! payloads that do not decode.
+//! The typed layer on top of the adapter: `Bus` with JSON and bincode,
+//! payloads that do not decode, and payloads labelled with another codec's
+//! content type.
 
 use anyhow::{Context as _, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -161,6 +162,71 @@ pub async fn typed_malformed_payload(ctx: &Ctx) -> CaseResult {
         Err(_) => Ok(()),
         Ok(None) => bail!("typed subscriber ended unexpectedly"),
         Ok(Some(Ok(t))) => bail!("typed subscriber: unexpected extra value {:?}", t.value),
+        Ok(Some(Err(e))) => bail!("typed subscriber: unexpected extra error item {e}"),
+    }
+}
+
+/// A message labelled with another codec's content type is refused, not
+/// misread: its bytes are valid JSON, yet a JSON subscriber yields one
+/// `Err(Codec)` naming both types; the next message still arrives.
+pub async fn typed_content_type_mismatch(ctx: &Ctx) -> CaseResult {
+    const OTHER: &str = "application/x-bincode";
+    let tuning = ctx.tuning();
+    let bus = Bus::new(ctx.connect().await?);
+    let topic = ctx.topic("content-type")?;
+    let mut sub = bus
+        .subscribe::<u64>(Subscription::new(topic.clone()))
+        .await
+        .context("typed subscribe")?;
+    bus.transport()
+        .publish(Message::new(topic.clone(), &b"7"[..]).with_header(header::CONTENT_TYPE, OTHER))
+        .await
+        .context("raw publish of a payload labelled application/x-bincode")?;
+    bus.publish(&topic, &8u64).await.context("typed publish")?;
+    match timeout(tuning.recv_timeout, sub.recv()).await {
+        Err(_) => bail!(
+            "typed subscriber: nothing within {:?}, expected an Err(Codec) item",
+            tuning.recv_timeout
+        ),
+        Ok(None) => bail!("typed subscriber ended; expected an Err(Codec) item"),
+        Ok(Some(Ok(t))) => bail!(
+            "typed JSON subscriber: a message labelled {OTHER} decoded as {:?}; expected Err(Codec)",
+            t.value
+        ),
+        Ok(Some(Err(e @ Error::Codec { .. }))) => {
+            let text = e.to_string();
+            ensure!(
+                text.contains(OTHER) && text.contains(Codec::Json.content_type()),
+                "typed subscriber: the codec error does not name both content types: {text}"
+            );
+        }
+        Ok(Some(Err(e))) => bail!("typed subscriber: expected Err(Codec), got Err({e:?})"),
+    }
+    match timeout(tuning.recv_timeout, sub.recv()).await {
+        Err(_) => bail!(
+            "typed subscriber: after the mislabelled message, the good one did not arrive within {:?}",
+            tuning.recv_timeout
+        ),
+        Ok(None) => bail!("typed subscriber ended after the mislabelled message; it must go on"),
+        Ok(Some(Err(e))) => {
+            bail!("typed subscriber: a second error item ({e}); expected exactly one")
+        }
+        Ok(Some(Ok(t))) => ensure!(
+            t.value == 8,
+            "typed subscriber: expected 8 after the mislabelled message, got {}",
+            t.value
+        ),
+    }
+    let stats = sub.stats();
+    ensure!(
+        stats.decode_errors == 1,
+        "typed subscriber: stats().decode_errors = {}, expected 1",
+        stats.decode_errors
+    );
+    match timeout(tuning.quiet_period, sub.recv()).await {
+        Err(_) => Ok(()),
+        Ok(None) => bail!("typed subscriber ended unexpectedly"),
+        Ok(Some(Ok(t))) => bail!("typed subscriber: unexpected extra value {}", t.value),
         Ok(Some(Err(e))) => bail!("typed subscriber: unexpected extra error item {e}"),
     }
 }
