@@ -92,6 +92,7 @@ impl Capabilities {
             cross_process: false,
             at_least_once: false,
             gap_signals: false,
+            lossy_block: false,
             limits: Limits::DEFAULT,
         }
     }
@@ -141,6 +142,12 @@ impl Capabilities {
     /// Sets [`cross_process`](Capabilities::cross_process): two transports in different processes reach each other.
     pub const fn with_cross_process(mut self, on: bool) -> Self {
         self.cross_process = on;
+        self
+    }
+
+    /// Sets [`lossy_block`](Capabilities::lossy_block): `Overflow::Block` never holds a producer back; a full subscriber gets a gap signal instead.
+    pub const fn with_lossy_block(mut self, on: bool) -> Self {
+        self.lossy_block = on;
         self
     }
 
