@@ -108,8 +108,14 @@ pub struct RedisConfig {
     /// Longest pause between two start-up attempts: 10 ms to 1 min
     /// (default 5 s; URL `connect_retry_max_delay`).
     pub connect_retry_max_delay: Duration,
-    /// Adapter-specific query parameters.
+    /// Adapter-specific query parameters (the first occurrence of each).
     pub params: BTreeMap<String, String>,
+    /// Second and later occurrences of adapter-specific query parameters,
+    /// in URL order. An adapter takes a parameter that may repeat (such as
+    /// `retain`) with [`take_all`](Self::take_all);
+    /// [`reject_unknown_params`](Self::reject_unknown_params) refuses any
+    /// other parameter given more than once.
+    pub repeated_params: Vec<(String, String)>,
     /// Find the primary through Redis Sentinel (`None`: connect to
     /// `host:port`). With it, `host` and `port` are those of the first
     /// sentinel until a connection resolves the primary.
@@ -217,6 +223,7 @@ impl RedisConfig {
             connect_retry: Duration::ZERO,
             connect_retry_max_delay: Duration::from_secs(5),
             params: BTreeMap::new(),
+            repeated_params: Vec::new(),
             sentinel: None,
             cluster: None,
         }
@@ -477,7 +484,20 @@ impl RedisConfig {
                         .map_err(|r| Error::invalid_url(input, r))?;
                 }
                 _ => {
-                    cfg.params.insert(key, value);
+                    if cfg.params.contains_key(&key) {
+                        if cfg.repeated_params.len() >= Self::MAX_REPEATED_PARAMS {
+                            return Err(Error::invalid_url(
+                                input,
+                                format!(
+                                    "more than {} repeated query parameters",
+                                    Self::MAX_REPEATED_PARAMS
+                                ),
+                            ));
+                        }
+                        cfg.repeated_params.push((key, value));
+                    } else {
+                        cfg.params.insert(key, value);
+                    }
                 }
             }
         }
@@ -488,6 +508,26 @@ impl RedisConfig {
     /// Removes and returns an adapter-specific parameter.
     pub fn take_param(&mut self, key: &str) -> Option<String> {
         self.params.remove(key)
+    }
+
+    /// Most repeated occurrences of adapter parameters kept from one URL
+    /// (beyond the first of each).
+    pub const MAX_REPEATED_PARAMS: usize = 1024;
+
+    /// Removes and returns every occurrence of a parameter that may be
+    /// given more than once, in URL order.
+    pub fn take_all(&mut self, key: &str) -> Vec<String> {
+        let mut out: Vec<String> = self.params.remove(key).into_iter().collect();
+        let mut rest = Vec::with_capacity(self.repeated_params.len());
+        for (k, v) in self.repeated_params.drain(..) {
+            if k == key {
+                out.push(v);
+            } else {
+                rest.push((k, v));
+            }
+        }
+        self.repeated_params = rest;
+        out
     }
 
     /// Removes a parameter and parses it as a duration (`250ms`, `2s`, `1m`).
@@ -514,6 +554,11 @@ impl RedisConfig {
 
     /// Fails when parameters are left that nobody took, naming them.
     pub fn reject_unknown_params(&self, known: &[&str]) -> Result<()> {
+        if let Some((key, _)) = self.repeated_params.first() {
+            return Err(Error::InvalidConfig(format!(
+                "url parameter {key} is given more than once: give it once"
+            )));
+        }
         if self.params.is_empty() {
             return Ok(());
         }
@@ -793,6 +838,25 @@ mod tests {
         assert!(e.to_string().contains('x'));
         c.take_param("x");
         assert!(c.reject_unknown_params(&[]).is_ok());
+    }
+
+    #[test]
+    fn repeated_params() {
+        let mut c = RedisConfig::from_url(
+            "redis+streams://h?retain=a:maxlen=1&x=1&retain=*/b:0&retain=c%2B:age=1s",
+        )
+        .unwrap();
+        assert_eq!(c.take_all("retain"), ["a:maxlen=1", "*/b:0", "c+:age=1s"]);
+        assert!(c.take_all("retain").is_empty());
+        assert_eq!(c.take_all("x"), ["1"]);
+        assert!(c.reject_unknown_params(&[]).is_ok());
+        let mut c = RedisConfig::from_url("redis+streams://h?maxlen=1&maxlen=2").unwrap();
+        assert_eq!(c.take_u64("maxlen").unwrap(), Some(1));
+        let e = c.reject_unknown_params(&["maxlen"]).unwrap_err();
+        assert!(
+            e.to_string().contains("maxlen is given more than once"),
+            "{e}"
+        );
     }
 
     #[test]
