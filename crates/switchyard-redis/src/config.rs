@@ -483,8 +483,11 @@ impl RedisConfig {
                     crate::tls::take_url_param(&mut cfg, &key, &value)
                         .map_err(|r| Error::invalid_url(input, r))?;
                 }
-                _ => {
-                    if cfg.params.contains_key(&key) {
+                _ => match cfg.params.entry(key) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(value);
+                    }
+                    std::collections::btree_map::Entry::Occupied(first) => {
                         if cfg.repeated_params.len() >= Self::MAX_REPEATED_PARAMS {
                             return Err(Error::invalid_url(
                                 input,
@@ -494,11 +497,9 @@ impl RedisConfig {
                                 ),
                             ));
                         }
-                        cfg.repeated_params.push((key, value));
-                    } else {
-                        cfg.params.insert(key, value);
+                        cfg.repeated_params.push((first.key().clone(), value));
                     }
-                }
+                },
             }
         }
         cfg.validate_from(Origin::Url)?;
