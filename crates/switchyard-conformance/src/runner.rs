@@ -121,7 +121,9 @@ async fn run_case(harness: Arc<dyn Harness>, case: &'static Case) -> anyhow::Res
                 .into(),
         ));
     }
-    if case.requirements().contains(&crate::cases::Requirement::RetentionRules)
+    if case
+        .requirements()
+        .contains(&crate::cases::Requirement::RetentionRules)
         && !ctx.namespace().takes_retention_rules()
     {
         return Ok(Ran::Skipped(

@@ -60,7 +60,11 @@ pub async fn retention_rules(ctx: &Ctx) -> CaseResult {
         .connect_with_retention(&rules)
         .await
         .context("connecting a transport with retention rules")?;
-    for (suffix, low, high) in [("r7.rgb", 50, 500), ("r7.odom", 500, N), ("r1.rgb", N, N + 1)] {
+    for (suffix, low, high) in [
+        ("r7.rgb", 50, 500),
+        ("r7.odom", 500, N),
+        ("r1.rgb", N, N + 1),
+    ] {
         let topic = ctx.topic(suffix)?;
         publish_all(&t, &topic).await?;
         let kept = length(&t, &topic).await?;
