@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use switchyard_core::{Error, Result, Retention, RetentionRules, TopicFilter};
+use switchyard_core::{Error, Result, RetentionRules};
 use switchyard_redis::RedisConfig;
 use switchyard_redis::range::{
     DAY, HOUR, MILLISECOND, MINUTE, Origin, OutOfRange, check_count, check_duration,
@@ -318,30 +318,6 @@ impl StreamsConfig {
             HOUR,
             "1ms to 1h (60m)",
         )
-    }
-
-    /// Adds a per-topic retention rule (see
-    /// [`topic_retention`](Self::topic_retention)). Fails when the filter
-    /// already has a rule, past 256 rules, or on a cap out of range.
-    ///
-    /// ```
-    /// use switchyard_core::Retention;
-    /// use switchyard_redis_streams::StreamsConfig;
-    /// let cfg = StreamsConfig::default()
-    ///     .with_maxlen(Some(100_000))
-    ///     .with_topic_retention("*/camera/rgb".parse()?, Retention::max_len_of(60))?
-    ///     .with_topic_retention("*/scan".parse()?, Retention::max_len_of(100))?
-    ///     .with_topic_retention("audit.>".parse()?, Retention::UNLIMITED)?;
-    /// assert_eq!(cfg.topic_retention.len(), 3);
-    /// # Ok::<(), switchyard_core::Error>(())
-    /// ```
-    pub fn with_topic_retention(
-        mut self,
-        filter: TopicFilter,
-        retention: Retention,
-    ) -> Result<Self> {
-        self.topic_retention.push(filter, retention)?;
-        Ok(self)
     }
 
     /// Sets the approximate length cap (`MAXLEN ~ N`; 0 or `None`: no cap).

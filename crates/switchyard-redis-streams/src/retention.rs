@@ -4,17 +4,41 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use switchyard_core::{Retention, Topic};
+use switchyard_core::{Result, Retention, Topic, TopicFilter};
 
 use crate::config::StreamsConfig;
 use crate::publish::resp::Trim;
 
 impl StreamsConfig {
+    /// Adds a per-topic retention rule (see
+    /// [`topic_retention`](Self::topic_retention)). Fails when the filter
+    /// already has a rule, past 256 rules, or on a cap out of range.
+    ///
+    /// ```
+    /// use switchyard_core::Retention;
+    /// use switchyard_redis_streams::StreamsConfig;
+    /// let cfg = StreamsConfig::default()
+    ///     .with_maxlen(Some(100_000))
+    ///     .with_topic_retention("*/camera/rgb".parse()?, Retention::max_len_of(60))?
+    ///     .with_topic_retention("*/scan".parse()?, Retention::max_len_of(100))?
+    ///     .with_topic_retention("audit.>".parse()?, Retention::UNLIMITED)?;
+    /// assert_eq!(cfg.topic_retention.len(), 3);
+    /// # Ok::<(), switchyard_core::Error>(())
+    /// ```
+    pub fn with_topic_retention(
+        mut self,
+        filter: TopicFilter,
+        retention: Retention,
+    ) -> Result<Self> {
+        self.topic_retention.push(filter, retention)?;
+        Ok(self)
+    }
+
     /// The retention of `topic`: its most specific rule, else the
     /// transport-wide `maxlen` and `min_id_age` (with `maxlen` 0 as no cap).
     ///
     /// ```
-    /// use switchyard_core::{Retention, Topic};
+    /// use switchyard_core::{Result, Retention, Topic, TopicFilter};
     /// use switchyard_redis_streams::StreamsConfig;
     /// let cfg = StreamsConfig::from_url(
     ///     "redis+streams://h?maxlen=1000&retain=*/camera/rgb:maxlen=60&retain=robot-1/camera/rgb:0",
