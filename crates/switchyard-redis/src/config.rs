@@ -108,13 +108,14 @@ pub struct RedisConfig {
     /// Longest pause between two start-up attempts: 10 ms to 1 min
     /// (default 5 s; URL `connect_retry_max_delay`).
     pub connect_retry_max_delay: Duration,
-    /// Adapter-specific query parameters (the first occurrence of each).
+    /// Adapter-specific query parameters (the last occurrence of each: a
+    /// parameter given again overrides, as it always has).
     pub params: BTreeMap<String, String>,
-    /// Second and later occurrences of adapter-specific query parameters,
-    /// in URL order. An adapter takes a parameter that may repeat (such as
-    /// `retain`) with [`take_all`](Self::take_all);
-    /// [`reject_unknown_params`](Self::reject_unknown_params) refuses any
-    /// other parameter given more than once.
+    /// The earlier occurrences of adapter-specific query parameters given
+    /// more than once, in URL order (at most
+    /// [`MAX_REPEATED_PARAMS`](Self::MAX_REPEATED_PARAMS)). An adapter takes
+    /// a parameter that repeats rather than overrides (such as `retain`)
+    /// with [`take_all`](Self::take_all).
     pub repeated_params: Vec<(String, String)>,
     /// Find the primary through Redis Sentinel (`None`: connect to
     /// `host:port`). With it, `host` and `port` are those of the first
@@ -483,11 +484,8 @@ impl RedisConfig {
                     crate::tls::take_url_param(&mut cfg, &key, &value)
                         .map_err(|r| Error::invalid_url(input, r))?;
                 }
-                _ => match cfg.params.entry(key) {
-                    std::collections::btree_map::Entry::Vacant(slot) => {
-                        slot.insert(value);
-                    }
-                    std::collections::btree_map::Entry::Occupied(first) => {
+                _ => {
+                    if let Some(earlier) = cfg.params.insert(key.clone(), value) {
                         if cfg.repeated_params.len() >= Self::MAX_REPEATED_PARAMS {
                             return Err(Error::invalid_url(
                                 input,
@@ -497,9 +495,9 @@ impl RedisConfig {
                                 ),
                             ));
                         }
-                        cfg.repeated_params.push((first.key().clone(), value));
+                        cfg.repeated_params.push((key, earlier));
                     }
-                },
+                }
             }
         }
         cfg.validate_from(Origin::Url)?;
@@ -511,14 +509,14 @@ impl RedisConfig {
         self.params.remove(key)
     }
 
-    /// Most repeated occurrences of adapter parameters kept from one URL
-    /// (beyond the first of each).
+    /// Most earlier occurrences of repeated adapter parameters kept from
+    /// one URL (beyond the last of each).
     pub const MAX_REPEATED_PARAMS: usize = 1024;
 
     /// Removes and returns every occurrence of a parameter that may be
     /// given more than once, in URL order.
     pub fn take_all(&mut self, key: &str) -> Vec<String> {
-        let mut out: Vec<String> = self.params.remove(key).into_iter().collect();
+        let mut out = Vec::new();
         let mut rest = Vec::with_capacity(self.repeated_params.len());
         for (k, v) in self.repeated_params.drain(..) {
             if k == key {
@@ -528,6 +526,7 @@ impl RedisConfig {
             }
         }
         self.repeated_params = rest;
+        out.extend(self.params.remove(key));
         out
     }
 
@@ -555,11 +554,6 @@ impl RedisConfig {
 
     /// Fails when parameters are left that nobody took, naming them.
     pub fn reject_unknown_params(&self, known: &[&str]) -> Result<()> {
-        if let Some((key, _)) = self.repeated_params.first() {
-            return Err(Error::InvalidConfig(format!(
-                "url parameter {key} is given more than once: give it once"
-            )));
-        }
         if self.params.is_empty() {
             return Ok(());
         }
@@ -851,13 +845,13 @@ mod tests {
         assert!(c.take_all("retain").is_empty());
         assert_eq!(c.take_all("x"), ["1"]);
         assert!(c.reject_unknown_params(&[]).is_ok());
+        // Any other parameter given again overrides, as before.
         let mut c = RedisConfig::from_url("redis+streams://h?maxlen=1&maxlen=2").unwrap();
-        assert_eq!(c.take_u64("maxlen").unwrap(), Some(1));
-        let e = c.reject_unknown_params(&["maxlen"]).unwrap_err();
-        assert!(
-            e.to_string().contains("maxlen is given more than once"),
-            "{e}"
-        );
+        assert_eq!(c.take_u64("maxlen").unwrap(), Some(2));
+        assert!(c.reject_unknown_params(&["maxlen"]).is_ok());
+        let many = vec!["x=1"; RedisConfig::MAX_REPEATED_PARAMS + 2].join("&");
+        let e = RedisConfig::from_url(&format!("redis+streams://h?{many}")).unwrap_err();
+        assert!(e.to_string().contains("repeated query parameters"), "{e}");
     }
 
     #[test]
