@@ -222,7 +222,7 @@ fn out_of_range_settings_fail_cleanly_without_the_password() {
         ),
         (
             format!("redis+streams://app:{pw}@{addr}?maxlen=18446744073709551615"),
-            "maxlen must be 1 to 9223372036854775807",
+            "maxlen must be 0 to 9223372036854775807",
         ),
         (
             format!("redis+pubsub://app:{pw}@{addr}?probe_interval=18446744073709551615s"),

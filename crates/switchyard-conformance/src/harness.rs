@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_core::{Capabilities, Error, Transport};
+use switchyard_core::{Capabilities, Error, RetentionRules, Transport};
 
 /// An adapter under test.
 ///
@@ -65,6 +65,28 @@ pub trait Namespace: Send + Sync {
     /// Whether [`restart_backend`](Namespace::restart_backend) works here.
     fn can_restart(&self) -> bool {
         false
+    }
+
+    /// Whether [`connect_with_retention`](Namespace::connect_with_retention)
+    /// works here (the `retention_rules` case is skipped otherwise).
+    fn takes_retention_rules(&self) -> bool {
+        false
+    }
+
+    /// A new transport on this namespace (or on a fresh one like it: the
+    /// case uses only this transport) whose per-topic retention follows
+    /// `rules`, with no transport-wide cap below what the case publishes
+    /// (1000 messages per topic). For adapters that keep history.
+    async fn connect_with_retention(
+        &self,
+        rules: &RetentionRules,
+    ) -> anyhow::Result<Arc<dyn Transport>> {
+        let _ = rules;
+        Err(Error::Unsupported {
+            adapter: "conformance harness",
+            what: "per-topic retention rules in this namespace".into(),
+        }
+        .into())
     }
 
     /// Restarts the backend, keeping its data (for example `redis-server`

@@ -121,6 +121,16 @@ async fn run_case(harness: Arc<dyn Harness>, case: &'static Case) -> anyhow::Res
                 .into(),
         ));
     }
+    if case
+        .requirements()
+        .contains(&crate::cases::Requirement::RetentionRules)
+        && !ctx.namespace().takes_retention_rules()
+    {
+        return Ok(Ran::Skipped(
+            "the harness connects no transports with per-topic retention rules (Namespace::takes_retention_rules() = false)"
+                .into(),
+        ));
+    }
     case.run(&ctx).await?;
     Ok(Ran::Passed)
 }

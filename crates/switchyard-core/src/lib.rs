@@ -9,6 +9,7 @@
 //! - [`Topic`], [`TopicFilter`], [`Pattern`]: validated names and filters;
 //! - [`Message`], [`Headers`], [`MessageId`], [`DedupId`]: what is published;
 //! - [`Limits`]: the message sizes every adapter accepts;
+//! - [`Retention`], [`RetentionRules`]: per-topic retention, most specific rule first;
 //! - [`Delivery`], [`Retry`], [`Acknowledger`]: what is received and how it is settled;
 //! - [`Subscription`], [`Mode`], [`Start`], [`Overflow`]: how to subscribe;
 //! - [`Capabilities`], [`Health`], [`SubscriberStats`], [`TransportStats`];
@@ -30,6 +31,7 @@ mod error;
 pub mod handler;
 mod limits;
 mod message;
+pub mod retention;
 mod subscription;
 pub mod topic;
 mod transport;
@@ -48,6 +50,7 @@ pub use handler::{
 };
 pub use limits::Limits;
 pub use message::{DedupId, Headers, Message, MessageId, header};
+pub use retention::{Retention, RetentionRule, RetentionRules};
 pub use subscription::{Mode, Overflow, Start, Subscription};
 pub use topic::{DEAD_LETTER_SUFFIX, Pattern, PatternToken, Topic, TopicFilter};
 pub use transport::{

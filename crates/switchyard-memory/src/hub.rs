@@ -202,7 +202,8 @@ impl Hub {
                 if !wanted {
                     continue;
                 }
-                let inner = state.inner.lock();
+                let mut inner = state.inner.lock();
+                state.expire(&mut inner);
                 let mut info =
                     switchyard_core::TopicInfo::new(topic.clone(), inner.log.len() as u64);
                 info.first_id = inner.log.front().map(|e| MessageId::from_seq(e.seq));
@@ -258,12 +259,8 @@ impl Hub {
         if let Some(t) = shard.read().get(topic) {
             return t.clone();
         }
-        let retention = if topic.is_dead_letter() {
-            self.config.dead_letter_retention
-        } else {
-            self.config.retention
-        };
-        let state = Arc::new(TopicState::new(retention));
+        let (retention, max_age) = self.config.limits_for(topic);
+        let state = Arc::new(TopicState::new(retention, max_age));
         patterns.retain(|p| !p.target.is_closed());
         let mut wakers = Wakers::new();
         {
@@ -332,6 +329,7 @@ impl Hub {
         backlog: Option<&mut Vec<Arc<Entry>>>,
         wakers: &mut Wakers,
     ) {
+        state.expire(inner);
         match target {
             Target::Fanout(sub, start) => {
                 if sub.is_closed() {

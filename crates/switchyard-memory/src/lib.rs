@@ -28,7 +28,9 @@
 //! # Semantics
 //!
 //! - **Topics** keep a bounded retained log ([`MemoryConfig::retention`]
-//!   messages, `:dlq` topics [`MemoryConfig::dead_letter_retention`]); ids
+//!   messages, `:dlq` topics [`MemoryConfig::dead_letter_retention`], or
+//!   what the most specific [`MemoryConfig::topic_retention`] rule says:
+//!   an exact count and an optional age); ids
 //!   are `0-N`, `N` counting from 1 per topic (`Start::After` with an id
 //!   whose first part is not 0 is refused as invalid configuration). A
 //!   topic exists from its first publish or subscription for as long as its

@@ -180,6 +180,7 @@ impl MemberSubscriber {
             let a = &self.attached[i];
             let got = {
                 let mut inner = a.topic.inner.lock();
+                a.topic.expire(&mut inner);
                 let TopicInner {
                     log,
                     next_seq,

@@ -3,9 +3,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use switchyard_core::Message;
+use tokio::time::Instant;
 
 use crate::fanout::FanoutShared;
 use crate::group::GroupState;
@@ -18,6 +20,8 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     /// The message as published.
     pub(crate) message: Message,
+    /// When it was published; only on topics with an age cap.
+    pub(crate) at: Option<Instant>,
 }
 
 /// A fan-out subscriber attached to a topic.
@@ -62,14 +66,18 @@ impl TopicInner {
 
 /// A topic of a hub.
 pub(crate) struct TopicState {
+    /// Most entries kept.
     retention: usize,
+    /// Entries older than this are dropped (`None`: no age cap).
+    max_age: Option<Duration>,
     pub(crate) inner: Mutex<TopicInner>,
 }
 
 impl TopicState {
-    pub(crate) fn new(retention: usize) -> Self {
+    pub(crate) fn new(retention: usize, max_age: Option<Duration>) -> Self {
         TopicState {
             retention: retention.max(1),
+            max_age,
             inner: Mutex::new(TopicInner {
                 log: VecDeque::new(),
                 next_seq: 1,
@@ -96,7 +104,8 @@ impl TopicState {
             return Err((message, full));
         }
         inner.next_seq += 1;
-        let entry = Arc::new(Entry { seq, message });
+        let at = self.max_age.map(|_| Instant::now());
+        let entry = Arc::new(Entry { seq, message, at });
         if !inner.fanout.is_empty() {
             let mut prune = false;
             for live in &inner.fanout {
@@ -115,7 +124,33 @@ impl TopicState {
         if inner.log.len() > self.retention {
             inner.log.pop_front();
         }
+        if let Some(now) = at {
+            self.expire_at(inner, now);
+        }
         Ok(seq)
+    }
+
+    /// Drops the entries older than the topic's age cap, if it has one.
+    /// Called before the log is replayed or read by a group, so expired
+    /// entries are never handed out from the log.
+    pub(crate) fn expire(&self, inner: &mut TopicInner) {
+        if self.max_age.is_some() {
+            self.expire_at(inner, Instant::now());
+        }
+    }
+
+    fn expire_at(&self, inner: &mut TopicInner, now: Instant) {
+        let Some(age) = self.max_age else {
+            return;
+        };
+        while inner
+            .log
+            .front()
+            .and_then(|e| e.at)
+            .is_some_and(|at| now.saturating_duration_since(at) > age)
+        {
+            inner.log.pop_front();
+        }
     }
 }
 

@@ -196,13 +196,20 @@ impl MemoryTransport {
     }
 
     /// Opens `memory://` (a fresh private hub) or `memory://NAME` (the
-    /// named hub `NAME`). Query parameters `retention`,
-    /// `dead_letter_retention` and `redelivery_tick_ms` configure a hub when
-    /// it is created (an existing named hub keeps its configuration).
+    /// named hub `NAME`). Query parameters configure a hub when it is
+    /// created (an existing named hub keeps its configuration):
+    ///
+    /// - `retention`, `dead_letter_retention`: 0 to 100 000 000 messages
+    ///   per topic, 0 meaning the largest ([`MemoryConfig::MAX_RETENTION`]);
+    /// - `redelivery_tick_ms`: 1 to 60 000;
+    /// - `retain=<filter>:<spec>`, repeatable (at most 256): per-topic
+    ///   retention rules, see [`MemoryConfig::topic_retention`] and
+    ///   [`switchyard_core::retention`]; values are percent-decoded (write
+    ///   a `+` in a topic as `%2B`).
     ///
     /// ```
     /// use switchyard_memory::MemoryTransport;
-    /// let a = MemoryTransport::from_url("memory://orders?retention=1000")?;
+    /// let a = MemoryTransport::from_url("memory://orders?retention=1000&retain=*/camera/rgb:maxlen=60")?;
     /// let b = MemoryTransport::from_url("memory://orders")?;
     /// assert!(a.hub().same_hub(&b.hub()));
     /// assert!(MemoryTransport::from_url("memory://a/b").is_err());

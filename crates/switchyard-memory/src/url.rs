@@ -19,8 +19,10 @@ const MAX_NAME: usize = 128;
 /// Parses a memory URL. Accepted: `memory://` (a fresh private hub) and
 /// `memory://NAME` (the named hub `NAME`: ASCII letters, digits, `-`, `_`,
 /// `.`), optionally followed by `/` and by the query parameters
-/// `retention`, `dead_letter_retention` (1 to 100 000 000) and
-/// `redelivery_tick_ms` (milliseconds, 1 to 60 000).
+/// `retention`, `dead_letter_retention` (0 to 100 000 000, 0 meaning the
+/// largest), `redelivery_tick_ms` (milliseconds, 1 to 60 000) and
+/// repeated `retain=<filter>:<spec>` rules (percent-decoded; see
+/// [`switchyard_core::retention`]).
 pub(crate) fn parse(url: &str) -> Result<MemoryUrl> {
     let bad = |reason: String| Error::invalid_url(url, reason);
     let (scheme, rest) = url
@@ -67,30 +69,48 @@ pub(crate) fn parse(url: &str) -> Result<MemoryUrl> {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| bad(format!("query parameter {key:?} needs a value", key = pair)))?;
-        if seen.contains(&key) {
+        if key != "retain" && seen.contains(&key) {
             return Err(bad(format!("query parameter {key:?} is given twice")));
         }
         seen.push(key);
-        let number = || {
+        let integer = || {
             value
                 .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad(format!("{key} must be a positive integer, got {value:?}")))
+                .map_err(|_| bad(format!("{key} must be an integer, got {value:?}")))
+        };
+        let number = || match integer()? {
+            0 => Err(bad(format!(
+                "{key} must be a positive integer, got {value:?}"
+            ))),
+            n => Ok(n),
+        };
+        // 0 means no cap: the largest retention.
+        let count = || {
+            integer().map(|n| match n {
+                0 => MemoryConfig::MAX_RETENTION,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            })
         };
         match key {
-            "retention" => {
-                config.retention = usize::try_from(number()?).unwrap_or(usize::MAX);
-            }
-            "dead_letter_retention" => {
-                config.dead_letter_retention = usize::try_from(number()?).unwrap_or(usize::MAX);
-            }
+            "retention" => config.retention = count()?,
+            "dead_letter_retention" => config.dead_letter_retention = count()?,
             "redelivery_tick_ms" => {
                 config.redelivery_tick = Duration::from_millis(number()?);
             }
+            "retain" => {
+                let rule = percent_decode(value).ok_or_else(|| {
+                    bad(format!(
+                        "retain: {value:?} is not validly percent-encoded (write a '%' as %25)"
+                    ))
+                })?;
+                config
+                    .topic_retention
+                    .push_text(&rule)
+                    .map_err(|e| bad(format!("retain: {e}")))?;
+            }
             _ => {
                 return Err(bad(format!(
-                    "unknown query parameter {key:?}: known are retention, dead_letter_retention, redelivery_tick_ms"
+                    "unknown query parameter {key:?}: known are retention, dead_letter_retention, redelivery_tick_ms, retain"
                 )));
             }
         }
@@ -103,6 +123,32 @@ pub(crate) fn parse(url: &str) -> Result<MemoryUrl> {
         name: (!name.is_empty()).then(|| name.to_owned()),
         config,
     })
+}
+
+/// Decodes a query value as URLs do: `%XX` bytes and `+` as a space.
+/// `None` on a bad escape or bytes that are not UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = value.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -133,6 +179,32 @@ mod tests {
             parse("memory://?retention=100000000&dead_letter_retention=1&redelivery_tick_ms=60000")
                 .unwrap();
         assert_eq!(u.config.redelivery_tick, MemoryConfig::MAX_REDELIVERY_TICK);
+        let u = parse("memory://?retention=0&dead_letter_retention=0").unwrap();
+        assert_eq!(u.config.retention, MemoryConfig::MAX_RETENTION);
+        assert_eq!(u.config.dead_letter_retention, MemoryConfig::MAX_RETENTION);
+    }
+
+    #[test]
+    fn retain_rules() {
+        let u = parse(
+            "memory://x?retain=*/camera/rgb:maxlen=50&retention=7&retain=*/scan:maxlen=100,age=5m\
+             &retain=robot-1/camera/rgb:0&retain=a%2Bb:maxlen=3&retain=orders:dlq:unlimited",
+        )
+        .unwrap();
+        let of = |t: &str| {
+            u.config
+                .limits_for(&switchyard_core::Topic::new(t).unwrap())
+        };
+        assert_eq!(of("r/camera/rgb"), (50, None));
+        assert_eq!(of("r/scan"), (100, Some(Duration::from_secs(300))));
+        assert_eq!(
+            of("robot-1/camera/rgb"),
+            (MemoryConfig::MAX_RETENTION, None)
+        );
+        assert_eq!(of("a+b"), (3, None));
+        assert_eq!(of("orders:dlq"), (MemoryConfig::MAX_RETENTION, None));
+        assert_eq!(of("odom"), (7, None));
+        assert_eq!(u.config.topic_retention.len(), 5);
     }
 
     #[test]
@@ -144,8 +216,28 @@ mod tests {
             ("memory://u:secret@h", "no user"),
             ("memory://a b", "contains"),
             ("memory://a:1", "contains"),
-            ("memory://x?retention=0", "positive"),
-            ("memory://x?retention=abc", "positive"),
+            ("memory://x?redelivery_tick_ms=0", "positive"),
+            ("memory://x?retention=abc", "must be an integer"),
+            ("memory://x?retention=-1", "must be an integer"),
+            (
+                "memory://x?retain=orders",
+                "retain: invalid configuration: retention rule \"orders\": expected <filter>:<spec>",
+            ),
+            ("memory://x?retain=a..b:maxlen=1", "bad filter"),
+            (
+                "memory://x?retain=a:maxlen=9223372036854775808",
+                "maxlen must be 0 (no cap)",
+            ),
+            (
+                "memory://x?retain=a:age=366d",
+                "age must be 0 (no cap) or 1ms to 365 days",
+            ),
+            (
+                "memory://x?retain=a:maxlen=1&retain=a:age=1s",
+                "already has a rule",
+            ),
+            ("memory://x?retain=a%2:maxlen=1", "percent-encoded"),
+            ("memory://x?retain=a+b:maxlen=1", "bad filter"),
             ("memory://x?retention", "needs a value"),
             ("memory://x?foo=1", "unknown query parameter"),
             ("memory://x?retention=1&retention=2", "twice"),
@@ -170,6 +262,9 @@ mod tests {
             assert!(matches!(e, Error::InvalidUrl { .. }), "{url}: {e}");
             assert!(e.to_string().contains(needle), "{url}: {e}");
         }
+        let many: Vec<String> = (0..257).map(|i| format!("retain=t{i}:maxlen=1")).collect();
+        let e = parse(&format!("memory://x?{}", many.join("&"))).unwrap_err();
+        assert!(e.to_string().contains("at most 256 rules"), "{e}");
         let e = parse("memory://u:secret@h").unwrap_err();
         assert!(!e.to_string().contains("secret"));
         assert!(parse(&format!("memory://{}", "a".repeat(129))).is_err());

@@ -37,6 +37,20 @@ impl Namespace for Hub {
     async fn connect(&self) -> anyhow::Result<Arc<dyn Transport>> {
         Ok(Arc::new(MemoryTransport::connect_to(&self.0)))
     }
+
+    fn takes_retention_rules(&self) -> bool {
+        true
+    }
+
+    /// Hub settings are per hub: a fresh hub with these rules.
+    async fn connect_with_retention(
+        &self,
+        rules: &switchyard_core::RetentionRules,
+    ) -> anyhow::Result<Arc<dyn Transport>> {
+        let mut config = switchyard_memory::MemoryConfig::default();
+        config.topic_retention = rules.clone();
+        Ok(Arc::new(MemoryTransport::with_config(config)))
+    }
 }
 
 switchyard_conformance::suite!(Memory);

@@ -74,11 +74,18 @@ async fn a_named_hub_lives_while_anyone_holds_it() {
 async fn urls_configure_and_errors_explain() {
     let t = MemoryTransport::from_url("memory://?retention=2").unwrap();
     assert_eq!(t.hub().config().retention, 2);
+    // 0 means no cap, which a memory hub bounds at MAX_RETENTION.
+    let t = MemoryTransport::from_url("memory://?retention=0").unwrap();
+    assert_eq!(
+        t.hub().config().retention,
+        switchyard_memory::MemoryConfig::MAX_RETENTION
+    );
     for bad in [
         "redis://localhost",
         "memory:/x",
         "memory://a/b",
-        "memory://x?retention=0",
+        "memory://x?retention=-1",
+        "memory://x?retain=x",
         "memory://x?colour=blue",
         "memory://user:hunter2@x",
     ] {

@@ -120,7 +120,8 @@ pub async fn stream_keys(conn: &mut SharedConnection, glob: &str) -> Result<Vec<
 pub struct DeadLetters {
     conn: SharedConnection,
     namespace: String,
-    maxlen: Option<u64>,
+    /// For the length cap of replayed entries' topics.
+    config: StreamsConfig,
 }
 
 impl std::fmt::Debug for DeadLetters {
@@ -134,7 +135,9 @@ impl std::fmt::Debug for DeadLetters {
 impl DeadLetters {
     /// Connects to the Redis of `config` (bounded by its connect timeout;
     /// commands by its response timeout). Replayed entries are trimmed with
-    /// the config's `maxlen`, like published ones.
+    /// the length cap of their topic's retention (its
+    /// [`topic_retention`](StreamsConfig::topic_retention) rule, else
+    /// `maxlen`), like published ones.
     pub async fn connect(config: &StreamsConfig) -> Result<DeadLetters> {
         let client = RedisClient::new(config.redis.clone())?;
         // On a cluster: routed by key, SCAN on every master.
@@ -142,7 +145,7 @@ impl DeadLetters {
         Ok(DeadLetters {
             conn,
             namespace: config.redis.namespace.clone(),
-            maxlen: config.maxlen,
+            config: config.clone(),
         })
     }
 
@@ -236,11 +239,13 @@ impl DeadLetters {
             Ok(m) => m,
             Err(m) => return Ok(Replay::Malformed(m)),
         };
+        let origin = topic.dead_letter_origin().unwrap_or_else(|| topic.clone());
+        let maxlen = self.config.retention_for(&origin).max_len().unwrap_or(0);
         let mut inv = REPLAY_SCRIPT.prepare_invoke();
         inv.key(self.dlq_key(topic)?)
             .key(self.topic_key(topic))
             .arg(id.to_string())
-            .arg(self.maxlen.unwrap_or(0))
+            .arg(maxlen)
             .arg(wire::F_VERSION)
             .arg(wire::FORMAT_VERSION)
             .arg(wire::F_DEDUP)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use switchyard_core::{Error, Result};
+use switchyard_core::{Error, Result, RetentionRules};
 use switchyard_redis::RedisConfig;
 use switchyard_redis::range::{
     DAY, HOUR, MILLISECOND, MINUTE, Origin, OutOfRange, check_count, check_duration,
@@ -13,6 +13,7 @@ use switchyard_redis::range::{
 pub const URL_PARAMS: &[&str] = &[
     "maxlen",
     "retention",
+    "retain",
     "block",
     "read_count",
     "writer_queue",
@@ -52,14 +53,25 @@ pub struct StreamsConfig {
     /// Where Redis is, credentials, namespace, connect and response timeouts.
     pub redis: RedisConfig,
     /// Approximate cap on each stream's length: `XADD ... MAXLEN ~ N`
-    /// (URL `maxlen`): 1 to 9223372036854775807 (`i64::MAX`, the largest
-    /// Redis accepts). `None` (default): no length cap.
+    /// (URL `maxlen`): 0 to 9223372036854775807 (`i64::MAX`, the largest
+    /// Redis accepts), where 0 means no cap, like `None` (the default).
+    /// The fallback for topics no [`topic_retention`](Self::topic_retention)
+    /// rule matches.
     pub maxlen: Option<u64>,
     /// Approximate age cap: `XADD ... MINID ~ <now - age>` (URL `retention`,
     /// e.g. `retention=1440m` for a day; units are `ms`, `s` and `m`):
-    /// 1 ms to 365 days (525600m). Ignored when `maxlen` is set. `None`
-    /// (default): no age cap.
+    /// 1 ms to 365 days (525600m). Ignored when `maxlen` is set (an XADD
+    /// trims by one strategy). `None` (default): no age cap. The fallback
+    /// for topics no rule matches.
     pub min_id_age: Option<Duration>,
+    /// Per-topic retention (URL: repeated `retain=<filter>:<spec>`, see
+    /// [`switchyard_core::retention`]; at most 256 rules). The most
+    /// specific matching rule replaces `maxlen` and `min_id_age` for its
+    /// topics; a rule with both caps trims by `MAXLEN` (an XADD takes one
+    /// strategy). Dead-letter topics (`T:dlq`) follow a rule only when it
+    /// names them (`T:dlq`, `orders.*:dlq`), else `maxlen` as before; on
+    /// them only the rule's length cap applies. Default: no rules.
+    pub topic_retention: RetentionRules,
     /// How long one `XREAD`/`XREADGROUP` blocks waiting for entries
     /// (URL `block`): 1 ms to 5 min, default 1 s. The dedicated reading connection's
     /// response timeout is this plus 2 s. It also bounds how long a reader
@@ -116,6 +128,7 @@ impl StreamsConfig {
             redis,
             maxlen: None,
             min_id_age: None,
+            topic_retention: RetentionRules::new(),
             block: Duration::from_secs(1),
             read_count: 512,
             writer_queue: 8192,
@@ -147,8 +160,16 @@ impl StreamsConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let mut redis = RedisConfig::from_url(url)?;
         let mut cfg = StreamsConfig::new(RedisConfig::new(String::new(), 0));
-        cfg.maxlen = redis.take_u64("maxlen")?;
+        cfg.maxlen = redis.take_u64("maxlen")?.filter(|&n| n > 0);
         cfg.min_id_age = redis.take_duration("retention")?;
+        for rule in redis.take_all("retain") {
+            cfg.topic_retention.push_text(&rule).map_err(|e| match e {
+                Error::InvalidConfig(reason) => {
+                    Error::InvalidConfig(format!("url parameter retain: {reason}"))
+                }
+                other => other,
+            })?;
+        }
         if let Some(v) = redis.take_duration("block")? {
             cfg.block = v;
         }
@@ -222,7 +243,7 @@ impl StreamsConfig {
 
     fn check_ranges(&self) -> std::result::Result<(), OutOfRange> {
         if let Some(maxlen) = self.maxlen {
-            check_count("maxlen", maxlen, 1, Self::MAX_MAXLEN)?;
+            check_count("maxlen", maxlen, 0, Self::MAX_MAXLEN)?;
         }
         if let Some(age) = self.min_id_age {
             check_duration(
@@ -299,7 +320,7 @@ impl StreamsConfig {
         )
     }
 
-    /// Sets the approximate length cap (`MAXLEN ~ N`).
+    /// Sets the approximate length cap (`MAXLEN ~ N`; 0 or `None`: no cap).
     pub fn with_maxlen(mut self, maxlen: Option<u64>) -> Self {
         self.maxlen = maxlen;
         self
@@ -468,7 +489,8 @@ mod tests {
     fn rejects_unknown_and_bad_values() {
         for bad in [
             "redis+streams://:hunter2@h?maxlenn=1",
-            "redis+streams://:hunter2@h?maxlen=0",
+            "redis+streams://:hunter2@h?retain=a.*:maxlen=x",
+            "redis+streams://:hunter2@h?retain=a..b:maxlen=1",
             "redis+streams://:hunter2@h?block=0",
             "redis+streams://:hunter2@h?read_count=x",
             "redis+streams://:hunter2@h?writer_batch=0",
@@ -495,7 +517,7 @@ mod tests {
             ("writer_batch=1000000000".to_owned(), "writer_batch must be 1 to 100000, got 1000000000".to_owned()),
             (format!("writer_batch={max}"), "writer_batch must be 1 to 100000".to_owned()),
             (format!("writer_in_flight={max}"), "writer_in_flight must be 1 to 1024".to_owned()),
-            (format!("maxlen={max}"), "maxlen must be 1 to 9223372036854775807".to_owned()),
+            (format!("maxlen={max}"), "maxlen must be 0 to 9223372036854775807".to_owned()),
             ("maxlen=9223372036854775808".to_owned(), "maxlen".to_owned()),
             ("connect_timeout=0".to_owned(), "connect_timeout must be 1ms to 10m".to_owned()),
             ("response_timeout=0".to_owned(), "response_timeout".to_owned()),

@@ -39,6 +39,7 @@ mod inner;
 pub mod keys;
 mod presence;
 mod publish;
+mod retention;
 mod transport;
 pub mod wire;
 

@@ -77,6 +77,19 @@ impl Namespace for StreamsNamespace {
         Ok(Arc::new(RedisStreamsTransport::connect(config).await?))
     }
 
+    fn takes_retention_rules(&self) -> bool {
+        true
+    }
+
+    async fn connect_with_retention(
+        &self,
+        rules: &switchyard_core::RetentionRules,
+    ) -> anyhow::Result<Arc<dyn Transport>> {
+        let mut config = StreamsConfig::from_url(&self.url)?;
+        config.topic_retention = rules.clone();
+        Ok(Arc::new(RedisStreamsTransport::connect(config).await?))
+    }
+
     fn can_restart(&self) -> bool {
         self.server.is_some()
     }

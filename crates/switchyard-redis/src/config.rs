@@ -108,8 +108,15 @@ pub struct RedisConfig {
     /// Longest pause between two start-up attempts: 10 ms to 1 min
     /// (default 5 s; URL `connect_retry_max_delay`).
     pub connect_retry_max_delay: Duration,
-    /// Adapter-specific query parameters.
+    /// Adapter-specific query parameters (the last occurrence of each: a
+    /// parameter given again overrides, as it always has).
     pub params: BTreeMap<String, String>,
+    /// The earlier occurrences of adapter-specific query parameters given
+    /// more than once, in URL order (at most
+    /// [`MAX_REPEATED_PARAMS`](Self::MAX_REPEATED_PARAMS)). An adapter takes
+    /// a parameter that repeats rather than overrides (such as `retain`)
+    /// with [`take_all`](Self::take_all).
+    pub repeated_params: Vec<(String, String)>,
     /// Find the primary through Redis Sentinel (`None`: connect to
     /// `host:port`). With it, `host` and `port` are those of the first
     /// sentinel until a connection resolves the primary.
@@ -217,6 +224,7 @@ impl RedisConfig {
             connect_retry: Duration::ZERO,
             connect_retry_max_delay: Duration::from_secs(5),
             params: BTreeMap::new(),
+            repeated_params: Vec::new(),
             sentinel: None,
             cluster: None,
         }
@@ -477,7 +485,18 @@ impl RedisConfig {
                         .map_err(|r| Error::invalid_url(input, r))?;
                 }
                 _ => {
-                    cfg.params.insert(key, value);
+                    if let Some(earlier) = cfg.params.insert(key.clone(), value) {
+                        if cfg.repeated_params.len() >= Self::MAX_REPEATED_PARAMS {
+                            return Err(Error::invalid_url(
+                                input,
+                                format!(
+                                    "more than {} repeated query parameters",
+                                    Self::MAX_REPEATED_PARAMS
+                                ),
+                            ));
+                        }
+                        cfg.repeated_params.push((key, earlier));
+                    }
                 }
             }
         }
@@ -488,6 +507,27 @@ impl RedisConfig {
     /// Removes and returns an adapter-specific parameter.
     pub fn take_param(&mut self, key: &str) -> Option<String> {
         self.params.remove(key)
+    }
+
+    /// Most earlier occurrences of repeated adapter parameters kept from
+    /// one URL (beyond the last of each).
+    pub const MAX_REPEATED_PARAMS: usize = 1024;
+
+    /// Removes and returns every occurrence of a parameter that may be
+    /// given more than once, in URL order.
+    pub fn take_all(&mut self, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = Vec::with_capacity(self.repeated_params.len());
+        for (k, v) in self.repeated_params.drain(..) {
+            if k == key {
+                out.push(v);
+            } else {
+                rest.push((k, v));
+            }
+        }
+        self.repeated_params = rest;
+        out.extend(self.params.remove(key));
+        out
     }
 
     /// Removes a parameter and parses it as a duration (`250ms`, `2s`, `1m`).
@@ -793,6 +833,25 @@ mod tests {
         assert!(e.to_string().contains('x'));
         c.take_param("x");
         assert!(c.reject_unknown_params(&[]).is_ok());
+    }
+
+    #[test]
+    fn repeated_params() {
+        let mut c = RedisConfig::from_url(
+            "redis+streams://h?retain=a:maxlen=1&x=1&retain=*/b:0&retain=c%2B:age=1s",
+        )
+        .unwrap();
+        assert_eq!(c.take_all("retain"), ["a:maxlen=1", "*/b:0", "c+:age=1s"]);
+        assert!(c.take_all("retain").is_empty());
+        assert_eq!(c.take_all("x"), ["1"]);
+        assert!(c.reject_unknown_params(&[]).is_ok());
+        // Any other parameter given again overrides, as before.
+        let mut c = RedisConfig::from_url("redis+streams://h?maxlen=1&maxlen=2").unwrap();
+        assert_eq!(c.take_u64("maxlen").unwrap(), Some(2));
+        assert!(c.reject_unknown_params(&["maxlen"]).is_ok());
+        let many = vec!["x=1"; RedisConfig::MAX_REPEATED_PARAMS + 2].join("&");
+        let e = RedisConfig::from_url(&format!("redis+streams://h?{many}")).unwrap_err();
+        assert!(e.to_string().contains("repeated query parameters"), "{e}");
     }
 
     #[test]

@@ -96,7 +96,8 @@ const REDIS: &[Param] = &[
 ];
 
 const STREAMS: &[Param] = &[
-    count("maxlen", 1, i64::MAX as u64),
+    // 0 means no cap.
+    count("maxlen", 0, i64::MAX as u64),
     count("read_count", 1, 100_000),
     count("writer_queue", 1, 1 << 20),
     count("writer_batch", 1, 100_000),
@@ -126,8 +127,9 @@ const PUBSUB: &[Param] = &[
 ];
 
 const MEMORY: &[Param] = &[
-    count("retention", 1, 100_000_000),
-    count("dead_letter_retention", 1, 100_000_000),
+    // 0 means the largest retention, 100000000.
+    count("retention", 0, 100_000_000),
+    count("dead_letter_retention", 0, 100_000_000),
     count("redelivery_tick_ms", 1, 60_000),
 ];
 
@@ -282,9 +284,12 @@ fn the_tables_cover_every_url_parameter() {
     // checked by redis-streams' `config::tests::wait_replicas_ranges` and
     // exercised against real replicas in its replica_role/failover tests.
     const NEEDS_REPLICAS: &[&str] = &["wait_replicas", "wait_timeout"];
+    // `retain` takes rules, not a number: its extremes (0, i64::MAX, past
+    // it, 365 days, 257 rules) are checked by core's `retention` tests and
+    // redis-streams' `retention` tests.
     for name in switchyard::redis_streams::URL_PARAMS {
         assert!(
-            listed(STREAMS, name) || NEEDS_REPLICAS.contains(name),
+            listed(STREAMS, name) || NEEDS_REPLICAS.contains(name) || *name == "retain",
             "{name} missing from STREAMS"
         );
     }
@@ -508,7 +513,7 @@ proptest! {
             .with_min_id_age(Some(durations[4]));
         let in_ms = |d: Duration, min: u64, max: u64| (u128::from(min)..=u128::from(max)).contains(&ms(d))
             && !(min > 0 && d < Duration::from_millis(min));
-        let expected = (1..=i64::MAX as u64).contains(&counts[0])
+        let expected = (0..=i64::MAX as u64).contains(&counts[0])
             && (1..=100_000).contains(&counts[1])
             && (1..=1 << 20).contains(&counts[2])
             && (1..=100_000).contains(&counts[3])

@@ -20,6 +20,7 @@ pub mod groups;
 pub mod limits;
 pub mod patterns;
 pub mod replay;
+pub mod retention;
 pub mod typed;
 
 /// A capability flag of [`Capabilities`], by name.
@@ -116,6 +117,10 @@ pub enum Requirement {
     /// ([`Namespace::can_restart`](crate::Namespace::can_restart)); decided
     /// when the case runs.
     Restart,
+    /// The namespace must connect transports with per-topic retention rules
+    /// ([`Namespace::takes_retention_rules`](crate::Namespace::takes_retention_rules));
+    /// decided when the case runs.
+    RetentionRules,
     /// A Cargo feature of `switchyard-conformance` must be enabled.
     Feature {
         /// The feature name.
@@ -158,6 +163,7 @@ impl std::fmt::Display for Requirement {
             Requirement::Has(flag) => f.write_str(flag.field()),
             Requirement::Lacks(flag) => write!(f, "!{}", flag.field()),
             Requirement::Restart => f.write_str("Namespace::can_restart"),
+            Requirement::RetentionRules => f.write_str("Namespace::takes_retention_rules"),
             Requirement::Feature { name, .. } => write!(f, "feature {name}"),
         }
     }
@@ -237,7 +243,7 @@ pub fn all() -> &'static [Case] {
 }
 
 use Flag::*;
-use Requirement::{Has, Lacks, Restart};
+use Requirement::{Has, Lacks, Restart, RetentionRules};
 
 const GROUP_ACK: &[Requirement] = &[Has(ConsumerGroups), Has(AckRedelivery)];
 const DEAD: &[Requirement] = &[Has(ConsumerGroups), Has(AckRedelivery), Has(DeadLetters)];
@@ -431,6 +437,12 @@ static CASES: &[Case] = &[
         &[Has(Replay)],
         replay::topics_catalog,
         "`topics()` of a pattern over two of three topics lists exactly those two, sorted, with lengths 3 and 5 and the first and last ids `publish` returned; with groups: a member (buffer 1) that acked 2 of 3 deliveries shows pending 1 plus what the adapter read ahead (its buffer of 1 and one read waiting for room: at most 3), last delivered the id that many after the 3rd and, where known, the lag to match; with dead letters: a dead-lettered message makes `a:dlq` listed (length 1) with its origin; a filter that matches nothing lists nothing."
+    ),
+    case!(
+        "retention_rules",
+        &[Has(Replay), RetentionRules],
+        retention::retention_rules,
+        "With per-topic retention rules `<p>.*.rgb` maxlen 50, `<p>.>` maxlen 500 and the exact `<p>.r1.rgb` unlimited, 1000 messages on each of `<p>.r7.rgb`, `<p>.r7.odom` and `<p>.r1.rgb`: `topics()` lists `r7.rgb` with 50 to 499 (the most specific pattern wins; exactly 50 where trimming is exact), `r7.odom` with 500 to 999, `r1.rgb` with all 1000 (an exact rule beats every pattern, 0 means no cap); an `Earliest` replay of each gets exactly that many, the newest, in order."
     ),
     case!(
         "topics_unsupported",

@@ -104,7 +104,15 @@ pub(crate) async fn dead_letter(
         .key(dlq_key)
         .arg(&g.cfg.group)
         .arg(&id_text);
-    let maxlen = g.inner.config.maxlen.unwrap_or(0);
+    // The dead-letter stream's own rule when one names it, else `maxlen`.
+    let maxlen = stream
+        .topic
+        .dead_letter()
+        .map_or(g.inner.config.default_retention(), |t| {
+            g.inner.config.retention_for(&t)
+        })
+        .max_len()
+        .unwrap_or(0);
     match content {
         Content::Message(m) => {
             let mut headers = m.headers.clone();

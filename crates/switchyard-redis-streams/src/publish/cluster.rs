@@ -23,8 +23,9 @@ use switchyard_redis::cluster::Router;
 use tokio::sync::{mpsc, oneshot};
 
 use super::lean::LeanConn;
-use super::resp::{self, Trim};
+use super::resp;
 use super::{Pending, Waiter, WriterTask};
+use crate::retention::trim;
 
 /// Most times one message is sent again after `MOVED`/`ASK`.
 pub(super) const MAX_HOPS: u32 = 8;
@@ -125,7 +126,11 @@ pub(super) fn parts(
 impl WriterTask {
     /// Publishes `items` (each with the times it was redirected so far) on
     /// the masters that serve their streams.
-    pub(super) async fn publish_cluster(&mut self, items: Vec<(Message, Waiter, u32)>, trim: Trim) {
+    pub(super) async fn publish_cluster(
+        &mut self,
+        items: Vec<(Message, Waiter, u32)>,
+        now_ms: u64,
+    ) {
         let Some(state) = self.cluster.as_mut() else {
             return;
         };
@@ -140,7 +145,7 @@ impl WriterTask {
         let map = state.router.ranges();
         let mut per_node: HashMap<(String, u16), (Vec<u8>, Pending)> = HashMap::new();
         for (m, w, hops) in items {
-            let key = self.keys.get(&m.topic);
+            let (key, retention) = self.keys.get(&m.topic);
             let slot = switchyard_redis::key_slot(key.as_bytes());
             let Some(node) = switchyard_redis::cluster::master_of(&map, slot) else {
                 w.complete(Err(Error::Transient(format!(
@@ -153,7 +158,7 @@ impl WriterTask {
                 p.redirect = Some(state.redirects.clone());
                 (Vec::new(), p)
             });
-            resp::put_xadd(buf, key, trim, &m);
+            resp::put_xadd(buf, key, trim(&retention, now_ms), &m);
             pending.push(w, 1);
             pending.msgs.push_back((m, hops));
         }
@@ -208,7 +213,7 @@ impl WriterTask {
 
     /// Sends `first` and every other redirect waiting again, after one
     /// refresh of the slot map.
-    pub(super) async fn resend(&mut self, first: Redirect, trim: Trim) {
+    pub(super) async fn resend(&mut self, first: Redirect, now_ms: u64) {
         let Some(state) = self.cluster.as_mut() else {
             return;
         };
@@ -236,6 +241,6 @@ impl WriterTask {
             }
             items.push((r.message, r.waiter, r.hops));
         }
-        self.publish_cluster(items, trim).await;
+        self.publish_cluster(items, now_ms).await;
     }
 }

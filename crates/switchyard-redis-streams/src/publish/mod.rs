@@ -15,25 +15,27 @@
 //! node the slot map names after a refresh.
 
 mod cluster;
+mod keycache;
 mod lean;
 pub(crate) mod resp;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use switchyard_core::{CircuitBreaker, Error, Limits, Message, MessageId, Result, Topic};
+use switchyard_core::{CircuitBreaker, Error, Limits, Message, MessageId, Result};
 use switchyard_redis::RedisConfig;
 use switchyard_redis::SharedConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::StreamsConfig;
 use crate::inner::Stats;
-use crate::keys;
+use crate::retention::{now_ms, trim};
 
+use self::keycache::KeyCache;
 use self::lean::LeanConn;
-use self::resp::{Reply, Trim};
+use self::resp::Reply;
 
 /// Largest write buffer kept between batches.
 const KEEP_BUF: usize = 1 << 20;
@@ -74,8 +76,7 @@ impl Writer {
             wait_timeout: config.wait_timeout,
             redis: config.redis.clone(),
             ctx: Arc::new(Ctx { breaker, stats }),
-            retention: Retention::from_config(config),
-            keys: KeyCache::new(&config.redis.namespace),
+            keys: KeyCache::new(config),
             batch: config.writer_batch,
             in_flight: config.writer_in_flight,
             ever_connected: false,
@@ -128,78 +129,6 @@ impl Writer {
                 operation: "flushing the redis-streams writer on close".into(),
                 after: timeout,
             })
-    }
-}
-
-/// How XADD trims, from the configuration.
-#[derive(Clone, Copy, Debug)]
-struct Retention {
-    maxlen: Option<u64>,
-    min_id_age: Option<Duration>,
-}
-
-impl Retention {
-    fn from_config(config: &StreamsConfig) -> Self {
-        Retention {
-            maxlen: config.maxlen,
-            min_id_age: config.min_id_age,
-        }
-    }
-
-    /// The trimming of XADDs built now.
-    fn trim(self) -> Trim {
-        if let Some(n) = self.maxlen {
-            return Trim::MaxLen(n);
-        }
-        if let Some(age) = self.min_id_age {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .saturating_sub(age);
-            return Trim::MinId(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
-        }
-        Trim::None
-    }
-}
-
-/// Stream keys per topic, so the hot path does not format a key per
-/// message. Cleared when it grows past a bound.
-struct KeyCache {
-    namespace: String,
-    map: std::collections::HashMap<Topic, String>,
-    last: Option<(Topic, String)>,
-}
-
-impl KeyCache {
-    const MAX: usize = 4096;
-
-    fn new(namespace: &str) -> Self {
-        KeyCache {
-            namespace: namespace.to_owned(),
-            map: std::collections::HashMap::new(),
-            last: None,
-        }
-    }
-
-    fn get(&mut self, topic: &Topic) -> &str {
-        // Runs of messages on one topic are the common case.
-        let hit = self.last.as_ref().is_some_and(|(t, _)| t == topic);
-        if !hit {
-            let key = self.lookup(topic).to_owned();
-            self.last = Some((topic.clone(), key));
-        }
-        self.last.as_ref().map_or("", |(_, k)| k.as_str())
-    }
-
-    fn lookup(&mut self, topic: &Topic) -> &str {
-        if !self.map.contains_key(topic) {
-            if self.map.len() >= Self::MAX {
-                self.map.clear();
-            }
-            self.map
-                .insert(topic.clone(), keys::stream_key(&self.namespace, topic));
-        }
-        self.map.get(topic).map_or("", String::as_str)
     }
 }
 
@@ -479,7 +408,6 @@ struct WriterTask {
     wait_timeout: Duration,
     redis: RedisConfig,
     ctx: Arc<Ctx>,
-    retention: Retention,
     keys: KeyCache,
     batch: usize,
     in_flight: usize,
@@ -496,8 +424,7 @@ impl WriterTask {
                 Some(state) => tokio::select! {
                     n = rx.recv_many(&mut jobs, self.batch) => n,
                     Some(r) = state.incoming.recv() => {
-                        let trim = self.retention.trim();
-                        self.resend(r, trim).await;
+                        self.resend(r, now_ms()).await;
                         continue;
                     }
                 },
@@ -523,7 +450,7 @@ impl WriterTask {
                     }
                 }
             }
-            let trim = self.retention.trim();
+            let now = now_ms();
             if self.cluster.is_some() {
                 let mut items = Vec::with_capacity(jobs.len());
                 for job in jobs.drain(..) {
@@ -536,14 +463,14 @@ impl WriterTask {
                         }
                     }
                 }
-                self.publish_cluster(items, trim).await;
+                self.publish_cluster(items, now).await;
                 continue;
             }
             let mut pending = Pending::new(self.ctx.clone());
             for job in jobs.drain(..) {
                 let mut encode = |m: &Message| {
-                    let key = self.keys.get(&m.topic);
-                    resp::put_xadd(&mut buf, key, trim, m);
+                    let (key, retention) = self.keys.get(&m.topic);
+                    resp::put_xadd(&mut buf, key, trim(&retention, now), m);
                 };
                 match job {
                     Job::One(m, reply) => {
