@@ -2,19 +2,22 @@
 //! robots (fan-out) and a consumer group sharing large camera frames that
 //! are kept with a short retention.
 //!
-//! - [`ROBOTS`] robots publish [`LaserScan`]s on `robot-N/scan` and
-//!   64 KiB [`CameraFrame`]s on `robot-N/camera/rgb`, through the *fleet*
-//!   transports.
-//! - On the *station* transports (another process, in a real deployment):
-//!   - a SLAM node subscribes to the pattern `*/scan` (fan-out): it sees
+//! - [`ROBOTS`] robots publish [`LaserScan`]s on `/robot-N/scan` and
+//!   64 KiB [`CameraFrame`]s on `/robot-N/camera/rgb` (ROS-style absolute
+//!   names), through the *fleet* transport.
+//! - On the *station* transport (another process, in a real deployment):
+//!   - a SLAM node subscribes to the pattern `/*/scan` (fan-out): it sees
 //!     every scan of every robot, including topics that appear after it
 //!     subscribed;
-//!   - a vision group of two workers subscribes to `*/camera/rgb`: each
+//!   - a vision group of two workers subscribes to `/*/camera/rgb`: each
 //!     frame goes to one of them, which checks it and acknowledges it.
-//! - Frames are large, so the camera topics use transports of their own
-//!   with a short retention: `maxlen=` on Redis Streams (`XADD ... MAXLEN ~
-//!   N`, applied by the publisher), `retention=` on memory (a second hub).
-//!   Scans keep the default retention.
+//! - Frames are large, so the camera topics keep a short retention and the
+//!   scans a longer one, on the same transport: per-topic retention rules in
+//!   the URL, `retain=/*/camera/rgb:maxlen=50&retain=/*/scan:maxlen=100`
+//!   (Redis Streams: `XADD ... MAXLEN ~ N` by the publisher; memory: exact).
+//! - On Redis the transports connect with a start-up retry
+//!   (`connect_retry=`): a robot that boots before Redis keeps trying
+//!   instead of failing once.
 //!
 //! On the Redis Pub/Sub backplane, which has no consumer groups
 //! (`capabilities().consumer_groups` is false) and keeps no history, the
@@ -30,7 +33,7 @@ use switchyard::prelude::*;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{PHASE_TIMEOUT, close_all, lock, memory_hub_name, scheme, shared_url, wait_until};
+use crate::{PHASE_TIMEOUT, close_all, lock, scheme, shared_url, wait_until};
 
 /// Number of robots.
 pub const ROBOTS: u32 = 3;
@@ -40,8 +43,12 @@ pub const SCANS_PER_ROBOT: u32 = 20;
 pub const FRAMES_PER_ROBOT: u32 = 8;
 /// Size of one camera frame's pixel data: 128 x 128 RGBA.
 pub const FRAME_BYTES: usize = 128 * 128 * 4;
-/// How many frames per camera topic the camera transports retain.
+/// How many frames per camera topic are retained (`retain=/*/camera/rgb:maxlen=N`).
 pub const CAMERA_RETENTION: u64 = 50;
+/// How many scans per scan topic are retained (`retain=/*/scan:maxlen=N`).
+pub const SCAN_RETENTION: u64 = 100;
+/// The start-up retry set on a Redis URL without `connect_retry=`.
+pub const CONNECT_RETRY: &str = "10s";
 /// Members of the vision group.
 pub const VISION_WORKERS: [&str; 2] = ["vision-1", "vision-2"];
 /// Readings per scan (one per degree).
@@ -90,7 +97,7 @@ pub struct Summary {
     pub robots: u32,
     /// Scans published in all.
     pub scans_published: u64,
-    /// Distinct scans the SLAM node received through `*/scan`.
+    /// Distinct scans the SLAM node received through `/*/scan`.
     pub scans_seen_by_slam: u64,
     /// Scans reported lost by a gap signal (the backplane's at-most-once
     /// delivery); 0 on the other adapters.
@@ -102,8 +109,13 @@ pub struct Summary {
     /// Deliveries of a scan or frame seen before (at-least-once
     /// redeliveries), skipped.
     pub duplicates: u64,
-    /// The retention setting of the camera topics.
+    /// The retention rules of the camera and scan topics.
     pub camera_retention: String,
+    /// The start-up retry in effect, or why there is none.
+    pub connect_retry: String,
+    /// Per topic, the messages it holds afterwards (`Transport::topics`),
+    /// where the adapter keeps history.
+    pub retained: Vec<(String, u64)>,
     /// Why a part of the example was skipped, if one was.
     pub note: Option<String>,
 }
@@ -120,11 +132,11 @@ impl fmt::Display for Summary {
         writeln!(f, "robot_telemetry on {}:", self.adapter)?;
         writeln!(
             f,
-            "  SLAM (*/scan, fan-out):      {} of {} scans from {} robots, {} lost",
+            "  SLAM (/*/scan, fan-out):     {} of {} scans from {} robots, {} lost",
             self.scans_seen_by_slam, self.scans_published, self.robots, self.scans_lost
         )?;
         if self.frames_per_worker.is_empty() {
-            writeln!(f, "  vision group (*/camera/rgb): skipped")?;
+            writeln!(f, "  vision group (/*/camera/rgb): skipped")?;
         } else {
             let per: Vec<String> = self
                 .frames_per_worker
@@ -133,7 +145,7 @@ impl fmt::Display for Summary {
                 .collect();
             writeln!(
                 f,
-                "  vision group (*/camera/rgb): {} of {} frames of {} KiB, each to one worker ({})",
+                "  vision group (/*/camera/rgb): {} of {} frames of {} KiB, each to one worker ({})",
                 self.frames_processed(),
                 self.frames_published,
                 FRAME_BYTES / 1024,
@@ -142,9 +154,18 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "  camera retention:            {}",
+            "  retention:                   {}",
             self.camera_retention
         )?;
+        if !self.retained.is_empty() {
+            let held: Vec<String> = self
+                .retained
+                .iter()
+                .map(|(t, n)| format!("{t}={n}"))
+                .collect();
+            writeln!(f, "  topics hold:                 {}", held.join(", "))?;
+        }
+        writeln!(f, "  connect retry:               {}", self.connect_retry)?;
         write!(f, "  duplicates skipped:          {}", self.duplicates)?;
         if let Some(note) = &self.note {
             write!(f, "\n  note: {note}")?;
@@ -153,39 +174,70 @@ impl fmt::Display for Summary {
     }
 }
 
-/// The URL of the camera transports (short retention) and a description of
-/// that setting; `None` when the adapter keeps no history (the backplane).
-/// `url` is already shared (a named memory hub or a Redis namespace).
-fn camera_url(url: &str) -> (Option<String>, String) {
+/// The URL of the fleet and the station, with the retention rules and the
+/// start-up retry, and a description of each. `url` is already shared (a
+/// named memory hub or a Redis namespace).
+fn robot_url(url: &str) -> (String, String, String) {
+    let rules = [
+        format!("/*/camera/rgb:maxlen={CAMERA_RETENTION}"),
+        format!("/*/scan:maxlen={SCAN_RETENTION}"),
+    ];
+    let with_rules = |url: &str| {
+        rules.iter().fold(url.to_owned(), |u, rule| {
+            crate::with_param(&u, "retain", rule)
+        })
+    };
+    let described = format!(
+        "retain={} and retain={} (one transport; the most specific rule wins)",
+        rules[0], rules[1]
+    );
     match scheme(url).as_str() {
-        "memory" => {
-            // A second hub for the frames, keeping CAMERA_RETENTION per topic.
-            let camera = format!(
-                "memory://{}-camera?retention={CAMERA_RETENTION}",
-                memory_hub_name(url)
-            );
-            let what = format!(
-                "retention={CAMERA_RETENTION} (a memory hub of its own keeps the newest \
-                 {CAMERA_RETENTION} frames per camera topic; scans: the default 100000)"
-            );
-            (Some(camera), what)
-        }
+        "memory" => (
+            with_rules(url),
+            format!("{described}: memory trims exactly"),
+            "n/a (memory: nothing to connect to)".to_owned(),
+        ),
         "redis+streams" | "rediss+streams" => {
-            if crate::has_param(url, "maxlen") || crate::has_param(url, "retention") {
-                let what = "as given in the URL (maxlen/retention), for scans too".to_owned();
-                (Some(url.to_owned()), what)
-            } else {
-                let what = format!(
-                    "maxlen={CAMERA_RETENTION} (XADD ... MAXLEN ~ {CAMERA_RETENTION} on each camera \
-                     stream; scans: no cap)"
-                );
+            let (url, retention) = if ["retain", "maxlen", "retention"]
+                .iter()
+                .any(|k| crate::has_param(url, k))
+            {
                 (
-                    Some(crate::with_param(url, "maxlen", CAMERA_RETENTION)),
-                    what,
+                    url.to_owned(),
+                    "as given in the URL (retain/maxlen/retention)".to_owned(),
                 )
-            }
+            } else {
+                (
+                    with_rules(url),
+                    format!("{described}: XADD ... MAXLEN ~ N, trimmed in whole stream nodes"),
+                )
+            };
+            let (url, retry) = retry(&url);
+            (url, retention, retry)
         }
-        _ => (None, "none: the backplane keeps no history".to_owned()),
+        _ => {
+            let (url, retry) = retry(url);
+            (
+                url,
+                "none: the backplane keeps no history".to_owned(),
+                retry,
+            )
+        }
+    }
+}
+
+/// `url` with `connect_retry=` [`CONNECT_RETRY`] unless it sets one, and
+/// a description.
+fn retry(url: &str) -> (String, String) {
+    match crate::param(url, "connect_retry") {
+        Some(given) => (
+            url.to_owned(),
+            format!("connect_retry={given} (from the URL)"),
+        ),
+        None => (
+            crate::with_param(url, "connect_retry", CONNECT_RETRY),
+            format!("connect_retry={CONNECT_RETRY} (set by the example)"),
+        ),
     }
 }
 
@@ -204,7 +256,7 @@ struct Seen {
 /// [`shared_url`]), so that the robots and the station use transports of
 /// their own. Every wait is bounded by [`PHASE_TIMEOUT`].
 pub async fn run(url: &str) -> anyhow::Result<Summary> {
-    let url = shared_url(url, "robots");
+    let (url, camera_retention, connect_retry) = robot_url(&shared_url(url, "robots"));
     let connect = |url: String, role: &'static str| async move {
         switchyard::connect(&url).await.with_context(|| {
             format!(
@@ -216,21 +268,14 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
     let fleet = connect(url.clone(), "fleet").await?;
     let station = connect(url.clone(), "station").await?;
     let caps = station.capabilities();
-    let (camera_url, camera_retention) = camera_url(&url);
-    let (camera, note) = match camera_url {
-        Some(camera_url) if caps.consumer_groups => {
-            let fleet_camera = connect(camera_url.clone(), "fleet's camera transport").await?;
-            let station_camera = connect(camera_url, "station's camera transport").await?;
-            (Some((fleet_camera, station_camera)), None)
-        }
-        _ => (
-            None,
-            Some(format!(
-                "the {} adapter has no consumer groups (capabilities().consumer_groups == false): \
+    let note = if caps.consumer_groups {
+        None
+    } else {
+        Some(format!(
+            "the {} adapter has no consumer groups (capabilities().consumer_groups == false): \
                  the vision group is skipped, only the SLAM fan-out runs",
-                station.name()
-            )),
-        ),
+            station.name()
+        ))
     };
 
     let seen = Arc::new(Mutex::new(Seen {
@@ -243,23 +288,23 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
 
     // SLAM: one fan-out subscription over every robot's scans.
     let slam = Bus::new(station.clone())
-        .subscribe::<LaserScan>(Subscription::to("*/scan")?)
+        .subscribe::<LaserScan>(Subscription::to("/*/scan")?)
         .await?;
     consumers.push(tokio::spawn(slam_node(slam, seen.clone(), stop_rx.clone())));
 
     // Vision: a group of two members sharing the camera frames. bincode:
     // 64 KiB of pixels stay 64 KiB on the wire (JSON would triple them).
-    let camera_buses = camera.as_ref().map(|(fleet_camera, station_camera)| {
+    let camera_buses = caps.consumer_groups.then(|| {
         (
-            Bus::new(fleet_camera.clone()).with_codec(Codec::Bincode),
-            Bus::new(station_camera.clone()).with_codec(Codec::Bincode),
+            Bus::new(fleet.clone()).with_codec(Codec::Bincode),
+            Bus::new(station.clone()).with_codec(Codec::Bincode),
         )
     });
     if let Some((_, station_bus)) = &camera_buses {
         for (index, name) in VISION_WORKERS.iter().enumerate() {
             let sub = station_bus
                 .subscribe::<CameraFrame>(
-                    Subscription::to("*/camera/rgb")?
+                    Subscription::to("/*/camera/rgb")?
                         .group_member("vision", *name)
                         // Large frames: prefetch only a few per worker.
                         .buffer(8),
@@ -321,12 +366,12 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
     for consumer in consumers {
         consumer.await.context("a consumer task panicked")?;
     }
-    let closed = match &camera {
-        Some((fleet_camera, station_camera)) => {
-            close_all(&[&fleet, fleet_camera, station_camera, &station]).await
-        }
-        None => close_all(&[&fleet, &station]).await,
+    let retained = if waited.is_ok() && caps.replay {
+        retained(&station).await?
+    } else {
+        Vec::new()
     };
+    let closed = close_all(&[&fleet, &station]).await;
     waited?;
     closed?;
 
@@ -352,15 +397,29 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
         },
         duplicates: s.duplicates,
         camera_retention,
+        connect_retry,
+        retained,
         note,
     })
 }
 
-/// One robot: scans on `robot-N/scan`, every other scan a frame on
-/// `robot-N/camera/rgb` (up to [`FRAMES_PER_ROBOT`]).
+/// What the topics of the first robot hold (`Transport::topics`).
+async fn retained(station: &Arc<dyn Transport>) -> anyhow::Result<Vec<(String, u64)>> {
+    let filter = TopicFilter::parse("/robot-1/>")?;
+    Ok(station
+        .topics(&filter)
+        .await
+        .context("listing the topics")?
+        .into_iter()
+        .map(|t| (t.topic.as_str().to_owned(), t.length))
+        .collect())
+}
+
+/// One robot: scans on `/robot-N/scan`, every other scan a frame on
+/// `/robot-N/camera/rgb` (up to [`FRAMES_PER_ROBOT`]).
 async fn robot(name: String, scans: Bus, camera: Option<Bus>) -> anyhow::Result<()> {
-    let scan_topic = Topic::new(format!("{name}/scan"))?;
-    let camera_topic = Topic::new(format!("{name}/camera/rgb"))?;
+    let scan_topic = Topic::new(format!("/{name}/scan"))?;
+    let camera_topic = Topic::new(format!("/{name}/camera/rgb"))?;
     let mut frames = 0;
     for seq in 0..SCANS_PER_ROBOT {
         let phase = seq as f32 / 10.0;

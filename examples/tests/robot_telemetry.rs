@@ -33,7 +33,18 @@ async fn on_memory() -> anyhow::Result<()> {
     check_scans(&summary)?;
     check_frames(&summary)?;
     ensure!(
-        summary.camera_retention.starts_with("retention=50 "),
+        summary
+            .camera_retention
+            .starts_with("retain=/*/camera/rgb:maxlen=50 and retain=/*/scan:maxlen=100 "),
+        "{summary}"
+    );
+    // One transport holds both, each topic under its own rule.
+    ensure!(
+        summary.retained
+            == [
+                ("/robot-1/camera/rgb".to_owned(), 8),
+                ("/robot-1/scan".to_owned(), 20)
+            ],
         "{summary}"
     );
     Ok(())
@@ -51,17 +62,42 @@ async fn on_redis_streams() -> anyhow::Result<()> {
     check_scans(&summary)?;
     check_frames(&summary)?;
     ensure!(
-        summary.camera_retention.starts_with("maxlen=50 "),
+        summary
+            .camera_retention
+            .starts_with("retain=/*/camera/rgb:maxlen=50 and retain=/*/scan:maxlen=100 "),
+        "{summary}"
+    );
+    ensure!(
+        summary.connect_retry == "connect_retry=10s (set by the example)",
         "{summary}"
     );
     // In Redis: one stream per topic, the frames all acked by the group.
     for r in 1..=3 {
-        let scans = format!("t-robots:{{robot-{r}/scan}}");
-        let camera = format!("t-robots:{{robot-{r}/camera/rgb}}");
+        let scans = format!("t-robots:{{/robot-{r}/scan}}");
+        let camera = format!("t-robots:{{/robot-{r}/camera/rgb}}");
         ensure!(support::int(&server, &["XLEN", &scans])? == 20);
         ensure!(support::int(&server, &["XLEN", &camera])? == 8);
         ensure!(support::pending(&server, &camera, "vision")? == 0);
     }
+    Ok(())
+}
+
+/// The robots boot before Redis: with `connect_retry=` the transports keep
+/// trying until the server is up, then everything arrives as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_started_before_redis_connect_once_it_is_up() -> anyhow::Result<()> {
+    let mut server = support::redis()?;
+    let url = support::url(&server, "redis+streams");
+    server.stop()?;
+    let run = tokio::spawn(async move { robot_telemetry::run(&url).await });
+    // The outage the robots boot into: its length is the fault, not a wait
+    // for an event.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    ensure!(!run.is_finished(), "run ended while Redis was down");
+    server.start_again()?;
+    let summary = run.await??;
+    check_scans(&summary)?;
+    check_frames(&summary)?;
     Ok(())
 }
 
