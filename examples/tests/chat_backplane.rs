@@ -147,6 +147,36 @@ async fn on_the_backplane_without_a_hook_the_restart_is_skipped_and_said_so() ->
         why.contains("no way to restart the Redis server"),
         "{summary}"
     );
+    ensure!(
+        summary.startup == "strict: connect_timeout=2s (set by the example), no start-up retry",
+        "{summary}"
+    );
+    Ok(())
+}
+
+/// Strict start-up: with Redis down, a replica does not start serving rooms
+/// that reach nobody; `run` fails with an error naming the address, and
+/// without the password of the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_backplane_a_replica_refuses_to_start_without_redis() -> anyhow::Result<()> {
+    let mut server = support::redis()?;
+    let addr = server.addr().to_string();
+    let url = support::url(&server, "redis+pubsub").replacen("://", "://:hunter2@", 1);
+    server.stop()?;
+    // A bound for a hang, not a timing goal: connect_timeout is 2 s.
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        chat_backplane::run(&url, None),
+    )
+    .await;
+    let Ok(Err(error)) = outcome else {
+        bail!("expected a start-up error, got {outcome:?}");
+    };
+    let error = format!("{error:#}");
+    ensure!(
+        error.contains("replica-a") && error.contains(&addr) && !error.contains("hunter2"),
+        "{error}"
+    );
     Ok(())
 }
 

@@ -18,6 +18,12 @@
 //!   replica only: the backplane is **at-most-once**, so they are lost for
 //!   the other replica, which is told so with an `Error::Lost` gap signal.
 //!
+//! - Start-up is strict, as the notifier's was: on Redis the replicas
+//!   connect with `connect_timeout=2s` (unless the URL sets one) and no
+//!   start-up retry (the backplane's default), so a replica whose Redis is
+//!   unreachable fails at once with an error naming the address instead of
+//!   serving rooms that reach nobody.
+//!
 //! On `memory://` both replicas use one named in-process hub (`memory://`
 //! becomes `memory://chat-{run id}`); there is no server, so the restart
 //! step is skipped with that reason, as it is on Redis without a hook.
@@ -60,6 +66,8 @@ pub const OUTAGE_POSTS: u32 = 2;
 /// dropped, when the URL does not say (the adapter's default is 5 s; a
 /// chat line that late is stale anyway, and the outage stays short).
 pub const OUTBOX_TTL: &str = "1s";
+/// The connect timeout set on a Redis URL without `connect_timeout=`.
+pub const CONNECT_TIMEOUT: &str = "2s";
 
 /// What the restart hook is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +180,14 @@ pub async fn run(url: &str, restart: Option<RestartHook<'_>>) -> anyhow::Result<
     if backplane_scheme && restart.is_some() && !has_param(&url, "outbox_ttl") {
         url = with_param(&url, "outbox_ttl", OUTBOX_TTL);
     }
+    let startup = if !crate::is_redis(&url) {
+        "n/a (memory: nothing to connect to)".to_owned()
+    } else if let Some(given) = crate::param(&url, "connect_timeout") {
+        format!("strict: connect_timeout={given} (from the URL), no start-up retry")
+    } else {
+        url = with_param(&url, "connect_timeout", CONNECT_TIMEOUT);
+        format!("strict: connect_timeout={CONNECT_TIMEOUT} (set by the example), no start-up retry")
+    };
     let replicas = [
         Replica::connect(REPLICAS[0], &url).await?,
         Replica::connect(REPLICAS[1], &url).await?,
@@ -246,6 +262,7 @@ pub async fn run(url: &str, restart: Option<RestartHook<'_>>) -> anyhow::Result<
             })
             .collect(),
         restart,
+        startup,
     })
 }
 

@@ -74,6 +74,8 @@ pub struct Summary {
     pub members: Vec<MemberReport>,
     /// The restart step.
     pub restart: RestartReport,
+    /// How the replicas connect at start-up.
+    pub startup: String,
 }
 
 impl Summary {
@@ -89,6 +91,7 @@ impl Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "chat_backplane on {}:", self.adapter)?;
+        writeln!(f, "  start-up: {}", self.startup)?;
         for r in &self.replicas {
             let echoes = r.self_echoes_dropped.map_or_else(
                 || "n/a (only the Redis backplane hears itself)".to_owned(),
