@@ -194,6 +194,12 @@ impl Transport for RedisStreamsTransport {
                 other => other,
             }
         };
+        // A reader refused meanwhile (while the PING was on its way) has
+        // recorded the denial before it reported itself down: name the
+        // permission, not only that it cannot read.
+        if let Some(reason) = self.inner.denied.health_reason() {
+            return Health::Degraded(format!("{reason} (redis at {addr})"));
+        }
         let health = match (health, self.inner.readers.reason()) {
             (Health::Ok, Some(reason)) => Health::Degraded(reason),
             (other, _) => other,
