@@ -14,7 +14,9 @@
 //! - [`Capabilities`], [`Health`], [`SubscriberStats`], [`TransportStats`];
 //! - [`Codec`], [`Bus`], [`TypedSubscriber`]: the typed layer;
 //! - [`Backoff`], [`CircuitBreaker`]: resilience helpers shared by adapters;
-//! - [`Error`]: one error type, with [`Error::is_transient`].
+//! - [`Error`]: one error type, with [`Error::is_transient`];
+//! - [`trace`]: OpenTelemetry-style messaging spans ([`trace::Traced`]) and the
+//!   [`trace::Propagator`] hook for W3C trace context.
 
 mod backoff;
 mod breaker;
@@ -28,6 +30,7 @@ mod limits;
 mod message;
 mod subscription;
 pub mod topic;
+pub mod trace;
 mod transport;
 
 pub use backoff::Backoff;

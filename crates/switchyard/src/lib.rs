@@ -48,6 +48,7 @@
 //! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (module [`redis_pubsub`]) |
 //! | `tls` | no | TLS for the Redis adapters compiled in (`rediss+…://`, rustls): the platform's roots or `tls_ca=`, client certificates with `tls_cert=`/`tls_key=`; a refused certificate is [`Error::Tls`] |
 //! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit) |
+//! | `otel` | no | W3C trace context through OpenTelemetry (module `otel`): `traceparent`/`tracestate` written on publish, read on delivery |
 //!
 //! A URL whose adapter is not compiled in fails with
 //! [`Error::FeatureNotEnabled`] naming the feature to turn on; an unknown
@@ -61,11 +62,16 @@
 //!   registry and the design decisions;
 //! - `docs/semantics.md`: delivery guarantees per adapter, ordering,
 //!   ack/nack, dead letters, overflow, start positions, topic rules;
-//! - `docs/cli.md`: the `switchyard` command-line tool.
+//! - `docs/cli.md`: the `switchyard` command-line tool;
+//! - `docs/observability.md`: the tracing spans ([`trace`]) and W3C trace
+//!   context across the bus.
 
 pub use switchyard_core::*;
 
 mod registry;
+
+#[cfg(feature = "otel")]
+pub mod otel;
 
 pub use registry::{
     DEFAULT_URL, URL_ENV, compiled_schemes, connect, connect_from_env, url_from_env,

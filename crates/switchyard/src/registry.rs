@@ -99,6 +99,10 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 /// | `redis+streams+cluster://[user:password@]h1:7000[,h2:7001…]`, `rediss+streams+cluster://…` | Redis Streams on a Redis Cluster | `redis-streams` |
 /// | `redis+pubsub+cluster://[user:password@]h1:7000[,h2:7001…]`, `rediss+pubsub+cluster://…` | Redis Pub/Sub backplane on a Redis Cluster (sharded pub/sub) | `redis-pubsub` |
 ///
+/// The transport comes wrapped in [`trace::Traced`](crate::trace::Traced):
+/// OpenTelemetry-style messaging spans, which cost nothing while no tracing
+/// subscriber listens (see `docs/observability.md`).
+///
 /// Errors, none of which ever contains the URL's password:
 /// - [`Error::InvalidUrl`] when the text has no `scheme://` (or is empty);
 /// - [`Error::UnknownScheme`] when no adapter has that scheme; it lists the
@@ -137,7 +141,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
     match open(url).await {
         Ok(transport) => {
             tracing::debug!(url = %redact_url(url), adapter = transport.name(), "connected");
-            Ok(transport)
+            Ok(switchyard_core::trace::traced(transport))
         }
         Err(e) => Err(scrub_password(e, url)),
     }
