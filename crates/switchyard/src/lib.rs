@@ -142,6 +142,12 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 pub struct SemanticsGuideDoctests;
 
+/// The examples of `docs/observability.md`, compiled as doctests against
+/// the facade with its `otel` feature.
+#[doc = include_str!("../../../docs/observability.md")]
+#[cfg(all(doctest, feature = "otel"))]
+pub struct ObservabilityGuideDoctests;
+
 /// The examples of `docs/redis-streams.md`, compiled as doctests against
 /// the facade.
 #[doc = include_str!("../../../docs/redis-streams.md")]
