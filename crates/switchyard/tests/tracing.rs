@@ -4,6 +4,7 @@
 //! redis+streams:// and redis+pubsub:// (real redis-server processes). The
 //! spans are exported by OpenTelemetry's in-memory exporter through
 //! `tracing-opentelemetry`; the W3C propagator is set process-wide.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -376,4 +377,30 @@ async fn without_propagation_writes_no_context() {
         send.span_context.trace_id(),
         process.span_context.trace_id()
     );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Any `traceparent`/`tracestate` text: extraction into an enabled span
+    /// never panics, and only a well-formed one becomes the parent.
+    #[test]
+    fn extract_never_panics(traceparent in ".{0,80}", tracestate in ".{0,80}") {
+        use switchyard::trace::Propagator as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        use opentelemetry::trace::TraceContextExt as _;
+        exporter();
+        let mut headers = Headers::new();
+        headers.insert(header::TRACEPARENT, traceparent.as_str());
+        headers.insert(header::TRACESTATE, tracestate);
+        let span = tracing::info_span!("proptest");
+        switchyard::otel::OtelPropagator::w3c().extract(&headers, &span);
+        let parent_valid = span.context().span().span_context().is_valid();
+        proptest::prop_assert!(parent_valid, "the span itself is always valid");
+        let well_formed = traceparent.len() == 55 && traceparent.starts_with("00-");
+        if !well_formed {
+            // A malformed value never links the span to a foreign trace id.
+            proptest::prop_assert!(!traceparent.contains(&span.context().span().span_context().trace_id().to_string()));
+        }
+    }
 }

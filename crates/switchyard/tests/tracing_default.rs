@@ -2,6 +2,7 @@
 //! headers; without a tracing subscriber no span is made at all and
 //! everything works as before. (Its own test binary: no process-wide
 //! propagator or subscriber is ever set here.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
