@@ -11,6 +11,7 @@
 //! cargo run -p switchyard-examples --example presence_rooms
 //! cargo run -p switchyard-examples --example events_library
 //! cargo run -p switchyard-examples --example event_bus
+//! cargo run -p switchyard-examples --example traced
 //! ```
 //!
 //! Every example connects to the URL in `SWITCHYARD_URL` (default
@@ -24,6 +25,7 @@ pub mod events_library;
 pub mod order_workers;
 pub mod presence_rooms;
 pub mod robot_telemetry;
+pub mod traced;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};

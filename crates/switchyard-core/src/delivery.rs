@@ -81,6 +81,7 @@ pub struct Delivery {
     attempt: u32,
     acker: Option<Arc<dyn Acknowledger>>,
     settled: bool,
+    span: tracing::Span,
 }
 
 impl Delivery {
@@ -98,7 +99,33 @@ impl Delivery {
             attempt,
             acker,
             settled: false,
+            span: tracing::Span::none(),
         }
+    }
+
+    /// The delivery's `process {topic}` span (see [`crate::trace`]): open
+    /// from the moment the subscriber handed the delivery out until it is
+    /// settled or dropped, a child of the producer's trace context when a
+    /// [`Propagator`](crate::trace::Propagator) extracted one. Enter it
+    /// (`delivery.span().clone()` with `Instrument`, or `in_scope`) so the
+    /// handler's own spans and events join the trace.
+    /// [`Span::none`](tracing::Span::none) when the transport is not traced
+    /// or no tracing subscriber is interested.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// For [`crate::trace`]: attaches the process span and lets `wrap`
+    /// replace the acknowledger (to add settle spans).
+    pub(crate) fn attach_trace(
+        &mut self,
+        span: tracing::Span,
+        wrap: impl FnOnce(&Arc<dyn Acknowledger>) -> Arc<dyn Acknowledger>,
+    ) {
+        if let Some(acker) = &self.acker {
+            self.acker = Some(wrap(acker));
+        }
+        self.span = span;
     }
 
     /// The topic it was published on.

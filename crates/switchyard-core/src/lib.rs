@@ -18,7 +18,9 @@
 //!   [`HandlerReport`], [`shutdown_signal`]: the receive loop, written once
 //!   ([`handler`]);
 //! - [`Backoff`], [`CircuitBreaker`]: resilience helpers shared by adapters;
-//! - [`Error`]: one error type, with [`Error::is_transient`].
+//! - [`Error`]: one error type, with [`Error::is_transient`];
+//! - [`trace`]: OpenTelemetry-style messaging spans ([`trace::Traced`]) and the
+//!   [`trace::Propagator`] hook for W3C trace context.
 
 mod backoff;
 mod breaker;
@@ -34,6 +36,7 @@ mod message;
 pub mod retention;
 mod subscription;
 pub mod topic;
+pub mod trace;
 mod transport;
 
 pub use backoff::Backoff;

@@ -22,8 +22,13 @@ pub mod header {
     pub const CONTENT_TYPE: &str = "content-type";
     /// The dedup id, as 32 lowercase hex digits (see [`DedupId`](super::DedupId)).
     pub const DEDUP_ID: &str = "sy-dedup";
-    /// W3C trace context, carried so a trace crosses the bus.
+    /// W3C trace context (`traceparent`), carried so a trace crosses the
+    /// bus: written on publish and read on delivery by a configured
+    /// [`Propagator`](crate::trace::Propagator), never otherwise.
     pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace context (`tracestate`), vendor data beside
+    /// [`TRACEPARENT`]; written and read by the same propagator.
+    pub const TRACESTATE: &str = "tracestate";
     /// Dead letters: why the message was dead-lettered.
     pub const DLQ_REASON: &str = "sy-dlq-reason";
     /// Dead letters: the topic the message was first published on.

@@ -48,6 +48,7 @@
 //! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (module [`redis_pubsub`]) |
 //! | `tls` | no | TLS for the Redis adapters compiled in (`rediss+…://`, rustls): the platform's roots or `tls_ca=`, client certificates with `tls_cert=`/`tls_key=`; a refused certificate is [`Error::Tls`] |
 //! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit); other formats: [`CustomCodec`] |
+//! | `otel` | no | W3C trace context through OpenTelemetry (module `otel`): `traceparent`/`tracestate` written on publish, read on delivery |
 //!
 //! A URL whose adapter is not compiled in fails with
 //! [`Error::FeatureNotEnabled`] naming the feature to turn on; an unknown
@@ -137,7 +138,9 @@
 //!   registry and the design decisions;
 //! - `docs/semantics.md`: delivery guarantees per adapter, ordering,
 //!   ack/nack, dead letters, overflow, start positions, topic rules;
-//! - `docs/cli.md`: the `switchyard` command-line tool.
+//! - `docs/cli.md`: the `switchyard` command-line tool;
+//! - `docs/observability.md`: the tracing spans ([`trace`]) and W3C trace
+//!   context across the bus.
 
 pub use switchyard_core::*;
 
@@ -148,6 +151,9 @@ pub use registered::{
     MAX_REGISTERED_SCHEMES, MAX_SCHEME_LEN, SchemeConstructor, register_scheme,
     register_scheme_boxed, schemes, unregister_scheme,
 };
+#[cfg(feature = "otel")]
+pub mod otel;
+
 pub use registry::{
     DEFAULT_URL, URL_ENV, compiled_schemes, connect, connect_from_env, url_from_env,
 };
@@ -222,6 +228,12 @@ pub struct ReadmeDoctests;
 #[doc = include_str!("../../../docs/semantics.md")]
 #[cfg(doctest)]
 pub struct SemanticsGuideDoctests;
+
+/// The examples of `docs/observability.md`, compiled as doctests against
+/// the facade with its `otel` feature.
+#[doc = include_str!("../../../docs/observability.md")]
+#[cfg(all(doctest, feature = "otel"))]
+pub struct ObservabilityGuideDoctests;
 
 /// The examples of `docs/redis-streams.md`, compiled as doctests against
 /// the facade.

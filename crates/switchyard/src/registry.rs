@@ -110,6 +110,10 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 /// [`register_scheme`](crate::register_scheme) (built-in schemes are looked up first and cannot be
 /// registered).
 ///
+/// The transport comes wrapped in [`trace::Traced`](crate::trace::Traced):
+/// OpenTelemetry-style messaging spans, which cost nothing while no tracing
+/// subscriber listens (see `docs/observability.md`).
+///
 /// Errors, none of which ever contains the URL's password:
 /// - [`Error::InvalidUrl`] when the text has no `scheme://` (or is empty);
 /// - [`Error::UnknownScheme`] when no adapter has that scheme; it lists the
@@ -160,7 +164,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
     match opened {
         Ok(transport) => {
             tracing::debug!(url = %redact_url(url), adapter = transport.name(), "connected");
-            Ok(transport)
+            Ok(switchyard_core::trace::traced(transport))
         }
         Err(e) => Err(scrub_password(e, url)),
     }
