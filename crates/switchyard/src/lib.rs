@@ -48,6 +48,7 @@
 //! | `redis-pubsub` | no | the Redis Pub/Sub backplane, `redis+pubsub://`, `rediss+pubsub://` (module [`redis_pubsub`]) |
 //! | `tls` | no | TLS for the Redis adapters compiled in (`rediss+…://`, rustls): the platform's roots or `tls_ca=`, client certificates with `tls_cert=`/`tls_key=`; a refused certificate is [`Error::Tls`] |
 //! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit) |
+//! | `metrics` | no | counters, gauges and a publish latency histogram through the `metrics` facade crate (module `metrics`) |
 //!
 //! A URL whose adapter is not compiled in fails with
 //! [`Error::FeatureNotEnabled`] naming the feature to turn on; an unknown
@@ -66,6 +67,9 @@
 pub use switchyard_core::*;
 
 mod registry;
+
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 pub use registry::{
     DEFAULT_URL, URL_ENV, compiled_schemes, connect, connect_from_env, url_from_env,
