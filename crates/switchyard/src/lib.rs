@@ -62,7 +62,9 @@
 //!   registry and the design decisions;
 //! - `docs/semantics.md`: delivery guarantees per adapter, ordering,
 //!   ack/nack, dead letters, overflow, start positions, topic rules;
-//! - `docs/cli.md`: the `switchyard` command-line tool.
+//! - `docs/cli.md`: the `switchyard` command-line tool;
+//! - `docs/metrics.md`: the adapter counters of `stats()` and the metrics
+//!   of the `metrics` feature.
 
 pub use switchyard_core::*;
 
@@ -151,3 +153,9 @@ pub struct RedisStreamsGuideDoctests;
 #[doc = include_str!("../../../docs/redis-pubsub.md")]
 #[cfg(all(doctest, feature = "redis-pubsub"))]
 pub struct RedisPubSubGuideDoctests;
+
+/// The examples of `docs/metrics.md`, compiled and run as doctests against
+/// the facade.
+#[doc = include_str!("../../../docs/metrics.md")]
+#[cfg(all(doctest, feature = "metrics"))]
+pub struct MetricsGuideDoctests;
