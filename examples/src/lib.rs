@@ -12,6 +12,7 @@
 //! cargo run -p switchyard-examples --example events_library
 //! cargo run -p switchyard-examples --example event_bus
 //! cargo run -p switchyard-examples --example traced
+//! cargo run -p switchyard-examples --example metrics
 //! ```
 //!
 //! Every example connects to the URL in `SWITCHYARD_URL` (default
@@ -22,6 +23,7 @@
 pub mod chat_backplane;
 pub mod event_bus;
 pub mod events_library;
+pub mod metrics_endpoint;
 pub mod order_workers;
 pub mod presence_rooms;
 pub mod robot_telemetry;

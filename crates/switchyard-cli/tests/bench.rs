@@ -97,6 +97,12 @@ fn memory_group() {
     assert_eq!(v["mode"], "group");
     assert_eq!(v["deliveries"], 2000);
     assert!(v["deliver_msgs_per_sec"].as_f64().unwrap() > 0.0);
+    // The counters of the transport and the summed subscribers.
+    assert_eq!(v["stats"]["transport"]["published"], 2000, "{v}");
+    assert_eq!(v["stats"]["transport"]["publish_errors"], 0, "{v}");
+    assert_eq!(v["stats"]["subscribers"]["received"], 2000, "{v}");
+    assert_eq!(v["stats"]["subscribers"]["acked"], 2000, "{v}");
+    assert!(v["stats"]["subscriber_transport"].is_null(), "{v}");
 }
 
 #[test]
@@ -125,7 +131,11 @@ fn text_output_names_the_figures() {
         .success()
         .stdout(predicate::str::contains("msg/s"))
         .stdout(predicate::str::contains("MB/s"))
-        .stdout(predicate::str::contains("0 missing, 0 duplicated"));
+        .stdout(predicate::str::contains("0 missing, 0 duplicated"))
+        .stdout(predicate::str::contains(
+            "stats     transport published=500 ",
+        ))
+        .stdout(predicate::str::contains("subscribers received=500 "));
 }
 
 #[test]
@@ -171,6 +181,18 @@ fn redis_pubsub_runs_and_redacts_the_password() {
         &["--mode", "fanout", "-n", "2000", "-s", "2", "-p", "4"],
     );
     assert_eq!(v["deliveries"], 4000);
+    // The backplane's own counters, through `Arc<dyn Transport>`: the
+    // publishing replica sent 2000 (it subscribes to nothing, so nothing
+    // comes back to it), the subscribing one received them.
+    let publisher = &v["stats"]["transport"];
+    assert_eq!(publisher["published"], 2000, "{v}");
+    assert_eq!(publisher["pubsub.publishes"], 2000, "{v}");
+    assert_eq!(publisher["pubsub.self_echoes"], 0, "{v}");
+    let subscriber = &v["stats"]["subscriber_transport"];
+    assert_eq!(subscriber["pubsub.received"], 2000, "{v}");
+    assert_eq!(subscriber["pubsub.gaps"], 0, "{v}");
+    assert_eq!(subscriber["pubsub.malformed"], 0, "{v}");
+    assert_eq!(v["stats"]["subscribers"]["received"], 4000, "{v}");
     let v = bench_json(&url, &["--mode", "latency", "--rate", "1000", "-n", "500"]);
     assert!(v["latency_us"]["p99"].as_f64().is_some());
 }

@@ -423,7 +423,16 @@ fn pub_to_the_backplane_reaches_a_subscriber() {
     let url = url(&server, "redis+pubsub");
     let mut sub = std::process::Command::new(assert_cmd::cargo::cargo_bin!("switchyard"))
         .env("SWITCHYARD_URL", &url)
-        .args(["sub", "-t", "chat.*", "--count", "5", "--timeout", "30"])
+        .args([
+            "sub",
+            "-t",
+            "chat.*",
+            "--count",
+            "5",
+            "--timeout",
+            "30",
+            "--stats",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null())
@@ -451,4 +460,55 @@ fn pub_to_the_backplane_reaches_a_subscriber() {
             .lines()
             .all(|l| l.split_whitespace().nth(1) == Some("chat.lobby") && l.contains(" message "))
     );
+    // --stats: the subscriber's counters, and the backplane's own counters
+    // through `Arc<dyn Transport>` (nothing of this process's was echoed).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("stats: subscriber received=5 acked=0 nacked=0 "),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("stats: transport published=0 "),
+        "{stderr}"
+    );
+    for name in [
+        " pubsub.self_echoes=0",
+        " pubsub.malformed=0",
+        " pubsub.gaps=0",
+        " pubsub.outbox_len=0",
+    ] {
+        assert!(lines[1].contains(name), "no {name} in {stderr}");
+    }
+}
+
+#[test]
+fn sub_stats_json_counts_a_group_member_exactly() {
+    let server = server();
+    let url = url(&server, "redis+streams");
+    ok(&switchyard(&url)
+        .args(["pub", "-t", "stats.t", "--count", "50"])
+        .output()
+        .unwrap());
+    let out = switchyard(&url)
+        .args([
+            "sub", "-t", "stats.t", "-g", "g", "--from", "earliest", "--count", "50", "--json",
+            "--stats",
+        ])
+        .output()
+        .unwrap();
+    let stdout = ok(&out);
+    assert_eq!(json_lines(&stdout).len(), 50);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stats = json_lines(&stderr);
+    assert_eq!(stats.len(), 1, "{stderr}");
+    let sub = &stats[0]["stats"]["subscriber"];
+    assert_eq!(sub["received"], 50, "{stderr}");
+    assert_eq!(sub["acked"], 50, "{stderr}");
+    assert_eq!(sub["nacked"], 0, "{stderr}");
+    assert_eq!(sub["redelivered"], 0, "{stderr}");
+    let transport = &stats[0]["stats"]["transport"];
+    assert_eq!(transport["published"], 0, "{stderr}");
+    assert_eq!(transport["breaker_open"], 0, "{stderr}");
 }

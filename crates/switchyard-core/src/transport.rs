@@ -1,5 +1,6 @@
 //! The `Transport` and `Subscriber` traits every adapter implements.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -226,6 +227,31 @@ pub struct SubscriberStats {
 }
 
 impl SubscriberStats {
+    /// Every counter by name, in a fixed order: `received`, `acked`,
+    /// `nacked`, `redelivered`, `dead_lettered`, `dropped`,
+    /// `decode_errors`, `malformed`, `lost`, `lost_to_retention`. For
+    /// printing and for metrics ([`gauges`](Self::gauges) has the
+    /// snapshots).
+    pub fn counters(&self) -> [(&'static str, u64); 10] {
+        [
+            ("received", self.received),
+            ("acked", self.acked),
+            ("nacked", self.nacked),
+            ("redelivered", self.redelivered),
+            ("dead_lettered", self.dead_lettered),
+            ("dropped", self.dropped),
+            ("decode_errors", self.decode_errors),
+            ("malformed", self.malformed),
+            ("lost", self.lost),
+            ("lost_to_retention", self.lost_to_retention),
+        ]
+    }
+
+    /// The snapshots by name: `buffered`, `capacity`.
+    pub fn gauges(&self) -> [(&'static str, u64); 2] {
+        [("buffered", self.buffered), ("capacity", self.capacity)]
+    }
+
     /// `buffered / capacity` (0.0 without a local buffer).
     pub fn fill_ratio(&self) -> f64 {
         if self.capacity == 0 {
@@ -249,8 +275,29 @@ pub struct Fetched {
     pub closed: bool,
 }
 
-/// Counters of a transport's publishing side and connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counters of a transport's publishing side and connection, and every
+/// adapter-specific counter, reachable through `Arc<dyn Transport>`
+/// without downcasting.
+///
+/// The named fields are common to all adapters (0 where an adapter has no
+/// such event). What only one adapter counts is in [`extra`](Self::extra)
+/// (counters) and [`extra_gauges`](Self::extra_gauges) (snapshots), keyed
+/// by a documented name prefixed with the adapter (`pubsub.gaps`,
+/// `pubsub.self_echoes`, ...; each adapter's guide lists its names). A
+/// name, once documented, keeps its meaning; new names may appear.
+///
+/// ```
+/// # async fn show(transport: std::sync::Arc<dyn switchyard_core::Transport>) {
+/// let stats = transport.stats();
+/// for (name, value) in stats.counters() {
+///     // published, publish_errors, ..., then pubsub.gaps, ... on a backplane
+/// #   let _ = (name, value);
+/// }
+/// let gaps = stats.extra.get("pubsub.gaps").copied().unwrap_or(0);
+/// # let _ = gaps;
+/// # }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TransportStats {
     /// Messages accepted by the backend.
@@ -268,6 +315,38 @@ pub struct TransportStats {
     /// The circuit breaker's state and counters, for adapters that have one
     /// (redis-streams guards its publishes with one); `None` otherwise.
     pub breaker: Option<crate::BreakerStats>,
+    /// Adapter-specific counters (monotonic, since the transport started),
+    /// by documented name (`pubsub.self_echoes`, `pubsub.gaps`,
+    /// `pubsub.malformed`, ...). Empty for adapters without any.
+    pub extra: BTreeMap<&'static str, u64>,
+    /// Adapter-specific snapshots (values that go up and down, such as
+    /// `pubsub.outbox_len`), by documented name.
+    pub extra_gauges: BTreeMap<&'static str, u64>,
+}
+
+impl TransportStats {
+    /// Every counter by name: the common ones (`published`,
+    /// `publish_errors`, `dropped`, `reconnects`, `breaker_rejections`),
+    /// then the adapter's [`extra`](Self::extra) ones sorted by name.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut all = vec![
+            ("published", self.published),
+            ("publish_errors", self.publish_errors),
+            ("dropped", self.dropped),
+            ("reconnects", self.reconnects),
+            ("breaker_rejections", self.breaker_rejections),
+        ];
+        all.extend(self.extra.iter().map(|(k, v)| (*k, *v)));
+        all
+    }
+
+    /// Every snapshot by name: `breaker_open` (1 or 0), then the adapter's
+    /// [`extra_gauges`](Self::extra_gauges) sorted by name.
+    pub fn gauges(&self) -> Vec<(&'static str, u64)> {
+        let mut all = vec![("breaker_open", u64::from(self.breaker_open))];
+        all.extend(self.extra_gauges.iter().map(|(k, v)| (*k, *v)));
+        all
+    }
 }
 
 /// A backend: publishes messages and creates subscribers.

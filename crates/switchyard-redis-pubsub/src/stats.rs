@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use switchyard_core::TransportStats;
 
 /// Counters of a backplane transport, from
 /// [`RedisPubSubTransport::pubsub_stats`](crate::RedisPubSubTransport::pubsub_stats).
@@ -56,6 +57,51 @@ pub struct PubSubStats {
     pub lost: u64,
     /// Remote messages dropped because a local subscriber's buffer was full.
     pub remote_dropped: u64,
+}
+
+impl PubSubStats {
+    /// The names under which these counters appear in
+    /// [`TransportStats::extra`](switchyard_core::TransportStats::extra)
+    /// (through `Arc<dyn Transport>`), with their values. `published`,
+    /// `publish_errors` and `reconnects` are the common fields there, and
+    /// `dropped` is `outbox_full + outbox_expired + outbox_refused`.
+    pub fn extra(&self) -> [(&'static str, u64); 15] {
+        [
+            ("pubsub.publishes", self.publishes),
+            ("pubsub.outbox_full", self.outbox_full),
+            ("pubsub.outbox_expired", self.outbox_expired),
+            ("pubsub.outbox_refused", self.outbox_refused),
+            ("pubsub.loop_restarts", self.loop_restarts),
+            ("pubsub.received", self.received),
+            ("pubsub.self_echoes", self.self_echoes),
+            ("pubsub.duplicates", self.duplicates),
+            ("pubsub.stale", self.stale),
+            ("pubsub.implausible_gaps", self.implausible_gaps),
+            ("pubsub.malformed", self.malformed),
+            ("pubsub.unknown_version", self.unknown_version),
+            ("pubsub.gaps", self.gaps),
+            ("pubsub.lost", self.lost),
+            ("pubsub.remote_dropped", self.remote_dropped),
+        ]
+    }
+
+    /// These counters in the common shape every adapter returns from
+    /// `Transport::stats()`: the common fields, every other counter in
+    /// `extra` (see [`extra`](Self::extra) for the names) and
+    /// `pubsub.outbox_len` in `extra_gauges`.
+    pub fn to_transport_stats(&self) -> TransportStats {
+        let mut s = TransportStats::default();
+        s.published = self.published;
+        s.publish_errors = self.publish_errors;
+        s.dropped = self
+            .outbox_full
+            .saturating_add(self.outbox_expired)
+            .saturating_add(self.outbox_refused);
+        s.reconnects = self.reconnects;
+        s.extra = self.extra().into_iter().collect();
+        s.extra_gauges.insert("pubsub.outbox_len", self.outbox_len);
+        s
+    }
 }
 
 /// The live counters.
@@ -199,6 +245,25 @@ mod tests {
         assert_eq!(c.load(Ordering::Relaxed), u64::MAX);
         add(&c, 1);
         assert_eq!(c.load(Ordering::Relaxed), u64::MAX);
+    }
+
+    #[test]
+    fn transport_stats_carry_every_counter() {
+        let c = Counters::default();
+        add(&c.self_echoes, 3);
+        add(&c.gaps, 2);
+        add(&c.outbox_full, 1);
+        add(&c.outbox_refused, 4);
+        add(&c.published, 7);
+        let t = c.snapshot(5).to_transport_stats();
+        assert_eq!(t.published, 7);
+        assert_eq!(t.dropped, 5);
+        assert_eq!(t.extra.len(), 15);
+        assert_eq!(t.extra["pubsub.self_echoes"], 3);
+        assert_eq!(t.extra["pubsub.gaps"], 2);
+        assert_eq!(t.extra["pubsub.malformed"], 0);
+        assert_eq!(t.extra_gauges["pubsub.outbox_len"], 5);
+        assert_eq!(t.counters().len(), 5 + 15);
     }
 
     #[test]

@@ -549,14 +549,11 @@ impl Transport for RedisPubSubTransport {
         self.role_health().await
     }
 
+    /// The common counters plus every backplane counter of
+    /// [`pubsub_stats`](Self::pubsub_stats) under `pubsub.*` names in
+    /// `extra` (and `pubsub.outbox_len` in `extra_gauges`).
     fn stats(&self) -> TransportStats {
-        let c = self.shared.counters.snapshot(0);
-        let mut s = TransportStats::default();
-        s.published = c.published;
-        s.publish_errors = c.publish_errors;
-        s.dropped = c.outbox_full + c.outbox_expired + c.outbox_refused;
-        s.reconnects = c.reconnects;
-        s
+        self.pubsub_stats().to_transport_stats()
     }
 
     /// Refuses new work, flushes the outbox for up to `close_timeout`,

@@ -49,6 +49,7 @@
 //! | `tls` | no | TLS for the Redis adapters compiled in (`rediss+…://`, rustls): the platform's roots or `tls_ca=`, client certificates with `tls_cert=`/`tls_key=`; a refused certificate is [`Error::Tls`] |
 //! | `bincode` | no | `Codec::Bincode` (bincode 2.0.1 with a decode size limit); other formats: [`CustomCodec`] |
 //! | `otel` | no | W3C trace context through OpenTelemetry (module `otel`): `traceparent`/`tracestate` written on publish, read on delivery |
+//! | `metrics` | no | counters, gauges and a publish latency histogram through the `metrics` facade crate (module `metrics`) |
 //!
 //! A URL whose adapter is not compiled in fails with
 //! [`Error::FeatureNotEnabled`] naming the feature to turn on; an unknown
@@ -141,6 +142,8 @@
 //! - `docs/cli.md`: the `switchyard` command-line tool;
 //! - `docs/observability.md`: the tracing spans ([`trace`]) and W3C trace
 //!   context across the bus.
+//! - `docs/metrics.md`: the adapter counters of `stats()` and the metrics
+//!   of the `metrics` feature.
 
 pub use switchyard_core::*;
 
@@ -153,6 +156,8 @@ pub use registered::{
 };
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 pub use registry::{
     DEFAULT_URL, URL_ENV, compiled_schemes, connect, connect_from_env, url_from_env,
@@ -246,3 +251,9 @@ pub struct RedisStreamsGuideDoctests;
 #[doc = include_str!("../../../docs/redis-pubsub.md")]
 #[cfg(all(doctest, feature = "redis-pubsub"))]
 pub struct RedisPubSubGuideDoctests;
+
+/// The examples of `docs/metrics.md`, compiled and run as doctests against
+/// the facade.
+#[doc = include_str!("../../../docs/metrics.md")]
+#[cfg(all(doctest, feature = "metrics"))]
+pub struct MetricsGuideDoctests;

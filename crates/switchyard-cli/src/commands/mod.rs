@@ -13,6 +13,7 @@ pub(crate) mod pub_cmd;
 #[cfg(any(feature = "redis-streams", feature = "redis-pubsub"))]
 pub(crate) mod redis_info;
 pub(crate) mod signal;
+pub(crate) mod stats;
 pub(crate) mod sub;
 pub(crate) mod support;
 pub(crate) mod topics;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use clap::Args;
-use switchyard::{Delivery, Start, Subscription, TopicFilter};
+use switchyard::{Delivery, Start, SubscriberStats, Subscription, TopicFilter, TransportStats};
 
 use super::support::{self, Bar};
 use crate::GlobalOpts;
@@ -59,6 +59,12 @@ pub(crate) struct SubArgs {
     /// payload_b64 when it is not UTF-8)
     #[arg(long)]
     json: bool,
+
+    /// At exit, print the subscriber's and the transport's counters to
+    /// stderr (every adapter counter, e.g. `pubsub.gaps`): two
+    /// `stats: ...` lines, or one JSON object with `--json`
+    #[arg(long)]
+    stats: bool,
 }
 
 /// Why the receive loop ended.
@@ -71,7 +77,11 @@ enum End {
 
 pub(crate) async fn run(args: SubArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let transport = support::connect(global).await?;
-    let result = receive(&transport, &args).await;
+    let mut sub_stats = None;
+    let result = receive(&transport, &args, &mut sub_stats).await;
+    if args.stats {
+        print_stats(sub_stats.as_ref(), &transport.stats(), args.json);
+    }
     let closed = support::close(&transport).await;
     result?;
     closed
@@ -80,6 +90,7 @@ pub(crate) async fn run(args: SubArgs, global: &GlobalOpts) -> anyhow::Result<()
 async fn receive(
     transport: &std::sync::Arc<dyn switchyard::Transport>,
     args: &SubArgs,
+    sub_stats: &mut Option<SubscriberStats>,
 ) -> anyhow::Result<()> {
     // Before subscribing: a SIGTERM from then on ends the loop below like
     // Ctrl-C (hand back, flush acks, exit 0) instead of killing the process
@@ -162,6 +173,7 @@ async fn receive(
         // back after the ack timeout.
     };
     bar.finish();
+    *sub_stats = Some(sub.stats());
     let closed = tokio::time::timeout(Duration::from_secs(5), sub.close()).await;
     if let Some(e) = failure {
         return Err(e);
@@ -191,6 +203,33 @@ async fn receive(
         Ok(Err(e)) => Err(anyhow!(e).context("could not close the subscription")),
         Err(_) => Err(anyhow!("the subscription did not close within 5s")),
     }
+}
+
+/// `--stats`: the subscriber's counters (when it was subscribed) and the
+/// transport's, on stderr.
+fn print_stats(sub: Option<&SubscriberStats>, transport: &TransportStats, json: bool) {
+    use std::io::Write as _;
+    let sub = sub.map(super::stats::SubscriberTotals::of);
+    let text = if json {
+        let value = serde_json::json!({
+            "stats": {
+                "subscriber": sub.as_ref().map(|s| s.json()),
+                "transport": super::stats::transport_json(transport),
+            }
+        });
+        format!("{value}\n")
+    } else {
+        let mut text = String::new();
+        if let Some(s) = &sub {
+            text.push_str(&format!("stats: subscriber {}\n", s.line()));
+        }
+        text.push_str(&format!(
+            "stats: transport {}\n",
+            super::stats::transport_line(transport)
+        ));
+        text
+    };
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// One output line for `delivery`, newline included.

@@ -158,6 +158,15 @@ enum Limit {
     Until(Instant),
 }
 
+/// The counters of the transports of a run, read when it ended.
+pub(super) struct Stats {
+    /// The publishing transport's (the only one unless the adapter reaches
+    /// across processes).
+    pub(super) publisher: switchyard::TransportStats,
+    /// The subscribing transport's, when the subscribers had their own.
+    pub(super) subscriber: Option<switchyard::TransportStats>,
+}
+
 /// Runs `switchyard bench`: opens the transports, runs, checks and prints.
 pub(crate) async fn run(args: BenchArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let shown_url = redact_url(global.url.trim());
@@ -195,6 +204,12 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalOpts) -> anyhow::Result<
         subscriber_side.as_ref().unwrap_or(&publisher_side),
     )
     .await;
+    // Every counter of each transport (adapter-specific ones included),
+    // read before closing.
+    let transport_stats = Stats {
+        publisher: publisher_side.stats(),
+        subscriber: subscriber_side.as_ref().map(|t| t.stats()),
+    };
     for t in std::iter::once(&publisher_side).chain(subscriber_side.as_ref()) {
         match tokio::time::timeout(CLOSE_TIMEOUT, t.close()).await {
             Ok(Ok(())) => {}
@@ -204,9 +219,23 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalOpts) -> anyhow::Result<
     }
     let figures = result?;
     let text = if args.json {
-        json_report(&args, &shown_url, &run_id, publisher_side.name(), &figures)
+        json_report(
+            &args,
+            &shown_url,
+            &run_id,
+            publisher_side.name(),
+            &figures,
+            &transport_stats,
+        )
     } else {
-        text_report(&args, &shown_url, &run_id, publisher_side.name(), &figures)
+        text_report(
+            &args,
+            &shown_url,
+            &run_id,
+            publisher_side.name(),
+            &figures,
+            &transport_stats,
+        )
     };
     out(&text).context("could not write the result to stdout")?;
     Ok(())

@@ -10,7 +10,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::runner::{Figures, Shared};
-use super::{BenchArgs, BenchMode};
+use super::{BenchArgs, BenchMode, Stats};
+use crate::commands::stats::{transport_json, transport_line};
 
 /// A progress bar on stderr, only when stderr is a terminal.
 pub(super) struct Progress {
@@ -104,6 +105,7 @@ pub(super) fn json_report(
     run_id: &str,
     adapter: &str,
     f: &Figures,
+    stats: &Stats,
 ) -> String {
     let delivering = args.mode != BenchMode::Publish;
     let latency = f.latency_ns.as_ref().map(|h| {
@@ -135,6 +137,11 @@ pub(super) fn json_report(
         "missing": 0,
         "duplicates": 0,
         "redelivered": f.redelivered,
+        "stats": {
+            "transport": transport_json(&stats.publisher),
+            "subscriber_transport": stats.subscriber.as_ref().map(transport_json),
+            "subscribers": delivering.then(|| f.subscribers.json()),
+        },
     });
     format!("{value}\n")
 }
@@ -153,6 +160,7 @@ pub(super) fn text_report(
     run_id: &str,
     adapter: &str,
     f: &Figures,
+    stats: &Stats,
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -219,5 +227,22 @@ pub(super) fn text_report(
             String::new()
         }
     );
+    let _ = writeln!(
+        s,
+        "{:<10}transport {}",
+        "stats",
+        transport_line(&stats.publisher)
+    );
+    if let Some(sub_side) = &stats.subscriber {
+        let _ = writeln!(
+            s,
+            "{:<10}subscriber transport {}",
+            "",
+            transport_line(sub_side)
+        );
+    }
+    if args.mode != BenchMode::Publish {
+        let _ = writeln!(s, "{:<10}subscribers {}", "", f.subscribers.line());
+    }
     s
 }

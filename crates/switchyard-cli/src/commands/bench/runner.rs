@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use hdrhistogram::Histogram;
-use switchyard::{Error, Subscriber, Subscription, Topic, TopicFilter, Transport};
+use switchyard::{Error, Subscriber, SubscriberStats, Subscription, Topic, TopicFilter, Transport};
 use tokio::task::JoinSet;
 
 use super::check::{Arrivals, Seen, decode, tally};
 use super::publish::{flat_out_publish, paced_publish};
 use super::report::Progress;
 use super::{BenchArgs, BenchMode, CLOSE_TIMEOUT, DEFAULT_LATENCY_SECS, DEFAULT_MESSAGES, Limit};
+use crate::commands::stats::SubscriberTotals;
 
 /// Messages received per `recv_batch`.
 const RECV_BATCH: usize = 1024;
@@ -66,6 +67,8 @@ impl Shared {
 struct SubReport {
     arrivals: Arrivals,
     latency_ns: Option<Histogram<u64>>,
+    /// The subscriber's own counters when it stopped.
+    stats: SubscriberStats,
 }
 
 /// The figures of a run that passed its checks.
@@ -77,6 +80,8 @@ pub(super) struct Figures {
     pub(super) redelivered: u64,
     pub(super) deliver_secs: f64,
     pub(super) latency_ns: Option<Histogram<u64>>,
+    /// The subscribers' counters, summed.
+    pub(super) subscribers: SubscriberTotals,
 }
 /// Runs the benchmark and checks every delivery.
 pub(super) async fn bench(
@@ -252,6 +257,12 @@ pub(super) async fn bench(
         redelivered: t.redelivered,
         deliver_secs,
         latency_ns: latency,
+        subscribers: reports
+            .iter()
+            .fold(SubscriberTotals::default(), |mut t, r| {
+                t.add(&r.stats);
+                t
+            }),
     })
 }
 
@@ -285,6 +296,7 @@ async fn subscriber(
         } else {
             None
         },
+        stats: SubscriberStats::default(),
     };
     while !shared.stop.load(Ordering::SeqCst) {
         let items = sub.recv_batch(RECV_BATCH, Duration::from_millis(20)).await;
@@ -335,6 +347,7 @@ async fn subscriber(
         shared.last_arrival_ns.fetch_max(now_ns, Ordering::Relaxed);
         shared.arrivals.fetch_add(counted, Ordering::Relaxed);
     }
+    report.stats = sub.stats();
     if tokio::time::timeout(CLOSE_TIMEOUT, sub.close())
         .await
         .is_err()
