@@ -154,10 +154,10 @@ pub use registered::{
     MAX_REGISTERED_SCHEMES, MAX_SCHEME_LEN, SchemeConstructor, register_scheme,
     register_scheme_boxed, schemes, unregister_scheme,
 };
-#[cfg(feature = "otel")]
-pub mod otel;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 
 pub use registry::{
     DEFAULT_URL, URL_ENV, compiled_schemes, connect, connect_from_env, url_from_env,
