@@ -86,7 +86,7 @@ pub trait Acknowledger: Send + Sync + 'static {
 ///
 /// let d = Delivery::new(Message::to("t", "p")?, MessageId::from_seq(7), 2, None);
 /// let mut parts = d.into_parts();
-/// parts.attempt += 0; // a layer may look at or replace any part
+/// assert!(parts.acker.is_none()); // fan-out: nothing to settle
 /// let d = Delivery::from_parts(parts);
 /// assert_eq!((d.id(), d.attempt()), (MessageId::from_seq(7), 2));
 /// # Ok::<(), switchyard_core::Error>(())
