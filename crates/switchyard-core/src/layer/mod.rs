@@ -4,7 +4,7 @@
 //!
 //! | layer | side | what it does |
 //! |---|---|---|
-//! | [`TraceLayer`] | both | the [`Traced`](crate::trace::Traced) spans (`send`, `process`, `ack`/`nack`) |
+//! | [`TraceLayer`] | both | the [`Traced`] spans (`send`, `process`, `ack`/`nack`) |
 //! | [`PublishRetryLayer`] | publish | retries `publish`/`publish_batch` on transient errors with exponential backoff, the same message (same dedup id) every time |
 //! | [`DeliveryTimeoutLayer`] | subscribe | nacks a group delivery the application has not settled within a time |
 //! | [`DedupLayer`] | subscribe | drops (and acks) a delivery whose dedup id this subscriber saw within a bounded window |
