@@ -433,3 +433,70 @@ async fn retried_publish_after_a_lost_reply_is_processed_once() {
     assert_eq!(dedup.duplicates(), 1);
     sub.close().await.unwrap();
 }
+
+/// `with_retry(Retry::DeadLetter(..))`: the expired delivery goes to the
+/// dead-letter topic instead of coming back.
+#[tokio::test]
+async fn an_expired_delivery_can_be_dead_lettered() {
+    let layer = DeliveryTimeoutLayer::new(Duration::from_millis(100))
+        .unwrap()
+        .with_retry(Retry::DeadLetter("handler took too long".into()))
+        .unwrap();
+    let inner = memory().await;
+    let topic = Topic::new("timeout.dlq").unwrap();
+    let mut dlq = inner
+        .subscribe(Subscription::new(topic.dead_letter().unwrap()))
+        .await
+        .unwrap();
+    let transport = layers().with(layer.clone()).apply(inner);
+    let mut sub = transport
+        .subscribe(Subscription::new(topic.clone()).group("workers"))
+        .await
+        .unwrap();
+    transport
+        .publish(Message::new(topic.clone(), "slow"))
+        .await
+        .unwrap();
+    let held = next(&mut sub).await;
+    let dead = next(&mut dlq).await;
+    assert_eq!(&dead.payload()[..], b"slow");
+    assert_eq!(layer.expired(), 1);
+    assert!(held.ack().await.is_err());
+    let more = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await;
+    assert!(more.is_err(), "not redelivered: {more:?}");
+}
+
+/// A subscriber layer wraps one subscriber directly too.
+#[tokio::test]
+async fn a_subscriber_layer_wraps_a_subscriber_directly() {
+    use switchyard::SubscriberLayer;
+    let transport = memory().await;
+    let topic = Topic::new("direct.dedup").unwrap();
+    let dedup = DedupLayer::new(1).unwrap();
+    let mut sub = dedup.layer_subscriber(
+        transport
+            .subscribe(Subscription::new(topic.clone()))
+            .await
+            .unwrap(),
+    );
+    let a = Message::new(topic.clone(), "a");
+    let b = Message::new(topic.clone(), "b");
+    // a, a (dropped), b, a (window of 1 forgot a: passes), a (dropped).
+    for m in [&a, &a, &b, &a, &a] {
+        transport.publish(m.clone()).await.unwrap();
+    }
+    let marker = transport
+        .publish(Message::new(topic.clone(), "end"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    loop {
+        let d = next(&mut sub).await;
+        if d.id() == marker {
+            break;
+        }
+        got.push(String::from_utf8(d.payload().to_vec()).unwrap());
+    }
+    assert_eq!(got, ["a", "b", "a"]);
+    assert_eq!(dedup.duplicates(), 2);
+}
