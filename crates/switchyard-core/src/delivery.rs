@@ -69,6 +69,53 @@ pub trait Acknowledger: Send + Sync + 'static {
     fn abandon(&self, delivery: &Delivery);
 }
 
+/// A [`Delivery`] taken apart by [`Delivery::into_parts`], to be rebuilt
+/// with [`Delivery::from_parts`]: how a layer
+/// ([`crate::layer`]) decorates settlement (wraps the acknowledger) or
+/// inspects a delivery without settling it.
+///
+/// Taking a delivery apart settles nothing and abandons nothing: whoever
+/// holds the parts owns the duty to rebuild the delivery (or to settle the
+/// message through `acker` directly). Dropping the parts of a group
+/// delivery without either leaves the message unsettled until the
+/// backend's ack timeout brings it back.
+///
+/// ```
+/// use std::sync::Arc;
+/// use switchyard_core::{Delivery, Message, MessageId};
+///
+/// let d = Delivery::new(Message::to("t", "p")?, MessageId::from_seq(7), 2, None);
+/// let mut parts = d.into_parts();
+/// assert!(parts.acker.is_none()); // fan-out: nothing to settle
+/// let d = Delivery::from_parts(parts);
+/// assert_eq!((d.id(), d.attempt()), (MessageId::from_seq(7), 2));
+/// # Ok::<(), switchyard_core::Error>(())
+/// ```
+#[non_exhaustive]
+pub struct DeliveryParts {
+    /// The message.
+    pub message: Message,
+    /// The backend id.
+    pub id: MessageId,
+    /// 1 on first delivery, then 2, 3, ...
+    pub attempt: u32,
+    /// How it is settled; `None` for fan-out deliveries.
+    pub acker: Option<Arc<dyn Acknowledger>>,
+    /// Its `process` span ([`Delivery::span`]).
+    pub span: tracing::Span,
+}
+
+impl fmt::Debug for DeliveryParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliveryParts")
+            .field("topic", &self.message.topic)
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("needs_ack", &self.acker.is_some())
+            .finish()
+    }
+}
+
 /// A message handed to a subscriber, with its backend id, attempt number and
 /// (in group mode) the handle to settle it.
 ///
@@ -126,6 +173,64 @@ impl Delivery {
             self.acker = Some(wrap(acker));
         }
         self.span = span;
+    }
+
+    /// Takes the delivery apart without settling or abandoning it (see
+    /// [`DeliveryParts`]); [`Delivery::from_parts`] rebuilds it.
+    pub fn into_parts(mut self) -> DeliveryParts {
+        self.settled = true;
+        let empty = Message::from_parts(
+            self.message.topic.clone(),
+            Bytes::new(),
+            Headers::new(),
+            DedupId(0),
+        );
+        DeliveryParts {
+            message: std::mem::replace(&mut self.message, empty),
+            id: self.id,
+            attempt: self.attempt,
+            acker: self.acker.take(),
+            span: std::mem::replace(&mut self.span, tracing::Span::none()),
+        }
+    }
+
+    /// Rebuilds a delivery from its parts (unsettled: settle it, or drop
+    /// it to abandon it, as any delivery).
+    pub fn from_parts(parts: DeliveryParts) -> Self {
+        let DeliveryParts {
+            message,
+            id,
+            attempt,
+            acker,
+            span,
+        } = parts;
+        Delivery {
+            message,
+            id,
+            attempt,
+            acker,
+            settled: false,
+            span,
+        }
+    }
+
+    /// Replaces the acknowledger of a group delivery with what `wrap`
+    /// makes of it (a fan-out delivery, which has none, is returned as it
+    /// is). A layer decorates settlement this way: the wrapper sees every
+    /// `ack`, `nack`, `in_progress` and `abandon` and passes them on.
+    pub fn map_acknowledger(
+        mut self,
+        wrap: impl FnOnce(Arc<dyn Acknowledger>) -> Arc<dyn Acknowledger>,
+    ) -> Self {
+        if let Some(acker) = self.acker.take() {
+            self.acker = Some(wrap(acker));
+        }
+        self
+    }
+
+    /// The acknowledger of a group delivery; `None` for fan-out.
+    pub fn acknowledger(&self) -> Option<&Arc<dyn Acknowledger>> {
+        self.acker.as_ref()
     }
 
     /// The topic it was published on.
@@ -304,6 +409,30 @@ mod tests {
             .unwrap();
         assert_eq!(c.nacks.load(Ordering::SeqCst), 1);
         assert_eq!(c.abandons.load(Ordering::SeqCst), 3);
+    }
+
+    /// Taking apart and rebuilding settles and abandons nothing; the
+    /// rebuilt delivery settles through the (wrapped) acknowledger.
+    #[tokio::test]
+    async fn parts_round_trip_and_map_acknowledger() {
+        let c = Arc::new(Counting::default());
+        let parts = delivery(&c).into_parts();
+        assert_eq!(c.abandons.load(Ordering::SeqCst), 0);
+        assert_eq!((parts.attempt, &parts.message.payload[..]), (1, &b"p"[..]));
+        let rebuilt = Delivery::from_parts(parts);
+        assert!(rebuilt.acknowledger().is_some());
+        let wrapped = Arc::new(Counting::default());
+        let w = wrapped.clone();
+        rebuilt
+            .map_acknowledger(move |_inner| w)
+            .ack()
+            .await
+            .unwrap();
+        assert_eq!(wrapped.acks.load(Ordering::SeqCst), 1);
+        assert_eq!(c.acks.load(Ordering::SeqCst), 0);
+        assert_eq!(c.abandons.load(Ordering::SeqCst), 0);
+        drop(Delivery::from_parts(delivery(&c).into_parts()));
+        assert_eq!(c.abandons.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

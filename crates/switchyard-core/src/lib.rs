@@ -17,6 +17,9 @@
 //! - [`Handler`] ([`Bus::handle`]), [`HandlerError`], [`RetryPolicy`],
 //!   [`HandlerReport`], [`shutdown_signal`]: the receive loop, written once
 //!   ([`handler`]);
+//! - [`layer`]: middleware around a transport ([`Layer`], [`layers`]):
+//!   [`TraceLayer`], [`PublishRetryLayer`], [`DeliveryTimeoutLayer`],
+//!   [`DedupLayer`];
 //! - [`Backoff`], [`CircuitBreaker`]: resilience helpers shared by adapters;
 //! - [`Error`]: one error type, with [`Error::is_transient`];
 //! - [`trace`]: OpenTelemetry-style messaging spans ([`trace::Traced`]) and the
@@ -31,6 +34,7 @@ mod codec;
 mod delivery;
 mod error;
 pub mod handler;
+pub mod layer;
 mod limits;
 mod message;
 pub mod retention;
@@ -45,11 +49,15 @@ pub use buffer_watch::BufferWatch;
 pub use bus::{Bus, Typed, TypedSubscriber};
 pub use catalog::{GroupInfo, SubscriberCounts, TopicInfo};
 pub use codec::{Codec, CodecError, CustomCodec, CustomRef};
-pub use delivery::{Acknowledger, Delivery, Retry};
+pub use delivery::{Acknowledger, Delivery, DeliveryParts, Retry};
 pub use error::{Error, Result, redact_url, scrub_url_secret, url_secret};
 pub use handler::{
     Failure, Handler, HandlerError, HandlerHandle, HandlerReport, Incoming, RetryPolicy, Signal,
     shutdown_signal,
+};
+pub use layer::{
+    DedupLayer, DeliveryTimeoutLayer, Layer, PublishRetryLayer, Stack, SubscriberLayer, TraceLayer,
+    layers, on_subscribe,
 };
 pub use limits::Limits;
 pub use message::{DedupId, Headers, Message, MessageId, header};

@@ -139,6 +139,8 @@
 //!   registry and the design decisions;
 //! - `docs/semantics.md`: delivery guarantees per adapter, ordering,
 //!   ack/nack, dead letters, overflow, start positions, topic rules;
+//! - `docs/layers.md`: middleware around a transport ([`layer`]): publish
+//!   retry, delivery timeout, dedup, tracing;
 //! - `docs/cli.md`: the `switchyard` command-line tool;
 //! - `docs/observability.md`: the tracing spans ([`trace`]) and W3C trace
 //!   context across the bus.
@@ -222,6 +224,11 @@ pub mod prelude {
 #[doc = include_str!("../../../docs/handlers.md")]
 #[cfg(doctest)]
 pub struct HandlersDoctests;
+
+/// The examples of docs/layers.md, compiled and run as doctests.
+#[doc = include_str!("../../../docs/layers.md")]
+#[cfg(doctest)]
+pub struct LayersDoctests;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]
