@@ -136,9 +136,47 @@ pub fn instrument_with(
     Ok(Arc::new(Metered::new(transport, config)))
 }
 
+/// [`instrument_with`] as a [`Layer`](crate::Layer), to stack with the
+/// others (`switchyard::layers().with(MetricsLayer::new(config)?)…`).
+///
+/// ```
+/// use switchyard::metrics::{MetricsConfig, MetricsLayer};
+///
+/// # async fn run() -> switchyard::Result<()> {
+/// let bus = switchyard::layers()
+///     .with(MetricsLayer::new(MetricsConfig::new().with_max_topics(500))?)
+///     .apply(switchyard::connect("memory://").await?);
+/// # drop(bus);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    config: MetricsConfig,
+}
+
+impl MetricsLayer {
+    /// A layer instrumenting with `config` (checked here).
+    pub fn new(config: MetricsConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(MetricsLayer { config })
+    }
+}
+
+impl crate::Layer for MetricsLayer {
+    fn layer(&self, inner: Arc<dyn Transport>) -> Arc<dyn Transport> {
+        Arc::new(Metered::new(inner, self.config.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layer_checks_its_config() {
+        assert!(MetricsLayer::new(MetricsConfig::new()).is_ok());
+        assert!(MetricsLayer::new(MetricsConfig::new().with_max_topics(0)).is_err());
+    }
 
     #[test]
     fn max_topics_range() {
