@@ -33,6 +33,7 @@ mod error;
 pub mod handler;
 mod limits;
 mod message;
+mod publish_ack;
 pub mod retention;
 mod subscription;
 pub mod topic;
@@ -53,6 +54,7 @@ pub use handler::{
 };
 pub use limits::Limits;
 pub use message::{DedupId, Headers, Message, MessageId, header};
+pub use publish_ack::PublishAck;
 pub use retention::{Retention, RetentionRule, RetentionRules};
 pub use subscription::{Mode, Overflow, Start, Subscription};
 pub use topic::{DEAD_LETTER_SUFFIX, Pattern, PatternToken, Topic, TopicFilter};
