@@ -144,14 +144,14 @@ mod tests {
 
     #[tokio::test]
     async fn map_translates_both_kinds() {
-        let to_timeout = |r: Result<MessageId>| r.and_then(|_| Err(Error::Closed));
+        let to_closed = |r: Result<MessageId>| r.and(Err(Error::Closed));
         assert!(matches!(
             PublishAck::ready(Ok(MessageId::new(1, 0)))
-                .map(to_timeout)
+                .map(to_closed)
                 .await,
             Err(Error::Closed)
         ));
         let pending = PublishAck::new(async { Ok(MessageId::new(2, 0)) });
-        assert!(matches!(pending.map(to_timeout).await, Err(Error::Closed)));
+        assert!(matches!(pending.map(to_closed).await, Err(Error::Closed)));
     }
 }
