@@ -90,13 +90,7 @@ impl Writer {
     /// `Error::InvalidMessage` before it is queued: consumers would drop
     /// what the decoder does not accept (see [`wire`](crate::wire)).
     pub(crate) async fn publish(&self, message: Message) -> Result<MessageId> {
-        Limits::DEFAULT.check(&message)?;
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::One(message, reply))
-            .await
-            .map_err(|_| Error::Closed)?;
-        rx.await.unwrap_or(Err(Error::Closed))
+        self.enqueue(message).await?.wait().await
     }
 
     /// Queues `message` (waiting while the queue is full) and returns at
