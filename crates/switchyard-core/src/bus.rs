@@ -84,6 +84,34 @@ impl Bus {
         self.transport.publish(self.message(topic, value)?).await
     }
 
+    /// Encodes `value` and queues it on `topic`
+    /// ([`Transport::publish_queued`]): returns once it is queued, with a
+    /// [`PublishAck`](crate::PublishAck) resolving to its id or error.
+    /// Fails at once when `value` does not encode or the message cannot be
+    /// queued.
+    ///
+    /// ```
+    /// # async fn demo(bus: switchyard_core::Bus) -> switchyard_core::Result<()> {
+    /// let topic = switchyard_core::Topic::new("orders.created")?;
+    /// let mut acks = Vec::new();
+    /// for id in 0..100u64 {
+    ///     acks.push(bus.publish_queued(&topic, &id).await?);
+    /// }
+    /// for ack in acks {
+    ///     ack.await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_queued<T: Serialize + ?Sized>(
+        &self,
+        topic: &Topic,
+        value: &T,
+    ) -> Result<crate::PublishAck> {
+        self.transport
+            .publish_queued(self.message(topic, value)?)
+            .await
+    }
+
     /// Subscribes and decodes every delivery as `T`.
     pub async fn subscribe<T: DeserializeOwned>(
         &self,

@@ -37,6 +37,7 @@ pub mod handler;
 pub mod layer;
 mod limits;
 mod message;
+mod publish_ack;
 pub mod retention;
 mod subscription;
 pub mod topic;
@@ -61,6 +62,7 @@ pub use layer::{
 };
 pub use limits::Limits;
 pub use message::{DedupId, Headers, Message, MessageId, header};
+pub use publish_ack::PublishAck;
 pub use retention::{Retention, RetentionRule, RetentionRules};
 pub use subscription::{Mode, Overflow, Start, Subscription};
 pub use topic::{DEAD_LETTER_SUFFIX, Pattern, PatternToken, Topic, TopicFilter};

@@ -12,6 +12,7 @@ use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::message::{Message, MessageId};
+use crate::publish_ack::PublishAck;
 use crate::subscription::Subscription;
 use crate::topic::TopicFilter;
 
@@ -372,6 +373,49 @@ pub trait Transport: Send + Sync + 'static {
     /// over a limit fails the whole batch with `Error::InvalidMessage` and
     /// nothing of it is sent.
     async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>>;
+
+    /// Two-stage publish: queues one message and returns as soon as it is
+    /// queued, with a [`PublishAck`] that resolves to the backend's
+    /// acknowledgement (its id) or error. `publish` is this followed by
+    /// awaiting the ack; a single task that publishes many messages queues
+    /// them all and awaits the acks afterwards, so the adapter can put them
+    /// on the wire together instead of one round trip each.
+    ///
+    /// - Back-pressure: when the adapter's queue is full, this waits for
+    ///   room (it does not fail).
+    /// - Errors come from one of the two stages, never lost: this call
+    ///   fails when the message was not queued (over
+    ///   [`Capabilities::limits`], the transport closed, a circuit breaker
+    ///   open); everything that happens to a queued message (the backend
+    ///   refusing it, the connection lost, the transport closed before it
+    ///   was written) resolves the ack.
+    /// - Dropping the ack does not cancel the publish.
+    /// - Order: acks of one task's messages to one topic resolve to ids in
+    ///   the order the messages were queued.
+    ///
+    /// The default implementation performs the whole [`publish`](Transport::publish)
+    /// here and returns an ack that is already resolved (what the memory
+    /// adapter and the Pub/Sub backplane do: their `publish` does not wait
+    /// for a network round trip). redis-streams queues on its writer.
+    ///
+    /// ```
+    /// # async fn demo(transport: std::sync::Arc<dyn switchyard_core::Transport>) -> switchyard_core::Result<()> {
+    /// use switchyard_core::{Message, Topic};
+    ///
+    /// let topic = Topic::new("readings")?;
+    /// let mut acks = Vec::new();
+    /// for n in 0..100u32 {
+    ///     acks.push(transport.publish_queued(Message::new(topic.clone(), n.to_string())).await?);
+    /// }
+    /// for ack in acks {
+    ///     let _id = ack.await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn publish_queued(&self, message: Message) -> Result<PublishAck> {
+        let id = self.publish(message).await?;
+        Ok(PublishAck::ready(Ok(id)))
+    }
 
     /// Starts a subscription. When this returns, messages published
     /// afterwards are not missed (for `Start::Latest` too).

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use switchyard_core::{
-    BreakerState, Capabilities, CircuitBreaker, Error, Health, Message, MessageId, Mode, Result,
-    Subscriber, SubscriberCounts, Subscription, Topic, TopicFilter, TopicInfo, Transport,
-    TransportStats,
+    BreakerState, Capabilities, CircuitBreaker, Error, Health, Message, MessageId, Mode,
+    PublishAck, Result, Subscriber, SubscriberCounts, Subscription, Topic, TopicFilter, TopicInfo,
+    Transport, TransportStats,
 };
 use switchyard_redis::RedisClient;
 use tokio::sync::watch;
@@ -86,13 +86,7 @@ impl RedisStreamsTransport {
     /// Turns a `NOPERM` from XADD into a `permission denied` error and
     /// records it for `health()`.
     fn note_denied<T>(&self, r: Result<T>) -> Result<T> {
-        match r {
-            Err(Error::Backend(text)) if switchyard_redis::denied::is_noperm_text(&text) => {
-                let text = self.inner.denied.record("XADD", &text);
-                Err(Error::Backend(format!("permission denied: {text}")))
-            }
-            other => other,
-        }
+        note_denied(&self.inner, r)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -101,6 +95,18 @@ impl RedisStreamsTransport {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Turns a `NOPERM` from XADD into a `permission denied` error and records
+/// it in `inner`'s denials for `health()`.
+fn note_denied<T>(inner: &Inner, r: Result<T>) -> Result<T> {
+    match r {
+        Err(Error::Backend(text)) if switchyard_redis::denied::is_noperm_text(&text) => {
+            let text = inner.denied.record("XADD", &text);
+            Err(Error::Backend(format!("permission denied: {text}")))
+        }
+        other => other,
     }
 }
 
@@ -135,6 +141,27 @@ impl Transport for RedisStreamsTransport {
         self.inner.breaker.check()?;
         let r = self.inner.writer.publish(message).await;
         self.note_denied(r)
+    }
+
+    /// Queues the message on the writer (waiting while its queue of
+    /// `writer_queue` entries is full) and returns; the ack is the writer's
+    /// answer once Redis replied to the XADD (and to `WAIT`, with
+    /// `wait_replicas`). Fails at once, queuing nothing, when the
+    /// transport is closed, the circuit breaker is open or the message is
+    /// over the limits. A queued message is written even if its ack is
+    /// dropped; `close` flushes it.
+    async fn publish_queued(&self, message: Message) -> Result<PublishAck> {
+        self.check_open()?;
+        self.inner.breaker.check()?;
+        let ack = self.inner.writer.enqueue(message).await?;
+        let inner = Arc::downgrade(&self.inner);
+        Ok(PublishAck::new(async move {
+            let r = ack.wait().await;
+            match (&r, inner.upgrade()) {
+                (Err(_), Some(inner)) => note_denied(&inner, r),
+                _ => r,
+            }
+        }))
     }
 
     async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {

@@ -245,6 +245,35 @@ async fn publish_without_xadd_fails_once_naming_the_command() -> TestResult {
     Ok(())
 }
 
+/// Without `xadd`, `publish_queued` queues (the denial is not known yet)
+/// and the ack resolves to the same `permission denied` error `publish`
+/// gives, recorded for `health()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_queued_without_xadd_reaches_the_ack() -> TestResult {
+    let server = RedisServer::start()?;
+    create_user(&server, "noxadd", "aclq", Some("xadd"));
+    let bus = connect(&server, "noxadd", "aclq", "").await;
+    let t = Topic::new("orders")?;
+    let ack = bus.publish_queued(Message::new(t, "x")).await?;
+    let e = tokio::time::timeout(WAIT, ack)
+        .await?
+        .expect_err("XADD is not permitted");
+    assert!(!e.is_transient(), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("permission denied: redis refused XADD"),
+        "{text}"
+    );
+    assert_eq!(denials(&server).get("xadd").copied(), Some(1));
+    let r = reason(&bus.health().await);
+    assert!(
+        r.starts_with("permission denied: redis refused XADD"),
+        "{r}"
+    );
+    bus.close().await?;
+    Ok(())
+}
+
 /// Without `xautoclaim`, the claimer is denied once per `claim_interval`
 /// round (a rate, not a tight loop), logs rate-limited and `health()`
 /// names XAUTOCLAIM; delivery of new entries goes on.

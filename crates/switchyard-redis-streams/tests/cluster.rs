@@ -336,3 +336,56 @@ async fn a_master_killed_with_wait_replicas_loses_nothing() {
     assert_eq!(l.received, TOTAL as usize);
     assert_eq!(l.pending, 0);
 }
+
+/// One task queues 6,000 messages over six topics spread across the
+/// masters with `publish_queued` (the writer splits each pipeline by
+/// master): every ack resolves, ids per topic in queuing order, each
+/// stream holds exactly its 1,000 entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_queued_across_masters_in_order() {
+    let cluster = tokio::task::block_in_place(|| {
+        ClusterGroup::start(ClusterOptions::default().replicas_per_master(0))
+    })
+    .expect("cluster starts");
+    let ns = format!("clq-{}", std::process::id());
+    let url = format!(
+        "redis+streams+cluster://{}?namespace={ns}",
+        cluster.host_list()
+    );
+    let t = connect(&url).await;
+    let mut acks = Vec::new();
+    for n in 0..(TOPICS * 1_000) {
+        let ack = t
+            .publish_queued(Message::new(topic(n), n.to_le_bytes().to_vec()))
+            .await
+            .expect("queued");
+        acks.push((n % TOPICS, ack));
+    }
+    let mut ids = vec![Vec::new(); TOPICS as usize];
+    tokio::time::timeout(RUN_LIMIT, async {
+        for (which, ack) in acks {
+            ids[which as usize].push(ack.await.expect("acknowledged"));
+        }
+    })
+    .await
+    .expect("every ack resolves");
+    let mut masters = BTreeSet::new();
+    for i in 0..TOPICS {
+        let per_topic = &ids[i as usize];
+        assert_eq!(per_topic.len(), 1_000);
+        assert!(per_topic.windows(2).all(|w| w[0] < w[1]));
+        let key = keys::stream_key(&ns, &topic(i));
+        let master = cluster
+            .master_of(cluster.slot_of(&key).unwrap())
+            .unwrap()
+            .addr;
+        masters.insert(master);
+        let node = &cluster.nodes()[cluster.index_of(master).unwrap()];
+        assert_eq!(node.cmd(&["XLEN", &key]).unwrap().as_int(), Some(1_000));
+    }
+    assert!(
+        masters.len() >= 2,
+        "the topics live on more than one master"
+    );
+    t.close().await.unwrap();
+}

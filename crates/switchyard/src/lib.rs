@@ -214,8 +214,8 @@ pub mod redis_pubsub {
 pub mod prelude {
     pub use crate::{
         Bus, Codec, Delivery, Error, HandlerError, HandlerHandle, HandlerReport, Headers, Incoming,
-        Message, MessageId, Mode, Overflow, Result, Retry, RetryPolicy, Start, Subscriber,
-        Subscription, Topic, TopicFilter, Transport, Typed, TypedSubscriber, connect,
+        Message, MessageId, Mode, Overflow, PublishAck, Result, Retry, RetryPolicy, Start,
+        Subscriber, Subscription, Topic, TopicFilter, Transport, Typed, TypedSubscriber, connect,
         connect_from_env, header, shutdown_signal,
     };
 }

@@ -404,3 +404,83 @@ proptest::proptest! {
         }
     }
 }
+
+/// `publish_queued` through `Traced` (redis-streams, whose ack resolves
+/// later): one `send` span per message, finished once its ack resolved,
+/// recording the id the ack resolved to; the consumer's `process` span is
+/// its child, as for `publish`. A dropped ack still ends its span.
+#[tokio::test]
+async fn publish_queued_send_spans_over_redis_streams() {
+    exporter();
+    let server = RedisServer::start().expect("redis-server");
+    let url = format!("redis+streams://127.0.0.1:{}/0", server.port());
+    let producer = switchyard::connect(&url).await.expect("producer connects");
+    let topic = "trace.queued";
+    let t = Topic::new(topic).expect("topic");
+    let mut sub = producer
+        .subscribe(Subscription::new(t.clone()))
+        .await
+        .expect("subscribe");
+
+    let mut acks = Vec::new();
+    for n in 0..3u8 {
+        acks.push(
+            producer
+                .publish_queued(Message::new(t.clone(), vec![n]))
+                .await
+                .expect("queued"),
+        );
+    }
+    let dropped = producer
+        .publish_queued(Message::new(t.clone(), vec![3u8]))
+        .await
+        .expect("queued");
+    drop(dropped);
+    let mut ids = Vec::new();
+    for ack in acks {
+        ids.push(ack.await.expect("acknowledged"));
+    }
+    let mut parents = Vec::new();
+    for _ in 0..4 {
+        let d = recv(&mut sub).await;
+        parents.push((
+            d.id(),
+            d.headers().get(header::TRACEPARENT).map(str::to_owned),
+        ));
+    }
+
+    let spans = spans_of(topic, |s| {
+        named(s, &format!("send {topic}")).len() == 4
+            && named(s, &format!("process {topic}")).len() == 4
+    });
+    let sends = named(&spans, &format!("send {topic}"));
+    for id in &ids {
+        let send = sends
+            .iter()
+            .find(|s| attr_str(s, "messaging.message.id") == Some(id.to_string()))
+            .unwrap_or_else(|| panic!("a send span records {id}: {sends:#?}"));
+        assert_eq!(send.span_kind, SpanKind::Producer);
+        let (_, traceparent) = parents.iter().find(|(d, _)| d == id).expect("delivered");
+        assert_eq!(
+            traceparent.as_deref(),
+            Some(
+                format!(
+                    "00-{}-{}-01",
+                    send.span_context.trace_id(),
+                    send.span_context.span_id()
+                )
+                .as_str()
+            )
+        );
+    }
+    // The dropped ack's span ended without an id.
+    assert_eq!(
+        sends
+            .iter()
+            .filter(|s| attr_str(s, "messaging.message.id").is_none())
+            .count(),
+        1
+    );
+    sub.close().await.expect("close subscriber");
+    producer.close().await.expect("close producer");
+}

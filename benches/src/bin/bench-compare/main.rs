@@ -86,7 +86,7 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct OneArgs {
-    /// publish, group, fanout or latency
+    /// publish, queued (one task, publish_queued), group, fanout or latency
     #[arg(long)]
     workload: String,
     /// memory, redis-streams or redis-pubsub
@@ -176,6 +176,7 @@ async fn one(args: OneArgs) -> Result<()> {
     let (size, n, k, a) = (args.size, args.messages, args.tasks, args.adapter.as_str());
     let row = match args.workload.as_str() {
         "publish" => ours::publish_row("one", a, &p, size, n, k).await?,
+        "queued" => ours::queued_row("one", a, &p, size, n).await?,
         "group" => {
             let members = usize::try_from(k).unwrap_or(1);
             ours::group_row("one", a, &p, &c, size, n, members).await?
@@ -374,6 +375,13 @@ async fn compare_size(
             );
             flush().await;
         }
+        keep(
+            &mut rows,
+            &mut failures,
+            "ours::queued_row",
+            median(reps, || ours::queued_row(s, "redis-streams", &t, size, n)).await,
+        );
+        flush().await;
         keep(
             &mut rows,
             &mut failures,

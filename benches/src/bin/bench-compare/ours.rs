@@ -74,6 +74,63 @@ pub(crate) async fn publish_batches(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Acks a single task keeps waiting at most in [`publish_queued_loop`]:
+/// when that many are outstanding it awaits the oldest before queuing more.
+pub(crate) const QUEUED_WINDOW: usize = 4096;
+
+/// `n` messages from one task with `publish_queued` in a loop: each call
+/// returns once the message is queued; the acks are awaited oldest first,
+/// at most [`QUEUED_WINDOW`] outstanding. Returns the seconds until the
+/// last ack.
+pub(crate) async fn publish_queued_loop(
+    t: &Arc<dyn Transport>,
+    topic: &Topic,
+    size: usize,
+    n: u64,
+) -> Result<f64> {
+    let body = payload(size);
+    let started = Instant::now();
+    let mut acks = std::collections::VecDeque::with_capacity(QUEUED_WINDOW);
+    for _ in 0..n {
+        if acks.len() >= QUEUED_WINDOW
+            && let Some(ack) = acks.pop_front()
+        {
+            ack.await?;
+        }
+        acks.push_back(
+            t.publish_queued(Message::new(topic.clone(), body.clone()))
+                .await?,
+        );
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// A `publish_queued` row: one task, acks awaited afterwards.
+pub(crate) async fn queued_row(
+    section: &'static str,
+    adapter: &str,
+    t: &Arc<dyn Transport>,
+    size: usize,
+    n: u64,
+) -> Result<Row> {
+    let topic = topic("queued")?;
+    let secs = publish_queued_loop(t, &topic, size, n).await?;
+    Ok(Row {
+        section,
+        name: format!("switchyard {adapter}, 1 task, publish_queued loop"),
+        kind: Kind::Ours,
+        messages: n,
+        size,
+        secs,
+        runs: Vec::new(),
+        latency: None,
+        note: format!("every ack resolved (at most {QUEUED_WINDOW} outstanding)"),
+    })
+}
+
 /// A publish row.
 pub(crate) async fn publish_row(
     section: &'static str,

@@ -8,6 +8,7 @@ use tracing::field::Empty;
 use super::{Propagator, TARGET, TracedSubscriber, global_propagator, int, messaging_system};
 use crate::error::Result;
 use crate::message::{Message, MessageId};
+use crate::publish_ack::PublishAck;
 use crate::subscription::Subscription;
 use crate::topic::{Topic, TopicFilter};
 use crate::transport::{Capabilities, Health, Subscriber, Transport, TransportStats};
@@ -88,6 +89,35 @@ impl Traced {
     pub fn inner(&self) -> &Arc<dyn Transport> {
         &self.inner
     }
+
+    /// The `send` span of one message.
+    fn send_span(&self, message: &Message) -> tracing::Span {
+        tracing::info_span!(
+            target: TARGET,
+            "send",
+            otel.name = %format_args!("send {}", message.topic),
+            otel.kind = "producer",
+            otel.status_code = Empty,
+            "messaging.system" = self.system,
+            "messaging.operation.type" = "send",
+            "messaging.operation.name" = "send",
+            "messaging.destination.name" = %message.topic,
+            "messaging.message.body.size" = int(message.payload.len()),
+            "messaging.message.id" = Empty,
+            "messaging.switchyard.adapter" = self.inner.name(),
+            "error.type" = Empty,
+        )
+    }
+}
+
+/// Records a publish's outcome on its `send` span.
+fn record_outcome(span: &tracing::Span, result: &Result<MessageId>) {
+    match result {
+        Ok(id) => {
+            span.record("messaging.message.id", tracing::field::display(id));
+        }
+        Err(e) => super::record_error(span, e),
+    }
 }
 
 /// The topic shared by every message of a batch, if there is one.
@@ -107,21 +137,7 @@ impl Transport for Traced {
     }
 
     async fn publish(&self, mut message: Message) -> Result<MessageId> {
-        let span = tracing::info_span!(
-            target: TARGET,
-            "send",
-            otel.name = %format_args!("send {}", message.topic),
-            otel.kind = "producer",
-            otel.status_code = Empty,
-            "messaging.system" = self.system,
-            "messaging.operation.type" = "send",
-            "messaging.operation.name" = "send",
-            "messaging.destination.name" = %message.topic,
-            "messaging.message.body.size" = int(message.payload.len()),
-            "messaging.message.id" = Empty,
-            "messaging.switchyard.adapter" = self.inner.name(),
-            "error.type" = Empty,
-        );
+        let span = self.send_span(&message);
         if span.is_disabled() {
             return self.inner.publish(message).await;
         }
@@ -129,13 +145,36 @@ impl Transport for Traced {
             p.inject(&span, &mut message.headers);
         }
         let result = self.inner.publish(message).instrument(span.clone()).await;
-        match &result {
-            Ok(id) => {
-                span.record("messaging.message.id", tracing::field::display(id));
-            }
-            Err(e) => super::record_error(&span, e),
-        }
+        record_outcome(&span, &result);
         result
+    }
+
+    /// Forwards to the wrapped transport with the same `send` span as
+    /// `publish`: it covers queuing and lasts until the ack resolves (or is
+    /// dropped), and records the id or the error the ack resolves to.
+    async fn publish_queued(&self, mut message: Message) -> Result<PublishAck> {
+        let span = self.send_span(&message);
+        if span.is_disabled() {
+            return self.inner.publish_queued(message).await;
+        }
+        if let Some(p) = self.propagation.get() {
+            p.inject(&span, &mut message.headers);
+        }
+        match self
+            .inner
+            .publish_queued(message)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(ack) => Ok(ack.map(move |result| {
+                record_outcome(&span, &result);
+                result
+            })),
+            Err(e) => {
+                super::record_error(&span, &e);
+                Err(e)
+            }
+        }
     }
 
     async fn publish_batch(&self, mut messages: Vec<Message>) -> Result<Vec<MessageId>> {

@@ -90,13 +90,22 @@ impl Writer {
     /// `Error::InvalidMessage` before it is queued: consumers would drop
     /// what the decoder does not accept (see [`wire`](crate::wire)).
     pub(crate) async fn publish(&self, message: Message) -> Result<MessageId> {
+        self.enqueue(message).await?.wait().await
+    }
+
+    /// Queues `message` (waiting while the queue is full) and returns at
+    /// once with the receiver of its id: the first stage of
+    /// `publish_queued`. Dropping the receiver does not take the message
+    /// back; the writer publishes it and its answer is discarded. Checked
+    /// against [`Limits::DEFAULT`] as `publish` does.
+    pub(crate) async fn enqueue(&self, message: Message) -> Result<Ack> {
         Limits::DEFAULT.check(&message)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::One(message, reply))
             .await
             .map_err(|_| Error::Closed)?;
-        rx.await.unwrap_or(Err(Error::Closed))
+        Ok(Ack(rx))
     }
 
     /// Queues `messages` as one unit (one pipeline, in order) and waits for
@@ -129,6 +138,18 @@ impl Writer {
                 operation: "flushing the redis-streams writer on close".into(),
                 after: timeout,
             })
+    }
+}
+
+/// The second stage of a queued publish: the writer's answer for one
+/// message. A writer that ends without answering (the transport closed
+/// and dropped) resolves it to `Error::Closed`.
+pub(crate) struct Ack(oneshot::Receiver<Result<MessageId>>);
+
+impl Ack {
+    /// Waits for the writer's answer.
+    pub(crate) async fn wait(self) -> Result<MessageId> {
+        self.0.await.unwrap_or(Err(Error::Closed))
     }
 }
 
