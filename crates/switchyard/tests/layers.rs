@@ -189,6 +189,53 @@ async fn publish_retry_retries_transient_errors_with_the_same_dedup_id() {
     assert_eq!(layer.retries(), 3);
 }
 
+/// `publish_queued` through every layer: the acks resolve to the ids the
+/// adapter gave, and a transient refusal to queue is retried (same dedup
+/// id) like a refused `publish`.
+#[tokio::test]
+async fn publish_queued_passes_through_every_layer_and_is_retried() {
+    let inner = memory().await;
+    let topic = Topic::new("queued.orders").unwrap();
+    let mut reader = inner
+        .subscribe(Subscription::new(topic.clone()))
+        .await
+        .unwrap();
+    let layered = layers()
+        .with(TraceLayer::new().without_propagation())
+        .with(retry(3))
+        .with(DeliveryTimeoutLayer::new(Duration::from_secs(5)).unwrap())
+        .with(DedupLayer::new(100).unwrap())
+        .apply(inner.clone());
+    let mut acks = Vec::new();
+    for i in 0..100 {
+        acks.push(
+            layered
+                .publish_queued(Message::new(topic.clone(), format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut ids = Vec::new();
+    for ack in acks {
+        ids.push(ack.await.unwrap());
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 100);
+    for id in &ids {
+        assert_eq!(next(&mut reader).await.id(), *id);
+    }
+
+    let layer = retry(5);
+    let flaky = Flaky::new(memory().await, 2, transient);
+    let transport = layer.layer(flaky.clone());
+    let message = Message::new(Topic::new("queued.retry").unwrap(), "m");
+    let ack = transport.publish_queued(message.clone()).await.unwrap();
+    ack.await.unwrap();
+    assert_eq!(flaky.attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(*flaky.seen.lock().unwrap(), vec![message.dedup_id; 3]);
+    assert_eq!(layer.retries(), 2);
+}
+
 #[tokio::test]
 async fn publish_retry_stops_after_max_attempts_and_at_once_on_fatal_errors() {
     let layer = retry(4);

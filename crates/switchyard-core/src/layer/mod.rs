@@ -106,6 +106,10 @@ impl Transport for SubscribeLayered {
         self.inner.publish_batch(messages).await
     }
 
+    async fn publish_queued(&self, message: Message) -> Result<crate::PublishAck> {
+        self.inner.publish_queued(message).await
+    }
+
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {
         let sub = self.inner.subscribe(subscription).await?;
         Ok(self.layer.layer_subscriber(sub))

@@ -182,6 +182,15 @@ impl Transport for RetryTransport {
             .await
     }
 
+    /// Retries the queuing stage (a transient refusal to queue, such as an
+    /// open breaker); an error the ack resolves to is not retried: the
+    /// message may have reached the backend, and the ack is the caller's.
+    async fn publish_queued(&self, message: Message) -> Result<crate::PublishAck> {
+        let inner = &self.inner;
+        self.retrying("publish_queued", || inner.publish_queued(message.clone()))
+            .await
+    }
+
     async fn subscribe(&self, subscription: Subscription) -> Result<Box<dyn Subscriber>> {
         self.inner.subscribe(subscription).await
     }

@@ -89,6 +89,28 @@ impl Transport for Metered {
         result
     }
 
+    /// Counted when the ack resolves (published or an error), with the
+    /// time from queuing to the ack in the publish duration.
+    async fn publish_queued(&self, message: Message) -> Result<crate::PublishAck> {
+        let handles = self.publish_handles(&message.topic);
+        let started = Instant::now();
+        match self.inner.publish_queued(message).await {
+            Ok(ack) => Ok(ack.map(move |result| {
+                handles.duration.record(started.elapsed().as_secs_f64());
+                match &result {
+                    Ok(_) => handles.published.increment(1),
+                    Err(_) => handles.errors.increment(1),
+                }
+                result
+            })),
+            Err(e) => {
+                handles.duration.record(started.elapsed().as_secs_f64());
+                handles.errors.increment(1);
+                Err(e)
+            }
+        }
+    }
+
     async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
         // Messages per topic label, in a stable order.
         let mut per_label: BTreeMap<String, (PublishHandles, u64)> = BTreeMap::new();
