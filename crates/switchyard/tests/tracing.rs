@@ -6,37 +6,20 @@
 //! `tracing-opentelemetry`; the W3C propagator is set process-wide.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
+use opentelemetry::trace::{SpanId, SpanKind};
 use opentelemetry::{KeyValue, Value};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use switchyard::prelude::*;
 use switchyard::trace::Traced;
 use switchyard_testkit::RedisServer;
-use tracing_subscriber::layer::SubscriberExt;
+
+#[path = "support/otel.rs"]
+mod otel;
+use otel::exporter;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The process-wide tracing subscriber (OpenTelemetry layer, in-memory
-/// exporter) and W3C propagator, set once per test binary.
-fn exporter() -> &'static InMemorySpanExporter {
-    static EXPORTER: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
-    &EXPORTER
-        .get_or_init(|| {
-            let exporter = InMemorySpanExporter::default();
-            let provider = SdkTracerProvider::builder()
-                .with_simple_exporter(exporter.clone())
-                .build();
-            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
-            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-                .expect("the only global subscriber of this binary");
-            assert!(switchyard::otel::install_w3c());
-            (exporter, provider)
-        })
-        .0
-}
 
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
     span.attributes

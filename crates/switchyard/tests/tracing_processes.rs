@@ -9,38 +9,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use switchyard::prelude::*;
 use switchyard_testkit::RedisServer;
-use tracing_subscriber::layer::SubscriberExt;
+
+#[path = "support/otel.rs"]
+mod otel;
+use otel::exporter;
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The publisher process reads its URL and topic from these.
 const URL_ENV: &str = "SWITCHYARD_TRACE_PUBLISHER_URL";
 const TOPIC_ENV: &str = "SWITCHYARD_TRACE_PUBLISHER_TOPIC";
-
-/// This process's tracing subscriber (OpenTelemetry, in-memory exporter)
-/// and the process-wide W3C propagator.
-fn exporter() -> &'static InMemorySpanExporter {
-    static EXPORTER: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
-    &EXPORTER
-        .get_or_init(|| {
-            let exporter = InMemorySpanExporter::default();
-            let provider = SdkTracerProvider::builder()
-                .with_simple_exporter(exporter.clone())
-                .build();
-            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
-            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-                .expect("the only global subscriber of this binary");
-            assert!(switchyard::otel::install_w3c());
-            (exporter, provider)
-        })
-        .0
-}
 
 /// The finished span named `name`, polled until a deadline.
 fn finished(name: &str) -> SpanData {
