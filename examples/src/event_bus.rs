@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use switchyard::prelude::*;
 use switchyard::{DedupId, Fetched};
 
-use crate::{PHASE_TIMEOUT, is_redis, param, shared_url, with_param};
+use crate::{PHASE_TIMEOUT, connect_as, is_redis, param, shared_url, with_param};
 
 /// The topic of the bus.
 pub const TOPIC: &str = "bus.events";
@@ -199,18 +199,7 @@ pub fn bus_url(url: &str) -> (String, String) {
 /// [`PHASE_TIMEOUT`].
 pub async fn run(url: &str) -> anyhow::Result<Summary> {
     let (url, command_timeout) = bus_url(url);
-    let connect = |role: &'static str| {
-        let url = url.clone();
-        async move {
-            switchyard::connect(&url).await.with_context(|| {
-                format!(
-                    "could not connect the {role} to {}",
-                    switchyard::redact_url(&url)
-                )
-            })
-        }
-    };
-    let producer = connect("producer").await?;
+    let producer = connect_as(&url, "producer").await?;
     let caps = producer.capabilities();
     if !caps.consumer_groups || !caps.replay {
         let name = producer.name();
@@ -222,7 +211,7 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
             caps.replay
         );
     }
-    let consumer = connect("consumer").await?;
+    let consumer = connect_as(&url, "consumer").await?;
     let result = script(&producer, &consumer, command_timeout).await;
     let closed = consumer.close().await;
     // The producer was closed by the script (the refusal step); closing

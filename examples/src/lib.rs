@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use switchyard::Transport;
 use tokio::runtime::RuntimeFlavor;
 
@@ -87,6 +87,18 @@ pub fn param<'a>(url: &'a str, key: &str) -> Option<&'a str> {
 pub fn with_param(url: &str, key: &str, value: impl std::fmt::Display) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{key}={value}")
+}
+
+/// `switchyard::connect(url)` for one role of an example (`"producer"`,
+/// `"station"`…); the error names the role and the URL without its
+/// password.
+pub async fn connect_as(url: &str, role: &str) -> anyhow::Result<Arc<dyn Transport>> {
+    switchyard::connect(url).await.with_context(|| {
+        format!(
+            "could not connect the {role} to {}",
+            switchyard::redact_url(url)
+        )
+    })
 }
 
 /// A URL that the several transports of one example run share (as if they

@@ -42,7 +42,7 @@ use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use switchyard::prelude::*;
 
-use crate::{PHASE_TIMEOUT, close_all, lock, shared_url, wait_until};
+use crate::{PHASE_TIMEOUT, close_all, connect_as, lock, shared_url, wait_until};
 
 /// The topic the order service publishes on.
 pub const TOPIC: &str = "orders.created";
@@ -200,18 +200,7 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
 /// back to the group), and the run fails with an error that says so.
 pub async fn run_until(url: &str, stop: impl Future<Output = ()>) -> anyhow::Result<Summary> {
     let url = shared_url(url, "orders");
-    let connect = |role: &'static str| {
-        let url = url.clone();
-        async move {
-            switchyard::connect(&url).await.with_context(|| {
-                format!(
-                    "could not connect the {role} to {}",
-                    switchyard::redact_url(&url)
-                )
-            })
-        }
-    };
-    let service = connect("order service").await?;
+    let service = connect_as(&url, "order service").await?;
     let caps = service.capabilities();
     if !caps.consumer_groups || !caps.dead_letters {
         bail!(
@@ -222,8 +211,8 @@ pub async fn run_until(url: &str, stop: impl Future<Output = ()>) -> anyhow::Res
             caps.dead_letters
         );
     }
-    let workers_transport = connect("workers").await?;
-    let operator = connect("operator").await?;
+    let workers_transport = connect_as(&url, "workers").await?;
+    let operator = connect_as(&url, "operator").await?;
     let service_bus = Bus::new(service.clone());
     let topic = Topic::new(TOPIC)?;
     let dlq = topic.dead_letter()?;

@@ -33,7 +33,7 @@ use switchyard::prelude::*;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{PHASE_TIMEOUT, close_all, lock, scheme, shared_url, wait_until};
+use crate::{PHASE_TIMEOUT, close_all, connect_as, lock, scheme, shared_url, wait_until};
 
 /// Number of robots.
 pub const ROBOTS: u32 = 3;
@@ -257,16 +257,8 @@ struct Seen {
 /// their own. Every wait is bounded by [`PHASE_TIMEOUT`].
 pub async fn run(url: &str) -> anyhow::Result<Summary> {
     let (url, camera_retention, connect_retry) = robot_url(&shared_url(url, "robots"));
-    let connect = |url: String, role: &'static str| async move {
-        switchyard::connect(&url).await.with_context(|| {
-            format!(
-                "could not connect the {role} to {}",
-                switchyard::redact_url(&url)
-            )
-        })
-    };
-    let fleet = connect(url.clone(), "fleet").await?;
-    let station = connect(url.clone(), "station").await?;
+    let fleet = connect_as(&url, "fleet").await?;
+    let station = connect_as(&url, "station").await?;
     let caps = station.capabilities();
     let note = if caps.consumer_groups {
         None

@@ -51,8 +51,8 @@ mod report;
 pub use report::{DeadLetter, GroupReport, SlowReport, Summary};
 
 use crate::{
-    PHASE_TIMEOUT, is_redis, lock, memory_hub_name, param, scheme, shared_url, wait_until,
-    with_param,
+    PHASE_TIMEOUT, connect_as, is_redis, lock, memory_hub_name, param, scheme, shared_url,
+    wait_until, with_param,
 };
 
 /// The application header carrying the original event type.
@@ -129,15 +129,7 @@ fn trim_url(url: &str) -> (String, String) {
 /// is bounded by [`PHASE_TIMEOUT`].
 pub async fn run(url: &str) -> anyhow::Result<Summary> {
     let url = shared_url(url, "events");
-    let connect = |url: String, role: &'static str| async move {
-        switchyard::connect(&url).await.with_context(|| {
-            format!(
-                "could not connect the {role} to {}",
-                switchyard::redact_url(&url)
-            )
-        })
-    };
-    let publisher = connect(url.clone(), "publisher").await?;
+    let publisher = connect_as(&url, "publisher").await?;
     let caps = publisher.capabilities();
     if !caps.consumer_groups || !caps.dead_letters {
         let name = publisher.name();
@@ -149,9 +141,9 @@ pub async fn run(url: &str) -> anyhow::Result<Summary> {
             caps.dead_letters
         );
     }
-    let handlers = connect(url.clone(), "handlers").await?;
+    let handlers = connect_as(&url, "handlers").await?;
     let (trim_url, trim_setting) = trim_url(&url);
-    let trimming = connect(trim_url, "trimming publisher").await?;
+    let trimming = connect_as(&trim_url, "trimming publisher").await?;
     let prefix = if is_redis(&url) {
         let ns = param(&url, "namespace").unwrap_or("switchyard");
         format!("namespace={ns}: streams {ns}:{{{INVOICES_TOPIC}}}, {ns}:{{{PARCELS_TOPIC}}}, ...")
