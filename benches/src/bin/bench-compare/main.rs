@@ -36,6 +36,7 @@ mod peers;
 mod raw;
 mod scaling;
 mod svg;
+mod targets;
 mod wire;
 
 use std::path::{Path, PathBuf};
@@ -214,6 +215,7 @@ async fn compare(args: CompareArgs) -> Result<()> {
     let server = RedisServer::start().context("could not start redis-server")?;
     let machine = machine::describe(&server);
     eprintln!("bench-compare: {machine}");
+    let mut all = Vec::new();
     for &size in &args.sizes {
         let (rows, failures) = compare_size(&args, &server, size).await?;
         let machine_after = machine::load_average();
@@ -242,6 +244,16 @@ async fn compare(args: CompareArgs) -> Result<()> {
         }
         write(&args.out.join(format!("compare-{size}.md")), &table)?;
         println!("\n## {size}-byte payloads\n\n{table}");
+        all.push((size, rows));
+    }
+    if args.only.is_empty() {
+        let sizes: Vec<_> = all
+            .iter()
+            .map(|(size, rows)| targets::SizeRows { size: *size, rows })
+            .collect();
+        let table = targets::markdown(&sizes);
+        write(&args.out.join("targets.md"), &table)?;
+        println!("\n## Targets\n\n{table}");
     }
     Ok(())
 }
