@@ -341,7 +341,11 @@ pub(crate) async fn latency_row(
     let handle = tokio::runtime::Handle::current();
     let (p, t) = (publisher.clone(), topic.clone());
     let size = size.max(8);
-    let pacer = tokio::task::spawn_blocking(move || {
+    // The pacing thread queues each message itself (`publish_queued`: no
+    // task per message, no wait for Redis' answer); a task awaits the acks
+    // in order, so a failed publish fails the run.
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::channel(usize::try_from(n).unwrap_or(1).max(1));
+    let pacer = tokio::task::spawn_blocking(move || -> Result<()> {
         for i in 0..n {
             let due = Duration::from_nanos(1_000_000 + (i as f64 * interval_ns) as u64);
             if let Some(wait) = due.checked_sub(epoch.elapsed()) {
@@ -350,9 +354,18 @@ pub(crate) async fn latency_row(
             let mut body = vec![b'x'; size];
             let due_ns = u64::try_from(due.as_nanos()).unwrap_or(u64::MAX);
             body[..8].copy_from_slice(&due_ns.to_le_bytes());
-            let (p, m) = (p.clone(), Message::new(t.clone(), body));
-            handle.spawn(async move { p.publish(m).await });
+            let ack = handle.block_on(p.publish_queued(Message::new(t.clone(), body)))?;
+            acks_tx
+                .blocking_send(ack)
+                .map_err(|_| anyhow::anyhow!("the ack checker stopped"))?;
         }
+        Ok(())
+    });
+    let checker = tokio::spawn(async move {
+        while let Some(ack) = acks_rx.recv().await {
+            ack.await?;
+        }
+        anyhow::Ok(())
     });
     let mut h = histogram()?;
     let mut got = 0;
@@ -374,7 +387,8 @@ pub(crate) async fn latency_row(
             got += 1;
         }
     }
-    pacer.await.context("the pacing thread panicked")?;
+    pacer.await.context("the pacing thread panicked")??;
+    checker.await.context("the ack checker panicked")??;
     let _ = sub.close().await;
     Ok(Row {
         section,
