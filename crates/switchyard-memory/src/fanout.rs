@@ -13,6 +13,13 @@
 //! used by the Redis Pub/Sub backplane) never makes a publisher wait: when
 //! full it drops the new message, counts it and queues a gap signal in its
 //! place (consecutive drops of one topic widen one signal).
+//!
+//! The queue holds bare `Arc<Entry>` pointers (8 bytes each); the rare gap
+//! signals wait in a side queue, each marked with the position among the
+//! entries where it belongs. The fields publishers write for every message
+//! (the fill counter, the queue lock) each sit on their own cache lines, so
+//! a consumer checking whether it is closed does not pull them away from
+//! the publisher's core.
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -30,7 +37,7 @@ use crate::hub::Hub;
 use crate::topic_log::{Entry, TopicState};
 use crate::wake::Wakers;
 
-/// One item of a fan-out queue.
+/// What a fan-out queue hands to its consumer.
 pub(crate) enum Queued {
     /// A message.
     Entry(Arc<Entry>),
@@ -47,17 +54,30 @@ pub(crate) struct Gap {
     to: u64,
 }
 
+/// Aligns its content to its own cache-line pair (what the adjacent-line
+/// prefetcher of x86 fetches together), against false sharing.
+#[repr(align(128))]
+struct Padded<T>(T);
+
 struct QueueState {
-    items: VecDeque<Queued>,
-    /// How many of `items` are gap signals (at most `cap`).
-    gaps: usize,
+    items: VecDeque<Arc<Entry>>,
+    /// Position (counting every entry ever queued) of `items[0]`.
+    head: u64,
+    /// Gap signals (gap-signalling subscribers only, at most `cap`), each
+    /// with the position of the entry it comes before.
+    gaps: VecDeque<(u64, Gap)>,
     waker: Option<Waker>,
     closed: bool,
 }
 
 impl QueueState {
     fn messages(&self) -> usize {
-        self.items.len() - self.gaps
+        self.items.len()
+    }
+
+    /// Position of the next entry to be queued.
+    fn tail(&self) -> u64 {
+        self.head + self.items.len() as u64
     }
 }
 
@@ -65,9 +85,14 @@ impl QueueState {
 pub(crate) struct FanoutShared {
     cap: usize,
     policy: Overflow,
-    /// `Block` only: queued plus reserved entries.
-    fill: AtomicUsize,
-    state: Mutex<QueueState>,
+    /// `Block` only: queued plus reserved entries. Written by every publish.
+    fill: Padded<AtomicUsize>,
+    /// Written by every publish and every batch the consumer takes.
+    state: Padded<Mutex<QueueState>>,
+    /// Set by a publisher about to wait for room, so the consumer gives
+    /// slots back at once instead of at the end of its batch. Read by the
+    /// consumer for every message, written only when the queue is full.
+    full: AtomicBool,
     /// Publishers waiting for room.
     space: Notify,
     closed: AtomicBool,
@@ -86,13 +111,15 @@ impl FanoutShared {
         FanoutShared {
             cap: cap.max(1),
             policy,
-            fill: AtomicUsize::new(0),
-            state: Mutex::new(QueueState {
+            fill: Padded(AtomicUsize::new(0)),
+            state: Padded(Mutex::new(QueueState {
                 items: VecDeque::new(),
-                gaps: 0,
+                head: 0,
+                gaps: VecDeque::new(),
                 waker: None,
                 closed: false,
-            }),
+            })),
+            full: AtomicBool::new(false),
             space: Notify::new(),
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
@@ -121,7 +148,7 @@ impl FanoutShared {
 
     /// Items queued now, and the capacity.
     pub(crate) fn fill(&self) -> (usize, usize) {
-        (self.state.lock().messages(), self.cap)
+        (self.state.0.lock().messages(), self.cap)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -137,10 +164,11 @@ impl FanoutShared {
     /// Reserves a slot; false when full (a closed queue always has room).
     pub(crate) fn try_reserve(&self, force: bool) -> bool {
         if force || self.is_closed() {
-            self.fill.fetch_add(1, Ordering::AcqRel);
+            self.fill.0.fetch_add(1, Ordering::AcqRel);
             return true;
         }
         self.fill
+            .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
                 (f < self.cap).then_some(f + 1)
             })
@@ -157,20 +185,21 @@ impl FanoutShared {
         if n == 0 {
             return;
         }
-        let prev = self.fill.fetch_sub(n, Ordering::AcqRel);
+        let prev = self.fill.0.fetch_sub(n, Ordering::AcqRel);
         if prev >= self.cap {
+            self.full.store(false, Ordering::Release);
             self.space.notify_waiters();
         }
     }
 
     fn has_room(&self) -> bool {
-        self.fill.load(Ordering::Acquire) < self.cap
+        self.fill.0.load(Ordering::Acquire) < self.cap
     }
 
     /// Queues `entry` (a `Block` slot must have been reserved). Returns false
     /// when the subscriber is closed.
     pub(crate) fn push(&self, entry: &Arc<Entry>, wakers: &mut Wakers) -> bool {
-        let mut q = self.state.lock();
+        let mut q = self.state.0.lock();
         if q.closed {
             return false;
         }
@@ -178,16 +207,17 @@ impl FanoutShared {
             Overflow::DropOldest => {
                 if q.items.len() >= self.cap {
                     q.items.pop_front();
+                    q.head += 1;
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                q.items.push_back(Queued::Entry(entry.clone()));
+                q.items.push_back(entry.clone());
             }
             Overflow::DropNewest => {
                 if q.items.len() >= self.cap {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
-                q.items.push_back(Queued::Entry(entry.clone()));
+                q.items.push_back(entry.clone());
             }
             _ if self.gap_origin.is_some() && q.messages() >= self.cap => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +226,7 @@ impl FanoutShared {
                 }
                 return true;
             }
-            _ => q.items.push_back(Queued::Entry(entry.clone())),
+            _ => q.items.push_back(entry.clone()),
         }
         let len = q.messages();
         wakers.push_opt(q.waker.take());
@@ -214,24 +244,29 @@ impl FanoutShared {
     /// at once; beyond that the drop is only counted.
     fn signal_gap(&self, q: &mut QueueState, entry: &Entry) -> bool {
         let (topic, seq) = (&entry.message.topic, entry.seq);
+        let tail = q.tail();
         let mut widened = false;
-        for item in q.items.iter_mut().rev() {
-            let Queued::Gap(g) = item else { break };
+        for (at, g) in q.gaps.iter_mut().rev() {
+            if *at != tail {
+                break;
+            }
             if g.topic == *topic && g.to.checked_add(1) == Some(seq) {
                 g.to = seq;
                 widened = true;
                 break;
             }
         }
-        if widened || q.gaps >= self.cap {
+        if widened || q.gaps.len() >= self.cap {
             return false;
         }
-        q.items.push_back(Queued::Gap(Box::new(Gap {
-            topic: topic.clone(),
-            from: seq,
-            to: seq,
-        })));
-        q.gaps += 1;
+        q.gaps.push_back((
+            tail,
+            Gap {
+                topic: topic.clone(),
+                from: seq,
+                to: seq,
+            },
+        ));
         true
     }
 
@@ -240,6 +275,7 @@ impl FanoutShared {
     pub(crate) async fn wait_for_room(&self) {
         let mut notified = pin!(self.space.notified());
         notified.as_mut().enable();
+        self.full.store(true, Ordering::SeqCst);
         if self.has_room() || self.is_closed() {
             return;
         }
@@ -259,17 +295,22 @@ impl FanoutShared {
         if let Some(entry) = local.take(self) {
             return Poll::Ready(Some(entry));
         }
-        let mut q = self.state.lock();
+        let mut q = self.state.0.lock();
         if self.blocks() && !q.items.is_empty() {
+            // Gap signals never wait in the queue of a blocking subscriber.
+            q.head += q.items.len() as u64;
             std::mem::swap(&mut q.items, &mut local.items);
             drop(q);
             return Poll::Ready(local.take(self));
         }
-        if let Some(item) = q.items.pop_front() {
-            if matches!(item, Queued::Gap(_)) {
-                q.gaps -= 1;
-            }
-            return Poll::Ready(Some(item));
+        if q.gaps.front().is_some_and(|(at, _)| *at == q.head)
+            && let Some((_, gap)) = q.gaps.pop_front()
+        {
+            return Poll::Ready(Some(Queued::Gap(Box::new(gap))));
+        }
+        if let Some(entry) = q.items.pop_front() {
+            q.head += 1;
+            return Poll::Ready(Some(Queued::Entry(entry)));
         }
         if q.closed {
             return Poll::Ready(None);
@@ -288,9 +329,9 @@ impl FanoutShared {
             return;
         }
         let (items, waker) = {
-            let mut q = self.state.lock();
+            let mut q = self.state.0.lock();
             q.closed = true;
-            q.gaps = 0;
+            q.gaps.clear();
             (std::mem::take(&mut q.items), q.waker.take())
         };
         drop(items);
@@ -313,7 +354,7 @@ impl FanoutShared {
 /// many delivered ones still hold a slot.
 #[derive(Default)]
 struct LocalBatch {
-    items: VecDeque<Queued>,
+    items: VecDeque<Arc<Entry>>,
     unreleased: usize,
 }
 
@@ -321,10 +362,12 @@ impl LocalBatch {
     fn take(&mut self, queue: &FanoutShared) -> Option<Queued> {
         let entry = self.items.pop_front()?;
         self.unreleased += 1;
-        if self.items.is_empty() || queue.fill.load(Ordering::Acquire) >= queue.cap {
+        // The flag rather than the fill counter: the counter changes with
+        // every publish, the flag only when a publisher waits for room.
+        if self.items.is_empty() || queue.full.load(Ordering::SeqCst) {
             queue.release(std::mem::take(&mut self.unreleased));
         }
-        Some(entry)
+        Some(Queued::Entry(entry))
     }
 }
 
