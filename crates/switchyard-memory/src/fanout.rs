@@ -16,10 +16,7 @@
 //!
 //! The queue holds bare `Arc<Entry>` pointers (8 bytes each); the rare gap
 //! signals wait in a side queue, each marked with the position among the
-//! entries where it belongs. The fields publishers write for every message
-//! (the fill counter, the queue lock) each sit on their own cache lines, so
-//! a consumer checking whether it is closed does not pull them away from
-//! the publisher's core.
+//! entries where it belongs.
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -43,7 +40,7 @@ pub(crate) enum Queued {
     Entry(Arc<Entry>),
     /// Messages the full queue had no room for (gap-signalling `Block`
     /// subscribers only).
-    Gap(Box<Gap>),
+    Gap(Gap),
 }
 
 /// Messages `from..=to` of `topic` (sequence numbers, also the message ids)
@@ -53,11 +50,6 @@ pub(crate) struct Gap {
     from: u64,
     to: u64,
 }
-
-/// Aligns its content to its own cache-line pair (what the adjacent-line
-/// prefetcher of x86 fetches together), against false sharing.
-#[repr(align(128))]
-struct Padded<T>(T);
 
 struct QueueState {
     items: VecDeque<Arc<Entry>>,
@@ -85,14 +77,9 @@ impl QueueState {
 pub(crate) struct FanoutShared {
     cap: usize,
     policy: Overflow,
-    /// `Block` only: queued plus reserved entries. Written by every publish.
-    fill: Padded<AtomicUsize>,
-    /// Written by every publish and every batch the consumer takes.
-    state: Padded<Mutex<QueueState>>,
-    /// Set by a publisher about to wait for room, so the consumer gives
-    /// slots back at once instead of at the end of its batch. Read by the
-    /// consumer for every message, written only when the queue is full.
-    full: AtomicBool,
+    /// `Block` only: queued plus reserved entries.
+    fill: AtomicUsize,
+    state: Mutex<QueueState>,
     /// Publishers waiting for room.
     space: Notify,
     closed: AtomicBool,
@@ -111,15 +98,14 @@ impl FanoutShared {
         FanoutShared {
             cap: cap.max(1),
             policy,
-            fill: Padded(AtomicUsize::new(0)),
-            state: Padded(Mutex::new(QueueState {
+            fill: AtomicUsize::new(0),
+            state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 head: 0,
                 gaps: VecDeque::new(),
                 waker: None,
                 closed: false,
-            })),
-            full: AtomicBool::new(false),
+            }),
             space: Notify::new(),
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
@@ -148,7 +134,7 @@ impl FanoutShared {
 
     /// Items queued now, and the capacity.
     pub(crate) fn fill(&self) -> (usize, usize) {
-        (self.state.0.lock().messages(), self.cap)
+        (self.state.lock().messages(), self.cap)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -164,11 +150,10 @@ impl FanoutShared {
     /// Reserves a slot; false when full (a closed queue always has room).
     pub(crate) fn try_reserve(&self, force: bool) -> bool {
         if force || self.is_closed() {
-            self.fill.0.fetch_add(1, Ordering::AcqRel);
+            self.fill.fetch_add(1, Ordering::AcqRel);
             return true;
         }
         self.fill
-            .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
                 (f < self.cap).then_some(f + 1)
             })
@@ -185,21 +170,20 @@ impl FanoutShared {
         if n == 0 {
             return;
         }
-        let prev = self.fill.0.fetch_sub(n, Ordering::AcqRel);
+        let prev = self.fill.fetch_sub(n, Ordering::AcqRel);
         if prev >= self.cap {
-            self.full.store(false, Ordering::Release);
             self.space.notify_waiters();
         }
     }
 
     fn has_room(&self) -> bool {
-        self.fill.0.load(Ordering::Acquire) < self.cap
+        self.fill.load(Ordering::Acquire) < self.cap
     }
 
     /// Queues `entry` (a `Block` slot must have been reserved). Returns false
     /// when the subscriber is closed.
     pub(crate) fn push(&self, entry: &Arc<Entry>, wakers: &mut Wakers) -> bool {
-        let mut q = self.state.0.lock();
+        let mut q = self.state.lock();
         if q.closed {
             return false;
         }
@@ -275,7 +259,6 @@ impl FanoutShared {
     pub(crate) async fn wait_for_room(&self) {
         let mut notified = pin!(self.space.notified());
         notified.as_mut().enable();
-        self.full.store(true, Ordering::SeqCst);
         if self.has_room() || self.is_closed() {
             return;
         }
@@ -295,7 +278,7 @@ impl FanoutShared {
         if let Some(entry) = local.take(self) {
             return Poll::Ready(Some(entry));
         }
-        let mut q = self.state.0.lock();
+        let mut q = self.state.lock();
         if self.blocks() && !q.items.is_empty() {
             // Gap signals never wait in the queue of a blocking subscriber.
             q.head += q.items.len() as u64;
@@ -306,7 +289,7 @@ impl FanoutShared {
         if q.gaps.front().is_some_and(|(at, _)| *at == q.head)
             && let Some((_, gap)) = q.gaps.pop_front()
         {
-            return Poll::Ready(Some(Queued::Gap(Box::new(gap))));
+            return Poll::Ready(Some(Queued::Gap(gap)));
         }
         if let Some(entry) = q.items.pop_front() {
             q.head += 1;
@@ -329,7 +312,7 @@ impl FanoutShared {
             return;
         }
         let (items, waker) = {
-            let mut q = self.state.0.lock();
+            let mut q = self.state.lock();
             q.closed = true;
             q.gaps.clear();
             (std::mem::take(&mut q.items), q.waker.take())
@@ -362,9 +345,7 @@ impl LocalBatch {
     fn take(&mut self, queue: &FanoutShared) -> Option<Queued> {
         let entry = self.items.pop_front()?;
         self.unreleased += 1;
-        // The flag rather than the fill counter: the counter changes with
-        // every publish, the flag only when a publisher waits for room.
-        if self.items.is_empty() || queue.full.load(Ordering::SeqCst) {
+        if self.items.is_empty() || queue.fill.load(Ordering::Acquire) >= queue.cap {
             queue.release(std::mem::take(&mut self.unreleased));
         }
         Some(Queued::Entry(entry))
