@@ -13,6 +13,10 @@
 //! used by the Redis Pub/Sub backplane) never makes a publisher wait: when
 //! full it drops the new message, counts it and queues a gap signal in its
 //! place (consecutive drops of one topic widen one signal).
+//!
+//! The queue holds bare `Arc<Entry>` pointers (8 bytes each); the rare gap
+//! signals wait in a side queue, each marked with the position among the
+//! entries where it belongs.
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -30,13 +34,13 @@ use crate::hub::Hub;
 use crate::topic_log::{Entry, TopicState};
 use crate::wake::Wakers;
 
-/// One item of a fan-out queue.
+/// What a fan-out queue hands to its consumer.
 pub(crate) enum Queued {
     /// A message.
     Entry(Arc<Entry>),
     /// Messages the full queue had no room for (gap-signalling `Block`
     /// subscribers only).
-    Gap(Box<Gap>),
+    Gap(Gap),
 }
 
 /// Messages `from..=to` of `topic` (sequence numbers, also the message ids)
@@ -48,16 +52,24 @@ pub(crate) struct Gap {
 }
 
 struct QueueState {
-    items: VecDeque<Queued>,
-    /// How many of `items` are gap signals (at most `cap`).
-    gaps: usize,
+    items: VecDeque<Arc<Entry>>,
+    /// Position (counting every entry ever queued) of `items[0]`.
+    head: u64,
+    /// Gap signals (gap-signalling subscribers only, at most `cap`), each
+    /// with the position of the entry it comes before.
+    gaps: VecDeque<(u64, Gap)>,
     waker: Option<Waker>,
     closed: bool,
 }
 
 impl QueueState {
     fn messages(&self) -> usize {
-        self.items.len() - self.gaps
+        self.items.len()
+    }
+
+    /// Position of the next entry to be queued.
+    fn tail(&self) -> u64 {
+        self.head + self.items.len() as u64
     }
 }
 
@@ -89,7 +101,8 @@ impl FanoutShared {
             fill: AtomicUsize::new(0),
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
-                gaps: 0,
+                head: 0,
+                gaps: VecDeque::new(),
                 waker: None,
                 closed: false,
             }),
@@ -178,16 +191,17 @@ impl FanoutShared {
             Overflow::DropOldest => {
                 if q.items.len() >= self.cap {
                     q.items.pop_front();
+                    q.head += 1;
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                q.items.push_back(Queued::Entry(entry.clone()));
+                q.items.push_back(entry.clone());
             }
             Overflow::DropNewest => {
                 if q.items.len() >= self.cap {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
-                q.items.push_back(Queued::Entry(entry.clone()));
+                q.items.push_back(entry.clone());
             }
             _ if self.gap_origin.is_some() && q.messages() >= self.cap => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +210,7 @@ impl FanoutShared {
                 }
                 return true;
             }
-            _ => q.items.push_back(Queued::Entry(entry.clone())),
+            _ => q.items.push_back(entry.clone()),
         }
         let len = q.messages();
         wakers.push_opt(q.waker.take());
@@ -214,24 +228,29 @@ impl FanoutShared {
     /// at once; beyond that the drop is only counted.
     fn signal_gap(&self, q: &mut QueueState, entry: &Entry) -> bool {
         let (topic, seq) = (&entry.message.topic, entry.seq);
+        let tail = q.tail();
         let mut widened = false;
-        for item in q.items.iter_mut().rev() {
-            let Queued::Gap(g) = item else { break };
+        for (at, g) in q.gaps.iter_mut().rev() {
+            if *at != tail {
+                break;
+            }
             if g.topic == *topic && g.to.checked_add(1) == Some(seq) {
                 g.to = seq;
                 widened = true;
                 break;
             }
         }
-        if widened || q.gaps >= self.cap {
+        if widened || q.gaps.len() >= self.cap {
             return false;
         }
-        q.items.push_back(Queued::Gap(Box::new(Gap {
-            topic: topic.clone(),
-            from: seq,
-            to: seq,
-        })));
-        q.gaps += 1;
+        q.gaps.push_back((
+            tail,
+            Gap {
+                topic: topic.clone(),
+                from: seq,
+                to: seq,
+            },
+        ));
         true
     }
 
@@ -261,15 +280,20 @@ impl FanoutShared {
         }
         let mut q = self.state.lock();
         if self.blocks() && !q.items.is_empty() {
+            // Gap signals never wait in the queue of a blocking subscriber.
+            q.head += q.items.len() as u64;
             std::mem::swap(&mut q.items, &mut local.items);
             drop(q);
             return Poll::Ready(local.take(self));
         }
-        if let Some(item) = q.items.pop_front() {
-            if matches!(item, Queued::Gap(_)) {
-                q.gaps -= 1;
-            }
-            return Poll::Ready(Some(item));
+        if q.gaps.front().is_some_and(|(at, _)| *at == q.head)
+            && let Some((_, gap)) = q.gaps.pop_front()
+        {
+            return Poll::Ready(Some(Queued::Gap(gap)));
+        }
+        if let Some(entry) = q.items.pop_front() {
+            q.head += 1;
+            return Poll::Ready(Some(Queued::Entry(entry)));
         }
         if q.closed {
             return Poll::Ready(None);
@@ -290,7 +314,7 @@ impl FanoutShared {
         let (items, waker) = {
             let mut q = self.state.lock();
             q.closed = true;
-            q.gaps = 0;
+            q.gaps.clear();
             (std::mem::take(&mut q.items), q.waker.take())
         };
         drop(items);
@@ -313,7 +337,7 @@ impl FanoutShared {
 /// many delivered ones still hold a slot.
 #[derive(Default)]
 struct LocalBatch {
-    items: VecDeque<Queued>,
+    items: VecDeque<Arc<Entry>>,
     unreleased: usize,
 }
 
@@ -324,7 +348,7 @@ impl LocalBatch {
         if self.items.is_empty() || queue.fill.load(Ordering::Acquire) >= queue.cap {
             queue.release(std::mem::take(&mut self.unreleased));
         }
-        Some(entry)
+        Some(Queued::Entry(entry))
     }
 }
 

@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use switchyard_core::Retry;
 use tokio::time::Instant;
 
+use crate::hub::FxBuild;
 use crate::topic_log::{Entry, TopicState};
 use crate::wake::Wakers;
 
@@ -67,7 +68,9 @@ pub(crate) struct GroupState {
     pub(crate) name: Arc<str>,
     /// Next sequence number never handed out yet.
     cursor: u64,
-    pending: HashMap<u64, Pending>,
+    /// By sequence number; a multiplicative hash (SipHash was a tenth of
+    /// the cost of a hand-over and its ack).
+    pending: HashMap<u64, Pending, FxBuild>,
     /// Messages to redeliver, oldest first, each with the log end when it
     /// came back: it waits until the cursor reached that point.
     retry: VecDeque<(u64, u64)>,
@@ -86,7 +89,7 @@ impl GroupState {
         GroupState {
             name,
             cursor,
-            pending: HashMap::new(),
+            pending: HashMap::with_hasher(FxBuild::INTERNAL),
             retry: VecDeque::new(),
             delayed: BinaryHeap::new(),
             members: Vec::new(),

@@ -52,9 +52,15 @@ type Shard = RwLock<HashMap<Topic, Arc<TopicState>, FxBuild>>;
 /// topic lookup is on every publish, and SipHash dominated it. Topic names
 /// come from the application, so the seed is enough protection.
 #[derive(Clone, Copy)]
-struct FxBuild(u64);
+pub(crate) struct FxBuild(u64);
 
-struct FxHasher(u64);
+impl FxBuild {
+    /// For keys the hub makes itself (sequence numbers), which nobody can
+    /// choose to collide: no seed needed.
+    pub(crate) const INTERNAL: FxBuild = FxBuild(0);
+}
+
+pub(crate) struct FxHasher(u64);
 
 const FX_K: u64 = 0x517c_c1b7_2722_0a95;
 
@@ -76,6 +82,10 @@ impl Hasher for FxHasher {
 
     fn write_u8(&mut self, i: u8) {
         self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
     }
 
     fn finish(&self) -> u64 {
