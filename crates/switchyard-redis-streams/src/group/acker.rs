@@ -176,6 +176,18 @@ pub(crate) async fn flush(g: Arc<Group>, mut rx: mpsc::Receiver<AckOp>) {
         if n == 0 {
             break;
         }
+        if buf.len() < FLUSH_MAX {
+            // One wake-up per run of acks: let the application's tasks
+            // that are acking right now queue theirs, so one XACK carries
+            // them all instead of one XACK per wake-up.
+            tokio::task::yield_now().await;
+            while buf.len() < FLUSH_MAX {
+                match rx.try_recv() {
+                    Ok(op) => buf.push(op),
+                    Err(_) => break,
+                }
+            }
+        }
         send(&g, &mut buf, None).await;
     }
     // Refuse new acks (callers then ack directly) and flush the rest.
