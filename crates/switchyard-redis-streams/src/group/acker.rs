@@ -56,7 +56,13 @@ impl Acknowledger for StreamAcker {
             stream: self.stream.idx,
             id,
         };
-        if g.acks.send(op).await.is_err() {
+        // Room on the queue (the common case): no send future to wait on.
+        let queued = match g.acks.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(op)) => g.acks.send(op).await.map_err(|_| ()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        };
+        if queued.is_err() {
             // The flusher is gone (subscriber closed): ack directly.
             if g.inner.is_closed() {
                 return Err(Error::Closed);
