@@ -119,6 +119,75 @@ impl<T> LocalQueue<T> {
         Ok(result)
     }
 
+    /// Adds every item of `items` in order, waiting for room under
+    /// `Overflow::Block`: one lock and one wake-up of the consumer per
+    /// run of items that fit, instead of one per item. Items dropped by the
+    /// overflow policy (older queued ones under `DropOldest`, new ones
+    /// under `DropNewest`) are moved to `dropped` for the caller to count.
+    /// `false` when the application closed the subscriber: what was not
+    /// queued is left in `items`. Cancelled (dropped) while waiting, the
+    /// items not queued yet are still in `items` and the dropped ones in
+    /// `dropped`.
+    pub(crate) async fn push_all(&self, items: &mut VecDeque<T>, dropped: &mut Vec<T>) -> bool {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.try_push_all(items, dropped) {
+                return false;
+            }
+            if items.is_empty() {
+                return true;
+            }
+            notified.await;
+        }
+    }
+
+    /// [`push_all`](Self::push_all) without waiting: queues what fits (all
+    /// of it under the drop policies) and leaves the rest in `items`.
+    /// `false` when the application closed the subscriber.
+    pub(crate) fn try_push_all(&self, items: &mut VecDeque<T>, dropped: &mut Vec<T>) -> bool {
+        let mut st = self.state.lock();
+        if st.consumer_done {
+            return false;
+        }
+        let mut pushed = false;
+        while let Some(item) = items.pop_front() {
+            if st.items.len() >= self.capacity {
+                match self.overflow {
+                    Overflow::DropNewest => {
+                        dropped.push(item);
+                        continue;
+                    }
+                    Overflow::DropOldest => {
+                        if let Some(old) = st.items.pop_front() {
+                            dropped.push(old);
+                        }
+                    }
+                    _ => {
+                        items.push_front(item);
+                        break;
+                    }
+                }
+            }
+            st.items.push_back(item);
+            pushed = true;
+        }
+        if !pushed {
+            return true;
+        }
+        let len = st.items.len();
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(watch) = &self.watch {
+            watch.observe(len);
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
     /// Takes the next item; `Ready(None)` once the producer is done and the
     /// queue is drained (or the consumer closed).
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
@@ -250,6 +319,55 @@ mod tests {
         assert_eq!(pop_now(&q), Poll::Pending);
         q.close_producer();
         assert_eq!(pop_now(&q), Poll::Ready(None));
+    }
+
+    /// A batch larger than the room: what fits is queued at once, the
+    /// rest once the consumer makes room, in order.
+    #[tokio::test]
+    async fn push_all_waits_for_room_and_keeps_order() {
+        let q = Arc::new(LocalQueue::new(3, Overflow::Block));
+        let q2 = q.clone();
+        let pusher = tokio::spawn(async move {
+            let mut items: VecDeque<u32> = (1..=5).collect();
+            let mut dropped = Vec::new();
+            let open = q2.push_all(&mut items, &mut dropped).await;
+            (open, items.len(), dropped.len())
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.len() < 5 && std::time::Instant::now() < deadline {
+            match pop_now(&q) {
+                Poll::Ready(Some(v)) => got.push(v),
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+        assert_eq!(got, vec![1, 2, 3, 4, 5]);
+        let done = tokio::time::timeout(Duration::from_secs(5), pusher)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done, (true, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn push_all_drop_policies_and_close() {
+        let q = LocalQueue::new(2, Overflow::DropOldest);
+        let (mut items, mut dropped) = ((1..=5).collect::<VecDeque<u32>>(), Vec::new());
+        assert!(q.push_all(&mut items, &mut dropped).await);
+        assert_eq!(dropped, vec![1, 2, 3]);
+        assert_eq!(pop_now(&q), Poll::Ready(Some(4)));
+        assert_eq!(pop_now(&q), Poll::Ready(Some(5)));
+        let q = LocalQueue::new(2, Overflow::DropNewest);
+        let (mut items, mut dropped) = ((1..=5).collect::<VecDeque<u32>>(), Vec::new());
+        assert!(q.push_all(&mut items, &mut dropped).await);
+        assert_eq!(dropped, vec![3, 4, 5]);
+        assert_eq!(pop_now(&q), Poll::Ready(Some(1)));
+        let q = LocalQueue::new(2, Overflow::Block);
+        assert!(q.close_consumer().is_empty());
+        let (mut items, mut dropped) = ((1..=3).collect::<VecDeque<u32>>(), Vec::new());
+        assert!(!q.push_all(&mut items, &mut dropped).await);
+        assert_eq!(items.len(), 3);
+        assert!(dropped.is_empty());
     }
 
     #[tokio::test]

@@ -56,7 +56,13 @@ impl Acknowledger for StreamAcker {
             stream: self.stream.idx,
             id,
         };
-        if g.acks.send(op).await.is_err() {
+        // Room on the queue (the common case): no send future to wait on.
+        let queued = match g.acks.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(op)) => g.acks.send(op).await.map_err(|_| ()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        };
+        if queued.is_err() {
             // The flusher is gone (subscriber closed): ack directly.
             if g.inner.is_closed() {
                 return Err(Error::Closed);
@@ -175,6 +181,18 @@ pub(crate) async fn flush(g: Arc<Group>, mut rx: mpsc::Receiver<AckOp>) {
         };
         if n == 0 {
             break;
+        }
+        if buf.len() < FLUSH_MAX {
+            // One wake-up per run of acks: let the application's tasks
+            // that are acking right now queue theirs, so one XACK carries
+            // them all instead of one XACK per wake-up.
+            tokio::task::yield_now().await;
+            while buf.len() < FLUSH_MAX {
+                match rx.try_recv() {
+                    Ok(op) => buf.push(op),
+                    Err(_) => break,
+                }
+            }
         }
         send(&g, &mut buf, None).await;
     }

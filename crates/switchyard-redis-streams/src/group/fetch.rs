@@ -76,14 +76,21 @@ pub(crate) async fn accept(
             pending_counts(g, stream, &ids).await
         }
     };
+    let attempt_of = |id: &MessageId| match attempts {
+        Attempts::First => 1,
+        // Missing only under concurrent changes: it was delivered before.
+        Attempts::Lookup => counts.get(id).copied().unwrap_or(2),
+    };
+    {
+        // One lock for the batch, not one per entry.
+        let mut t = g.tracker.lock();
+        for (id, _) in &fresh {
+            t.set_attempt(stream.idx, *id, attempt_of(id));
+        }
+    }
     let mut items = Vec::with_capacity(fresh.len());
     for (id, fields) in fresh {
-        let attempt = match attempts {
-            Attempts::First => 1,
-            // Missing only under concurrent changes: it was delivered before.
-            Attempts::Lookup => counts.get(&id).copied().unwrap_or(2),
-        };
-        g.tracker.lock().set_attempt(stream.idx, id, attempt);
+        let attempt = attempt_of(&id);
         let decoded = wire::decode(&stream.topic, id, fields);
         if attempt > g.cfg.max_attempts {
             let reason = format!(

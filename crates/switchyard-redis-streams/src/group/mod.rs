@@ -37,6 +37,7 @@ mod keep;
 mod reader;
 mod track;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -50,7 +51,7 @@ use switchyard_redis::SharedConnection;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::buffer::{LocalQueue, Pushed, SubStats};
+use crate::buffer::{LocalQueue, SubStats};
 use crate::discovery::TopicSource;
 use crate::inner::{Inner, WarnLimiter, wait_shutdown};
 
@@ -235,40 +236,29 @@ impl Group {
     /// Items not handed over because the subscriber stopped are queued
     /// for release, like the buffered ones.
     pub(crate) async fn deliver(&self, items: Vec<Item>) -> bool {
-        let mut items = items.into_iter();
-        while let Some(item) = items.next() {
-            let held = match &item {
-                Item::Entry(f) => Some((f.stream, f.id, f.attempt)),
-                Item::Malformed { .. } => None,
-            };
-            let pushed = tokio::select! {
-                p = self.queue.push(item) => p,
-                () = self.stopped() => {
-                    if let Some((stream, id, attempt)) = held {
-                        self.give_back_unseen(stream, id, attempt);
-                    }
-                    items.for_each(|rest| self.give_back(&rest));
-                    return false;
-                }
-            };
-            match pushed {
-                Pushed::Queued => {}
-                Pushed::DroppedOldest(old) | Pushed::DroppedNewest(old) => {
-                    // Given back to the group at once, its delivery count
-                    // lowered again: a drop uses up no attempt. This member
-                    // claims it again when its buffer has room (or another
-                    // member does).
-                    self.give_back(&old);
-                    SubStats::bump(&self.stats.dropped);
-                }
-                Pushed::Closed(item) => {
-                    self.give_back(&item);
-                    items.for_each(|rest| self.give_back(&rest));
-                    return false;
-                }
+        // The whole batch at once: one lock and one wake-up of the
+        // application per run of items that fit, not one per item.
+        let mut items: VecDeque<Item> = items.into();
+        let mut dropped = Vec::new();
+        let open = tokio::select! {
+            open = self.queue.push_all(&mut items, &mut dropped) => Some(open),
+            () = self.stopped() => None,
+        };
+        for old in &dropped {
+            // Given back to the group at once, its delivery count lowered
+            // again: a drop uses up no attempt. This member claims it again
+            // when its buffer has room (or another member does).
+            self.give_back(old);
+            SubStats::bump(&self.stats.dropped);
+        }
+        match open {
+            Some(true) => true,
+            // Closed or stopped: what was not queued goes back.
+            Some(false) | None => {
+                items.iter().for_each(|rest| self.give_back(rest));
+                false
             }
         }
-        true
     }
 
     /// Entries to fetch in one read: what fits the buffer under `Block`

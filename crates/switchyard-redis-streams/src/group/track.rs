@@ -40,10 +40,69 @@ pub(crate) struct Track {
 /// An entry due for a keep-alive: stream, id, last touch.
 pub(crate) type Stale = (u32, MessageId, Instant);
 
+/// Hashes the tracker's `(stream, id)` keys: a seeded multiply-rotate
+/// over the key's integers, finished with a 64-bit mixer. Keys are stream
+/// ids Redis assigned (or publishers with write access chose), and the
+/// seed is random per tracker; SipHash cost a tenth of the consume path's
+/// client CPU (three lookups per delivery).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IdHash(u64);
+
+impl Default for IdHash {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        IdHash(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1)
+    }
+}
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.0)
+    }
+}
+
+/// The hasher of [`IdHash`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn add(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(Self::K);
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn finish(&self) -> u64 {
+        // murmur3's fmix64: every input bit reaches the low bits too.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
 /// The held entries of one subscriber.
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
-    map: HashMap<(u32, MessageId), Track>,
+    map: HashMap<(u32, MessageId), Track, IdHash>,
     delayed: BinaryHeap<Reverse<(Instant, u32, MessageId)>>,
 }
 

@@ -154,7 +154,7 @@ impl WriterTask {
                 continue;
             };
             let (buf, pending) = per_node.entry(node).or_insert_with(|| {
-                let mut p = Pending::new(self.ctx.clone());
+                let mut p = Pending::new(self.ctx.clone(), 0);
                 p.redirect = Some(state.redirects.clone());
                 (Vec::new(), p)
             });

@@ -190,9 +190,10 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(ctx: Arc<Ctx>) -> Self {
+    /// An empty pipeline with room for `waiters` callers.
+    fn new(ctx: Arc<Ctx>, waiters: usize) -> Self {
         Pending {
-            waiters: VecDeque::new(),
+            waiters: VecDeque::with_capacity(waiters),
             remaining: 0,
             ok: 0,
             transient: false,
@@ -487,7 +488,7 @@ impl WriterTask {
                 self.publish_cluster(items, now).await;
                 continue;
             }
-            let mut pending = Pending::new(self.ctx.clone());
+            let mut pending = Pending::new(self.ctx.clone(), jobs.len());
             for job in jobs.drain(..) {
                 let mut encode = |m: &Message| {
                     let (key, retention) = self.keys.get(&m.topic);

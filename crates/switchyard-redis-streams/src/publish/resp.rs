@@ -14,10 +14,20 @@ pub(crate) enum Trim {
     MinId(u64),
 }
 
+/// Appends `n` as a bulk string, without an intermediate allocation.
 fn put_bulk_uint(out: &mut Vec<u8>, n: u64) {
-    let mut tmp = Vec::with_capacity(20);
-    put_uint(&mut tmp, n);
-    put_bulk(out, &tmp);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut v = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    put_bulk(out, &digits[at..]);
 }
 
 /// Appends `XADD key [MAXLEN|MINID ~ n] * v 1 d <hex> p <payload> [h <headers>]`.
@@ -135,6 +145,16 @@ mod tests {
             cmd.arg("*");
             wire::push_fields(&mut cmd, &m);
             assert_eq!(ours, cmd.get_packed_command());
+        }
+    }
+
+    #[test]
+    fn bulk_uint() {
+        for n in [0, 7, 10, 100, 1_700_000_000_000, u64::MAX] {
+            let mut ours = Vec::new();
+            put_bulk_uint(&mut ours, n);
+            let text = n.to_string();
+            assert_eq!(ours, format!("${}\r\n{text}\r\n", text.len()).into_bytes());
         }
     }
 
