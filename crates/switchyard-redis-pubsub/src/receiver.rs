@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::envelope::{self, DecodeError, origin_hex};
 use crate::gaps::Verdict;
 use crate::outbox::sleep_or_cancel;
-use crate::registry::{RemoteMessage, RemoteQueue};
+use crate::registry::{Pushed, RemoteMessage, RemoteQueue};
 use crate::shared::{REFUSALS_KEPT, Refusal, Shared};
 use crate::stats::{WarnKind, add, limited_warn};
 use crate::subconn::{Change, ChangeError, Incoming, SubConn};
@@ -176,7 +176,11 @@ async fn serve(
                 // that this loop has not read yet?
                 match conn.next_ready() {
                     Some(Incoming::Message { channel, payload }) => {
-                        handle(sh, channel, payload, targets);
+                        if let Some(m) = handle_or_wait(sh, channel, payload, targets)
+                            && wait_for_room(sh, &m, targets, cancel).await
+                        {
+                            return End::Cancelled;
+                        }
                         last_rx = now;
                     }
                     Some(Incoming::ProbeAnswered) => {
@@ -225,7 +229,13 @@ async fn serve(
             }
             incoming = conn.next() => {
                 match incoming {
-                    Incoming::Message { channel, payload } => handle(sh, channel, payload, targets),
+                    Incoming::Message { channel, payload } => {
+                        if let Some(m) = handle_or_wait(sh, channel, payload, targets)
+                            && wait_for_room(sh, &m, targets, cancel).await
+                        {
+                            return End::Cancelled;
+                        }
+                    }
                     Incoming::ProbeAnswered => {
                         probing = false;
                         answered(sh);
@@ -238,7 +248,13 @@ async fn serve(
                 }
                 for _ in 0..BURST {
                     match conn.next_ready() {
-                        Some(Incoming::Message { channel, payload }) => handle(sh, channel, payload, targets),
+                        Some(Incoming::Message { channel, payload }) => {
+                            if let Some(m) = handle_or_wait(sh, channel, payload, targets)
+                                && wait_for_room(sh, &m, targets, cancel).await
+                            {
+                                return End::Cancelled;
+                            }
+                        }
                         Some(Incoming::ProbeAnswered) => {
                             probing = false;
                             answered(sh);
@@ -382,13 +398,87 @@ pub(crate) fn refuse(sh: &Shared, change: Change, names: &[String], reply: Strin
     });
 }
 
-/// Decodes one frame and hands it to the local subscribers it concerns.
+/// Decodes one frame and hands it to the local subscribers it concerns,
+/// dropping it for those whose buffer is full.
 pub(crate) fn handle(
     sh: &Shared,
     channel: &[u8],
     payload: &[u8],
     targets: &mut Vec<Arc<RemoteQueue>>,
 ) {
+    deliver(sh, channel, payload, targets, false);
+    targets.clear();
+}
+
+/// [`handle`], except that `Block` subscribers whose buffer is full (and
+/// not stalled) are left in `targets` and the message returned: the caller
+/// waits for room with [`wait_for_room`]. `targets` is empty when `None`
+/// is returned.
+pub(crate) fn handle_or_wait(
+    sh: &Shared,
+    channel: &[u8],
+    payload: &[u8],
+    targets: &mut Vec<Arc<RemoteQueue>>,
+) -> Option<Arc<RemoteMessage>> {
+    let may_wait = !sh.config.remote_wait.is_zero();
+    let full = deliver(sh, channel, payload, targets, may_wait);
+    if full.is_none() {
+        targets.clear();
+    }
+    full
+}
+
+/// Waits, at most `remote_wait` in all, for room in each queue of
+/// `targets` (full `Block` buffers) and queues `msg` there; a queue still
+/// full when the time is up is marked stalled and the message dropped for
+/// it (reported as a gap signal). Returns true when cancelled meanwhile.
+pub(crate) async fn wait_for_room(
+    sh: &Shared,
+    msg: &Arc<RemoteMessage>,
+    targets: &mut Vec<Arc<RemoteQueue>>,
+    cancel: &CancellationToken,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + sh.config.remote_wait;
+    for q in targets.drain(..) {
+        loop {
+            let room = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return true,
+                r = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| q.poll_room(cx))) => r,
+            };
+            if room.is_err() {
+                q.stall();
+                limited_warn!(sh.warn, WarnKind::Gap, topic = %msg.message.topic, waited = ?sh.config.remote_wait,
+                    "redis pubsub: a subscriber's buffer stayed full for remote_wait; dropping what it has no room for (reported as a gap signal) until it has read half its buffer");
+                if !q.push(msg) {
+                    add(&sh.counters.remote_dropped, 1);
+                }
+                break;
+            }
+            // Another receiving loop (Redis Cluster) may have filled it again.
+            match q.try_push(msg, true) {
+                Pushed::Queued => break,
+                Pushed::Dropped => {
+                    add(&sh.counters.remote_dropped, 1);
+                    break;
+                }
+                Pushed::Full => {}
+            }
+        }
+    }
+    false
+}
+
+/// Decodes one frame and pushes it to the local subscribers it concerns;
+/// with `may_wait`, leaves the full `Block` queues in `targets` and returns
+/// the message for them.
+fn deliver(
+    sh: &Shared,
+    channel: &[u8],
+    payload: &[u8],
+    targets: &mut Vec<Arc<RemoteQueue>>,
+    may_wait: bool,
+) -> Option<Arc<RemoteMessage>> {
     let Ok(channel) = std::str::from_utf8(channel) else {
         add(&sh.counters.malformed, 1);
         limited_warn!(
@@ -396,7 +486,7 @@ pub(crate) fn handle(
             WarnKind::Malformed,
             "redis pubsub: dropping a message on a channel whose name is not UTF-8"
         );
-        return;
+        return None;
     };
     let env = match envelope::decode(payload) {
         Ok(env) => env,
@@ -409,7 +499,7 @@ pub(crate) fn handle(
                 version,
                 "redis pubsub: dropping an envelope of an unknown version (a newer replica?)"
             );
-            return;
+            return None;
         }
         Err(DecodeError::Malformed(reason)) => {
             add(&sh.counters.malformed, 1);
@@ -420,7 +510,7 @@ pub(crate) fn handle(
                 reason,
                 "redis pubsub: dropping a malformed frame"
             );
-            return;
+            return None;
         }
     };
     let on_its_channel = match &sh.partitions {
@@ -437,11 +527,11 @@ pub(crate) fn handle(
         add(&sh.counters.malformed, 1);
         limited_warn!(sh.warn, WarnKind::Malformed, channel, topic = %env.topic,
             "redis pubsub: dropping an envelope whose topic does not match its channel");
-        return;
+        return None;
     }
     if env.origin.id == sh.origin.id {
         add(&sh.counters.self_echoes, 1);
-        return;
+        return None;
     }
     if env.origin.epoch > now_millis().saturating_add(MAX_EPOCH_AHEAD_MS) {
         // Tracking only moves to newer epochs: a forged epoch far in the
@@ -454,12 +544,12 @@ pub(crate) fn handle(
             epoch = env.origin.epoch,
             "redis pubsub: dropping an envelope whose boot epoch lies more than a day in the future"
         );
-        return;
+        return None;
     }
     targets.clear();
     sh.registry.matching(&env.topic, targets);
     if targets.is_empty() {
-        return;
+        return None;
     }
     let verdict =
         sh.tracker
@@ -468,11 +558,11 @@ pub(crate) fn handle(
     match verdict {
         Verdict::Duplicate => {
             add(&sh.counters.duplicates, 1);
-            return;
+            return None;
         }
         Verdict::Stale => {
             add(&sh.counters.stale, 1);
-            return;
+            return None;
         }
         Verdict::Reset => {
             add(&sh.counters.implausible_gaps, 1);
@@ -499,12 +589,19 @@ pub(crate) fn handle(
         id,
     });
     add(&sh.counters.received, 1);
-    for q in targets.iter() {
-        if !q.push(&remote) {
+    targets.retain(|q| match q.try_push(&remote, may_wait) {
+        Pushed::Queued => false,
+        Pushed::Dropped => {
             add(&sh.counters.remote_dropped, 1);
+            false
         }
+        Pushed::Full => true,
+    });
+    if targets.is_empty() {
+        None
+    } else {
+        Some(remote)
     }
-    targets.clear();
 }
 
 /// The `origin` of an `Error::Lost`: `{instance id, 16 hex digits}/{topic}`.

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::outbox::sleep_or_cancel;
 use crate::publisher::is_cluster_retry;
-use crate::receiver::{CHUNK, handle, refuse};
+use crate::receiver::{CHUNK, handle, handle_or_wait, refuse, wait_for_room};
 use crate::registry::RemoteQueue;
 use crate::shared::Shared;
 use crate::stats::{WarnKind, add, limited_warn};
@@ -194,7 +194,11 @@ impl NodeConn<'_> {
                     last_rx = tokio::time::Instant::now();
                     match incoming {
                         Incoming::Message { channel, payload } => {
-                            handle(self.sh, channel, payload, &mut self.targets);
+                            if let Some(m) = handle_or_wait(self.sh, channel, payload, &mut self.targets)
+                                && wait_for_room(self.sh, &m, &mut self.targets, cancel).await
+                            {
+                                return End::Cancelled;
+                            }
                         }
                         Incoming::ProbeAnswered => {
                             probing = false;
