@@ -428,18 +428,30 @@ pub(crate) fn handle_or_wait(
     full
 }
 
-/// Waits, at most `remote_wait` in all, for room in each queue of
-/// `targets` (full `Block` buffers) and queues `msg` there; a queue still
-/// full when the time is up is marked stalled and the message dropped for
-/// it (reported as a gap signal). Returns true when cancelled meanwhile.
+/// Most `remote_wait`s one message may wait in all, however the
+/// subscribers it waits for progress.
+pub(crate) const WAIT_CAP: u32 = 10;
+
+/// Waits for room in each queue of `targets` (full `Block` buffers) and
+/// queues `msg` there. A queue whose subscriber took nothing for
+/// `remote_wait` (counted from the start of this wait, or from its last
+/// progress), or that is still full after [`WAIT_CAP`] × `remote_wait` in
+/// all, is marked stalled and the message dropped for it (reported as a
+/// gap signal). Returns true when cancelled meanwhile.
 pub(crate) async fn wait_for_room(
     sh: &Shared,
     msg: &Arc<RemoteMessage>,
     targets: &mut Vec<Arc<RemoteQueue>>,
     cancel: &CancellationToken,
 ) -> bool {
-    let deadline = tokio::time::Instant::now() + sh.config.remote_wait;
-    for q in targets.drain(..) {
+    let bound = sh.config.remote_wait;
+    let start = tokio::time::Instant::now();
+    let cap = start + bound.saturating_mul(WAIT_CAP);
+    // Progress is measured from the start: a subscriber read while the
+    // loop waited for another one.
+    let marks: Vec<u64> = targets.iter().map(|q| q.taken()).collect();
+    for (q, mut mark) in targets.drain(..).zip(marks) {
+        let mut deadline = (start + bound).min(cap);
         loop {
             let room = tokio::select! {
                 biased;
@@ -447,9 +459,17 @@ pub(crate) async fn wait_for_room(
                 r = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| q.poll_room(cx))) => r,
             };
             if room.is_err() {
+                let now = tokio::time::Instant::now();
+                let taken = q.taken();
+                if taken != mark && now < cap {
+                    // Reading, only not fast enough yet: wait on.
+                    mark = taken;
+                    deadline = (now + bound).min(cap);
+                    continue;
+                }
                 q.stall();
-                limited_warn!(sh.warn, WarnKind::Gap, topic = %msg.message.topic, waited = ?sh.config.remote_wait,
-                    "redis pubsub: a subscriber's buffer stayed full for remote_wait; dropping what it has no room for (reported as a gap signal) until it has read half its buffer");
+                limited_warn!(sh.warn, WarnKind::Gap, topic = %msg.message.topic, remote_wait = ?bound,
+                    "redis pubsub: a subscriber's buffer stayed full (nothing read for remote_wait); dropping what it has no room for (reported as a gap signal) until it has read half its buffer");
                 if !q.push(msg) {
                     add(&sh.counters.remote_dropped, 1);
                 }

@@ -51,6 +51,8 @@ struct QueueState {
     waker: Option<Waker>,
     /// The receiving loop, waiting for room (see [`RemoteQueue::poll_room`]).
     room_waker: Option<Waker>,
+    /// Messages taken so far (progress, for the waiting receiving loop).
+    taken: u64,
     /// The receiving loop waited its whole bound for room and gave up: full
     /// pushes drop at once until the queue has drained to its low-water
     /// mark.
@@ -262,6 +264,11 @@ impl RemoteQueue {
         Poll::Pending
     }
 
+    /// Messages the subscriber has taken so far (wrapping).
+    pub(crate) fn taken(&self) -> u64 {
+        self.state.lock().taken
+    }
+
     /// The receiving loop waited its bound for room in vain: until the
     /// queue has drained to half, full pushes drop (and report) at once.
     pub(crate) fn stall(&self) {
@@ -277,6 +284,7 @@ impl RemoteQueue {
             match item {
                 Item::Message(_) => {
                     q.messages -= 1;
+                    q.taken = q.taken.wrapping_add(1);
                     if q.messages <= self.low_water() {
                         q.stalled = false;
                         if let Some(w) = q.room_waker.take() {
