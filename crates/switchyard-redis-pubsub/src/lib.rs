@@ -107,6 +107,7 @@
 
 mod cluster;
 mod config;
+mod deliver;
 mod denied;
 mod envelope;
 #[doc(hidden)]

@@ -139,7 +139,9 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
     rates.sort_unstable();
     let mut points = Vec::new();
     let mut knees = Vec::new();
-    println!("| subscribers | offered msg/s | achieved msg/s | delivered | lost | of which announced |");
+    println!(
+        "| subscribers | offered msg/s | achieved msg/s | delivered | lost | of which announced |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for &subscribers in &args.subscribers {
         let a = crate::open(&url).await?;
@@ -149,7 +151,11 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
         for &rate in &rates {
             let p = tokio::time::timeout(POINT_TIMEOUT, point(&args, &a, &b, rate, subscribers))
                 .await
-                .with_context(|| format!("{rate} msg/s to {subscribers} subscriber(s) took over {POINT_TIMEOUT:?}"))??;
+                .with_context(|| {
+                    format!(
+                        "{rate} msg/s to {subscribers} subscriber(s) took over {POINT_TIMEOUT:?}"
+                    )
+                })??;
             let lost = p.target.saturating_sub(p.got);
             println!(
                 "| {} | {} | {:.0} | {} | {lost} | {} |",

@@ -264,7 +264,10 @@ fn a_stalled_queue_drops_at_once_until_it_has_drained_to_half() {
     assert_eq!(q.try_push(&msg(9), true), Pushed::Queued);
     assert_eq!(q.try_push(&msg(10), true), Pushed::Queued);
     assert_eq!(q.try_push(&msg(11), true), Pushed::Full);
-    assert_eq!(drain(&q), ["4", "lost 5-6 (0)", "7", "lost 8-8 (0)", "9", "10"]);
+    assert_eq!(
+        drain(&q),
+        ["4", "lost 5-6 (0)", "7", "lost 8-8 (0)", "9", "10"]
+    );
     // Closing wakes a waiting loop; a closed queue drops.
     let q = RemoteQueue::new(1, Overflow::Block);
     q.push(&msg(1));
