@@ -81,16 +81,19 @@ pub struct PubSubConfig {
     /// reachable, before dropping the message (`outbox_wait`: 0 to 1 min,
     /// default 100 ms). While Redis is away, a full outbox drops at once.
     pub outbox_wait: Duration,
-    /// How long the receiving loop waits for room in a local subscriber's
-    /// full `Block` buffer before it drops the message other replicas sent
-    /// (reported to that subscriber as a gap signal) (`remote_wait`: 0 to
-    /// 10 s, default 100 ms; 0 drops at once). Meanwhile the socket and
-    /// Redis' output buffer for this connection hold what arrives (Redis
-    /// closes a subscribing connection past 32 MB, or 8 MB for 60 s, by
-    /// default), and the other subscribers of this replica wait too. A
-    /// subscriber that let the bound pass loses what has no room at once,
-    /// without waiting, until it has read half its buffer. `DropOldest` and
-    /// `DropNewest` subscribers never make the loop wait.
+    /// How long the receiving loop waits for a local subscriber with a
+    /// full `Block` buffer to read, before it drops the message other
+    /// replicas sent (reported to that subscriber as a gap signal)
+    /// (`remote_wait`: 0 to 10 s, default 100 ms; 0 drops at once). The
+    /// loop waits for the subscriber to read half its buffer, as long as it
+    /// reads something every `remote_wait`, and at most 10 × `remote_wait`
+    /// per message. Meanwhile the socket and Redis' output buffer for this
+    /// connection hold what arrives (Redis closes a subscribing connection
+    /// past 32 MB, or 8 MB for 60 s, by default), and the other subscribers
+    /// of this replica wait too; publishers never do. A subscriber the loop
+    /// gave up on loses what has no room at once, without waiting, until it
+    /// has read half its buffer. `DropOldest` and `DropNewest` subscribers
+    /// never make the loop wait.
     pub remote_wait: Duration,
     /// Most `PUBLISH` commands per pipeline (`batch`: 1 to 100 000, default 1024). A
     /// pipeline also stops growing past 1 MiB of frames (it always holds at

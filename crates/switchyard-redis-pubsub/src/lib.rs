@@ -71,11 +71,12 @@
 //!   WebSocket that stops reading cannot stall its room on this replica
 //!   or, through the outbox, on the others. `Block` stays the default
 //!   because it is the policy that *reports* every drop in the stream.
-//!   For messages of other replicas the receiving loop first waits, at
-//!   most [`PubSubConfig::remote_wait`] (default 100 ms), for a full
-//!   `Block` subscriber to read half its buffer, so that a burst does not
-//!   outrun a subscriber reading as fast as it can; meanwhile the other
-//!   subscribers of the replica wait too, never a publisher.
+//!   For messages of other replicas the receiving loop first waits for a
+//!   full `Block` subscriber to read half its buffer, as long as it reads
+//!   something every [`PubSubConfig::remote_wait`] (default 100 ms), so
+//!   that a burst does not outrun a subscriber reading as fast as it can;
+//!   meanwhile the other subscribers of the replica wait too, never a
+//!   publisher.
 //!
 //! Delivery is **at-most-once** with gap signals: no message is delivered
 //! twice, a lost one is reported. Per-topic order holds per origin.

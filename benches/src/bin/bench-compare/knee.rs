@@ -42,6 +42,9 @@ pub(crate) struct KneeArgs {
     /// Each subscriber's buffer (the default subscription's: 1024)
     #[arg(long, default_value_t = Subscription::DEFAULT_BUFFER)]
     buffer: usize,
+    /// Extra URL parameters of both replicas, e.g. `remote_wait=0`
+    #[arg(long, default_value = "")]
+    params: String,
     /// Where knee.json goes
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
@@ -134,7 +137,11 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
     );
     anyhow::ensure!(args.publishers >= 1, "--publishers must be at least 1");
     let server = RedisServer::start().context("could not start redis-server")?;
-    let url = format!("redis+pubsub://127.0.0.1:{}", server.port());
+    let mut url = format!("redis+pubsub://127.0.0.1:{}", server.port());
+    if !args.params.is_empty() {
+        url.push('?');
+        url.push_str(&args.params);
+    }
     let mut rates = args.rates.clone();
     rates.sort_unstable();
     let mut points = Vec::new();
@@ -174,9 +181,9 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
             "first_lossy_rate": first_lossy,
         }));
         println!(
-            "knee, {subscribers} subscriber(s): lossless up to {} msg/s offered; first loss at {}",
-            knee.map_or("none of the rates".into(), |r| r.to_string()),
-            first_lossy.map_or("none of the rates".into(), |r| format!("{r} msg/s")),
+            "knee, {subscribers} subscriber(s): lossless up to {}; first loss at {}",
+            knee.map_or("none of the rates".into(), |r| format!("{r} msg/s offered")),
+            first_lossy.map_or("none of the rates".into(), |r| format!("{r} msg/s offered")),
         );
         let _ = (a.close().await, b.close().await);
     }
@@ -185,6 +192,7 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
         "seconds": args.seconds,
         "size": args.size,
         "buffer": args.buffer,
+        "params": args.params,
         "knees": knees,
         "points": points.iter().map(|p| json!({
             "subscribers": p.subscribers,
