@@ -34,7 +34,7 @@ pub const URL_PARAMS: &[&str] = &[
 /// ```text
 /// redis+pubsub://[user[:password]@]host[:port][/db]
 ///     ?namespace=chat&connect_timeout=2s&response_timeout=5s
-///     &outbox=10000&outbox_ttl=5s&outbox_wait=100ms&remote_wait=100ms&batch=1024
+///     &outbox=10000&outbox_ttl=5s&outbox_wait=100ms&remote_wait=250ms&batch=1024
 ///     &probe_interval=1s&probe_timeout=1s
 ///     &reconnect_min=50ms&reconnect_max=1s&close_timeout=2s
 ///     &instance_id=00000000000000ff&warn_interval=10s
@@ -84,7 +84,7 @@ pub struct PubSubConfig {
     /// How long the receiving loop waits for a local subscriber with a
     /// full `Block` buffer to read, before it drops the message other
     /// replicas sent (reported to that subscriber as a gap signal)
-    /// (`remote_wait`: 0 to 10 s, default 100 ms; 0 drops at once). The
+    /// (`remote_wait`: 0 to 10 s, default 250 ms; 0 drops at once). The
     /// loop waits for the subscriber to read half its buffer, as long as it
     /// reads something every `remote_wait`, and at most 10 × `remote_wait`
     /// per message. Meanwhile the socket and Redis' output buffer for this
@@ -243,8 +243,8 @@ impl PubSubConfig {
         Ok(cfg)
     }
 
-    /// Default `remote_wait` (100 ms).
-    pub const DEFAULT_REMOTE_WAIT: Duration = Duration::from_millis(100);
+    /// Default `remote_wait` (250 ms).
+    pub const DEFAULT_REMOTE_WAIT: Duration = Duration::from_millis(250);
     /// Largest `remote_wait` (10 s).
     pub const MAX_REMOTE_WAIT: Duration = Duration::from_secs(10);
     /// Largest `outbox` capacity.

@@ -73,7 +73,7 @@
 //!   because it is the policy that *reports* every drop in the stream.
 //!   For messages of other replicas the receiving loop first waits for a
 //!   full `Block` subscriber to read half its buffer, as long as it reads
-//!   something every [`PubSubConfig::remote_wait`] (default 100 ms), so
+//!   something every [`PubSubConfig::remote_wait`] (default 250 ms), so
 //!   that a burst does not outrun a subscriber reading as fast as it can;
 //!   meanwhile the other subscribers of the replica wait too, never a
 //!   publisher.
