@@ -59,6 +59,12 @@ struct Point {
     target: u64,
     got: u64,
     lost_signalled: u64,
+    /// Messages replica A's outbox dropped (full or expired): the
+    /// publishing side could not keep up with the offer.
+    outbox_dropped: u64,
+    /// Replica B's subscribing connection reconnected (Redis closed it,
+    /// e.g. past its output buffer limit).
+    reconnects: u64,
 }
 
 /// `n` messages from `publishers` tasks, paced to `rate` msg/s in total
@@ -112,6 +118,7 @@ async fn point(
         );
     }
     let n = ((rate as f64) * args.seconds).round().max(1.0) as u64;
+    let (dropped_before, reconnects_before) = (a.stats().dropped, b.stats().reconnects);
     let readers = Readers::start(subs, Instant::now());
     let secs = paced(a, &topic, args.size, n, rate, args.publishers).await?;
     let target = n * subscribers as u64;
@@ -119,7 +126,11 @@ async fn point(
     let _ = readers.wait_for(target, IDLE).await;
     let lost_signalled = readers.lost();
     let got = readers.stop().await?;
+    let outbox_dropped = a.stats().dropped.saturating_sub(dropped_before);
+    let reconnects = b.stats().reconnects.saturating_sub(reconnects_before);
     Ok(Point {
+        outbox_dropped,
+        reconnects,
         rate,
         subscribers,
         achieved: n as f64 / secs,
@@ -147,9 +158,9 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
     let mut points = Vec::new();
     let mut knees = Vec::new();
     println!(
-        "| subscribers | offered msg/s | achieved msg/s | delivered | lost | of which announced |"
+        "| subscribers | offered msg/s | achieved msg/s | delivered | lost | of which announced | dropped by A's outbox | B reconnects |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &subscribers in &args.subscribers {
         let a = crate::open(&url).await?;
         let b = crate::open(&url).await?;
@@ -165,8 +176,14 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
                 })??;
             let lost = p.target.saturating_sub(p.got);
             println!(
-                "| {} | {} | {:.0} | {} | {lost} | {} |",
-                p.subscribers, p.rate, p.achieved, p.got, p.lost_signalled
+                "| {} | {} | {:.0} | {} | {lost} | {} | {} | {} |",
+                p.subscribers,
+                p.rate,
+                p.achieved,
+                p.got,
+                p.lost_signalled,
+                p.outbox_dropped,
+                p.reconnects
             );
             points.push(p);
             if lost > 0 {
@@ -202,6 +219,8 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
             "delivered": p.got,
             "lost": p.target.saturating_sub(p.got),
             "lost_announced": p.lost_signalled,
+            "outbox_dropped": p.outbox_dropped,
+            "reconnects": p.reconnects,
         })).collect::<Vec<_>>(),
     });
     std::fs::create_dir_all(&args.out)
