@@ -3,6 +3,7 @@
 //! in a full `Block` subscriber's buffer (`remote_wait`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use switchyard_core::{MessageId, Topic};
 use tokio_util::sync::CancellationToken;
@@ -97,7 +98,10 @@ pub(crate) async fn wait_for_room(
                 let now = tokio::time::Instant::now();
                 let taken = q.taken();
                 if taken != mark && now < cap {
-                    // Reading, only not fast enough yet: wait on.
+                    // Reading, only not fast enough yet: wait on. The loop
+                    // is handing over traffic: `health()` must not take
+                    // an unanswered probe for a dead connection meanwhile.
+                    sh.rx_bursts.fetch_add(1, Ordering::Relaxed);
                     mark = taken;
                     deadline = (now + bound).min(cap);
                     continue;
