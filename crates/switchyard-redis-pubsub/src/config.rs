@@ -15,6 +15,7 @@ pub const URL_PARAMS: &[&str] = &[
     "outbox_bytes",
     "outbox_ttl",
     "outbox_wait",
+    "remote_wait",
     "batch",
     "probe_interval",
     "probe_timeout",
@@ -33,7 +34,7 @@ pub const URL_PARAMS: &[&str] = &[
 /// ```text
 /// redis+pubsub://[user[:password]@]host[:port][/db]
 ///     ?namespace=chat&connect_timeout=2s&response_timeout=5s
-///     &outbox=10000&outbox_ttl=5s&outbox_wait=100ms&batch=1024
+///     &outbox=10000&outbox_ttl=5s&outbox_wait=100ms&remote_wait=250ms&batch=1024
 ///     &probe_interval=1s&probe_timeout=1s
 ///     &reconnect_min=50ms&reconnect_max=1s&close_timeout=2s
 ///     &instance_id=00000000000000ff&warn_interval=10s
@@ -80,6 +81,20 @@ pub struct PubSubConfig {
     /// reachable, before dropping the message (`outbox_wait`: 0 to 1 min,
     /// default 100 ms). While Redis is away, a full outbox drops at once.
     pub outbox_wait: Duration,
+    /// How long the receiving loop waits for a local subscriber with a
+    /// full `Block` buffer to read, before it drops the message other
+    /// replicas sent (reported to that subscriber as a gap signal)
+    /// (`remote_wait`: 0 to 10 s, default 250 ms; 0 drops at once). The
+    /// loop waits for the subscriber to read half its buffer, as long as it
+    /// reads something every `remote_wait`, and at most 10 × `remote_wait`
+    /// per message. Meanwhile the socket and Redis' output buffer for this
+    /// connection hold what arrives (Redis closes a subscribing connection
+    /// past 32 MB, or 8 MB for 60 s, by default), and the other subscribers
+    /// of this replica wait too; publishers never do. A subscriber the loop
+    /// gave up on loses what has no room at once, without waiting, until it
+    /// has read half its buffer. `DropOldest` and `DropNewest` subscribers
+    /// never make the loop wait.
+    pub remote_wait: Duration,
     /// Most `PUBLISH` commands per pipeline (`batch`: 1 to 100 000, default 1024). A
     /// pipeline also stops growing past 1 MiB of frames (it always holds at
     /// least one).
@@ -144,6 +159,7 @@ impl PubSubConfig {
             outbox_bytes: Self::DEFAULT_OUTBOX_BYTES,
             outbox_ttl: Duration::from_secs(5),
             outbox_wait: Duration::from_millis(100),
+            remote_wait: Self::DEFAULT_REMOTE_WAIT,
             batch: 1024,
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(1),
@@ -197,9 +213,10 @@ impl PubSubConfig {
         if let Some(n) = redis.take_u64("partitions")? {
             cfg.partitions = usize::try_from(n).unwrap_or(usize::MAX);
         }
-        let durations: [(&str, &mut Duration); 8] = [
+        let durations: [(&str, &mut Duration); 9] = [
             ("outbox_ttl", &mut cfg.outbox_ttl),
             ("outbox_wait", &mut cfg.outbox_wait),
+            ("remote_wait", &mut cfg.remote_wait),
             ("probe_interval", &mut cfg.probe_interval),
             ("probe_timeout", &mut cfg.probe_timeout),
             ("reconnect_min", &mut cfg.reconnect_min),
@@ -226,6 +243,10 @@ impl PubSubConfig {
         Ok(cfg)
     }
 
+    /// Default `remote_wait` (250 ms).
+    pub const DEFAULT_REMOTE_WAIT: Duration = Duration::from_millis(250);
+    /// Largest `remote_wait` (10 s).
+    pub const MAX_REMOTE_WAIT: Duration = Duration::from_secs(10);
     /// Largest `outbox` capacity.
     pub const MAX_OUTBOX: usize = 10_000_000;
     /// Largest `batch`.
@@ -280,6 +301,13 @@ impl PubSubConfig {
             Duration::ZERO,
             MINUTE,
             "0 to 1m",
+        )?;
+        check_duration(
+            "remote_wait",
+            self.remote_wait,
+            Duration::ZERO,
+            Self::MAX_REMOTE_WAIT,
+            "0 to 10s",
         )?;
         check_count("batch", self.batch, 1, Self::MAX_BATCH)?;
         check_count("partitions", self.partitions, 1, Self::MAX_PARTITIONS)?;
@@ -354,6 +382,12 @@ impl PubSubConfig {
     /// Sets [`outbox_wait`](Self::outbox_wait).
     pub fn with_outbox_wait(mut self, wait: Duration) -> Self {
         self.outbox_wait = wait;
+        self
+    }
+
+    /// Sets [`remote_wait`](Self::remote_wait).
+    pub fn with_remote_wait(mut self, wait: Duration) -> Self {
+        self.remote_wait = wait;
         self
     }
 
@@ -573,6 +607,7 @@ mod tests {
                 format!("outbox_wait={max}ms"),
                 "outbox_wait must be 0 to 1m",
             ),
+            ("remote_wait=11s".to_owned(), "remote_wait must be 0 to 10s"),
             (format!("probe_timeout={max}s"), "probe_timeout"),
             ("probe_timeout=0".to_owned(), "probe_timeout"),
             (format!("reconnect_max={max}s"), "reconnect_max"),
@@ -593,9 +628,15 @@ mod tests {
             assert!(e.to_string().contains(needle), "{url}: {e}");
         }
         let upper = "redis+pubsub://h?outbox=10000000&batch=100000&outbox_ttl=60m&outbox_wait=1m\
-            &probe_interval=60m&probe_timeout=60m&reconnect_min=10m&reconnect_max=10m&close_timeout=60m\
+            &remote_wait=10s&probe_interval=60m&probe_timeout=60m&reconnect_min=10m&reconnect_max=10m&close_timeout=60m\
             &warn_interval=1440m&instance_id=ffffffffffffffff";
         assert!(PubSubConfig::from_url(upper).is_ok());
+        let lower = PubSubConfig::from_url("redis+pubsub://h?remote_wait=0").unwrap();
+        assert_eq!(lower.remote_wait, Duration::ZERO);
+        assert_eq!(
+            PubSubConfig::default().remote_wait,
+            PubSubConfig::DEFAULT_REMOTE_WAIT
+        );
         let e = PubSubConfig::default()
             .with_close_timeout(Duration::MAX)
             .validate()
@@ -606,6 +647,7 @@ mod tests {
             PubSubConfig::default().with_gap_tracker_capacity(usize::MAX),
             PubSubConfig::default().with_probe_interval(Duration::MAX),
             PubSubConfig::default().with_batch(usize::MAX),
+            PubSubConfig::default().with_remote_wait(Duration::from_millis(10_001)),
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

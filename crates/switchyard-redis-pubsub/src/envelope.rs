@@ -262,6 +262,12 @@ impl<'a> Reader<'a> {
 
 /// Decodes a frame. Never panics; the payload is copied out of `frame`.
 pub(crate) fn decode(frame: &[u8]) -> Result<Envelope, DecodeError> {
+    decode_with(frame, None)
+}
+
+/// [`decode`], reusing `last` (the previous frame's topic) when the frame
+/// names the same topic: no allocation, no validation again.
+pub(crate) fn decode_with(frame: &[u8], last: Option<&Topic>) -> Result<Envelope, DecodeError> {
     let mut r = Reader { buf: frame };
     if r.array::<2>("no magic bytes (not a switchyard envelope)")? != MAGIC {
         return Err(DecodeError::Malformed(
@@ -280,7 +286,10 @@ pub(crate) fn decode(frame: &[u8]) -> Result<Envelope, DecodeError> {
     let dedup = r.u128("truncated in the dedup id")?;
     let topic_len = usize::from(r.u8("truncated before the topic length")?);
     let topic = r.str(topic_len, "truncated or non-UTF-8 topic")?;
-    let topic = Topic::new(topic).map_err(|_| DecodeError::Malformed("invalid topic name"))?;
+    let topic = match last {
+        Some(t) if t.as_str() == topic => t.clone(),
+        _ => Topic::new(topic).map_err(|_| DecodeError::Malformed("invalid topic name"))?,
+    };
     let count = usize::from(r.u16("truncated before the header count")?);
     if count > MAX_HEADERS {
         return Err(DecodeError::Malformed("too many headers"));
@@ -360,6 +369,17 @@ mod tests {
         let back = env.into_message();
         assert_eq!(back.headers.get(header::ORIGIN), Some("0123456789abcdef"));
         assert_eq!(back.headers.len(), 4);
+    }
+
+    #[test]
+    fn the_last_topic_is_reused_only_when_it_is_the_same() {
+        let m = sample();
+        let f = frame(&m);
+        let same = m.topic.clone();
+        let other = Topic::new("robot-1/camera").unwrap();
+        assert_eq!(decode_with(&f, Some(&same)).unwrap().topic, m.topic);
+        assert_eq!(decode_with(&f, Some(&other)).unwrap().topic, m.topic);
+        assert_eq!(decode_with(&f, None).unwrap(), decode(&f).unwrap());
     }
 
     #[test]

@@ -60,9 +60,9 @@
 //!   notices a half-open connection within `probe_interval +
 //!   probe_timeout`. The loops are supervised (a panic restarts them and is
 //!   counted) and stop when the transport is dropped or closed.
-//! - **Slow subscribers** never stall anyone: every message, published on
-//!   this replica or arriving from another one, goes into each subscriber's
-//!   own bounded buffer without waiting. `DropOldest` drops the oldest;
+//! - **Slow subscribers** never stall a publisher: every message, published
+//!   on this replica or arriving from another one, goes into each
+//!   subscriber's own bounded buffer. `DropOldest` drops the oldest;
 //!   `DropNewest` and `Block` drop the new message and count it in
 //!   `stats().dropped`; under `Block` the drop also reaches the subscriber
 //!   as an `Error::Lost` gap signal in the message's place (counted in
@@ -71,6 +71,12 @@
 //!   WebSocket that stops reading cannot stall its room on this replica
 //!   or, through the outbox, on the others. `Block` stays the default
 //!   because it is the policy that *reports* every drop in the stream.
+//!   For messages of other replicas the receiving loop first waits for a
+//!   full `Block` subscriber to read half its buffer, as long as it reads
+//!   something every [`PubSubConfig::remote_wait`] (default 250 ms), so
+//!   that a burst does not outrun a subscriber reading as fast as it can;
+//!   meanwhile the other subscribers of the replica wait too, never a
+//!   publisher.
 //!
 //! Delivery is **at-most-once** with gap signals: no message is delivered
 //! twice, a lost one is reported. Per-topic order holds per origin.
@@ -102,6 +108,7 @@
 
 mod cluster;
 mod config;
+mod deliver;
 mod denied;
 mod envelope;
 #[doc(hidden)]

@@ -6,13 +6,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use switchyard_core::{Backoff, MessageId};
+use switchyard_core::Backoff;
 use tokio_util::sync::CancellationToken;
 
-use crate::envelope::{self, DecodeError, origin_hex};
-use crate::gaps::Verdict;
+pub(crate) use crate::deliver::{
+    Scratch, handle, handle_or_wait, is_lost_origin, lost_origin, wait_for_room,
+};
 use crate::outbox::sleep_or_cancel;
-use crate::registry::{RemoteMessage, RemoteQueue};
 use crate::shared::{REFUSALS_KEPT, Refusal, Shared};
 use crate::stats::{WarnKind, add, limited_warn};
 use crate::subconn::{Change, ChangeError, Incoming, SubConn};
@@ -23,16 +23,6 @@ pub(crate) const CHUNK: usize = 256;
 const UNEXPECTED_SUNSUBSCRIBE: &str = "an unexpected sunsubscribe frame";
 /// Messages handled per wake-up before other events get a turn.
 const BURST: usize = 512;
-/// How far in the future an origin's boot epoch may lie (clock skew
-/// between hosts) before its frames are dropped as malformed: one day.
-const MAX_EPOCH_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
-
-/// This host's clock in Unix milliseconds (0 if it is before 1970).
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// Why a connection was given up.
 #[derive(Debug)]
@@ -82,7 +72,7 @@ pub(crate) async fn run_receiver(sh: Arc<Shared>, cancel: CancellationToken) {
         // The connection answered a PING when it was opened (a connection
         // through a black hole may look established without ever answering).
         let mut active = Active::default();
-        let mut targets = Vec::new();
+        let mut targets = Scratch::default();
         let synced = tokio::select! {
             _ = cancel.cancelled() => return,
             r = reconcile(&sh, &mut conn, &mut active, &mut targets) => r,
@@ -144,7 +134,7 @@ async fn serve(
     cancel: &CancellationToken,
     conn: &mut SubConn,
     active: &mut Active,
-    targets: &mut Vec<Arc<RemoteQueue>>,
+    targets: &mut Scratch,
 ) -> End {
     let cfg = &sh.config;
     // With Sentinel: leave for the new primary when the sentinels name one.
@@ -176,7 +166,11 @@ async fn serve(
                 // that this loop has not read yet?
                 match conn.next_ready() {
                     Some(Incoming::Message { channel, payload }) => {
-                        handle(sh, channel, payload, targets);
+                        if let Some(m) = handle_or_wait(sh, channel, payload, targets)
+                            && wait_for_room(sh, &m, targets, cancel).await
+                        {
+                            return End::Cancelled;
+                        }
                         last_rx = now;
                     }
                     Some(Incoming::ProbeAnswered) => {
@@ -225,7 +219,13 @@ async fn serve(
             }
             incoming = conn.next() => {
                 match incoming {
-                    Incoming::Message { channel, payload } => handle(sh, channel, payload, targets),
+                    Incoming::Message { channel, payload } => {
+                        if let Some(m) = handle_or_wait(sh, channel, payload, targets)
+                            && wait_for_room(sh, &m, targets, cancel).await
+                        {
+                            return End::Cancelled;
+                        }
+                    }
                     Incoming::ProbeAnswered => {
                         probing = false;
                         answered(sh);
@@ -238,7 +238,13 @@ async fn serve(
                 }
                 for _ in 0..BURST {
                     match conn.next_ready() {
-                        Some(Incoming::Message { channel, payload }) => handle(sh, channel, payload, targets),
+                        Some(Incoming::Message { channel, payload }) => {
+                            if let Some(m) = handle_or_wait(sh, channel, payload, targets)
+                                && wait_for_room(sh, &m, targets, cancel).await
+                            {
+                                return End::Cancelled;
+                            }
+                        }
                         Some(Incoming::ProbeAnswered) => {
                             probing = false;
                             answered(sh);
@@ -276,7 +282,7 @@ async fn reconcile(
     sh: &Shared,
     conn: &mut SubConn,
     active: &mut Active,
-    targets: &mut Vec<Arc<RemoteQueue>>,
+    targets: &mut Scratch,
 ) -> Result<u64, String> {
     let mut on_msg = |channel: &[u8], payload: &[u8]| handle(sh, channel, payload, targets);
     loop {
@@ -380,148 +386,4 @@ pub(crate) fn refuse(sh: &Shared, change: Change, names: &[String], reply: Strin
         names: names.to_vec(),
         reply,
     });
-}
-
-/// Decodes one frame and hands it to the local subscribers it concerns.
-pub(crate) fn handle(
-    sh: &Shared,
-    channel: &[u8],
-    payload: &[u8],
-    targets: &mut Vec<Arc<RemoteQueue>>,
-) {
-    let Ok(channel) = std::str::from_utf8(channel) else {
-        add(&sh.counters.malformed, 1);
-        limited_warn!(
-            sh.warn,
-            WarnKind::Malformed,
-            "redis pubsub: dropping a message on a channel whose name is not UTF-8"
-        );
-        return;
-    };
-    let env = match envelope::decode(payload) {
-        Ok(env) => env,
-        Err(DecodeError::UnknownVersion(version)) => {
-            add(&sh.counters.unknown_version, 1);
-            limited_warn!(
-                sh.warn,
-                WarnKind::UnknownVersion,
-                channel,
-                version,
-                "redis pubsub: dropping an envelope of an unknown version (a newer replica?)"
-            );
-            return;
-        }
-        Err(DecodeError::Malformed(reason)) => {
-            add(&sh.counters.malformed, 1);
-            limited_warn!(
-                sh.warn,
-                WarnKind::Malformed,
-                channel,
-                reason,
-                "redis pubsub: dropping a malformed frame"
-            );
-            return;
-        }
-    };
-    let on_its_channel = match &sh.partitions {
-        // On a cluster: the channel of the topic's partition.
-        Some(p) => p.channel_of(env.topic.as_str()) == channel,
-        None => {
-            channel
-                .strip_prefix(sh.config.redis.namespace.as_str())
-                .and_then(|rest| rest.strip_prefix(':'))
-                == Some(env.topic.as_str())
-        }
-    };
-    if !on_its_channel {
-        add(&sh.counters.malformed, 1);
-        limited_warn!(sh.warn, WarnKind::Malformed, channel, topic = %env.topic,
-            "redis pubsub: dropping an envelope whose topic does not match its channel");
-        return;
-    }
-    if env.origin.id == sh.origin.id {
-        add(&sh.counters.self_echoes, 1);
-        return;
-    }
-    if env.origin.epoch > now_millis().saturating_add(MAX_EPOCH_AHEAD_MS) {
-        // Tracking only moves to newer epochs: a forged epoch far in the
-        // future would make every real frame of that origin look stale.
-        add(&sh.counters.malformed, 1);
-        limited_warn!(
-            sh.warn,
-            WarnKind::Malformed,
-            channel,
-            epoch = env.origin.epoch,
-            "redis pubsub: dropping an envelope whose boot epoch lies more than a day in the future"
-        );
-        return;
-    }
-    targets.clear();
-    sh.registry.matching(&env.topic, targets);
-    if targets.is_empty() {
-        return;
-    }
-    let verdict =
-        sh.tracker
-            .lock()
-            .observe(env.origin.id, env.origin.epoch, &env.topic, env.topic_seq);
-    match verdict {
-        Verdict::Duplicate => {
-            add(&sh.counters.duplicates, 1);
-            return;
-        }
-        Verdict::Stale => {
-            add(&sh.counters.stale, 1);
-            return;
-        }
-        Verdict::Reset => {
-            add(&sh.counters.implausible_gaps, 1);
-            limited_warn!(sh.warn, WarnKind::Gap, origin = %origin_hex(env.origin.id), topic = %env.topic, seq = env.topic_seq,
-                "redis pubsub: a jump in another replica's sequence numbers too large to be a real gap; counting from this message on (no gap reported)");
-        }
-        Verdict::Gap { from, to } => {
-            let n = (to - from).saturating_add(1);
-            add(&sh.counters.gaps, 1);
-            add(&sh.counters.lost, n);
-            let origin = lost_origin(env.origin.id, env.topic.as_str());
-            limited_warn!(sh.warn, WarnKind::Gap, origin = %origin, from, to, subscribers = targets.len(),
-                "redis pubsub: messages from another replica were lost; reporting the gap to subscribers");
-            for q in targets.iter() {
-                q.push_lost(&origin, from, to);
-            }
-        }
-        Verdict::First | Verdict::Next => {}
-    }
-    let id = MessageId::from_seq(env.topic_seq);
-    let remote = Arc::new(RemoteMessage {
-        origin: env.origin.id,
-        message: env.into_message(),
-        id,
-    });
-    add(&sh.counters.received, 1);
-    for q in targets.iter() {
-        if !q.push(&remote) {
-            add(&sh.counters.remote_dropped, 1);
-        }
-    }
-    targets.clear();
-}
-
-/// The `origin` of an `Error::Lost`: `{instance id, 16 hex digits}/{topic}`.
-pub(crate) fn lost_origin(id: u64, topic: &str) -> String {
-    let mut s = origin_hex(id);
-    s.push('/');
-    s.push_str(topic);
-    s
-}
-
-/// Whether `origin` is [`lost_origin`]`(id, topic)`, without building it.
-pub(crate) fn is_lost_origin(origin: &str, id: u64, topic: &str) -> bool {
-    origin.len() == 17 + topic.len()
-        && origin.ends_with(topic)
-        && origin.as_bytes().get(16) == Some(&b'/')
-        && origin
-            .get(..16)
-            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-            == Some(id)
 }

@@ -49,7 +49,30 @@ struct QueueState {
     messages: usize,
     lost_items: usize,
     waker: Option<Waker>,
+    /// The receiving loop, waiting for room (see [`RemoteQueue::poll_room`]).
+    room_waker: Option<Waker>,
+    /// Messages taken so far (progress, for the waiting receiving loop).
+    taken: u64,
+    /// The receiving loop waited its whole bound for room and gave up: full
+    /// pushes drop at once until the queue has drained to its low-water
+    /// mark.
+    stalled: bool,
     closed: bool,
+}
+
+/// What [`RemoteQueue::try_push`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued (under `DropOldest` perhaps in place of an older one, which
+    /// is then counted in `dropped`).
+    Queued,
+    /// Not queued, counted in `dropped` (and under `Block` reported as a
+    /// gap signal).
+    Dropped,
+    /// Not queued and not counted: the queue (`Block`, not stalled) is
+    /// full and the caller may wait for room ([`RemoteQueue::poll_room`])
+    /// and try again, or give up with [`RemoteQueue::stall`].
+    Full,
 }
 
 /// The bounded queue of remote input of one local subscriber. Pushing never
@@ -58,6 +81,13 @@ struct QueueState {
 /// in `dropped`. Under `Block`, which promised not to lose anything, the
 /// dropped messages are also reported to the subscriber as a gap signal in
 /// their place, which does not count them again.
+///
+/// Under `Block` the receiving loop may instead be told the queue is full
+/// ([`Pushed::Full`]) and wait, a bounded time, for the subscriber to make
+/// room ([`poll_room`](Self::poll_room): half the buffer free); if it gives
+/// up ([`stall`](Self::stall)), full pushes drop at once until the queue
+/// has drained to half, so a stuck subscriber costs one wait, not one per
+/// message.
 ///
 /// Every message is counted once: in `dropped` when the overflow policy
 /// (or the bound on waiting gap signals) dropped it, in the subscriber's
@@ -84,18 +114,34 @@ impl RemoteQueue {
 
     /// Queues a message; returns false when it (or an older one) was dropped.
     pub(crate) fn push(&self, msg: &Arc<RemoteMessage>) -> bool {
-        let mut kept = true;
+        self.try_push(msg, false) == Pushed::Queued
+    }
+
+    /// The low-water mark: a full queue has room again (for a waiting
+    /// receiving loop, and no longer counts as stalled) once it holds at
+    /// most this many messages.
+    fn low_water(&self) -> usize {
+        self.cap / 2
+    }
+
+    /// Queues a message. With `may_wait`, a full `Block` queue that is not
+    /// stalled answers [`Pushed::Full`] instead of dropping.
+    pub(crate) fn try_push(&self, msg: &Arc<RemoteMessage>, may_wait: bool) -> Pushed {
+        let mut kept = Pushed::Queued;
         let waker = {
             let mut q = self.state.lock();
             if q.closed {
-                return false;
+                return Pushed::Dropped;
             }
             if q.messages >= self.cap {
-                kept = false;
+                if may_wait && self.report_drops && !q.stalled {
+                    return Pushed::Full;
+                }
+                kept = Pushed::Dropped;
                 if !self.drop_oldest {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     if !self.report_drops {
-                        return false;
+                        return Pushed::Dropped;
                     }
                     let (topic, seq) = (msg.message.topic.as_str(), msg.id.seq);
                     // Most drops come in runs: widen the signal just queued
@@ -107,17 +153,17 @@ impl RemoteQueue {
                         && (*from..=to.saturating_add(1)).contains(&seq)
                     {
                         *to = (*to).max(seq);
-                        return false;
+                        return Pushed::Dropped;
                     }
                     if !self.lost_locked(&mut q, &lost_origin(msg.origin, topic), seq, seq, 0) {
-                        return false;
+                        return Pushed::Dropped;
                     }
                     let waker = q.waker.take();
                     drop(q);
                     if let Some(w) = waker {
                         w.wake();
                     }
-                    return false;
+                    return Pushed::Dropped;
                 }
                 if let Some(i) = q.items.iter().position(|it| matches!(it, Item::Message(_))) {
                     q.items.remove(i);
@@ -204,12 +250,49 @@ impl RemoteQueue {
         true
     }
 
+    /// Ready once the queue has room again (at most half full) or is
+    /// closed; else the receiving loop is woken when it has.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.state.lock();
+        if q.closed || q.messages <= self.low_water() {
+            return Poll::Ready(());
+        }
+        match &q.room_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => q.room_waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Messages the subscriber has taken so far (wrapping).
+    pub(crate) fn taken(&self) -> u64 {
+        self.state.lock().taken
+    }
+
+    /// The receiving loop waited its bound for room in vain: until the
+    /// queue has drained to half, full pushes drop (and report) at once.
+    pub(crate) fn stall(&self) {
+        let mut q = self.state.lock();
+        q.stalled = true;
+        q.room_waker = None;
+    }
+
     /// The next item; `Ready(None)` once closed and empty.
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         let mut q = self.state.lock();
         if let Some(item) = q.items.pop_front() {
             match item {
-                Item::Message(_) => q.messages -= 1,
+                Item::Message(_) => {
+                    q.messages -= 1;
+                    q.taken = q.taken.wrapping_add(1);
+                    if q.messages <= self.low_water() {
+                        q.stalled = false;
+                        if let Some(w) = q.room_waker.take() {
+                            drop(q);
+                            w.wake();
+                        }
+                    }
+                }
                 Item::Lost { .. } => q.lost_items -= 1,
             }
             return Poll::Ready(Some(item));
@@ -232,9 +315,9 @@ impl RemoteQueue {
             q.items.clear();
             q.messages = 0;
             q.lost_items = 0;
-            q.waker.take()
+            (q.waker.take(), q.room_waker.take())
         };
-        if let Some(w) = waker {
+        for w in [waker.0, waker.1].into_iter().flatten() {
             w.wake();
         }
     }

@@ -19,6 +19,9 @@
 //!   topics beside `redis-benchmark --cluster`, client CPU per message, and
 //!   the cost of pattern discovery as streams grow (1 → 10,000); writes
 //!   `cluster.json`, `cluster.md`.
+//! - `knee`: the Redis Pub/Sub backplane at fixed offered publish rates
+//!   (64 publishers on one replica, 1 and 10 subscribers on another): the
+//!   highest rate with nothing lost; writes `knee.json`.
 //! - `rss`: one memory scenario in this process (run by `scaling` as a
 //!   child process, so each peak RSS is measured alone).
 //!
@@ -29,6 +32,7 @@
 
 mod cluster;
 mod harness;
+mod knee;
 mod machine;
 mod ours;
 #[cfg(feature = "peers")]
@@ -83,6 +87,10 @@ enum Cmd {
     /// One pattern discovery point (run by `cluster` in a child process,
     /// so each RSS is measured alone)
     ClusterDiscovery(cluster::DiscoveryArgs),
+    /// The Redis Pub/Sub backplane's knee: the highest offered publish
+    /// rate (64 publishers on one replica) that 1 and 10 subscribers on
+    /// another replica receive without loss
+    Knee(knee::KneeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -149,6 +157,7 @@ fn main() -> Result<()> {
         Cmd::One(args) => rt.block_on(one(args)),
         Cmd::Wire(args) => rt.block_on(wire::run(args)),
         Cmd::Cluster(args) => rt.block_on(cluster::run(args)),
+        Cmd::Knee(args) => rt.block_on(knee::run(args)),
         Cmd::Rss(_) | Cmd::Render { .. } | Cmd::ClusterDiscovery(_) => Ok(()),
     }
 }

@@ -22,8 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::outbox::sleep_or_cancel;
 use crate::publisher::is_cluster_retry;
-use crate::receiver::{CHUNK, handle, refuse};
-use crate::registry::RemoteQueue;
+use crate::receiver::{CHUNK, Scratch, handle, handle_or_wait, refuse, wait_for_room};
 use crate::shared::Shared;
 use crate::stats::{WarnKind, add, limited_warn};
 use crate::subconn::{Change, Incoming, SubConn};
@@ -78,7 +77,7 @@ pub(super) async fn run_node(
                     sh: &sh,
                     conn: &mut conn,
                     active: HashSet::new(),
-                    targets: Vec::new(),
+                    targets: Scratch::default(),
                     report: &report,
                     wake: &wake,
                 };
@@ -111,7 +110,7 @@ struct NodeConn<'a> {
     sh: &'a Shared,
     conn: &'a mut SubConn,
     active: HashSet<String>,
-    targets: Vec<Arc<RemoteQueue>>,
+    targets: Scratch,
     report: &'a Mutex<Report>,
     wake: &'a Notify,
 }
@@ -194,7 +193,11 @@ impl NodeConn<'_> {
                     last_rx = tokio::time::Instant::now();
                     match incoming {
                         Incoming::Message { channel, payload } => {
-                            handle(self.sh, channel, payload, &mut self.targets);
+                            if let Some(m) = handle_or_wait(self.sh, channel, payload, &mut self.targets)
+                                && wait_for_room(self.sh, &m, &mut self.targets, cancel).await
+                            {
+                                return End::Cancelled;
+                            }
                         }
                         Incoming::ProbeAnswered => {
                             probing = false;

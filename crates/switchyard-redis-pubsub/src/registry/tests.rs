@@ -188,3 +188,93 @@ fn reference_counts() {
     r.close_all();
     assert!(matches!(r.register(&f1, q()), Err(Error::Closed)));
 }
+
+/// A waker that counts its wake-ups.
+fn counting_waker() -> (Waker, Arc<std::sync::atomic::AtomicUsize>) {
+    struct Count(Arc<std::sync::atomic::AtomicUsize>);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (Waker::from(Arc::new(Count(n.clone()))), n)
+}
+
+#[test]
+fn a_full_block_queue_lets_the_receiving_loop_wait_until_half_is_read() {
+    let q = RemoteQueue::new(4, Overflow::Block);
+    for i in 1..=4 {
+        assert_eq!(q.try_push(&msg(i), true), Pushed::Queued);
+    }
+    // Full: not dropped, not counted; the caller may wait.
+    assert_eq!(q.try_push(&msg(5), true), Pushed::Full);
+    assert_eq!(q.dropped.load(Ordering::Relaxed), 0);
+    let (w, wakes) = counting_waker();
+    let mut cx = Context::from_waker(&w);
+    assert!(q.poll_room(&mut cx).is_pending());
+    let noop = noop_waker();
+    let mut reader = Context::from_waker(&noop);
+    // One read leaves 3 of 4: not yet room (half), no wake-up.
+    assert!(q.poll_pop(&mut reader).is_ready());
+    assert_eq!(wakes.load(Ordering::SeqCst), 0);
+    assert!(q.poll_room(&mut cx).is_pending());
+    // Two read: half free, the waiting loop is woken once.
+    assert!(q.poll_pop(&mut reader).is_ready());
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    assert!(q.poll_room(&mut cx).is_ready());
+    assert_eq!(q.try_push(&msg(5), true), Pushed::Queued);
+    assert_eq!(drain(&q), ["3", "4", "5"]);
+
+    // Other policies never make the loop wait; nor does `push`.
+    let q = RemoteQueue::new(1, Overflow::DropNewest);
+    assert_eq!(q.try_push(&msg(1), true), Pushed::Queued);
+    assert_eq!(q.try_push(&msg(2), true), Pushed::Dropped);
+    let q = RemoteQueue::new(1, Overflow::DropOldest);
+    assert_eq!(q.try_push(&msg(1), true), Pushed::Queued);
+    assert_eq!(q.try_push(&msg(2), true), Pushed::Dropped);
+    assert_eq!(drain(&q), ["2"]);
+    let q = RemoteQueue::new(1, Overflow::Block);
+    assert!(q.push(&msg(1)));
+    assert!(!q.push(&msg(2)));
+    assert_eq!(drain(&q), ["1", "lost 2-2 (0)"]);
+}
+
+#[test]
+fn a_stalled_queue_drops_at_once_until_it_has_drained_to_half() {
+    let q = RemoteQueue::new(4, Overflow::Block);
+    for i in 1..=4 {
+        q.push(&msg(i));
+    }
+    assert_eq!(q.try_push(&msg(5), true), Pushed::Full);
+    // The loop gave up waiting: from now on full pushes drop and report.
+    q.stall();
+    assert_eq!(q.try_push(&msg(5), true), Pushed::Dropped);
+    assert_eq!(q.try_push(&msg(6), true), Pushed::Dropped);
+    assert_eq!(q.dropped.load(Ordering::Relaxed), 2);
+    let noop = noop_waker();
+    let mut reader = Context::from_waker(&noop);
+    // The gap signal (5-6) is queued after the 4 messages.
+    assert!(q.poll_pop(&mut reader).is_ready());
+    assert_eq!(q.try_push(&msg(7), true), Pushed::Queued);
+    assert_eq!(q.try_push(&msg(8), true), Pushed::Dropped);
+    // Drained to half: no longer stalled, a full push may wait again.
+    assert!(q.poll_pop(&mut reader).is_ready());
+    assert!(q.poll_pop(&mut reader).is_ready());
+    assert_eq!(q.try_push(&msg(9), true), Pushed::Queued);
+    assert_eq!(q.try_push(&msg(10), true), Pushed::Queued);
+    assert_eq!(q.try_push(&msg(11), true), Pushed::Full);
+    assert_eq!(
+        drain(&q),
+        ["4", "lost 5-6 (0)", "7", "lost 8-8 (0)", "9", "10"]
+    );
+    // Closing wakes a waiting loop; a closed queue drops.
+    let q = RemoteQueue::new(1, Overflow::Block);
+    q.push(&msg(1));
+    let (w, wakes) = counting_waker();
+    assert!(q.poll_room(&mut Context::from_waker(&w)).is_pending());
+    q.close();
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    assert!(q.poll_room(&mut Context::from_waker(&w)).is_ready());
+    assert_eq!(q.try_push(&msg(2), true), Pushed::Dropped);
+}
