@@ -2,7 +2,7 @@
 //! target's figure per payload size and whether that run met it
 //! (`docs/benchmarks/targets.md`, the table in docs/benchmarks.md).
 
-use crate::harness::{Kind, Row};
+use crate::harness::Row;
 
 /// One payload size's rows.
 pub(crate) struct SizeRows<'a> {
@@ -47,12 +47,11 @@ fn over(rows: &[Row], a: (&str, &str), b: (&str, &str)) -> Option<(f64, String)>
     (b.msgs_per_sec() > 0.0).then(|| (a.msgs_per_sec() / b.msgs_per_sec(), String::new()))
 }
 
-/// A row's msg/s over its section's raw limit.
+/// A row's msg/s over its section's raw limit (the same ratio as the
+/// tables': `streams-consume` rows over `redis-benchmark` XADD).
 fn to_limit(rows: &[Row], section: &str, name: &str) -> Option<(f64, String)> {
-    let limit = rows
-        .iter()
-        .find(|r| r.section == section && r.kind == Kind::Raw)?;
-    over(rows, (section, name), (section, &limit.name))
+    let row = find(rows, section, name)?;
+    Some((crate::ratio(rows, row)?, String::new()))
 }
 
 /// Messages a fan-out row lost in transit, read from its note (the only
@@ -296,6 +295,7 @@ pub(crate) fn markdown(sizes: &[SizeRows<'_>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::Kind;
 
     fn row(section: &'static str, name: &str, kind: Kind, msgs: u64, note: &str) -> Row {
         Row {
@@ -341,5 +341,46 @@ mod tests {
         assert!(line.ends_with("❌ |"), "{line}");
         let met = table.lines().filter(|l| l.ends_with("✅ |")).count();
         assert_eq!(met, 0, "{table}");
+    }
+
+    #[test]
+    fn consume_rows_are_divided_by_the_xadd_limit() {
+        let rows = vec![
+            row(
+                XADD,
+                "redis-benchmark -P 64 -c 50 XADD",
+                Kind::Raw,
+                1000,
+                "",
+            ),
+            row(XREAD, "redis-rs XREADGROUP COUNT 500", Kind::Raw, 500, ""),
+            row(
+                XREAD,
+                "switchyard redis-streams, group of 1, consume + ack",
+                Kind::Ours,
+                400,
+                "",
+            ),
+            row(
+                XREAD,
+                "switchyard redis-streams, group of 4, consume + ack",
+                Kind::Ours,
+                600,
+                "",
+            ),
+        ];
+        let table = markdown(&[SizeRows {
+            size: 16,
+            rows: &rows,
+        }]);
+        let line = |what: &str| {
+            table
+                .lines()
+                .find(|l| l.contains(what))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(line("group of 4, consume").contains("| 0.60× |"), "{table}");
+        assert!(line("group of 1 × raw").contains("| 0.80× |"), "{table}");
     }
 }
