@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use switchyard::{Bytes, Message, Subscription, Transport};
 use switchyard_testkit::RedisServer;
 
-use crate::harness::{Row, payload};
+use crate::harness::{Row, median, payload};
 use crate::ours::{self, Fanout};
 use crate::svg::{Chart, Series};
 
@@ -26,6 +26,10 @@ pub(crate) struct ScalingArgs {
     /// deliveries)
     #[arg(long, default_value_t = 100_000)]
     messages: u64,
+    /// Runs of each point (1 to 20); the median is reported, every run's
+    /// figure is in the JSON
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
+    repeats: u8,
     /// Where scaling.json and the charts go
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
@@ -83,19 +87,25 @@ async fn close(p: Arc<dyn Transport>, s: Arc<dyn Transport>) {
 }
 
 fn point(x: u64, row: &Row) -> Value {
-    json!({ "x": x, "msgs_per_sec": row.msgs_per_sec().round(), "note": row.note })
+    json!({
+        "x": x,
+        "msgs_per_sec": row.msgs_per_sec().round(),
+        "runs_msgs_per_sec": row.runs.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        "note": row.note,
+    })
 }
 
 pub(crate) async fn run(args: ScalingArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let server = RedisServer::start().context("could not start redis-server")?;
     let machine = crate::machine::describe(&server);
-    let (size, n) = (args.size, args.messages);
+    let (size, n, reps) = (args.size, args.messages, usize::from(args.repeats));
     let flush = || {
         let _ = server.cmd(&["FLUSHALL"]);
     };
     let mut doc = json!({
-        "command": format!("scripts/bench-compare scaling (bench-compare scaling --size {size} --messages {n})"),
+        "command": format!("scripts/bench-compare scaling (bench-compare scaling --size {size} --messages {n} --repeats {reps})"),
+        "repeats": reps,
         "machine": machine,
         "size": size,
         "messages": n,
@@ -107,7 +117,11 @@ pub(crate) async fn run(args: ScalingArgs) -> Result<()> {
         let (p, s) = pair(&url(adapter, server.port())).await?;
         let mut points = Vec::new();
         for k in [1_u64, 2, 4, 8, 16, 32, 64] {
-            let row = ours::publish_row("scaling", adapter, &p, size, n, k).await?;
+            let row = median(reps, || {
+                flush();
+                ours::publish_row("scaling", adapter, &p, size, n, k)
+            })
+            .await?;
             eprintln!(
                 "  publishers {adapter:<14} {k:>3}: {:>10.0} msg/s",
                 row.msgs_per_sec()
@@ -132,7 +146,11 @@ pub(crate) async fn run(args: ScalingArgs) -> Result<()> {
                 publishers: 8,
                 topics: 1,
             };
-            let row = ours::fanout_row("scaling", adapter, &p, &s, size, per, shape).await?;
+            let row = median(reps, || {
+                flush();
+                ours::fanout_row("scaling", adapter, &p, &s, size, per, shape)
+            })
+            .await?;
             eprintln!(
                 "  subscribers {adapter:<13} {k:>3}: {:>10.0} deliveries/s",
                 row.msgs_per_sec()
@@ -158,9 +176,11 @@ pub(crate) async fn run(args: ScalingArgs) -> Result<()> {
                 topics: k,
             };
             let started = Instant::now();
-            let row =
+            let row = median(reps, || {
+                flush();
                 ours::fanout_row("scaling", adapter, &p, &s, size, n.max(k as u64 * 5), shape)
-                    .await?;
+            })
+            .await?;
             eprintln!(
                 "  topics {adapter:<18} {k:>5}: {:>10.0} deliveries/s ({:.1} s with subscribing)",
                 row.msgs_per_sec(),
