@@ -148,6 +148,7 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
     );
     anyhow::ensure!(args.publishers >= 1, "--publishers must be at least 1");
     let server = RedisServer::start().context("could not start redis-server")?;
+    let machine = crate::machine::describe(&server);
     let mut url = format!("redis+pubsub://127.0.0.1:{}", server.port());
     if !args.params.is_empty() {
         url.push('?');
@@ -205,6 +206,9 @@ pub(crate) async fn run(args: KneeArgs) -> Result<()> {
         let _ = (a.close().await, b.close().await);
     }
     let doc = json!({
+        "command": "scripts/bench-compare knee",
+        "machine": machine,
+        "load_average_after": crate::machine::load_average(),
         "publishers": args.publishers,
         "seconds": args.seconds,
         "size": args.size,
