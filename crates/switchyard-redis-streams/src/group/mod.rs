@@ -34,8 +34,10 @@ mod close;
 mod dlq;
 mod fetch;
 mod keep;
+mod readconn;
 mod reader;
 mod track;
+mod xread;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
