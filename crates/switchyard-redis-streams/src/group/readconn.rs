@@ -38,7 +38,7 @@ pub(crate) enum ReadError {
 impl ReadError {
     /// `NOGROUP`: the group (or its stream) is gone.
     pub(crate) fn is_nogroup(&self) -> bool {
-        matches!(self, ReadError::Server(t) if t.starts_with("NOGROUP") || t.contains("NOGROUP"))
+        matches!(self, ReadError::Server(t) if t.contains("NOGROUP"))
     }
 
     /// `NOPERM` (or a script denial): the user may not run the command.
@@ -208,5 +208,157 @@ impl ReadConn {
             text: format!("redis {what} on {}: {cause}", self.addr),
             transient,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_redis::lean::put_command;
+    use switchyard_testkit::RedisServer;
+
+    fn cmd(args: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_command(&mut out, args);
+        out
+    }
+
+    async fn open(server: &RedisServer, timeout: Duration) -> ReadConn {
+        let cfg = RedisConfig::from_url(&server.url()).unwrap();
+        ReadConn::connect(&cfg, timeout).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn replies_errors_and_a_cut_short_read() {
+        let server = RedisServer::start().expect("redis-server starts");
+        let mut c = open(&server, Duration::from_secs(10)).await;
+        let pong = c.request("PING", &cmd(&[b"PING"])).await.unwrap();
+        assert_eq!(pong, b"+PONG\r\n");
+        // An error reply is classified, and the connection stays usable.
+        let e = c
+            .request(
+                "XREADGROUP",
+                &cmd(&[b"XREADGROUP", b"GROUP", b"g", b"c", b"STREAMS", b"k", b">"]),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.is_nogroup(), "{e}");
+        assert!(!e.is_noperm());
+        let id = c
+            .request("CLIENT ID", &cmd(&[b"CLIENT", b"ID"]))
+            .await
+            .unwrap();
+        let id = std::str::from_utf8(&id[1..id.len() - 2])
+            .unwrap()
+            .to_owned();
+        // A blocked read cut short: its reply is still owed.
+        let mut other = open(&server, Duration::from_secs(10)).await;
+        other
+            .request(
+                "XGROUP",
+                &cmd(&[b"XGROUP", b"CREATE", b"k", b"g", b"$", b"MKSTREAM"]),
+            )
+            .await
+            .unwrap();
+        let read = cmd(&[
+            b"XREADGROUP",
+            b"GROUP",
+            b"g",
+            b"c",
+            b"BLOCK",
+            b"60000",
+            b"STREAMS",
+            b"k",
+            b">",
+        ]);
+        let cut =
+            tokio::time::timeout(Duration::from_millis(200), c.request("XREADGROUP", &read)).await;
+        assert!(cut.is_err(), "the read blocks");
+        assert_eq!(c.owed, 1);
+        other
+            .request(
+                "CLIENT UNBLOCK",
+                &cmd(&[b"CLIENT", b"UNBLOCK", id.as_bytes()]),
+            )
+            .await
+            .unwrap();
+        // PING returns PONG, after skipping the unblocked read's nil reply.
+        let started = std::time::Instant::now();
+        let pong = c.request("PING", &cmd(&[b"PING"])).await.unwrap();
+        assert_eq!(pong, b"+PONG\r\n");
+        assert_eq!(c.owed, 0);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn huge_entries_and_a_closed_connection() {
+        let server = RedisServer::start().expect("redis-server starts");
+        let mut c = open(&server, Duration::from_secs(30)).await;
+        let payload = vec![0x5au8; 16 * 1024 * 1024];
+        c.request(
+            "XGROUP",
+            &cmd(&[b"XGROUP", b"CREATE", b"k", b"g", b"0", b"MKSTREAM"]),
+        )
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            c.request(
+                "XADD",
+                &cmd(&[
+                    b"XADD",
+                    b"k",
+                    b"*",
+                    b"v",
+                    b"1",
+                    b"d",
+                    b"0000000000000000000000000000002a",
+                    b"p",
+                    &payload,
+                ]),
+            )
+            .await
+            .unwrap();
+        }
+        let read = cmd(&[
+            b"XREADGROUP",
+            b"GROUP",
+            b"g",
+            b"c",
+            b"COUNT",
+            b"10",
+            b"STREAMS",
+            b"k",
+            b">",
+        ]);
+        let topic = switchyard_core::Topic::new("k").unwrap();
+        let reply = c.request("XREADGROUP", &read).await.unwrap();
+        let parsed =
+            crate::group::xread::parse_streams(reply, |k| Some((k.to_owned(), topic.clone())))
+                .unwrap();
+        assert_eq!(parsed[0].1.len(), 2);
+        for e in &parsed[0].1 {
+            match &e.body {
+                Some(crate::group::fetch::Body::Decoded(Ok(m))) => {
+                    assert_eq!(m.payload.len(), payload.len());
+                }
+                other => panic!("not decoded: {other:?}"),
+            }
+        }
+        // The server closes the connection: a transient connection error,
+        // and the connection is not used again.
+        let _ = c.request("CLIENT KILL", &cmd(&[b"QUIT"])).await;
+        let e = c.request("PING", &cmd(&[b"PING"])).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReadError::Conn {
+                    transient: true,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = c.request("PING", &cmd(&[b"PING"])).await.unwrap_err();
+        assert!(e.to_string().contains("unusable"), "{e}");
     }
 }
