@@ -49,6 +49,50 @@ pub fn parse_entries(v: Value) -> Result<Vec<Entry>, Malformed> {
         .collect())
 }
 
+/// One entry as the group reader's lean connection parses it: its id and
+/// its decoded message (or why it is malformed); `None` for an entry
+/// deleted while it was pending.
+pub type LeanEntry = (MessageId, Option<Result<Message, Malformed>>);
+
+/// Finds one whole `XREADGROUP` reply at the front of `input` and parses
+/// it, as the group reader's lean connection does, every stream on
+/// `topic`: `None` while more bytes are needed or when the bytes are not
+/// RESP2 (the reader then drops the connection), else how many bytes the
+/// reply took and its streams.
+#[allow(clippy::type_complexity)]
+pub fn lean_streams_reply(
+    input: &[u8],
+    topic: &switchyard_core::Topic,
+) -> Option<(usize, Result<Vec<(String, Vec<LeanEntry>)>, Malformed>)> {
+    use crate::group::fetch::Body;
+    let len = crate::group::xread::Scan::default()
+        .complete(input)
+        .ok()
+        .flatten()?;
+    let parsed = crate::group::xread::parse_streams(input.get(..len)?, |key| {
+        Some((key.to_owned(), topic.clone()))
+    })
+    .map(|streams| {
+        streams
+            .into_iter()
+            .map(|(key, entries)| {
+                let entries = entries
+                    .into_iter()
+                    .map(|e| {
+                        let body = e.body.map(|b| match b {
+                            Body::Decoded(d) => d,
+                            Body::Pairs(p) => crate::wire::decode(topic, e.id, p),
+                        });
+                        (e.id, body)
+                    })
+                    .collect();
+                (key, entries)
+            })
+            .collect()
+    });
+    Some((len, parsed))
+}
+
 /// The dedup id as the 32 lowercase hex digits of field `d`.
 pub fn dedup_hex(id: switchyard_core::DedupId) -> [u8; 32] {
     crate::wire::dedup_hex(id)

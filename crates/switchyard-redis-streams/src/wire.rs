@@ -18,6 +18,7 @@
 //! more than those limits plus the headers dead-lettering adds, so every
 //! entry switchyard writes decodes.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -95,7 +96,7 @@ pub fn parse_id(s: &str) -> Option<MessageId> {
     parse_id_bytes(s.as_bytes())
 }
 
-fn parse_id_bytes(b: &[u8]) -> Option<MessageId> {
+pub(crate) fn parse_id_bytes(b: &[u8]) -> Option<MessageId> {
     let dash = b.iter().position(|&c| c == b'-')?;
     Some(MessageId::new(
         parse_u64(&b[..dash])?,
@@ -227,43 +228,65 @@ pub fn decode(
     fields: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<Message, Malformed> {
     let _ = id;
-    let mut version = None;
-    let mut dedup = None;
-    let mut payload = None;
-    let mut headers = None;
+    let mut sink = FieldSink::default();
     for (name, value) in fields {
-        match name.as_slice() {
-            b"v" => version = Some(value),
-            b"d" => dedup = Some(value),
-            b"p" => payload = Some(value),
-            b"h" => headers = Some(value),
+        sink.put(&name, Cow::Owned(value));
+    }
+    sink.finish(topic)
+}
+
+/// The fields [`decode`] looks at, gathered one pair at a time (the last
+/// of a repeated field wins), borrowed from a reply buffer or owned.
+#[derive(Default)]
+pub(crate) struct FieldSink<'a> {
+    version: Option<Cow<'a, [u8]>>,
+    dedup: Option<Cow<'a, [u8]>>,
+    payload: Option<Cow<'a, [u8]>>,
+    headers: Option<Cow<'a, [u8]>>,
+}
+
+impl<'a> FieldSink<'a> {
+    /// Takes one field/value pair; unknown fields are ignored.
+    pub(crate) fn put(&mut self, name: &[u8], value: Cow<'a, [u8]>) {
+        match name {
+            b"v" => self.version = Some(value),
+            b"d" => self.dedup = Some(value),
+            b"p" => self.payload = Some(value),
+            b"h" => self.headers = Some(value),
             _ => {}
         }
     }
-    match version.as_deref() {
-        Some(b"1") => {}
-        Some(v) => {
-            return Err(Malformed::new(format!(
-                "unsupported format version {:?}",
-                String::from_utf8_lossy(&v[..v.len().min(16)])
-            )));
+
+    /// The message on `topic`, or why the fields are not one: see [`decode`].
+    pub(crate) fn finish(self, topic: &Topic) -> Result<Message, Malformed> {
+        match self.version.as_deref() {
+            Some(b"1") => {}
+            Some(v) => {
+                return Err(Malformed::new(format!(
+                    "unsupported format version {:?}",
+                    String::from_utf8_lossy(&v[..v.len().min(16)])
+                )));
+            }
+            None => return Err(Malformed::new("missing field v (format version)")),
         }
-        None => return Err(Malformed::new("missing field v (format version)")),
+        let dedup = self
+            .dedup
+            .ok_or_else(|| Malformed::new("missing field d (dedup id)"))?;
+        let dedup =
+            parse_dedup(&dedup).ok_or_else(|| Malformed::new("field d is not 32 hex digits"))?;
+        let payload = self
+            .payload
+            .ok_or_else(|| Malformed::new("missing field p (payload)"))?;
+        let headers = match self.headers {
+            Some(h) => decode_headers(&h)?,
+            None => Headers::new(),
+        };
+        let payload = match payload {
+            Cow::Owned(v) => Bytes::from(v),
+            Cow::Borrowed(b) => Bytes::copy_from_slice(b),
+        };
+        Ok(Message::from_parts(topic.clone(), payload, headers, dedup))
     }
-    let dedup = dedup.ok_or_else(|| Malformed::new("missing field d (dedup id)"))?;
-    let dedup =
-        parse_dedup(&dedup).ok_or_else(|| Malformed::new("field d is not 32 hex digits"))?;
-    let payload = payload.ok_or_else(|| Malformed::new("missing field p (payload)"))?;
-    let headers = match headers {
-        Some(h) => decode_headers(&h)?,
-        None => Headers::new(),
-    };
-    Ok(Message::from_parts(
-        topic.clone(),
-        Bytes::from(payload),
-        headers,
-        dedup,
-    ))
 }
 
 fn bulk(v: Value) -> Option<Vec<u8>> {

@@ -143,7 +143,7 @@ static TARGETS: &[Target] = &[
     },
     Target {
         name: "streams-reply",
-        about: "redis-rs RESP parsing, then wire::parse_streams_reply / parse_entries / decode",
+        about: "redis-rs RESP parsing, then wire::parse_streams_reply / parse_entries / decode; the group reader's lean XREADGROUP parser on the same bytes",
         seeds: reply_seeds,
         dict: RESP_DICT,
         max_len: MAX_INPUT,

@@ -99,7 +99,15 @@ async fn claim_stream(g: &Group, stream: &Stream) -> redis::RedisResult<()> {
                 topic = %stream.topic, n = parsed.entries.len(),
                 "redis-streams: claimed stale entries"
             );
-            if !fetch::accept(g, stream, parsed.entries, Attempts::Lookup, touched).await {
+            if !fetch::accept(
+                g,
+                stream,
+                parsed.entries.into_iter().map(Into::into).collect(),
+                Attempts::Lookup,
+                touched,
+            )
+            .await
+            {
                 return Ok(());
             }
         }

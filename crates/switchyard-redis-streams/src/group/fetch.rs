@@ -7,12 +7,40 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use redis::Value;
-use switchyard_core::MessageId;
+use switchyard_core::{Message, MessageId};
 
 use super::dlq::{self, Content};
 use super::{Fetched, Group, Item, Stream, acker, keep};
 use crate::buffer::SubStats;
-use crate::wire::{self, RawEntry};
+use crate::wire::{self, Malformed, RawEntry};
+
+/// One fetched entry: its id, and its fields (`None` when the entry was
+/// deleted but is still pending).
+#[derive(Debug)]
+pub(crate) struct FetchedEntry {
+    /// The stream id.
+    pub(crate) id: MessageId,
+    /// The entry's content; `None` for a deleted entry.
+    pub(crate) body: Option<Body>,
+}
+
+/// The content of a fetched entry.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// Field/value pairs, decoded on delivery (replies parsed by redis-rs).
+    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Already decoded by the lean reply parser.
+    Decoded(Result<Message, Malformed>),
+}
+
+impl From<RawEntry> for FetchedEntry {
+    fn from(e: RawEntry) -> Self {
+        FetchedEntry {
+            id: e.id,
+            body: e.fields.map(Body::Pairs),
+        }
+    }
+}
 
 /// Where the attempt number of fetched entries comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +57,7 @@ pub(crate) enum Attempts {
 pub(crate) async fn accept(
     g: &Group,
     stream: &Stream,
-    entries: Vec<RawEntry>,
+    entries: Vec<FetchedEntry>,
     attempts: Attempts,
     touched: Instant,
 ) -> bool {
@@ -42,7 +70,7 @@ pub(crate) async fn accept(
     {
         let mut t = g.tracker.lock();
         for e in entries {
-            match e.fields {
+            match e.body {
                 // Held here (buffered or in the application's hands): its
                 // data is here, its settlement decides.
                 None if t.contains(stream.idx, e.id) => {}
@@ -91,7 +119,10 @@ pub(crate) async fn accept(
     let mut items = Vec::with_capacity(fresh.len());
     for (id, fields) in fresh {
         let attempt = attempt_of(&id);
-        let decoded = wire::decode(&stream.topic, id, fields);
+        let decoded = match fields {
+            Body::Pairs(pairs) => wire::decode(&stream.topic, id, pairs),
+            Body::Decoded(decoded) => decoded,
+        };
         if attempt > g.cfg.max_attempts {
             let reason = format!(
                 "max attempts exhausted: {} deliveries of at most {} were not settled",

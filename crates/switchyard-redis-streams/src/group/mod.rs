@@ -32,10 +32,12 @@ mod claim;
 mod cleanup;
 mod close;
 mod dlq;
-mod fetch;
+pub(crate) mod fetch;
 mod keep;
+mod readconn;
 mod reader;
 mod track;
+pub(crate) mod xread;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

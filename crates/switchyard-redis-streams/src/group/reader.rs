@@ -29,19 +29,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 use switchyard_core::{Backoff, MessageId};
+use switchyard_redis::lean::{Token, put_array_header, put_bulk, put_command};
 
-use super::fetch::{self, Attempts};
+use super::fetch::{self, Attempts, FetchedEntry};
 use super::keep::millis;
-use super::{Group, Stream, create_group, is_nogroup};
+use super::readconn::{ReadConn, ReadError, SharedReadConn};
+use super::{Group, Stream, create_group, xread};
 use crate::discovery::TopicSource;
-use crate::wire;
 
 /// A reader's dedicated connection, its server-side client id and (on a
 /// cluster) the node it is connected to, for the closer ([`settle`]).
 pub(crate) struct ReadSlot {
-    conn: MultiplexedConnection,
+    conn: SharedReadConn,
     client_id: Option<i64>,
     node: Option<switchyard_redis::RedisConfig>,
 }
@@ -54,7 +54,9 @@ struct Reader {
     /// On a cluster: the one stream key this reader reads (its slot's
     /// master is where it connects).
     cluster_key: Option<String>,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<SharedReadConn>,
+    /// The encoded command, reused.
+    cmd: Vec<u8>,
     /// The primary epoch `conn` was opened under (Sentinel).
     conn_epoch: u64,
     /// Streams whose own pending entries are still to be re-read, with
@@ -97,6 +99,7 @@ fn reader(
         known: streams.len(),
         g: g.clone(),
         conn: None,
+        cmd: Vec::with_capacity(256),
         conn_epoch: 0,
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
         failed: false,
@@ -225,6 +228,7 @@ impl Reader {
                             count_reconnect(&self.g);
                         }
                         let client_id = client_id(&self.g, &mut c).await;
+                        let c: SharedReadConn = Arc::new(tokio::sync::Mutex::new(c));
                         self.g.reading.lock().insert(
                             self.id,
                             ReadSlot {
@@ -257,11 +261,11 @@ impl Reader {
                 self.failed = false;
                 open
             }
-            Err(e) if is_nogroup(&e) => {
+            Err(e) if e.is_nogroup() => {
                 self.recreate_groups(&e).await;
                 !self.g.is_stopped()
             }
-            Err(e) if switchyard_redis::denied::is_noperm(&e) => {
+            Err(e) if e.is_noperm() => {
                 // Reported by health(); retried at the backoff's pace
                 // only, so a fixed ACL resumes the subscriber.
                 let text = self.g.inner.denied.record("XREADGROUP", &e.to_string());
@@ -270,7 +274,7 @@ impl Reader {
                 !self.g.is_stopped()
             }
             Err(e) => {
-                let transient = switchyard_redis::is_transient(&e);
+                let transient = e.is_transient();
                 self.fail(&e.to_string(), transient).await;
                 !self.g.is_stopped()
             }
@@ -285,19 +289,20 @@ impl Reader {
     /// server (or the primary the sentinels name).
     async fn connect(
         &self,
-    ) -> switchyard_core::Result<(MultiplexedConnection, Option<switchyard_redis::RedisConfig>)>
-    {
-        let timeout = Some(self.g.inner.config.blocking_response_timeout());
+    ) -> switchyard_core::Result<(ReadConn, Option<switchyard_redis::RedisConfig>)> {
+        let timeout = self.g.inner.config.blocking_response_timeout();
         let client = &self.g.inner.client;
         match &self.cluster_key {
             Some(key) => {
                 let node = client.config_for_key(key.as_bytes()).await?;
-                let conn = switchyard_redis::RedisClient::new(node.clone())?
-                    .dedicated(timeout)
-                    .await?;
+                let conn = ReadConn::connect(&node, timeout).await?;
                 Ok((conn, Some(node)))
             }
-            None => Ok((client.dedicated(timeout).await?, None)),
+            None => {
+                // With Sentinel settings: the primary the sentinels name now.
+                let cfg = client.config_for_key(b"").await?;
+                Ok((ReadConn::connect(&cfg, timeout).await?, None))
+            }
         }
     }
 
@@ -329,7 +334,7 @@ impl Reader {
 
     /// The server lost the group (and probably the stream): recreate both
     /// at `0` and resume, after a backoff pause.
-    async fn recreate_groups(&mut self, e: &redis::RedisError) {
+    async fn recreate_groups(&mut self, e: &ReadError) {
         if let Some(suppressed) = self.g.warn.check() {
             tracing::warn!(
                 group = %self.g.cfg.group, error = %e, suppressed,
@@ -348,35 +353,98 @@ impl Reader {
         self.g.sleep(pause).await;
     }
 
+    /// Encodes `XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS keys... ids...`
+    /// into `self.cmd`.
+    fn encode_read<'a>(
+        &mut self,
+        count: usize,
+        block: Option<u64>,
+        keys: impl ExactSizeIterator<Item = &'a str>,
+        ids: &[Vec<u8>],
+    ) {
+        let cmd = &mut self.cmd;
+        cmd.clear();
+        let n = keys.len();
+        put_array_header(cmd, 7 + if block.is_some() { 2 } else { 0 } + 2 * n);
+        put_bulk(cmd, b"XREADGROUP");
+        put_bulk(cmd, b"GROUP");
+        put_bulk(cmd, self.g.cfg.group.as_bytes());
+        put_bulk(cmd, self.g.cfg.consumer.as_bytes());
+        put_bulk(cmd, b"COUNT");
+        put_bulk(cmd, count.to_string().as_bytes());
+        if let Some(ms) = block {
+            put_bulk(cmd, b"BLOCK");
+            put_bulk(cmd, ms.to_string().as_bytes());
+        }
+        put_bulk(cmd, b"STREAMS");
+        for key in keys {
+            put_bulk(cmd, key.as_bytes());
+        }
+        for i in 0..n {
+            put_bulk(
+                cmd,
+                ids.get(i)
+                    .or(ids.last())
+                    .map_or(b">".as_slice(), Vec::as_slice),
+            );
+        }
+    }
+
+    /// Sends the encoded read on `conn` and parses its reply; `None` when
+    /// the subscriber closed meanwhile.
+    async fn query(
+        &self,
+        conn: &SharedReadConn,
+    ) -> Result<Option<Vec<(Arc<Stream>, Vec<FetchedEntry>)>>, ReadError> {
+        let mut c = conn.lock().await;
+        let reply = tokio::select! {
+            r = c.request("XREADGROUP", &self.cmd) => r?,
+            () = self.g.stopped() => return Ok(None),
+        };
+        let parsed = xread::parse_streams(reply, |key| {
+            self.by_key.get(key).map(|s| (s.clone(), s.topic.clone()))
+        });
+        Ok(Some(match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                // Logged and skipped, as an unparsable reply always was.
+                if let Some(suppressed) = self.g.warn.check() {
+                    tracing::warn!(error = %e, suppressed, "redis-streams: unexpected XREADGROUP reply");
+                }
+                Vec::new()
+            }
+        }))
+    }
+
     /// Re-reads a page of own pending entries of every stream still in
     /// its history phase.
-    async fn read_history(&mut self, mut conn: MultiplexedConnection) -> redis::RedisResult<bool> {
+    async fn read_history(&mut self, conn: SharedReadConn) -> Result<bool, ReadError> {
         let count = self.g.fetch_count();
         if count == 0 {
             // At max_in_flight: read again once something is settled.
             self.g.wait_for_room().await;
             return Ok(!self.g.is_stopped());
         }
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.g.cfg.group)
-            .arg(&self.g.cfg.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS");
-        for (s, _) in &self.history {
-            cmd.arg(&s.key);
-        }
-        for (_, after) in &self.history {
-            cmd.arg(after.to_string());
-        }
-        let reply: Value = tokio::select! {
-            r = cmd.query_async(&mut conn) => r?,
-            () = self.g.stopped() => return Ok(false),
+        let history = std::mem::take(&mut self.history);
+        let ids: Vec<Vec<u8>> = history
+            .iter()
+            .map(|(_, after)| after.to_string().into_bytes())
+            .collect();
+        self.encode_read(
+            count,
+            None,
+            history.iter().map(|(s, _)| s.key.as_str()),
+            &ids,
+        );
+        self.history = history;
+        let Some(reply) = self.query(&conn).await? else {
+            return Ok(false);
         };
         let touched = Instant::now();
-        let mut replied: HashMap<String, Vec<wire::RawEntry>> =
-            self.parse(reply).into_iter().collect();
+        let mut replied: HashMap<String, Vec<FetchedEntry>> = reply
+            .into_iter()
+            .map(|(s, entries)| (s.key.clone(), entries))
+            .collect();
         let mut still = Vec::with_capacity(self.history.len());
         for (stream, after) in std::mem::take(&mut self.history) {
             let entries = replied.remove(&stream.key).unwrap_or_default();
@@ -393,7 +461,7 @@ impl Reader {
     }
 
     /// Blocks for new entries of every stream.
-    async fn read_new(&mut self, mut conn: MultiplexedConnection) -> redis::RedisResult<bool> {
+    async fn read_new(&mut self, conn: SharedReadConn) -> Result<bool, ReadError> {
         let count = self.g.fetch_count();
         if count == 0 {
             // At max_in_flight: read again once something is settled.
@@ -401,66 +469,41 @@ impl Reader {
             return Ok(!self.g.is_stopped());
         }
         let block = millis(self.g.inner.config.block).max(1);
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.g.cfg.group)
-            .arg(&self.g.cfg.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(block)
-            .arg("STREAMS");
-        for key in self.by_key.keys() {
-            cmd.arg(key);
-        }
-        for _ in 0..self.by_key.len() {
-            cmd.arg(">");
-        }
-        let reply: Value = tokio::select! {
-            r = cmd.query_async(&mut conn) => r?,
-            () = self.g.stopped() => return Ok(false),
+        let by_key = std::mem::take(&mut self.by_key);
+        self.encode_read(count, Some(block), by_key.keys().map(String::as_str), &[]);
+        self.by_key = by_key;
+        let Some(reply) = self.query(&conn).await? else {
+            return Ok(false);
         };
         let touched = Instant::now();
-        for (key, entries) in self.parse(reply) {
-            let Some(stream) = self.by_key.get(&key).cloned() else {
-                continue;
-            };
+        for (stream, entries) in reply {
             if !fetch::accept(&self.g, &stream, entries, Attempts::First, touched).await {
                 return Ok(false);
             }
         }
         Ok(true)
     }
-
-    /// Parses a read reply; an unparsable reply is logged and skipped.
-    fn parse(&self, reply: Value) -> Vec<(String, Vec<wire::RawEntry>)> {
-        match wire::parse_streams_reply(reply) {
-            Ok(v) => v,
-            Err(e) => {
-                if let Some(suppressed) = self.g.warn.check() {
-                    tracing::warn!(error = %e, suppressed, "redis-streams: unexpected XREADGROUP reply");
-                }
-                Vec::new()
-            }
-        }
-    }
 }
 
 /// `CLIENT ID` of a new reading connection, `None` when the user may not
 /// ask (then [`settle`] waits for a blocked read instead of ending it; the
 /// transport stops asking after the first refusal).
-async fn client_id(g: &Group, conn: &mut MultiplexedConnection) -> Option<i64> {
+async fn client_id(g: &Group, conn: &mut ReadConn) -> Option<i64> {
     if g.inner.no_unblock.load(Ordering::Relaxed) {
         return None;
     }
-    match redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async::<i64>(conn)
-        .await
-    {
-        Ok(id) => Some(id),
+    let mut cmd = Vec::with_capacity(32);
+    put_command(&mut cmd, &[b"CLIENT", b"ID"]);
+    match conn.request("CLIENT ID", &cmd).await {
+        Ok(reply) => match switchyard_redis::lean::next_token(reply, 64) {
+            Ok(Some((Token::Int(id), _))) => Some(id),
+            other => {
+                tracing::debug!(reply = ?other, "redis-streams: unexpected CLIENT ID reply; closing waits for blocked reads");
+                None
+            }
+        },
         Err(e) => {
-            if switchyard_redis::denied::is_noperm(&e) {
+            if e.is_noperm() {
                 g.inner.no_unblock.store(true, Ordering::Relaxed);
             }
             tracing::debug!(error = %e, "redis-streams: CLIENT ID failed; closing waits for blocked reads");
@@ -488,7 +531,7 @@ pub(crate) async fn settle(g: &Group) {
 /// [`settle`] for one reader's connection.
 async fn settle_one(g: &Group, slot: ReadSlot) {
     let ReadSlot {
-        mut conn,
+        conn,
         client_id,
         node,
     } = slot;
@@ -512,8 +555,14 @@ async fn settle_one(g: &Group, slot: ReadSlot) {
             tracing::debug!(error = %e, "redis-streams: CLIENT UNBLOCK failed; waiting for the blocked read");
         }
     }
-    // An error (the connection broke) also means no read is left.
-    let _: redis::RedisResult<Value> = redis::cmd("PING").query_async(&mut conn).await;
+    // An error (the connection broke) also means no read is left. The
+    // reply of a read cut short is skipped before PING's.
+    let mut ping = Vec::with_capacity(16);
+    put_command(&mut ping, &[b"PING"]);
+    let mut conn = conn.lock().await;
+    if let Err(e) = conn.request("PING", &ping).await {
+        tracing::debug!(error = %e, "redis-streams: PING on the reading connection failed on close");
+    }
 }
 
 /// Counts a reconnection of a reader in the transport's stats.
