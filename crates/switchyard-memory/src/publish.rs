@@ -41,13 +41,6 @@ fn append(
     result
 }
 
-impl Blocked {
-    /// The message that was not published.
-    pub(crate) fn into_message(self) -> Message {
-        self.message
-    }
-}
-
 impl Hub {
     /// Appends `message` unless a `Block` subscriber is full.
     pub(crate) fn try_publish(&self, message: Message) -> Result<u64, Box<Blocked>> {

@@ -249,26 +249,6 @@ impl MemoryTransport {
         Ok(MessageId::from_seq(seq))
     }
 
-    /// Publishes `message` like [`publish_prechecked`](Self::publish_prechecked)
-    /// when that does not wait: `Ok(Err(message))` gives the message back,
-    /// published nowhere, when a `Block` subscriber is full. For a caller
-    /// that publishes under a plain lock, on a hub whose subscribers never
-    /// make a publisher wait ([`subscribe_never_blocking`](Self::subscribe_never_blocking)).
-    pub fn try_publish_prechecked(
-        &self,
-        message: Message,
-    ) -> Result<std::result::Result<MessageId, Message>> {
-        self.refuse_if_closed()?;
-        let shared = self.shared();
-        match shared.hub.try_publish(message) {
-            Ok(seq) => {
-                shared.published.fetch_add(1, Ordering::Relaxed);
-                Ok(Ok(MessageId::from_seq(seq)))
-            }
-            Err(blocked) => Ok(Err(blocked.into_message())),
-        }
-    }
-
     /// Subscribes like [`Transport::subscribe`], except that a fan-out
     /// subscriber with [`Overflow::Block`](switchyard_core::Overflow) never
     /// makes a publisher wait. For an adapter layered on a hub whose local

@@ -47,14 +47,11 @@ impl OutboxEntry {
     }
 }
 
-/// The queued entries and their total size, and the room reserved for
-/// entries about to be queued (see [`Outbox::reserve`]).
+/// The queued entries and their total size.
 #[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<OutboxEntry>,
     bytes: usize,
-    reserved: usize,
-    reserved_bytes: usize,
 }
 
 impl Queue {
@@ -119,59 +116,42 @@ impl Outbox {
         self.in_flight.load(Ordering::Acquire) == 0 && self.queue.lock().items.is_empty()
     }
 
-    /// Reserves room for one entry of `size` bytes (frame and channel
-    /// name) if the bounds allow it. Reserved room counts against both
-    /// bounds until it is filled or released.
-    fn try_reserve(&self, size: usize) -> bool {
-        let mut q = self.queue.lock();
-        let len = q.items.len() + q.reserved;
-        let bytes = q.bytes.saturating_add(q.reserved_bytes);
-        let over_bytes = len > 0 && bytes.saturating_add(size) > self.cap_bytes;
-        if len >= self.cap || over_bytes {
-            return false;
-        }
-        q.reserved += 1;
-        q.reserved_bytes += size;
-        true
-    }
-
-    /// Reserves room for one entry of `size` bytes; when full, waits up to
-    /// `wait` for room (only while Redis is reachable). `None` when there
-    /// is no room: the entry is to be dropped.
-    ///
-    /// Reserving before taking a topic's order lets the publisher fill the
-    /// room under a plain lock without ever waiting there.
-    pub(crate) async fn reserve(&self, size: usize, wait: Duration) -> Option<Room<'_>> {
-        let room = || Room { outbox: self, size };
-        if self.try_reserve(size) {
-            return Some(room());
-        }
-        if wait.is_zero() || !self.is_healthy() {
-            return None;
-        }
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let mut space = pin!(self.space.notified());
-            space.as_mut().enable();
-            if self.try_reserve(size) {
-                return Some(room());
+    fn try_push(&self, entry: OutboxEntry) -> Result<(), OutboxEntry> {
+        {
+            let mut q = self.queue.lock();
+            let size = entry.size();
+            let over_bytes = !q.items.is_empty() && q.bytes.saturating_add(size) > self.cap_bytes;
+            if q.items.len() >= self.cap || over_bytes {
+                return Err(entry);
             }
-            if tokio::time::timeout_at(deadline, space).await.is_err() || !self.is_healthy() {
-                return self.try_reserve(size).then(room);
-            }
+            q.bytes += size;
+            q.items.push_back(entry);
         }
+        self.work.notify_one();
+        Ok(())
     }
 
     /// Enqueues `entry`; when full, waits up to `wait` for room (only while
     /// Redis is reachable). Returns false when the entry was dropped.
-    #[cfg(test)]
-    async fn push(&self, entry: OutboxEntry, wait: Duration) -> bool {
-        match self.reserve(entry.size(), wait).await {
-            Some(room) => {
-                room.fill(entry);
-                true
+    pub(crate) async fn push(&self, entry: OutboxEntry, wait: Duration) -> bool {
+        let mut entry = match self.try_push(entry) {
+            Ok(()) => return true,
+            Err(e) => e,
+        };
+        if wait.is_zero() || !self.is_healthy() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let mut room = pin!(self.space.notified());
+            room.as_mut().enable();
+            entry = match self.try_push(entry) {
+                Ok(()) => return true,
+                Err(e) => e,
+            };
+            if tokio::time::timeout_at(deadline, room).await.is_err() || !self.is_healthy() {
+                return self.try_push(entry).is_ok();
             }
-            None => false,
         }
     }
 
@@ -449,42 +429,6 @@ async fn probe(sh: &Shared, conn: &mut Option<PublishConn>) -> bool {
     ok
 }
 
-/// Room reserved in the outbox for one entry ([`Outbox::reserve`]);
-/// given back when dropped unfilled.
-#[derive(Debug)]
-pub(crate) struct Room<'a> {
-    outbox: &'a Outbox,
-    size: usize,
-}
-
-impl Room<'_> {
-    /// Queues `entry` in the reserved room and wakes the sender. `entry`
-    /// weighs what was reserved: frame and channel name of `size` bytes.
-    pub(crate) fn fill(self, entry: OutboxEntry) {
-        let outbox = self.outbox;
-        {
-            let mut q = outbox.queue.lock();
-            q.reserved -= 1;
-            q.reserved_bytes -= self.size;
-            q.bytes += entry.size();
-            q.items.push_back(entry);
-        }
-        std::mem::forget(self);
-        outbox.work.notify_one();
-    }
-}
-
-impl Drop for Room<'_> {
-    fn drop(&mut self) {
-        {
-            let mut q = self.outbox.queue.lock();
-            q.reserved -= 1;
-            q.reserved_bytes -= self.size;
-        }
-        self.outbox.space.notify_waiters();
-    }
-}
-
 fn expire_batch(batch: &mut Vec<OutboxEntry>, ttl: Duration) -> usize {
     let now = Instant::now();
     let before = batch.len();
@@ -600,43 +544,6 @@ mod tests {
         assert!(o.push(old, Duration::ZERO).await);
         assert_eq!(o.expire(Duration::from_secs(5)), 1);
         assert_eq!(o.bytes(), 0);
-    }
-
-    /// Room is reserved before a publisher takes its topic's order: it
-    /// counts against both bounds until filled, and comes back when a
-    /// reservation is dropped unfilled (a publish that failed locally).
-    #[tokio::test]
-    async fn reserved_room_counts_against_the_bounds() {
-        let sized = |n: usize| OutboxEntry {
-            channel: "ns:t".into(),
-            frame: Bytes::from(vec![0u8; n]),
-            enqueued: Instant::now(),
-        };
-        let o = Outbox::new(2, 100);
-        let a = o.reserve(10, Duration::ZERO).await.unwrap();
-        let b = o.reserve(10, Duration::ZERO).await.unwrap();
-        assert!(o.reserve(10, Duration::ZERO).await.is_none());
-        drop(b);
-        // 10 reserved + 95 is over 100 bytes.
-        assert!(o.reserve(95, Duration::ZERO).await.is_none());
-        a.fill(sized(6));
-        assert_eq!((o.len(), o.bytes()), (1, 10));
-        let c = o.reserve(90, Duration::ZERO).await.unwrap();
-        assert!(o.reserve(1, Duration::ZERO).await.is_none());
-        drop(c);
-        assert_eq!((o.len(), o.bytes()), (1, 10));
-        // A publisher waiting for room gets the room given back.
-        let o = Arc::new(Outbox::new(1, usize::MAX));
-        let held = o.reserve(1, Duration::ZERO).await.unwrap();
-        let waiter = tokio::spawn({
-            let o = o.clone();
-            async move { o.reserve(1, Duration::from_secs(10)).await.is_some() }
-        });
-        tokio::task::yield_now().await;
-        drop(held);
-        assert!(waiter.await.unwrap());
-        assert_eq!((o.len(), o.bytes()), (0, 0));
-        assert!(o.reserve(1, Duration::ZERO).await.is_some());
     }
 
     #[tokio::test]

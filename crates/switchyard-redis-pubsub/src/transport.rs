@@ -37,9 +37,7 @@ use crate::subscriber::{PubSubSubscriber, Registration};
 
 /// Publishes of one topic are serialized on one of these stripes, so the
 /// order of the sequence numbers (taken from the local hub) is the order
-/// frames enter the outbox. A stripe is a plain lock held for a few
-/// steps that never wait: room in the outbox is reserved before it is
-/// taken, and local subscribers never make a publisher wait.
+/// frames enter the outbox.
 const STRIPES: usize = 64;
 
 const ADAPTER: &str = "redis-pubsub";
@@ -53,7 +51,7 @@ const ADAPTER: &str = "redis-pubsub";
 pub struct RedisPubSubTransport {
     shared: Arc<Shared>,
     local: MemoryTransport,
-    stripes: Box<[Mutex<()>]>,
+    stripes: Box<[tokio::sync::Mutex<()>]>,
     seq: AtomicU64,
     closed: AtomicBool,
     cancel: CancellationToken,
@@ -169,7 +167,7 @@ impl RedisPubSubTransport {
         );
         Ok(RedisPubSubTransport {
             local: MemoryTransport::with_config(MemoryConfig::default().with_retention(1)),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             seq: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             tasks: Mutex::new(tasks),
@@ -206,7 +204,7 @@ impl RedisPubSubTransport {
         }
     }
 
-    fn stripe(&self, topic: &str) -> &Mutex<()> {
+    fn stripe(&self, topic: &str) -> &tokio::sync::Mutex<()> {
         let mut h = DefaultHasher::new();
         topic.hash(&mut h);
         &self.stripes[(h.finish() as usize) % self.stripes.len()]
@@ -224,43 +222,23 @@ impl RedisPubSubTransport {
         message
             .headers
             .insert(header::ORIGIN, shared.origin_hex.clone());
-        // Room in the outbox first: when it is full this waits (up to
-        // `outbox_wait`) before the topic's stripe is taken, so the stripe
-        // is only ever held for steps that do not wait.
-        let room = shared
-            .outbox
-            .reserve(frame.len() + channel.len(), shared.config.outbox_wait)
-            .await;
-        let (id, queued) = {
-            let _order = self.stripe(message.topic.as_str()).lock();
-            // Local subscribers first; the hub's per-topic number is the
-            // topic sequence number other replicas check for gaps.
-            // Checked against LIMITS by `encode`; the local hub must not
-            // count the `sy-origin` header added here. Never waits: every
-            // local subscriber is a never-blocking one (see `subscribe`), so
-            // a stuck subscriber cannot hold this stripe, the outbox or
-            // other replicas.
-            let id = match self.local.try_publish_prechecked(message)? {
-                Ok(id) => id,
-                Err(_) => {
-                    return Err(Error::Backend(
-                        "redis pubsub: a local subscriber would have made the publisher wait (local subscribers are never-blocking); the message was not published, retry".into(),
-                    ));
-                }
-            };
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-            envelope::set_seqs(&mut frame, seq, id.seq);
-            let queued = room.map(|room| {
-                room.fill(OutboxEntry {
-                    channel,
-                    frame: frame.freeze(),
-                    enqueued: Instant::now(),
-                });
-            });
-            (id, queued.is_some())
-        };
+        let _order = self.stripe(message.topic.as_str()).lock().await;
+        // Local subscribers first; the hub's per-topic number is the topic
+        // sequence number other replicas check for gaps.
+        // Checked against LIMITS by `encode`; the local hub must not count
+        // the `sy-origin` header added here. Never waits: every local
+        // subscriber is a never-blocking one (see `subscribe`), so a stuck
+        // subscriber cannot hold this stripe, the outbox or other replicas.
+        let id = self.local.publish_prechecked(message).await?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        envelope::set_seqs(&mut frame, seq, id.seq);
         add(&shared.counters.publishes, 1);
-        if !queued {
+        let entry = OutboxEntry {
+            channel,
+            frame: frame.freeze(),
+            enqueued: Instant::now(),
+        };
+        if !shared.outbox.push(entry, shared.config.outbox_wait).await {
             add(&shared.counters.outbox_full, 1);
             limited_warn!(
                 shared.warn,
