@@ -606,6 +606,12 @@ async fn compare_size(
             let _ = (p.close().await, c.close().await);
             flush().await;
         }
+        keep(
+            &mut rows,
+            &mut failures,
+            "raw::redis_rs_pubsub_latency",
+            raw::redis_rs_pubsub_latency(&redis_url, size, rate, m).await,
+        );
     }
     Ok((rows, failures))
 }

@@ -326,3 +326,95 @@ pub(crate) fn rand_suffix() -> String {
         .subsec_nanos();
     format!("{:x}{nanos:08x}", std::process::id())
 }
+
+/// The latency reference for the backplane: `n` messages offered at `rate`
+/// msg/s by a pacing thread, as `ours::latency_row` does, sent by a task
+/// that pipelines whatever is waiting as redis-rs `PUBLISH`es on one
+/// multiplexed connection, and received by a redis-rs `SUBSCRIBE` on
+/// another connection. Latency is arrival minus the intended send time.
+pub(crate) async fn redis_rs_pubsub_latency(
+    url: &str,
+    size: usize,
+    rate: u64,
+    n: u64,
+) -> Result<Row> {
+    use futures::StreamExt as _;
+
+    let client = redis::Client::open(url).context("redis-rs client")?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("redis-rs connection")?;
+    let mut sub = client.get_async_pubsub().await.context("redis-rs pubsub")?;
+    let channel = format!("raw:latency:{}", rand_suffix());
+    sub.subscribe(&channel).await?;
+    let size = size.max(8);
+    let epoch = Instant::now();
+    let interval_ns = 1e9 / rate as f64;
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Vec<u8>>(usize::try_from(n).unwrap_or(1).max(1));
+    let pacer = tokio::task::spawn_blocking(move || -> Result<()> {
+        for i in 0..n {
+            let due = Duration::from_nanos(1_000_000 + (i as f64 * interval_ns) as u64);
+            if let Some(wait) = due.checked_sub(epoch.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let mut body = vec![b'x'; size];
+            let due_ns = u64::try_from(due.as_nanos()).unwrap_or(u64::MAX);
+            body[..8].copy_from_slice(&due_ns.to_le_bytes());
+            tx.blocking_send(body)
+                .map_err(|_| anyhow::anyhow!("the publishing task stopped"))?;
+        }
+        Ok(())
+    });
+    let ch = channel.clone();
+    let sender = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut pipe = redis::pipe();
+            pipe.cmd("PUBLISH").arg(&ch).arg(first).ignore();
+            for _ in 1..1024 {
+                match rx.try_recv() {
+                    Ok(body) => {
+                        pipe.cmd("PUBLISH").arg(&ch).arg(body).ignore();
+                    }
+                    Err(_) => break,
+                }
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        anyhow::Ok(())
+    });
+    let mut h = crate::harness::histogram()?;
+    let mut messages = sub.on_message();
+    let mut got = 0;
+    while got < n {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), messages.next()).await
+        else {
+            bail!("raw latency run stalled at {got} of {n}");
+        };
+        let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let due = m
+            .get_payload_bytes()
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .context("a foreign payload")?;
+        h.saturating_record(now.saturating_sub(due).max(1));
+        got += 1;
+    }
+    drop(messages);
+    pacer.await.context("the pacing thread panicked")??;
+    sender.await.context("the publishing task panicked")??;
+    Ok(Row {
+        section: "latency",
+        name: format!("redis-rs PUBLISH / SUBSCRIBE, latency at {rate} msg/s"),
+        kind: Kind::Raw,
+        messages: n,
+        size,
+        secs: n as f64 / rate as f64,
+        runs: Vec::new(),
+        latency: Some(crate::harness::Latency::from_histogram(&h)),
+        note: "hand-written loop: pacing thread, pipelined PUBLISH, one SUBSCRIBE connection"
+            .into(),
+    })
+}
