@@ -309,3 +309,32 @@ impl Drop for Readers {
 pub(crate) fn share(n: u64, parts: u64, i: u64) -> u64 {
     n / parts + u64::from(i < n % parts)
 }
+
+/// A pacing thread offering `n` payloads of `size` bytes (at least 8) at
+/// `rate` msg/s from `epoch` + 1 ms: each payload starts with its
+/// intended send time (ns since `epoch`, little endian), so latency can
+/// be measured from it (no coordinated omission). `send` hands each one
+/// on; its error ends the thread's run.
+pub(crate) fn spawn_pacer(
+    n: u64,
+    rate: u64,
+    size: usize,
+    epoch: Instant,
+    mut send: impl FnMut(Vec<u8>) -> Result<()> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<()>> {
+    let interval_ns = 1e9 / rate.max(1) as f64;
+    let size = size.max(8);
+    tokio::task::spawn_blocking(move || {
+        for i in 0..n {
+            let due = Duration::from_nanos(1_000_000 + (i as f64 * interval_ns) as u64);
+            if let Some(wait) = due.checked_sub(epoch.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let mut body = vec![b'x'; size];
+            let due_ns = u64::try_from(due.as_nanos()).unwrap_or(u64::MAX);
+            body[..8].copy_from_slice(&due_ns.to_le_bytes());
+            send(body)?;
+        }
+        Ok(())
+    })
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use switchyard::{Message, Start, Subscription, Topic, TopicFilter, Transport};
 
-use crate::harness::{Kind, Latency, Readers, Row, histogram, payload, share};
+use crate::harness::{Kind, Latency, Readers, Row, histogram, payload, share, spawn_pacer};
 
 /// How long readers may go without a delivery before a run fails.
 const IDLE: Duration = Duration::from_secs(30);
@@ -337,7 +337,6 @@ pub(crate) async fn latency_row(
         .subscribe(Subscription::new(topic.clone()).buffer(4096))
         .await?;
     let epoch = Instant::now();
-    let interval_ns = 1e9 / rate as f64;
     let handle = tokio::runtime::Handle::current();
     let (p, t) = (publisher.clone(), topic.clone());
     let size = size.max(8);
@@ -345,21 +344,11 @@ pub(crate) async fn latency_row(
     // task per message, no wait for Redis' answer); a task awaits the acks
     // in order, so a failed publish fails the run.
     let (acks_tx, mut acks_rx) = tokio::sync::mpsc::channel(usize::try_from(n).unwrap_or(1).max(1));
-    let pacer = tokio::task::spawn_blocking(move || -> Result<()> {
-        for i in 0..n {
-            let due = Duration::from_nanos(1_000_000 + (i as f64 * interval_ns) as u64);
-            if let Some(wait) = due.checked_sub(epoch.elapsed()) {
-                std::thread::sleep(wait);
-            }
-            let mut body = vec![b'x'; size];
-            let due_ns = u64::try_from(due.as_nanos()).unwrap_or(u64::MAX);
-            body[..8].copy_from_slice(&due_ns.to_le_bytes());
-            let ack = handle.block_on(p.publish_queued(Message::new(t.clone(), body)))?;
-            acks_tx
-                .blocking_send(ack)
-                .map_err(|_| anyhow::anyhow!("the ack checker stopped"))?;
-        }
-        Ok(())
+    let pacer = spawn_pacer(n, rate, size, epoch, move |body| {
+        let ack = handle.block_on(p.publish_queued(Message::new(t.clone(), body)))?;
+        acks_tx
+            .blocking_send(ack)
+            .map_err(|_| anyhow::anyhow!("the ack checker stopped"))
     });
     let checker = tokio::spawn(async move {
         while let Some(ack) = acks_rx.recv().await {

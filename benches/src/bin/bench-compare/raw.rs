@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use switchyard::Bytes;
 
-use crate::harness::{Kind, Row, payload, share};
+use crate::harness::{Kind, Row, payload, share, spawn_pacer};
 
 /// `redis-benchmark -P 64` running `command` (`XADD key * d PAYLOAD` or
 /// `PUBLISH channel PAYLOAD`) `n` times with 50 clients; msg/s from its
@@ -350,22 +350,11 @@ pub(crate) async fn redis_rs_pubsub_latency(
     sub.subscribe(&channel).await?;
     let size = size.max(8);
     let epoch = Instant::now();
-    let interval_ns = 1e9 / rate as f64;
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<Vec<u8>>(usize::try_from(n).unwrap_or(1).max(1));
-    let pacer = tokio::task::spawn_blocking(move || -> Result<()> {
-        for i in 0..n {
-            let due = Duration::from_nanos(1_000_000 + (i as f64 * interval_ns) as u64);
-            if let Some(wait) = due.checked_sub(epoch.elapsed()) {
-                std::thread::sleep(wait);
-            }
-            let mut body = vec![b'x'; size];
-            let due_ns = u64::try_from(due.as_nanos()).unwrap_or(u64::MAX);
-            body[..8].copy_from_slice(&due_ns.to_le_bytes());
-            tx.blocking_send(body)
-                .map_err(|_| anyhow::anyhow!("the publishing task stopped"))?;
-        }
-        Ok(())
+    let pacer = spawn_pacer(n, rate, size, epoch, move |body| {
+        tx.blocking_send(body)
+            .map_err(|_| anyhow::anyhow!("the publishing task stopped"))
     });
     let ch = channel.clone();
     let sender = tokio::spawn(async move {
