@@ -107,6 +107,13 @@ impl<T> LocalQueue<T> {
             }
         }
         st.items.push_back(item);
+        self.pushed(st);
+        Ok(result)
+    }
+
+    /// After a push: releases the lock, then reports the new length and
+    /// wakes the consumer (outside the lock).
+    fn pushed(&self, mut st: parking_lot::MutexGuard<'_, State<T>>) {
         let len = st.items.len();
         let waker = st.waker.take();
         drop(st);
@@ -116,7 +123,6 @@ impl<T> LocalQueue<T> {
         if let Some(w) = waker {
             w.wake();
         }
-        Ok(result)
     }
 
     /// Adds every item of `items` in order, waiting for room under
@@ -173,17 +179,8 @@ impl<T> LocalQueue<T> {
             st.items.push_back(item);
             pushed = true;
         }
-        if !pushed {
-            return true;
-        }
-        let len = st.items.len();
-        let waker = st.waker.take();
-        drop(st);
-        if let Some(watch) = &self.watch {
-            watch.observe(len);
-        }
-        if let Some(w) = waker {
-            w.wake();
+        if pushed {
+            self.pushed(st);
         }
         true
     }
