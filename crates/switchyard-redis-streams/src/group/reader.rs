@@ -353,43 +353,6 @@ impl Reader {
         self.g.sleep(pause).await;
     }
 
-    /// Encodes `XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS keys... ids...`
-    /// into `self.cmd`.
-    fn encode_read<'a>(
-        &mut self,
-        count: usize,
-        block: Option<u64>,
-        keys: impl ExactSizeIterator<Item = &'a str>,
-        ids: &[Vec<u8>],
-    ) {
-        let cmd = &mut self.cmd;
-        cmd.clear();
-        let n = keys.len();
-        put_array_header(cmd, 7 + if block.is_some() { 2 } else { 0 } + 2 * n);
-        put_bulk(cmd, b"XREADGROUP");
-        put_bulk(cmd, b"GROUP");
-        put_bulk(cmd, self.g.cfg.group.as_bytes());
-        put_bulk(cmd, self.g.cfg.consumer.as_bytes());
-        put_bulk(cmd, b"COUNT");
-        put_bulk(cmd, count.to_string().as_bytes());
-        if let Some(ms) = block {
-            put_bulk(cmd, b"BLOCK");
-            put_bulk(cmd, ms.to_string().as_bytes());
-        }
-        put_bulk(cmd, b"STREAMS");
-        for key in keys {
-            put_bulk(cmd, key.as_bytes());
-        }
-        for i in 0..n {
-            put_bulk(
-                cmd,
-                ids.get(i)
-                    .or(ids.last())
-                    .map_or(b">".as_slice(), Vec::as_slice),
-            );
-        }
-    }
-
     /// Sends the encoded read on `conn` and parses its reply; `None` when
     /// the subscriber closed meanwhile.
     async fn query(
@@ -425,18 +388,19 @@ impl Reader {
             self.g.wait_for_room().await;
             return Ok(!self.g.is_stopped());
         }
-        let history = std::mem::take(&mut self.history);
-        let ids: Vec<Vec<u8>> = history
+        let ids: Vec<String> = self
+            .history
             .iter()
-            .map(|(_, after)| after.to_string().into_bytes())
+            .map(|(_, after)| after.to_string())
             .collect();
-        self.encode_read(
+        encode_read(
+            &mut self.cmd,
+            (&self.g.cfg.group, &self.g.cfg.consumer),
             count,
             None,
-            history.iter().map(|(s, _)| s.key.as_str()),
-            &ids,
+            self.history.iter().map(|(s, _)| s.key.as_str()),
+            ids.iter().map(String::as_bytes),
         );
-        self.history = history;
         let Some(reply) = self.query(&conn).await? else {
             return Ok(false);
         };
@@ -469,9 +433,14 @@ impl Reader {
             return Ok(!self.g.is_stopped());
         }
         let block = millis(self.g.inner.config.block).max(1);
-        let by_key = std::mem::take(&mut self.by_key);
-        self.encode_read(count, Some(block), by_key.keys().map(String::as_str), &[]);
-        self.by_key = by_key;
+        encode_read(
+            &mut self.cmd,
+            (&self.g.cfg.group, &self.g.cfg.consumer),
+            count,
+            Some(block),
+            self.by_key.keys().map(String::as_str),
+            std::iter::repeat_n(b">".as_slice(), self.by_key.len()),
+        );
         let Some(reply) = self.query(&conn).await? else {
             return Ok(false);
         };
@@ -482,6 +451,38 @@ impl Reader {
             }
         }
         Ok(true)
+    }
+}
+
+/// Encodes `XREADGROUP GROUP group consumer COUNT n [BLOCK ms] STREAMS
+/// keys... ids...` into `cmd` (cleared first); `ids` gives one id per key.
+fn encode_read<'a>(
+    cmd: &mut Vec<u8>,
+    (group, consumer): (&str, &str),
+    count: usize,
+    block: Option<u64>,
+    keys: impl ExactSizeIterator<Item = &'a str>,
+    ids: impl Iterator<Item = &'a [u8]>,
+) {
+    cmd.clear();
+    let n = keys.len();
+    put_array_header(cmd, 7 + if block.is_some() { 2 } else { 0 } + 2 * n);
+    put_bulk(cmd, b"XREADGROUP");
+    put_bulk(cmd, b"GROUP");
+    put_bulk(cmd, group.as_bytes());
+    put_bulk(cmd, consumer.as_bytes());
+    put_bulk(cmd, b"COUNT");
+    put_bulk(cmd, count.to_string().as_bytes());
+    if let Some(ms) = block {
+        put_bulk(cmd, b"BLOCK");
+        put_bulk(cmd, ms.to_string().as_bytes());
+    }
+    put_bulk(cmd, b"STREAMS");
+    for key in keys {
+        put_bulk(cmd, key.as_bytes());
+    }
+    for id in ids.take(n) {
+        put_bulk(cmd, id);
     }
 }
 
